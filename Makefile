@@ -1,0 +1,32 @@
+# One-command set-up for newcomers and CI. torch is pinned: an unpinned install pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+DEMO_OUT ?= demo_out
+
+.PHONY: setup test demo bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/ditr synth $(DEMO_OUT)/rooms --scenes 1 --seed 0
+	$(VENV)/bin/ditr inspect $(DEMO_OUT)/rooms/room_0000
+	$(VENV)/bin/ditr project $(DEMO_OUT)/rooms/room_0000 --out $(DEMO_OUT)/corr.npz --render $(DEMO_OUT)/overlays
+	@echo "Overlays written to $(DEMO_OUT)/overlays"
+
+bench: setup
+	$(PY) benchmarks/projection.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

@@ -1,0 +1,56 @@
+"""The ``ditr`` command line: one sub-command per module in :mod:`ditr.commands`.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
+adding a command means adding its module name to ``COMMANDS``. Errors caused by user input
+(:class:`~ditr.errors.DitrError`) are printed as one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import DitrError
+
+COMMANDS = ["synth", "inspect", "project", "import_"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ditr",
+        description="DITR: 2D foundation-model features for 3D point-cloud segmentation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'ditr COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"ditr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS:
+        module = importlib.import_module(f".commands.{module_name}", __package__)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                           epilog=getattr(module, "EXAMPLES", None),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except DitrError as exc:
+        print(f"ditr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ditr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

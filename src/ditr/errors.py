@@ -1,0 +1,24 @@
+"""Exceptions that reach users.
+
+Every problem with user input is raised as a :class:`DitrError` whose message names the file and the
+field at fault, so the command line can print one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DitrError(Exception):
+    """An error caused by user input or environment, printed without a traceback by the CLI."""
+
+
+class SceneError(DitrError, ValueError):
+    """A scene directory that does not follow the scene format (DESIGN 3.1)."""
+
+    def __init__(self, file: str | Path, field: str | None, problem: str):
+        self.file = Path(file)
+        self.field = field
+        self.problem = problem
+        where = f"{self.file}" + (f": {field}" if field else "")
+        super().__init__(f"{where}: {problem}")

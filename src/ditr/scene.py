@@ -1,0 +1,460 @@
+"""The scene format, version 1 (DESIGN 3.1): points plus posed, calibrated images in one directory.
+
+A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
+that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an
+optional ``meta.json``. :meth:`Scene.load` validates everything that can make a later stage silently
+wrong (shapes, dtypes, finite values, invertible poses, image sizes, missing files) and raises a
+:class:`~ditr.errors.SceneError` naming the file and field; :meth:`Scene.save` writes atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import SceneError
+from .fileio import atomic_directory, atomic_save_npy, atomic_write_json
+
+VIEWS_FORMAT = "ditr.views"
+VIEWS_VERSION = 1
+VIEWS_FILE = "views.json"
+META_FILE = "meta.json"
+COORD_FILE = "coord.npy"
+
+#: Label-image value meaning "ignore" (class -1) for 8-bit and 16-bit PNG label images.
+LABEL_IGNORE_PNG = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+
+
+def _attribute_kind(name: str) -> str | None:
+    """Which validation rule a ``<name>.npy`` file follows, or None if it is not a point attribute."""
+    if name in ("color", "normal", "strength", "instance"):
+        return name
+    if name.startswith("segment"):
+        return "segment"
+    return None
+
+
+def _validate_attribute(name: str, array: np.ndarray, n: int, file: Path) -> np.ndarray:
+    """Check one per-point attribute against the format; returns it in its canonical dtype."""
+    kind = _attribute_kind(name)
+    if array.shape[:1] != (n,):
+        raise SceneError(file, name, f"has {array.shape[0] if array.ndim else 0} rows, expected {n} (one per point in {COORD_FILE})")
+    if kind == "color":
+        if array.shape != (n, 3):
+            raise SceneError(file, name, f"shape {array.shape}, expected ({n}, 3)")
+        if array.dtype != np.uint8:
+            raise SceneError(file, name, f"dtype {array.dtype}, expected uint8 (0-255 RGB)")
+        return array
+    if kind in ("normal", "strength"):
+        if kind == "normal" and array.shape != (n, 3):
+            raise SceneError(file, name, f"shape {array.shape}, expected ({n}, 3)")
+        if kind == "strength" and array.shape not in ((n,), (n, 1)):
+            raise SceneError(file, name, f"shape {array.shape}, expected ({n},) or ({n}, 1)")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise SceneError(file, name, f"dtype {array.dtype}, expected float32")
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).any(axis=-1).sum()) if array.ndim > 1 else int((~np.isfinite(array)).sum())
+            raise SceneError(file, name, f"{bad} rows contain NaN or infinite values")
+        return array
+    # segment* / instance: integer ids, -1 = ignore
+    if array.shape != (n,):
+        raise SceneError(file, name, f"shape {array.shape}, expected ({n},)")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise SceneError(file, name, f"dtype {array.dtype}, expected an integer type (-1 = ignore)")
+    if array.size and array.min() < -1:
+        raise SceneError(file, name, f"contains {int(array.min())}; ids must be >= 0 or -1 (ignore)")
+    return array.astype(np.int64, copy=False)
+
+
+def _load_npy(file: Path, name: str) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for damaged files
+        raise SceneError(file, name, f"cannot be read as a .npy array ({exc})") from None
+
+
+def _matrix(value: Any, shape: tuple[int, int], file: Path, field_name: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SceneError(file, field_name, f"must be a {shape[0]}x{shape[1]} matrix of numbers") from None
+    if m.shape != shape:
+        raise SceneError(file, field_name, f"shape {list(m.shape)}, expected {shape[0]}x{shape[1]}")
+    if not np.isfinite(m).all():
+        raise SceneError(file, field_name, "contains NaN or infinite values")
+    return m
+
+
+def _check_intrinsics(k: np.ndarray, file: Path, field_name: str) -> None:
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise SceneError(file, field_name, f"focal lengths must be positive (fx={k[0, 0]}, fy={k[1, 1]})")
+    if not np.allclose(k[2], [0.0, 0.0, 1.0]):
+        raise SceneError(file, field_name, f"last row must be [0, 0, 1], got {k[2].tolist()}")
+
+
+def _check_pose(t: np.ndarray, file: Path, field_name: str) -> None:
+    if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0]):
+        raise SceneError(file, field_name, f"last row must be [0, 0, 0, 1], got {t[3].tolist()}")
+    det = float(np.linalg.det(t[:3, :3]))
+    if not math.isfinite(det) or abs(det) < 1e-9 or np.linalg.cond(t[:3, :3]) > 1e8:
+        raise SceneError(file, field_name, f"is not invertible (det of the rotation part = {det:.3g})")
+
+
+def _positive_int(value: Any, file: Path, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SceneError(file, field_name, f"must be a positive integer, got {value!r}")
+    return value
+
+
+def read_label_image(path: Path) -> np.ndarray:
+    """Read a per-pixel class-id image (PNG: 255 / 65535 = ignore; ``.npy``: -1 = ignore) as int64."""
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False).astype(np.int64)
+    raw = np.asarray(Image.open(path))
+    ignore = LABEL_IGNORE_PNG.get(raw.dtype)
+    labels = raw.astype(np.int64)
+    if ignore is not None:
+        labels[raw == ignore] = -1
+    return labels
+
+
+def write_label_image(path: Path, labels: np.ndarray) -> None:
+    """Write class ids (-1 = ignore) as a 16-bit PNG with 65535 = ignore."""
+    out = np.where(labels < 0, 65535, labels).astype(np.uint16)
+    Image.fromarray(out).save(path)
+
+
+def read_depth_image(path: Path, depth_scale: float) -> np.ndarray:
+    """Read a depth map (uint16 PNG or ``.npy``) and return metres as float32; 0 marks no depth."""
+    raw = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.asarray(Image.open(path))
+    depth = raw.astype(np.float32) / float(depth_scale)
+    depth[~np.isfinite(depth)] = 0.0
+    return depth
+
+
+def write_depth_image(path: Path, depth_m: np.ndarray, depth_scale: float = 1000.0) -> None:
+    """Write metric depth as a uint16 PNG in units of ``1/depth_scale`` metres (0 = no depth)."""
+    units = np.nan_to_num(depth_m * depth_scale, nan=0.0, posinf=0.0, neginf=0.0)
+    units[(units < 0) | (units > 65535)] = 0
+    Image.fromarray(np.round(units).astype(np.uint16)).save(path)
+
+
+@dataclass
+class View:
+    """One calibrated, posed camera image of a scene (OpenCV convention: x right, y down, z forward).
+
+    Image, depth and label are either files (``*_path``) or in-memory arrays (``image``, ``depth``,
+    ``label``) that :meth:`Scene.save` writes out; the ``read_*`` methods return whichever is set.
+    """
+
+    name: str
+    width: int
+    height: int
+    intrinsics: np.ndarray
+    cam_to_world: np.ndarray
+    image_path: Path | None = None
+    depth_path: Path | None = None
+    depth_scale: float = 1000.0
+    depth_intrinsics: np.ndarray | None = None
+    depth_width: int | None = None
+    depth_height: int | None = None
+    label_path: Path | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+    depth: np.ndarray | None = field(default=None, repr=False)
+    label: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def world_to_cam(self) -> np.ndarray:
+        return np.linalg.inv(self.cam_to_world)
+
+    @property
+    def has_depth(self) -> bool:
+        return self.depth is not None or self.depth_path is not None
+
+    @property
+    def has_label(self) -> bool:
+        return self.label is not None or self.label_path is not None
+
+    @property
+    def depth_camera(self) -> tuple[np.ndarray, int, int]:
+        """Intrinsics, width and height of the depth map (the colour camera's unless declared)."""
+        k = self.depth_intrinsics if self.depth_intrinsics is not None else self.intrinsics
+        return k, self.depth_width or self.width, self.depth_height or self.height
+
+    def read_image(self) -> np.ndarray:
+        """The RGB image as uint8 (H, W, 3); its size is checked against ``width`` x ``height``."""
+        if self.image is not None:
+            return self.image
+        if self.image_path is None:
+            raise SceneError(VIEWS_FILE, f"views[{self.name}].image", "no image file or array")
+        with Image.open(self.image_path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        if rgb.shape[:2] != (self.height, self.width):
+            raise SceneError(self.image_path, f"views[{self.name}].image",
+                             f"is {rgb.shape[1]}x{rgb.shape[0]}, views.json declares {self.width}x{self.height}")
+        return rgb
+
+    def read_depth(self) -> np.ndarray | None:
+        """Metric depth (float32, metres, 0 = missing) at the depth camera's resolution, or None."""
+        if self.depth is not None:
+            return self.depth
+        if self.depth_path is None:
+            return None
+        depth = read_depth_image(self.depth_path, self.depth_scale)
+        _, w, h = self.depth_camera
+        if depth.shape != (h, w):
+            raise SceneError(self.depth_path, f"views[{self.name}].depth",
+                             f"is {depth.shape[1]}x{depth.shape[0]}, expected {w}x{h}")
+        return depth
+
+    def read_label(self) -> np.ndarray | None:
+        """Per-pixel class ids (int64, -1 = ignore) or None."""
+        if self.label is not None:
+            return self.label
+        if self.label_path is None:
+            return None
+        return read_label_image(self.label_path)
+
+
+@dataclass
+class Scene:
+    """Points with per-point attributes and the views that saw them."""
+
+    coord: np.ndarray
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    views: list[View] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def num_points(self) -> int:
+        return int(self.coord.shape[0])
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.name if self.path else "scene")
+
+    def segment(self, name: str | None = None) -> np.ndarray | None:
+        """Per-point class ids: ``name`` or the meta's ``segment`` key, else ``segment`` / the only ``segment*``."""
+        name = name or self.meta.get("segment")
+        if name:
+            return self.attributes.get(name)
+        if "segment" in self.attributes:
+            return self.attributes["segment"]
+        segs = sorted(k for k in self.attributes if k.startswith("segment"))
+        return self.attributes[segs[0]] if segs else None
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, *, check_images: bool = True) -> Scene:
+        """Load and validate a scene directory; ``check_images`` also verifies every image's size."""
+        path = Path(path)
+        if not path.is_dir():
+            raise SceneError(path, None, "scene directory does not exist")
+        coord_file = path / COORD_FILE
+        if not coord_file.is_file():
+            raise SceneError(coord_file, "coord", "missing: every scene needs coord.npy (float32, N x 3, metres)")
+        coord = _load_npy(coord_file, "coord")
+        if coord.ndim != 2 or coord.shape[1] != 3:
+            raise SceneError(coord_file, "coord", f"shape {coord.shape}, expected (N, 3)")
+        if not np.issubdtype(coord.dtype, np.floating):
+            raise SceneError(coord_file, "coord", f"dtype {coord.dtype}, expected float32")
+        if coord.shape[0] == 0:
+            raise SceneError(coord_file, "coord", "the scene has no points")
+        coord = coord.astype(np.float32, copy=False)
+        finite = np.isfinite(coord).all(axis=1)
+        if not finite.all():
+            first = int(np.flatnonzero(~finite)[0])
+            raise SceneError(coord_file, "coord", f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
+        n = coord.shape[0]
+        attributes = {}
+        for file in sorted(path.glob("*.npy")):
+            name = file.stem
+            if name == "coord" or _attribute_kind(name) is None:
+                continue
+            attributes[name] = _validate_attribute(name, _load_npy(file, name), n, file)
+        meta = cls._load_meta(path / META_FILE)
+        views = cls._load_views(path, check_images) if (path / VIEWS_FILE).exists() else []
+        return cls(coord=coord, attributes=attributes, views=views, meta=meta, path=path)
+
+    @staticmethod
+    def _load_meta(file: Path) -> dict[str, Any]:
+        if not file.exists():
+            return {}
+        try:
+            meta = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SceneError(file, None, f"is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise SceneError(file, None, "must hold a JSON object")
+        names = meta.get("class_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(s, str) for s in names)):
+            raise SceneError(file, "class_names", "must be a list of strings")
+        if "ignore_index" in meta and not isinstance(meta["ignore_index"], int):
+            raise SceneError(file, "ignore_index", "must be an integer")
+        return meta
+
+    @staticmethod
+    def _load_views(path: Path, check_images: bool) -> list[View]:
+        file = path / VIEWS_FILE
+        try:
+            doc = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SceneError(file, None, f"is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != VIEWS_FORMAT:
+            raise SceneError(file, "format", f'must be "{VIEWS_FORMAT}"')
+        if doc.get("version") != VIEWS_VERSION:
+            raise SceneError(file, "version", f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
+        entries = doc.get("views")
+        if not isinstance(entries, list):
+            raise SceneError(file, "views", "must be a list")
+        views, seen = [], set()
+        for i, entry in enumerate(entries):
+            views.append(_parse_view(entry, i, path, file, check_images))
+            if views[-1].name in seen:
+                raise SceneError(file, f"views[{i}].name", f"duplicate view name {views[-1].name!r}")
+            seen.add(views[-1].name)
+        return views
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path, *, image_format: str = "jpg") -> Path:
+        """Write the scene directory atomically (a reader sees the old scene or the new, never a mix).
+
+        In-memory images are encoded as ``image_format`` (``jpg`` or ``png``); images that live in
+        files are copied unchanged; depth is written as uint16 PNG (mm by default), labels as 16-bit PNG.
+        """
+        path = Path(path)
+        n = self.num_points
+        for name, array in self.attributes.items():
+            _validate_attribute(name, np.asarray(array), n, path / f"{name}.npy")
+        with atomic_directory(path) as tmp:
+            atomic_save_npy(tmp / COORD_FILE, np.ascontiguousarray(self.coord, dtype=np.float32))
+            for name, array in self.attributes.items():
+                atomic_save_npy(tmp / f"{name}.npy", np.asarray(array))
+            if self.meta:
+                atomic_write_json(tmp / META_FILE, self.meta)
+            if self.views:
+                entries = [_write_view(v, tmp, image_format) for v in self.views]
+                atomic_write_json(tmp / VIEWS_FILE, {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
+        self.path = path
+        return path
+
+
+def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) -> View:
+    where = f"views[{i}]"
+    if not isinstance(entry, dict):
+        raise SceneError(file, where, "must be a JSON object")
+    for key in ("name", "image", "width", "height", "intrinsics", "cam_to_world"):
+        if key not in entry:
+            raise SceneError(file, f"{where}.{key}", "missing")
+    name = entry["name"]
+    if not isinstance(name, str) or not name:
+        raise SceneError(file, f"{where}.name", "must be a non-empty string")
+    where = f"views[{i}] ({name})"
+    width = _positive_int(entry["width"], file, f"{where}.width")
+    height = _positive_int(entry["height"], file, f"{where}.height")
+    k = _matrix(entry["intrinsics"], (3, 3), file, f"{where}.intrinsics")
+    _check_intrinsics(k, file, f"{where}.intrinsics")
+    pose = _matrix(entry["cam_to_world"], (4, 4), file, f"{where}.cam_to_world")
+    _check_pose(pose, file, f"{where}.cam_to_world")
+
+    def existing(key: str) -> Path | None:
+        rel = entry.get(key)
+        if rel is None:
+            return None
+        if not isinstance(rel, str):
+            raise SceneError(file, f"{where}.{key}", "must be a path string relative to the scene directory")
+        p = root / rel
+        if not p.is_file():
+            raise SceneError(file, f"{where}.{key}", f"file not found: {p}")
+        return p
+
+    view = View(name=name, width=width, height=height, intrinsics=k, cam_to_world=pose,
+                image_path=existing("image"), depth_path=existing("depth"), label_path=existing("label"))
+    if view.depth_path is not None:
+        scale = entry.get("depth_scale", 1000.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise SceneError(file, f"{where}.depth_scale", f"must be a positive number (units per metre), got {scale!r}")
+        view.depth_scale = float(scale)
+        if "depth_intrinsics" in entry:
+            view.depth_intrinsics = _matrix(entry["depth_intrinsics"], (3, 3), file, f"{where}.depth_intrinsics")
+            _check_intrinsics(view.depth_intrinsics, file, f"{where}.depth_intrinsics")
+            view.depth_width = _positive_int(entry.get("depth_width"), file, f"{where}.depth_width")
+            view.depth_height = _positive_int(entry.get("depth_height"), file, f"{where}.depth_height")
+    if check_images:
+        _check_size(view.image_path, (width, height), file, f"{where}.image")
+        if view.depth_path is not None:
+            _, dw, dh = view.depth_camera
+            _check_size(view.depth_path, (dw, dh), file, f"{where}.depth")
+        if view.label_path is not None:
+            _check_size(view.label_path, (width, height), file, f"{where}.label")
+    return view
+
+
+def _image_size(p: Path) -> tuple[int, int]:
+    if p.suffix == ".npy":
+        shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
+        return int(shape[1]), int(shape[0])
+    with Image.open(p) as im:  # reads the header only
+        return im.size
+
+
+def _check_size(p: Path, expected: tuple[int, int], file: Path, field_name: str) -> None:
+    try:
+        size = _image_size(p)
+    except Exception as exc:
+        raise SceneError(p, field_name, f"cannot be read as an image ({exc})") from None
+    if size != expected:
+        raise SceneError(p, field_name, f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
+
+
+def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": view.name, "width": view.width, "height": view.height,
+                             "intrinsics": np.asarray(view.intrinsics).tolist(),
+                             "cam_to_world": np.asarray(view.cam_to_world).tolist()}
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
+    (root / "images").mkdir(exist_ok=True)
+    if view.image is not None:
+        rel = f"images/{safe}.{image_format}"
+        Image.fromarray(view.image).save(root / rel, quality=95) if image_format == "jpg" else Image.fromarray(view.image).save(root / rel)
+    elif view.image_path is not None:
+        rel = f"images/{safe}{view.image_path.suffix}"
+        shutil.copyfile(view.image_path, root / rel)
+    else:
+        raise SceneError(root / VIEWS_FILE, f"views[{view.name}].image", "view has neither an image file nor an image array")
+    entry["image"] = rel
+    if view.has_depth:
+        (root / "depth").mkdir(exist_ok=True)
+        if view.depth is not None:
+            rel = f"depth/{safe}.png"
+            write_depth_image(root / rel, view.depth, view.depth_scale)
+        else:
+            rel = f"depth/{safe}{view.depth_path.suffix}"
+            shutil.copyfile(view.depth_path, root / rel)
+        entry["depth"] = rel
+        entry["depth_scale"] = view.depth_scale
+        if view.depth_intrinsics is not None:
+            entry.update(depth_intrinsics=np.asarray(view.depth_intrinsics).tolist(),
+                         depth_width=view.depth_width, depth_height=view.depth_height)
+    if view.has_label:
+        (root / "labels").mkdir(exist_ok=True)
+        if view.label is not None:
+            rel = f"labels/{safe}.png"
+            write_label_image(root / rel, view.label)
+        else:
+            rel = f"labels/{safe}{view.label_path.suffix}"
+            shutil.copyfile(view.label_path, root / rel)
+        entry["label"] = rel
+    return entry
