@@ -1,0 +1,1 @@
+"""Pictures: projections over images, label renders, feature PCA, plots."""
