@@ -1,0 +1,1 @@
+"""Sub-commands of the ``ditr`` command line, one module each (see :mod:`ditr.cli`)."""

@@ -1,0 +1,149 @@
+"""ScanNet importer for already preprocessed scenes plus exported frames.
+
+Source layout (what common preprocessing and ScanNet's frame exporter write)::
+
+    SRC/<scene>/coord.npy, color.npy, normal.npy?, segment20.npy?, segment200.npy?, instance.npy?
+    SRC/frames/<scene>/color/<frame>.jpg
+    SRC/frames/<scene>/pose/<frame>.txt             4x4 camera-to-world (raw scan frame)
+    SRC/frames/<scene>/intrinsic/intrinsic_color.txt (4x4; the top-left 3x3 is used)
+    SRC/frames/<scene>/depth/<frame>.png            optional, uint16 mm, with intrinsic_depth.txt
+    SRC/frames/<scene>/axis_align_matrix.txt        optional
+
+ScanNet marks frames whose tracking failed with ``-inf`` poses: those frames are skipped and
+counted. If the points were axis-aligned by the preprocessing (``--axis-aligned``), the poses are
+aligned with the same matrix so that points and cameras stay in one frame.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DitrError, SceneError
+from ..scene import Scene, View
+
+SCANNET20_CLASSES = [
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
+    "bathtub", "otherfurniture",
+]
+
+
+@dataclass
+class ImportReport:
+    """What an import did, so that skipped input is reported rather than silently dropped."""
+
+    scenes: list[str] = field(default_factory=list)
+    frames: int = 0
+    skipped_invalid_pose: int = 0
+    scenes_without_frames: list[str] = field(default_factory=list)
+
+
+def read_matrix(path: Path) -> np.ndarray:
+    """Read a whitespace matrix file, or ScanNet's ``axisAlignment = a b c ...`` metadata line."""
+    text = path.read_text()
+    m = re.search(r"axisAlignment\s*=\s*([-\d.eE+\s]+)", text)
+    values = m.group(1).split() if m else text.split()
+    try:
+        arr = np.array([float(x) for x in values], dtype=np.float64)
+    except ValueError:
+        raise SceneError(path, None, "is not a matrix of numbers") from None
+    side = int(round(np.sqrt(arr.size)))
+    if side * side != arr.size or side not in (3, 4):
+        raise SceneError(path, None, f"holds {arr.size} numbers, expected a 3x3 or 4x4 matrix")
+    return arr.reshape(side, side)
+
+
+def _intrinsics(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise SceneError(path, "intrinsics", "missing")
+    return read_matrix(path)[:3, :3]
+
+
+def _frame_sort_key(p: Path):
+    return (0, int(p.stem)) if p.stem.isdigit() else (1, p.stem)
+
+
+def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, frame_step: int = 1,
+                 max_frames: int | None = None, segment: str = "segment20", axis_aligned: bool = False,
+                 report: ImportReport | None = None) -> Scene:
+    """Convert one preprocessed ScanNet scene (+ its exported frames) into the ditr scene format."""
+    report = report if report is not None else ImportReport()
+    if frame_step < 1 or (max_frames is not None and max_frames < 1):
+        raise DitrError(f"frame_step ({frame_step}) and max_frames ({max_frames}) must be >= 1")
+    base = Scene.load(scene_dir)  # validates the point arrays with file/field-naming errors
+    views: list[View] = []
+    if frames_dir is not None and frames_dir.is_dir():
+        align = np.eye(4)
+        if axis_aligned:
+            align_file = frames_dir / "axis_align_matrix.txt"
+            if not align_file.is_file():
+                raise SceneError(align_file, None, "--axis-aligned needs the scene's axis_align_matrix.txt")
+            align = read_matrix(align_file)
+        k = _intrinsics(frames_dir / "intrinsic" / "intrinsic_color.txt")
+        depth_dir = frames_dir / "depth"
+        k_depth = _intrinsics(frames_dir / "intrinsic" / "intrinsic_depth.txt") if depth_dir.is_dir() else None
+        images = sorted((frames_dir / "color").glob("*.jpg"), key=_frame_sort_key)[::frame_step]
+        for image in images:
+            pose_file = frames_dir / "pose" / f"{image.stem}.txt"
+            if not pose_file.is_file():
+                raise SceneError(pose_file, "pose", f"missing for frame {image.name}")
+            pose = read_matrix(pose_file)
+            if not np.isfinite(pose).all():
+                report.skipped_invalid_pose += 1
+                continue
+            with Image.open(image) as im:
+                width, height = im.size
+            view = View(name=image.stem, width=width, height=height, intrinsics=k,
+                        cam_to_world=align @ pose, image_path=image)
+            depth_file = depth_dir / f"{image.stem}.png"
+            if k_depth is not None and depth_file.is_file():
+                with Image.open(depth_file) as im:
+                    dw, dh = im.size
+                view.depth_path, view.depth_scale = depth_file, 1000.0
+                if (dw, dh) != (width, height) or not np.allclose(k_depth, k):
+                    view.depth_intrinsics, view.depth_width, view.depth_height = k_depth, dw, dh
+            views.append(view)
+            if max_frames is not None and len(views) >= max_frames:
+                break
+    if not views:
+        report.scenes_without_frames.append(scene_dir.name)
+    meta: dict = {"dataset": "scannet", "name": scene_dir.name, "ignore_index": -1}
+    if segment in base.attributes:
+        meta["segment"] = segment
+    if segment == "segment20":  # ScanNet200's names come with the raw label table (dataset importer)
+        meta["class_names"] = SCANNET20_CLASSES
+    scene = Scene(coord=base.coord, attributes=base.attributes, views=views, meta=meta)
+    scene.save(out_dir)
+    report.scenes.append(scene_dir.name)
+    report.frames += len(views)
+    return scene
+
+
+def import_scannet(src: str | Path, out: str | Path, **kwargs) -> ImportReport:
+    """Import every scene directory under ``src`` (those holding coord.npy) into ``out/<scene>``."""
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise DitrError(f"{src}: source directory does not exist")
+    scene_dirs = sorted(p.parent for p in src.glob("*/coord.npy"))
+    if (src / "coord.npy").is_file():  # SRC is a single scene directory
+        scene_dirs = [src]
+    if not scene_dirs:
+        raise DitrError(f"{src}: no scene directories with coord.npy found (expected SRC/<scene>/coord.npy)")
+    report = ImportReport()
+    for scene_dir in scene_dirs:
+        frames = _find_frames(src, scene_dir)
+        import_scene(scene_dir, frames, out / scene_dir.name, report=report, **kwargs)
+    return report
+
+
+def _find_frames(src: Path, scene_dir: Path) -> Path | None:
+    for candidate in (src / "frames" / scene_dir.name, scene_dir.parent / "frames" / scene_dir.name,
+                      scene_dir / "frames"):
+        if (candidate / "color").is_dir():
+            return candidate
+    return None
