@@ -1,0 +1,143 @@
+"""Patch features from a frozen DINOv2 / DINOv3 ViT, as the reference defines them (DESIGN 1.1).
+
+Images are resized (bilinear, antialiased) to a multiple of the patch size, scaled to [0, 1] and
+normalised with ImageNet statistics; the features are the last layer's tokens after the final
+LayerNorm (transformers' ``last_hidden_state``), with the CLS and register tokens dropped, reshaped
+to a (D, H/p, W/p) grid. The grid is never upsampled: points look up their patch (see lifting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DitrError
+from .loading import LoadedVFM
+from .registry import IMAGENET_MEAN, IMAGENET_STD
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: "antialias": resize DINOv2's learned position embeddings as timm and Meta's register models do
+#: (bicubic, antialiased; the reference); "plain": bicubic without antialiasing (transformers'
+#: Dinov2Model default). Irrelevant for DINOv3, whose RoPE needs no resizing.
+POS_INTERPOLATIONS = ("antialias", "plain")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DitrError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise DitrError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"  # CPU autocast is slower than fp32 on most CPUs and changes the numbers
+
+
+def _interpolate_pos_encoding(embeddings: torch.nn.Module, tokens: torch.Tensor, height: int, width: int,
+                              *, antialias: bool) -> torch.Tensor:
+    """Learned position embeddings resized bicubically to the (height/p, width/p) patch grid."""
+    pos = embeddings.position_embeddings
+    p = embeddings.patch_size if isinstance(embeddings.patch_size, int) else embeddings.patch_size[0]
+    gh, gw = height // p, width // p
+    n = pos.shape[1] - 1
+    side = math.isqrt(n)
+    if gh == gw == side:
+        return pos
+    grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False, antialias=antialias)
+    return torch.cat([pos[:, :1], grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
+
+
+class VFMBackend:
+    """Turns uint8 RGB images into (B, D, H/p, W/p) float32 patch-feature grids."""
+
+    def __init__(self, loaded: LoadedVFM, device: str = "cpu", precision: str = "auto",
+                 pos_interpolation: str = "antialias"):
+        if pos_interpolation not in POS_INTERPOLATIONS:
+            raise DitrError(f"pos_interpolation must be one of {POS_INTERPOLATIONS}, got {pos_interpolation!r}")
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.device = resolve_device(device)
+        self.precision = _resolve_precision(precision, self.device)
+        self.pos_interpolation = pos_interpolation if self.spec.family == "dinov2" else "rope"
+        self.model = loaded.model.to(self.device).eval().requires_grad_(False)
+        if self.spec.family == "dinov2":
+            emb = self.model.embeddings
+            emb.interpolate_pos_encoding = functools.partial(
+                _interpolate_pos_encoding, emb, antialias=pos_interpolation == "antialias")
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
+
+    @property
+    def settings(self) -> str:
+        """The result-affecting settings that are not part of the weights (cache-key component)."""
+        return f"precision={self.precision};pos={self.pos_interpolation}"
+
+    def input_size(self, height: int, width: int, resolution: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Network input (H', W'): ``resolution`` if given, else the image size rounded to the patch size."""
+        p = self.patch_size
+        if resolution is not None:
+            h, w = resolution
+            if h % p or w % p or h <= 0 or w <= 0:
+                raise DitrError(f"resolution {h}x{w} must be positive multiples of the patch size {p} "
+                                f"(e.g. {max(p, round(h / p) * p)}x{max(p, round(w / p) * p)})")
+            return h, w
+        return max(p, round(height / p) * p), max(p, round(width / p) * p)
+
+    def preprocess(self, images: Sequence[np.ndarray], size: tuple[int, int], flip: bool = False) -> torch.Tensor:
+        """Resize (bilinear, antialiased), optionally mirror, scale to [0, 1] and normalise."""
+        batch = []
+        for image in images:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+            x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            if tuple(x.shape[-2:]) != tuple(size):
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            batch.append(x.flip(-1) if flip else x)
+        return (torch.cat(batch) - self._mean) / self._std
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @torch.inference_mode()
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H', W') normalised pixels -> (B, D, H'/p, W'/p) float32 features."""
+        b, _, h, w = pixels.shape
+        p = self.patch_size
+        with self._autocast():
+            tokens = self.model(pixel_values=pixels).last_hidden_state
+        patches = tokens[:, 1 + self.spec.num_registers:]  # drop CLS and register tokens
+        if patches.shape[1] != (h // p) * (w // p):
+            raise RuntimeError(f"expected {(h // p) * (w // p)} patch tokens, got {patches.shape[1]}")
+        return patches.float().reshape(b, h // p, w // p, -1).permute(0, 3, 1, 2).contiguous()
+
+    def __call__(self, images: Sequence[np.ndarray], resolution: tuple[int, int] | None = None,
+                 flip: bool = False) -> torch.Tensor:
+        """Features of same-size images; without ``resolution`` the first image's size is rounded."""
+        size = self.input_size(*images[0].shape[:2], resolution)
+        return self.forward(self.preprocess(images, size, flip))
