@@ -108,7 +108,7 @@ class PTv3Config:
 def _drop_path_rates(depths: tuple[int, ...], rate: float) -> list[list[float]]:
     """Linearly increasing stochastic-depth rates over all blocks, split per stage."""
     total = sum(depths)
-    values = torch.linspace(0, rate, total).tolist() if total else []
+    values = torch.linspace(0, rate, total, device="cpu").tolist() if total else []
     out, start = [], 0
     for d in depths:
         out.append(values[start : start + d])

@@ -1,0 +1,204 @@
+"""Checkpoints: reference PTv3 / DITR state dicts in, our own safetensors + JSON format in and out.
+
+Our module names equal the reference's, so converting a reference state dict is a matter of
+unwrapping (``state_dict`` / ``model`` nesting, ``module.`` prefixes from DDP), adding or dropping
+the ``backbone.`` prefix to suit the target module, setting aside weights that never belong to the
+point model (a non-frozen DINOv2 under ``backbone.img_enc.``) and checking shapes. Everything that
+does not fit is listed in a :class:`LoadReport` rather than silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DitrError
+from ..fileio import atomic_directory
+from .ptv3 import PointTransformerV3, PTv3Config, PTv3Segmentor
+
+FORMAT = "ditr.ptv3"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+# Keys of the image encoder that the reference may store next to the point model; not ours to load.
+IGNORED_PREFIXES = ("backbone.img_enc.",)
+
+
+class CheckpointError(DitrError):
+    """A checkpoint that cannot be loaded into the requested model."""
+
+
+@dataclass
+class LoadReport:
+    """What happened to every key when a state dict met a model."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every model key was found with the right shape and nothing was left over."""
+        return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} image-encoder tensors ({IGNORED_PREFIXES[0]}*)")
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                lines.append(f"{title} ({len(items)}): " + ", ".join(items))
+        if self.shape_mismatch:
+            lines.append(
+                f"shape mismatch ({len(self.shape_mismatch)}): "
+                + ", ".join(f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in self.shape_mismatch)
+            )
+        return "; ".join(lines)
+
+
+def extract_state_dict(obj: Any) -> dict[str, Any]:
+    """Unwrap Pointcept / DDP style checkpoints into a flat ``{key: tensor}`` dict."""
+    for nest in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and nest in obj and isinstance(obj[nest], Mapping):
+            obj = obj[nest]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"expected a state dict (mapping), got {type(obj).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def convert_reference_state_dict(
+    state: Mapping[str, Any], model: nn.Module
+) -> tuple[dict[str, Any], list[str]]:
+    """Map reference keys onto ``model``'s naming. Returns (converted state, ignored keys)."""
+    state = extract_state_dict(state)
+    is_segmentor = isinstance(model, PTv3Segmentor)
+    has_prefix = any(k.startswith("backbone.") for k in state)
+    converted: dict[str, Any] = {}
+    ignored: list[str] = []
+    for key, value in state.items():
+        full = key if has_prefix or key.startswith("seg_head.") else "backbone." + key
+        if full.startswith(IGNORED_PREFIXES):
+            ignored.append(key)
+            continue
+        if not is_segmentor:
+            if full.startswith("seg_head."):
+                ignored.append(key)
+                continue
+            full = full[len("backbone."):]
+        converted[full] = value
+    return converted, ignored
+
+
+def compare_state(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]]) -> LoadReport:
+    """Report for ``given`` key -> shape against the ``expected`` key -> shape of a model."""
+    report = LoadReport()
+    for key, shape in given.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif tuple(expected[key]) != tuple(shape):
+            report.shape_mismatch.append((key, tuple(shape), tuple(expected[key])))
+        else:
+            report.loaded.append(key)
+    report.missing = [k for k in expected if k not in given]
+    return report
+
+
+def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def load_reference_state_dict(
+    model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True, reference_compat: bool = True
+) -> LoadReport:
+    """Load a reference PT-v3m1 / DITR PT-v3m1-image checkpoint (file or state dict) into ``model``.
+
+    Loading turns on ``reference_compat`` (the checkpoint was trained with the reference's
+    behaviour); a DITR checkpoint (image projections present) also selects DITR's depth formula.
+    With ``strict`` any missing / unexpected / mis-shaped key raises :class:`CheckpointError`
+    carrying the report; otherwise the matching tensors are loaded and the report returned.
+    """
+    if isinstance(source, (str, Path)):
+        try:
+            source = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable or pickled with non-tensor objects
+            raise CheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
+    state, ignored = convert_reference_state_dict(source, model)
+    report = compare_state(_shapes(model.state_dict()), _shapes(state))
+    report.ignored = ignored
+    if strict and not report.ok:
+        raise CheckpointError(f"reference checkpoint does not fit the model: {report}")
+    model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
+    backbone = model.backbone if isinstance(model, PTv3Segmentor) else model
+    backbone.reference_compat = reference_compat
+    if any(".proj_image_feat." in k for k in report.loaded):
+        backbone.config.depth_formula = "ditr"
+    return report
+
+
+def manifest_report(model: nn.Module, manifest: str | Path | Mapping[str, Any]) -> LoadReport:
+    """Check a reference manifest (``[key, shape, dtype]`` entries) against a model, by name and shape."""
+    if isinstance(manifest, (str, Path)):
+        manifest = json.loads(Path(manifest).read_text())
+    shapes = {key: tuple(shape) for key, shape, _dtype in manifest["state_dict"]}
+    converted, ignored = convert_reference_state_dict(shapes, model)
+    report = compare_state(_shapes(model.state_dict()), converted)
+    report.ignored = ignored
+    return report
+
+
+def save_checkpoint(model: PTv3Segmentor | PointTransformerV3, path: str | Path, **meta: Any) -> Path:
+    """Write ``path/model.safetensors`` and ``path/config.json`` as one atomic directory swap."""
+    from safetensors.torch import save_file
+
+    is_segmentor = isinstance(model, PTv3Segmentor)
+    config = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": "segmentor" if is_segmentor else "backbone",
+        "num_classes": model.num_classes if is_segmentor else None,
+        "backbone": model.config.to_dict(),
+        "meta": meta,
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> PTv3Segmentor | PointTransformerV3:
+    """Rebuild the model saved by :func:`save_checkpoint` and load its weights strictly."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: cannot read config: {exc}") from exc
+    if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG_FILE}: not a {FORMAT} v{FORMAT_VERSION} checkpoint")
+    backbone_config = PTv3Config.from_dict(config["backbone"])
+    if config["kind"] == "segmentor":
+        model: PTv3Segmentor | PointTransformerV3 = PTv3Segmentor(backbone_config, config["num_classes"])
+    else:
+        model = PointTransformerV3(backbone_config)
+    state: dict[str, Tensor] = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
+    report = compare_state(_shapes(model.state_dict()), _shapes(state))
+    if not report.ok:
+        raise CheckpointError(f"{path / WEIGHTS_FILE}: weights do not fit the saved config: {report}")
+    model.load_state_dict(state)
+    return model.to(map_location)
