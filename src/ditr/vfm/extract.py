@@ -1,0 +1,127 @@
+"""Per-view feature grids through the on-disk cache, and filling that cache for many scenes.
+
+:class:`FeatureSource` is what everything downstream asks for features (lifting, training): it keys
+each request (:class:`~ditr.cache.FeatureKey`), serves hits from the cache and computes only the
+misses, batched. :func:`fill_cache` runs it over a list of images, sharded over torchrun ranks:
+rank r takes every world-th image, and since entries are independent files, the ranks' outputs
+merge into one cache without any communication.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..cache import FeatureCache, FeatureKey, image_digest
+from ..scene import View
+from .backends import VFMBackend
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them in the environment; (0, 1) when not launched so."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One view's features to have in the cache (``flip``: those of the mirrored image)."""
+
+    scene: str
+    view: View
+    flip: bool = False
+
+
+@dataclass
+class FillStats:
+    images: int = 0
+    hits: int = 0
+    misses: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"images": self.images, "hits": self.hits, "misses": self.misses, "seconds": round(self.seconds, 3)}
+
+
+class FeatureSource:
+    """Feature grids for views, from the cache when possible (``cache=None`` always computes)."""
+
+    def __init__(self, backend: VFMBackend, cache: FeatureCache | None = None,
+                 resolution: tuple[int, int] | None = None, batch_size: int = 8):
+        self.backend = backend
+        self.cache = cache
+        self.resolution = resolution
+        self.batch_size = max(1, batch_size)
+        self.forward_calls = 0  # model forwards run so far (lets tests and benchmarks prove cache hits)
+
+    def key(self, view: View, flip: bool = False) -> FeatureKey:
+        size = self.backend.input_size(view.height, view.width, self.resolution)
+        return FeatureKey(image=image_digest(view), model=self.backend.spec.name,
+                          weights=self.backend.loaded.identity, size=size, flip=flip,
+                          settings=self.backend.settings)
+
+    def grids(self, views: Sequence[View], flips: Sequence[bool] | None = None,
+              on_done: Callable[[int, bool], None] | None = None) -> list[torch.Tensor]:
+        """(D, H'/p, W'/p) float32 grid per view; ``on_done(count, was_hit)`` reports progress."""
+        flips = list(flips) if flips is not None else [False] * len(views)
+        keys = [self.key(v, f) for v, f in zip(views, flips)]
+        out: list[torch.Tensor | None] = [None] * len(views)
+        todo: dict[tuple[tuple[int, int], bool], list[int]] = defaultdict(list)
+        for i, key in enumerate(keys):
+            cached = self.cache.get(key) if self.cache is not None else None
+            if cached is not None:
+                out[i] = cached.float()
+                if on_done:
+                    on_done(1, True)
+            else:
+                todo[(key.size, key.flip)].append(i)
+        for (size, flip), idx in todo.items():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                pixels = self.backend.preprocess([views[i].read_image() for i in chunk], size, flip)
+                feats = self.backend.forward(pixels).cpu()
+                self.forward_calls += 1
+                for i, f in zip(chunk, feats):
+                    if self.cache is not None:
+                        self.cache.put(keys[i], f)
+                    out[i] = f.half().float()  # what a later cache hit returns, so runs agree exactly
+                if on_done:
+                    on_done(len(chunk), False)
+        return out  # type: ignore[return-value]
+
+
+def shard(jobs: Sequence[ImageJob], rank: int, world: int) -> list[ImageJob]:
+    """This rank's share: every ``world``-th job starting at ``rank`` (balanced to within one)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    return list(jobs[rank::world])
+
+
+def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, world: int = 1,
+               on_progress: Callable[[int], None] | None = None) -> FillStats:
+    """Make sure this rank's share of ``jobs`` is cached; returns hit / miss counts and wall time."""
+    start = time.perf_counter()
+    mine = shard(jobs, rank, world)
+    stats = FillStats(images=len(mine))
+
+    def done(count: int, hit: bool) -> None:
+        if hit:
+            stats.hits += count
+        else:
+            stats.misses += count
+        if on_progress:
+            on_progress(count)
+
+    step = source.batch_size * 4  # bounded memory: grids are dropped once they are on disk
+    for flip in (False, True):  # grouped so each forward batch shares one flip setting
+        subset = [j for j in mine if j.flip == flip]
+        for i in range(0, len(subset), step):
+            source.grids([j.view for j in subset[i:i + step]], [flip] * len(subset[i:i + step]), on_done=done)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    stats.seconds = time.perf_counter() - start
+    return stats
