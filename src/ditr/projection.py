@@ -121,13 +121,17 @@ def project_points(points: torch.Tensor, world_to_cam: torch.Tensor, intrinsics:
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pinhole projection of (N, 3) points into V cameras: returns uv (V, N, 2) and depth z (V, N).
 
-    ``K [R | t]`` is folded into one 3x4 matrix per view so that the whole batch is one matmul.
-    Points behind the camera get non-finite or meaningless uv; callers test ``z > 0`` first.
+    ``K [R | t]`` of all views is stacked into one (3V, 3) matrix so that the batch is a single
+    GEMM against the (3, N) points; uv is computed in a (V, 2, N) layout and returned as a
+    transposed view, which saves the interleaving pass. Points behind the camera get meaningless
+    uv; callers test ``z > 0``.
     """
+    nv = world_to_cam.shape[0]
     proj = intrinsics @ world_to_cam[:, :3, :]  # (V, 3, 4)
-    h = torch.matmul(points, proj[:, :, :3].transpose(1, 2)) + proj[:, None, :, 3]  # (V, N, 3)
-    z = h[..., 2]
-    uv = h[..., :2] / z.unsqueeze(-1)
+    h = torch.addmm(proj[:, :, 3].reshape(3 * nv, 1), proj[:, :, :3].reshape(3 * nv, 3), points.T)
+    h = h.view(nv, 3, -1)
+    z = h[:, 2]
+    uv = (h[:, :2] / z.unsqueeze(1)).transpose(1, 2)
     return uv, z
 
 
@@ -266,7 +270,7 @@ def compute_correspondences(
     k = intrinsics.float()
     pts = (points.double() - centre).float()
 
-    uv = torch.empty((nv, n, 2), dtype=torch.float32, device=device)
+    uv = torch.empty((nv, 2, n), dtype=torch.float32, device=device).transpose(1, 2)  # see project_points
     depth = torch.empty((nv, n), dtype=torch.float32, device=device)
     in_frame = torch.empty((nv, n), dtype=torch.bool, device=device)
     for s in range(0, n, config.chunk_size):
