@@ -75,10 +75,10 @@ class VFMBackend:
         self.precision = _resolve_precision(precision, self.device)
         self.pos_interpolation = pos_interpolation if self.spec.family == "dinov2" else "rope"
         self.model = loaded.model.to(self.device).eval().requires_grad_(False)
+        self._pos_encoding = None
         if self.spec.family == "dinov2":
-            emb = self.model.embeddings
-            emb.interpolate_pos_encoding = functools.partial(
-                _interpolate_pos_encoding, emb, antialias=pos_interpolation == "antialias")
+            self._pos_encoding = functools.partial(_interpolate_pos_encoding, self.model.embeddings,
+                                                   antialias=pos_interpolation == "antialias")
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
@@ -112,7 +112,7 @@ class VFMBackend:
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-            x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device).permute(2, 0, 1)[None].float() / 255.0
             if tuple(x.shape[-2:]) != tuple(size):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             batch.append(x.flip(-1) if flip else x)
@@ -129,6 +129,8 @@ class VFMBackend:
         """(B, 3, H', W') normalised pixels -> (B, D, H'/p, W'/p) float32 features."""
         b, _, h, w = pixels.shape
         p = self.patch_size
+        if self._pos_encoding is not None:  # set per call: backends may share one loaded model
+            self.model.embeddings.interpolate_pos_encoding = self._pos_encoding
         with self._autocast():
             tokens = self.model(pixel_values=pixels).last_hidden_state
         patches = tokens[:, 1 + self.spec.num_registers:]  # drop CLS and register tokens
