@@ -118,21 +118,25 @@ class Correspondences:
 
 # ---------------------------------------------------------------------------------------- geometry
 def project_points(points: torch.Tensor, world_to_cam: torch.Tensor, intrinsics: torch.Tensor,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pinhole projection of (N, 3) points into V cameras: returns uv (V, N, 2) and depth z (V, N).
 
     ``K [R | t]`` of all views is stacked into one (3V, 3) matrix so that the batch is a single
     GEMM against the (3, N) points; uv is computed in a (V, 2, N) layout and returned as a
-    transposed view, which saves the interleaving pass. Points behind the camera get meaningless
-    uv; callers test ``z > 0``.
+    transposed view, which saves an interleaving pass. ``out`` = (uv (V, 2, N), z (V, N)) buffers
+    receive the results in place. Points behind the camera get meaningless uv; test ``z > 0``.
     """
     nv = world_to_cam.shape[0]
     proj = intrinsics @ world_to_cam[:, :3, :]  # (V, 3, 4)
     h = torch.addmm(proj[:, :, 3].reshape(3 * nv, 1), proj[:, :, :3].reshape(3 * nv, 3), points.T)
     h = h.view(nv, 3, -1)
-    z = h[:, 2]
-    uv = (h[:, :2] / z.unsqueeze(1)).transpose(1, 2)
-    return uv, z
+    if out is None:
+        z = h[:, 2]
+        return (h[:, :2] / z.unsqueeze(1)).transpose(1, 2), z
+    uv_out, z_out = out
+    z_out.copy_(h[:, 2])
+    torch.div(h[:, :2], z_out.unsqueeze(1), out=uv_out)
+    return uv_out.transpose(1, 2), z_out
 
 
 def _in_image(uv: torch.Tensor, z: torch.Tensor, sizes: torch.Tensor, cfg: ProjectionConfig) -> torch.Tensor:
@@ -213,9 +217,10 @@ class _SplatBuffer:
         v = self.sizes.shape[0]
         merged = torch.full((self.cells,), math.inf, device=self.device)
         for r, level in self.levels.items():
-            if r > 0:
-                grid = level.view(v, 1, self.hb, self.wb)
-                level = -F.max_pool2d(-grid, kernel_size=2 * r + 1, stride=1, padding=r).reshape(-1)
+            if r > 0:  # a square min filter, separably: a row pass then a column pass
+                grid = -level.view(v, 1, self.hb, self.wb)
+                grid = F.max_pool2d(grid, kernel_size=(1, 2 * r + 1), stride=1, padding=(0, r))
+                level = -F.max_pool2d(grid, kernel_size=(2 * r + 1, 1), stride=1, padding=(r, 0)).reshape(-1)
             merged = torch.minimum(merged, level)
         self.buffer = merged
         self.levels = {}
@@ -270,14 +275,14 @@ def compute_correspondences(
     k = intrinsics.float()
     pts = (points.double() - centre).float()
 
-    uv = torch.empty((nv, 2, n), dtype=torch.float32, device=device).transpose(1, 2)  # see project_points
+    uv_store = torch.empty((nv, 2, n), dtype=torch.float32, device=device)  # see project_points
     depth = torch.empty((nv, n), dtype=torch.float32, device=device)
     in_frame = torch.empty((nv, n), dtype=torch.bool, device=device)
     for s in range(0, n, config.chunk_size):
-        c_uv, c_z = project_points(pts[s:s + config.chunk_size], w2c, k)
-        uv[:, s:s + config.chunk_size] = c_uv
-        depth[:, s:s + config.chunk_size] = c_z
-        in_frame[:, s:s + config.chunk_size] = _in_image(c_uv, c_z, image_sizes, config)
+        e = min(n, s + config.chunk_size)
+        c_uv, c_z = project_points(pts[s:e], w2c, k, out=(uv_store[:, :, s:e], depth[:, s:e]))
+        in_frame[:, s:e] = _in_image(c_uv, c_z, image_sizes, config)
+    uv = uv_store.transpose(1, 2)
     visible = in_frame.clone()
     if config.occlusion != "none" and n:
         if bool(use_depth.any()):
