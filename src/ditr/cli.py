@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import DitrError
 
-COMMANDS = ["synth", "inspect", "project", "import_"]
+COMMANDS = ["synth", "inspect", "project", "import_", "features"]
 
 
 def build_parser() -> argparse.ArgumentParser:
