@@ -176,3 +176,12 @@ def test_copying_a_loaded_scene_copies_its_files(wall_box_dir, tmp_path):
     np.testing.assert_array_equal(again.views[0].read_image(), scene.views[0].read_image())
     shutil.rmtree(wall_box_dir)
     assert Scene.load(copy).views[0].read_label() is not None
+
+
+def test_truncated_image_is_reported_when_decoded(wall_box_dir):
+    image = wall_box_dir / "images" / "cam0.jpg"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])  # the header survives, the pixels do not
+    with pytest.raises(SceneError) as info:
+        Scene.load(wall_box_dir, check_images=False).views[0].read_image()
+    assert "cam0.jpg" in str(info.value) and "cannot be decoded" in str(info.value)

@@ -195,8 +195,11 @@ class View:
             return self.image
         if self.image_path is None:
             raise SceneError(VIEWS_FILE, f"views[{self.name}].image", "no image file or array")
-        with Image.open(self.image_path) as im:
-            rgb = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(self.image_path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except Exception as exc:  # PIL raises several types for damaged files
+            raise SceneError(self.image_path, f"views[{self.name}].image", f"cannot be decoded ({exc})") from None
         if rgb.shape[:2] != (self.height, self.width):
             raise SceneError(self.image_path, f"views[{self.name}].image",
                              f"is {rgb.shape[1]}x{rgb.shape[0]}, views.json declares {self.width}x{self.height}")
@@ -208,7 +211,10 @@ class View:
             return self.depth
         if self.depth_path is None:
             return None
-        depth = read_depth_image(self.depth_path, self.depth_scale)
+        try:
+            depth = read_depth_image(self.depth_path, self.depth_scale)
+        except Exception as exc:
+            raise SceneError(self.depth_path, f"views[{self.name}].depth", f"cannot be decoded ({exc})") from None
         _, w, h = self.depth_camera
         if depth.shape != (h, w):
             raise SceneError(self.depth_path, f"views[{self.name}].depth",
@@ -221,7 +227,10 @@ class View:
             return self.label
         if self.label_path is None:
             return None
-        return read_label_image(self.label_path)
+        try:
+            return read_label_image(self.label_path)
+        except Exception as exc:
+            raise SceneError(self.label_path, f"views[{self.name}].label", f"cannot be decoded ({exc})") from None
 
 
 @dataclass
