@@ -131,7 +131,7 @@ class SerializedUnpooling(nn.Module):
         if parent.enc_feat is None:
             raise RuntimeError("unpooling needs the encoder output of the parent level")
         skip = self.proj_skip(parent.enc_feat)
-        fused = skip + self.proj(point.feat)[coarse.pooling_inverse]
+        fused = skip + self.proj(point.feat).index_select(0, coarse.pooling_inverse)
         if self.proj_image_feat is not None:
             if parent.image_feat is None:
                 raise ValueError("this model was built with image features; pass image_feat with the input")

@@ -1,0 +1,134 @@
+"""PTv3 ScanNet-config speed and memory on surface-like synthetic rooms.
+
+Prints one JSON object per line (DESIGN 3.3): ``train_step_s`` (forward + loss + backward + AdamW
+step), ``infer_s`` (eval forward under inference_mode) and ``peak_mb`` (peak resident memory of the
+process that ran the case). Every case runs in a fresh subprocess so peak memory is per case. The
+same cases with the attention written out as softmax(QK^T)V report with ``case`` prefixed
+``reference:`` so the ratio comes from one run on one (possibly noisy) machine.
+
+    python benchmarks/ptv3.py            # 25k / 50k / 100k points
+    python benchmarks/ptv3.py --quick    # 25k points, one timed repeat (about a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+GRID = 0.02
+
+
+def room_points(num_points: int, seed: int = 0) -> np.ndarray:
+    """Voxel coordinates of a synthetic room (floor, walls, ceiling, boxes) cropped to N points.
+
+    Surfaces are sampled densely, voxelised at 2 cm (one point per voxel, like the training
+    pipeline's grid sampling) and cut to the ``num_points`` voxels nearest to a point in the
+    room, like the reference's SphereCrop.
+    """
+    rng = np.random.default_rng(seed)
+    size = np.array([7.0, 6.0, 3.0])
+    quads = [  # (origin, edge u, edge v)
+        ((0, 0, 0), (size[0], 0, 0), (0, size[1], 0)),
+        ((0, 0, size[2]), (size[0], 0, 0), (0, size[1], 0)),
+        ((0, 0, 0), (size[0], 0, 0), (0, 0, size[2])),
+        ((0, size[1], 0), (size[0], 0, 0), (0, 0, size[2])),
+        ((0, 0, 0), (0, size[1], 0), (0, 0, size[2])),
+        ((size[0], 0, 0), (0, size[1], 0), (0, 0, size[2])),
+    ]
+    for _ in range(12):  # furniture-like boxes standing on the floor
+        dims = rng.uniform([0.3, 0.3, 0.3], [1.8, 1.2, 1.5])
+        lo = np.append(rng.uniform([0, 0], size[:2] - dims[:2]), 0.0)
+        dx, dy, dz = np.diag(dims)
+        for origin, u, v in ((lo, dx, dy), (lo + dz, dx, dy), (lo, dx, dz), (lo + dy, dx, dz), (lo, dy, dz), (lo + dx, dy, dz)):
+            quads.append((origin, u, v))
+    pts = []
+    for origin, u, v in quads:
+        u, v = np.asarray(u, float), np.asarray(v, float)
+        area = np.linalg.norm(np.cross(u, v))
+        n = int(area / (GRID * GRID) * 2.5)
+        ab = rng.random((n, 2))
+        pts.append(np.asarray(origin, float) + ab[:, :1] * u + ab[:, 1:] * v + rng.normal(0, 0.003, (n, 3)))
+    cloud = np.concatenate(pts)
+    grid = np.unique(np.floor((cloud - cloud.min(0)) / GRID).astype(np.int64), axis=0)
+    centre = grid[rng.integers(len(grid))]
+    keep = np.argsort(((grid - centre) ** 2).sum(1))[:num_points]
+    grid = grid[keep]
+    return grid - grid.min(0)
+
+
+def run_case(mode: str, points: int, attention: str, repeats: int) -> dict[str, float]:
+    """Time one configuration in this process; returns seconds per step and peak RSS in MB."""
+    from ditr.models import create_segmentor
+
+    torch.manual_seed(0)
+    grid = torch.from_numpy(room_points(points))
+    n = len(grid)
+    data = {
+        "grid_coord": grid,
+        "feat": torch.randn(n, 6),
+        "offset": torch.tensor([n]),
+    }
+    model = create_segmentor("scannet", attn_backend=attention, conv_backend="torch")
+    times = []
+    if mode == "train":
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        target = torch.randint(0, 20, (n,))
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(data), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    else:
+        model.eval()
+        with torch.inference_mode():
+            for _ in range(repeats + 1):
+                start = time.perf_counter()
+                model(data)
+                times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": statistics.median(times[1:]), "peak_mb": peak_mb, "points": n}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="25k points, one timed repeat")
+    parser.add_argument("--points", type=int, nargs="*", help="point counts (default 25000 50000 100000)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the naive-attention cases")
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "POINTS", "ATTN", "REPEATS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, points, attention, repeats = args.child
+        print(json.dumps(run_case(mode, int(points), attention, int(repeats))))
+        return
+    sizes = args.points or ([25_000] if args.quick else [25_000, 50_000, 100_000])
+    repeats = 1 if args.quick else 2
+    attentions = [("sdpa", "")] + ([] if args.no_reference else [("naive", "reference:naive-attention-")])
+    for points in sizes:
+        for attention, prefix in attentions:
+            for mode, metric in (("infer", "infer_s"), ("train", "train_step_s")):
+                cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, str(points), attention, str(repeats)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"case {mode} {points} {attention} failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+                    continue
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                case = f"{prefix or 'ptv3-scannet-'}{mode}-{points // 1000}k"
+                for name, value, unit in ((metric, result["seconds"], "s"), ("peak_mb", result["peak_mb"], "MB")):
+                    line = {"bench": "ptv3", "case": case, "metric": name, "value": round(value, 4), "unit": unit}
+                    print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
