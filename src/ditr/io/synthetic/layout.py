@@ -219,7 +219,7 @@ def _bed(rng: np.random.Generator) -> list[_Part]:
     cover_a = _hsv(rng, (0.0, 1.0), (0.3, 0.7), (0.5, 0.85))
     cover_b = _hsv(rng, (0.0, 1.0), (0.2, 0.5), (0.75, 0.95))
     pillow = _hsv(rng, (0.0, 1.0), (0.0, 0.1), (0.88, 0.97))
-    head = rng.uniform(0.9, 1.1)
+    head = rng.uniform(0.75, 0.95)
     return [_Part((-w / 2, -d / 2, 0.0), (w / 2, -d / 2 + 0.06, head), Material.WOOD, frame_a, frame_b),
             _Part((-w / 2, -d / 2 + 0.06, 0.0), (w / 2, d / 2, 0.3), Material.WOOD, frame_a, frame_b),
             _Part((-w / 2 + 0.02, -d / 2 + 0.06, 0.3), (w / 2 - 0.02, d / 2 - 0.02, 0.52), Material.CHECK, cover_a, cover_b),
@@ -336,38 +336,27 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
     floor_rects: list[np.ndarray] = []      # footprints (2, 2) that later floor items keep clear of
     wall_rects: list[list[np.ndarray]] = [[] for _ in walls]  # (s, z) rectangles taken on each wall
 
-    panels = ["door"] + ["window"] * int(rng.integers(1, 3)) + ["picture"] * int(rng.integers(1, 4))
-    panels += ["whiteboard"] * int(rng.random() < 0.7)
-    for kind in panels:
-        w, h, z0, t, material, ca, cb = _panel(kind, rng)
-        for _ in range(30):
-            k = int(rng.integers(4))
-            wall = walls[k]
-            if wall.length < w + 2 * CLEARANCE:
-                continue
-            s0 = rng.uniform(CLEARANCE, wall.length - w - CLEARANCE)
-            rect = np.array([[s0, z0], [s0 + w, z0 + h]])
-            if _overlaps(rect, wall_rects[k], 0.15):
-                continue
-            if kind == "door":  # keep the swing area in front of the door free of furniture
-                floor_rects.append(_wall_footprint(wall, s0 - 0.1, s0 + w + 0.1, 0.9))
-            wall_rects[k].append(rect)
-            lo3, hi3 = _wall_box(wall, s0, s0 + w, z0, z0 + h, t)
-            front = np.array([*wall.normal, 0.0])
-            b.box(lo3, hi3, cls=CLASS_ID[kind], instance=b.new_instance(), material=material, front=front,
-                  color_a=ca, color_b=cb, solid=True)
-            items.append((lo3, hi3))
-            break
+    def add_panel(kind: str) -> None:
+        placed = _place_panel(kind, b, walls, floor_rects, wall_rects, rng)
+        if placed is not None:
+            items.append(placed)
 
-    plan = (["bed"] * int(rng.random() < 0.7) + ["sofa"] * int(rng.random() < 0.8) + ["cabinet"] * int(rng.integers(1, 3))
-            + ["shelf"] * int(rng.integers(1, 3)) + ["table"] * int(rng.integers(1, 3)) + ["chair"] * int(rng.integers(2, 5))
-            + ["lamp"] * int(rng.integers(1, 3)))
-    for kind in plan:
+    def add_furniture(kind: str) -> None:
         parts = (_WALL_BACKED.get(kind) or _FREE_STANDING[kind])(rng)
         placed = _place(parts, kind in _WALL_BACKED, size, walls, floor_rects, wall_rects, rng)
         if placed is not None:
             _emit(b, parts, *placed, cls=CLASS_ID[kind], instance=b.new_instance())
             items.append(_item_box(parts, *placed))
+
+    # big wall-backed furniture before the smaller wall panels, so that it finds a wall more often;
+    # panels may then hang above it but never behind it
+    add_panel("door")
+    for kind in ["bed"] * int(rng.random() < 0.75) + ["sofa"] * int(rng.random() < 0.8) + ["cabinet"] * int(rng.integers(1, 3)) + ["shelf"] * int(rng.integers(1, 3)):
+        add_furniture(kind)
+    for kind in ["window"] * int(rng.integers(1, 3)) + ["whiteboard"] * int(rng.random() < 0.8) + ["picture"] * int(rng.integers(1, 4)):
+        add_panel(kind)
+    for kind in ["table"] * int(rng.integers(1, 3)) + ["chair"] * int(rng.integers(2, 5)) + ["lamp"] * int(rng.integers(1, 3)):
+        add_furniture(kind)
 
     if rng.random() < 0.85:  # rugs lie under furniture; hidden parts are dropped by RoomGeometry.hidden
         parts = _rug(rng)
@@ -380,6 +369,29 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
             items.append(_item_box(parts, centre, front))
             break
     return b.finish(), items
+
+
+def _place_panel(kind: str, b: _Builder, walls: list[_Wall], floor_rects: list[np.ndarray],
+                 wall_rects: list[list[np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """Hang a panel on a random free stretch of wall; returns its box, or None if none was found."""
+    w, h, z0, t, material, ca, cb = _panel(kind, rng)
+    for _ in range(30):
+        k = int(rng.integers(4))
+        wall = walls[k]
+        if wall.length < w + 2 * CLEARANCE:
+            continue
+        s0 = rng.uniform(CLEARANCE, wall.length - w - CLEARANCE)
+        rect = np.array([[s0, z0], [s0 + w, z0 + h]])
+        if _overlaps(rect, wall_rects[k], 0.15):
+            continue
+        if kind == "door":  # keep the swing area in front of the door free of furniture
+            floor_rects.append(_wall_footprint(wall, s0 - 0.1, s0 + w + 0.1, 0.9))
+        wall_rects[k].append(rect)
+        lo, hi = _wall_box(wall, s0, s0 + w, z0, z0 + h, t)
+        b.box(lo, hi, cls=CLASS_ID[kind], instance=b.new_instance(), material=material,
+              front=np.array([*wall.normal, 0.0]), color_a=ca, color_b=cb, solid=True)
+        return lo, hi
+    return None
 
 
 def _shell(b: _Builder, rng: np.random.Generator) -> None:
@@ -457,6 +469,8 @@ def _place(parts: list[_Part], wall_backed: bool, size: np.ndarray, walls: list[
         if _overlaps(rect, floor_rects, CLEARANCE):
             continue
         floor_rects.append(rect)
+        if wall_backed:
+            wall_rects[k].append(np.array([[s - w / 2, 0.0], [s + w / 2, h]]))
         return centre, front
     return None
 

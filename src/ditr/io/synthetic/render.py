@@ -52,15 +52,18 @@ def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarr
     """Cameras at 1.2-1.8 m in free space, each aimed at an item (half of them) or at a far wall point.
 
     Aiming at items makes every class likely to be photographed; targets at least 1.5 m away and
-    below eye level give the slight downward pitch of a hand-held capture.
+    8-35 degrees below eye level give the downward pitch of a hand-held capture (and keep the
+    ceiling, seen at grazing angles where pixels are coarsest, to the image tops).
     """
     size = geometry.size
     solid = geometry.part_solid
-    lo, hi = geometry.part_lo[solid] - CLEARANCE, geometry.part_hi[solid] + CLEARANCE
-    cameras = []
+    cameras, attempts = [], 0
     while len(cameras) < num_views:
+        # keep 0.6 m from every item, relaxed step by step in a room too crowded for that
+        margin = 2 * CLEARANCE * 0.5 ** (attempts // 200)
+        attempts += 1
         position = np.array([*rng.uniform(0.4, size[:2] - 0.4), rng.uniform(1.2, 1.8)])
-        if ((position >= lo) & (position <= hi)).all(axis=1).any():
+        if ((position >= geometry.part_lo[solid] - margin) & (position <= geometry.part_hi[solid] + margin)).all(axis=1).any():
             continue
         if items and rng.random() < 0.5:
             item_lo, item_hi = items[int(rng.integers(len(items)))]
@@ -72,7 +75,7 @@ def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarr
         offset = target - position
         horizontal = np.linalg.norm(offset[:2])
         pitch = np.degrees(np.arctan2(offset[2], horizontal))
-        if np.linalg.norm(offset) < 1.5 or not -35.0 <= pitch <= 5.0:
+        if np.linalg.norm(offset) < 2.0 or not -30.0 <= pitch <= -3.0:
             continue
         fov = np.radians(rng.uniform(58.0, 62.0))  # horizontal field of view
         f = width / 2 / np.tan(fov / 2)
