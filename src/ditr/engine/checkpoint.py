@@ -1,0 +1,171 @@
+"""Training state on disk: atomic writes, rotation, best-by-metric and a fallback for bad files.
+
+A run directory holds ``last.pt`` (newest state), ``last.prev.pt`` (the one before, kept so that a
+damaged ``last.pt`` costs one checkpoint interval, not the run) and ``best.pt`` (the state with the
+best validation metric). Every file is written to a temporary sibling and moved into place, and
+the previous ``last.pt`` is hard-linked to ``last.prev.pt`` before the new one replaces it, so at
+every instant at least one complete checkpoint exists. Files are loaded with
+``torch.load(weights_only=True)``: a checkpoint is data, never code, so RNG states are stored as
+tensors and plain Python values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DitrError
+from ..fileio import atomic_write
+
+FORMAT = "ditr.train_state"
+VERSION = 1
+LAST, PREV, BEST = "last.pt", "last.prev.pt", "best.pt"
+
+
+class CheckpointError(DitrError):
+    """A checkpoint file that cannot be read or is not a ditr training state."""
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus format tag and version) to ``path`` atomically."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training state; any damage (truncation, wrong file) raises :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError...
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a ditr training state (format tag missing)")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than "
+                              f"this ditr ({VERSION})")
+    return state
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically (hard link when the file system allows)."""
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class CheckpointManager:
+    """Saves and finds the checkpoints of one run directory."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    @property
+    def last(self) -> Path:
+        return self.directory / LAST
+
+    @property
+    def prev(self) -> Path:
+        return self.directory / PREV
+
+    @property
+    def best(self) -> Path:
+        return self.directory / BEST
+
+    def save(self, state: dict[str, Any], is_best: bool = False) -> Path:
+        """Rotate ``last.pt`` to ``last.prev.pt``, write the new ``last.pt``, link ``best.pt``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.last.exists():
+            _link_or_copy(self.last, self.prev)
+        save_checkpoint(self.last, state)
+        if is_best:
+            _link_or_copy(self.last, self.best)
+        return self.last
+
+    def load_resume(self, map_location: str | torch.device = "cpu"
+                    ) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable state as ``(path, state)``, or None when there is none.
+
+        A damaged ``last.pt`` (killed mid-copy, disk full, ...) is reported with a warning and
+        ``last.prev.pt`` is used instead; only when both exist and both are damaged is it an
+        error, since silently starting over would throw away the run.
+        """
+        problems = []
+        for path in (self.last, self.prev):
+            if not path.exists():
+                continue
+            try:
+                return path, load_checkpoint(path, map_location)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                warnings.warn(f"skipping damaged checkpoint: {exc}", stacklevel=2)
+        if problems:
+            raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems))
+        return None
+
+
+def find_resume(directory: str | Path) -> Path | None:
+    """Path of the checkpoint a run in ``directory`` would resume from (validated by loading)."""
+    found = CheckpointManager(directory).load_resume()
+    return None if found is None else found[0]
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator a training step may draw from, as weights-only data."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore generators saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block (evaluation, plotting) without moving any random generator forward.
+
+    Training then draws the same numbers whether or not the block ran, which keeps a resumed run
+    identical to an uninterrupted one.
+    """
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)

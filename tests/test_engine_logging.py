@@ -1,0 +1,34 @@
+"""JSONL log (NaN as null, torn lines, truncation on resume, rank gating) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+
+from ditr.engine.logging import JsonlLogger, plot_class_iou, plot_training_curves, read_jsonl
+
+
+def test_jsonl_log(tmp_path):
+    log = JsonlLogger(tmp_path / "m.jsonl")
+    for step in range(1, 5):
+        log.log({"kind": "train", "step": step, "loss": 1.0 / step})
+    log.log({"kind": "val", "step": 4, "miou": 0.5, "iou": [0.5, float("nan")]})
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["iou"] == [0.5, None]
+    with open(tmp_path / "m.jsonl", "a") as fh:
+        fh.write('{"kind": "train", "st')  # torn last line from a crash
+    assert len(read_jsonl(tmp_path / "m.jsonl")) == 5
+    log.truncate_after(2)
+    assert [r["step"] for r in read_jsonl(tmp_path / "m.jsonl")] == [1, 2]
+
+    JsonlLogger(tmp_path / "other.jsonl", enabled=False).log({"step": 1})
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_plots(tmp_path):
+    records = [{"kind": "train", "step": s, "loss": 2 / s, "loss/ce": 1 / s, "lr": 0.01 * s}
+               for s in range(1, 6)]
+    records += [{"kind": "val", "step": 5, "miou": 0.4}]
+    for path in (plot_training_curves(records, tmp_path / "curves.png"),
+                 plot_class_iou([0.5, None, 0.25], tmp_path / "iou.png", ["wall", "floor", "box"])):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "iou.png"]

@@ -1,0 +1,68 @@
+"""Confusion matrix, mIoU / mAcc / allAcc with absent classes, full-resolution mapping, voting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ditr.engine.metrics import (ConfusionMeter, LogitVoter, confusion_matrix,
+                                 segmentation_metrics, to_full_resolution)
+
+
+def test_known_confusion_matrix_and_metrics():
+    target = torch.tensor([0, 0, 0, 1, 1, 2, -1, -1, 2, 0])
+    pred = torch.tensor([0, 0, 1, 1, 0, 2, 3, 2, 1, 0])
+    conf = confusion_matrix(pred, target, num_classes=4)
+    expected = torch.tensor([[3, 1, 0, 0],
+                             [1, 1, 0, 0],
+                             [0, 1, 1, 0],
+                             [0, 0, 0, 0]])
+    assert torch.equal(conf, expected)
+    m = segmentation_metrics(conf, ["a", "b", "c", "d"])
+    iou = [3 / 5, 1 / 4, 1 / 2]  # class 3: absent from GT and prediction -> NaN
+    assert m["iou"][:3] == pytest.approx(iou) and math.isnan(m["iou"][3])
+    assert m["miou"] == pytest.approx(sum(iou) / 3)
+    assert m["macc"] == pytest.approx((3 / 4 + 1 / 2 + 1 / 2) / 3)
+    assert m["allacc"] == pytest.approx(5 / 8)
+    assert m["class_names"] == ["a", "b", "c", "d"]
+
+
+def test_predicted_but_absent_class_counts_as_zero():
+    conf = confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), num_classes=2)
+    m = segmentation_metrics(conf)
+    assert m["iou"] == pytest.approx([0.5, 0.0])
+    assert m["miou"] == pytest.approx(0.25)
+    assert math.isnan(m["acc"][1])
+
+
+def test_invalid_ids_raise_and_meter_accumulates():
+    with pytest.raises(ValueError, match="target ids"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([5]), num_classes=3)
+    with pytest.raises(ValueError, match="predicted ids"):
+        confusion_matrix(torch.tensor([-2]), torch.tensor([0]), num_classes=3)
+    meter = ConfusionMeter(3)
+    meter.update(torch.tensor([0, 1]), torch.tensor([0, 2]))
+    meter.update(torch.tensor([2]), torch.tensor([2]))
+    assert int(meter.matrix.sum()) == 3 and int(meter.reduced().trace()) == 2
+
+
+def test_full_resolution_and_voting():
+    inverse = torch.tensor([0, 0, 1, 2, 2, 1])
+    assert to_full_resolution(torch.tensor([7, 8, 9]), inverse).tolist() == [7, 7, 8, 9, 9, 8]
+    logits = torch.randn(3, 4)
+    assert torch.equal(to_full_resolution(logits, inverse), logits[inverse])
+
+    voter = LogitVoter(num_points=4, num_classes=3)
+    a = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
+    b = torch.tensor([[0, 0, 9.0], [0, 9.0, 0]])
+    voter.add(a, torch.tensor([0, 1, 2]))
+    voter.add(b, torch.tensor([0, 2]))
+    expected = torch.zeros(4, 3)
+    expected[[0, 1, 2]] += torch.softmax(a, 1)
+    expected[[0, 2]] += torch.softmax(b, 1)
+    assert torch.allclose(voter.scores, expected)
+    assert voter.covered.tolist() == [True, True, True, False]
+    assert voter.prediction()[:3].tolist() == [2, 1, 1]
+    assert torch.allclose(voter.probabilities()[0], expected[0] / 2)
