@@ -24,7 +24,7 @@ from ditr.cache import FeatureCache
 from ditr.scene import View
 from ditr.vfm import VFMBackend, get_spec
 from ditr.vfm.extract import FeatureSource
-from ditr.vfm.loading import LoadedVFM, build_random, state_dict_digest
+from ditr.vfm.loading import VFMHandle, build_random
 
 RESOLUTION = (420, 560)  # ScanNet setting of the reference
 IMAGE = (480, 640)  # ScanNet colour frames as exported
@@ -35,9 +35,8 @@ def emit(case: str, metric: str, value: float, unit: str, **extra) -> None:
                       "unit": unit, **extra}), flush=True)
 
 
-def loaded_random(name: str) -> LoadedVFM:
-    model = build_random(get_spec(name)).requires_grad_(False)
-    return LoadedVFM(get_spec(name), model, state_dict_digest(model), "random weights (benchmark)")
+def random_model(name: str) -> VFMHandle:
+    return VFMHandle.of_model(get_spec(name), build_random(get_spec(name)), "random weights (benchmark)")
 
 
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -57,7 +56,7 @@ def time_it(fn, repeats: int) -> float:
 
 
 def bench_throughput(name: str, device: str, batch: int, repeats: int, reference: bool) -> None:
-    backend = VFMBackend(loaded_random(name), device=device)
+    backend = VFMBackend(random_model(name), device=device)
     batch_images = images(batch)
     seconds = time_it(lambda: backend(batch_images, RESOLUTION), repeats)
     emit(f"{name}/{RESOLUTION[0]}x{RESOLUTION[1]}/batch{batch}/{backend.device.type}", "images_per_s",
@@ -79,7 +78,7 @@ def bench_cache(name: str, device: str, views: int) -> None:
     k = np.array([[500.0, 0, IMAGE[1] / 2], [0, 500.0, IMAGE[0] / 2], [0, 0, 1]])
     scene_views = [View(name=f"frame{i}", width=IMAGE[1], height=IMAGE[0], intrinsics=k, cam_to_world=np.eye(4),
                         image=img) for i, img in enumerate(images(views, seed=1))]
-    backend = VFMBackend(loaded_random(name), device=device)
+    backend = VFMBackend(random_model(name), device=device)
     with tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(Path(tmp))
         backend([scene_views[0].image], RESOLUTION)  # warm-up outside the timing

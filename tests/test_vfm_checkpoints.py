@@ -41,7 +41,7 @@ def test_hf_directory_and_meta_pth_give_the_same_features(tmp_path, name):
     torch.save(hf_to_meta(model.state_dict(), spec), tmp_path / "meta.pth")
     from_dir = load_vfm(name, tmp_path / "hf")
     from_pth = load_vfm(name, tmp_path / "meta.pth")
-    assert "Hugging Face" in from_dir.source and "Meta format" in from_pth.source
+    assert "Hugging Face" in from_dir.source and "checkpoint file" in from_pth.source
     assert not from_dir.random_weights and not from_pth.random_weights
     img = _image(70, 100)
     a = VFMBackend(from_dir)([img], resolution=(56 if spec.patch_size == 14 else 64, 112))
@@ -154,7 +154,7 @@ def test_wrong_size_family_or_extra_keys_are_clear_errors(tmp_path):
     assert set(meta_to_hf(nested, spec)) == set(meta_to_hf(meta, spec))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(DitrError, match="cannot be read"):
-        load_vfm("dinov2-tiny-random-reg", tmp_path / "junk.pth")
+        load_vfm("dinov2-tiny-random-reg", tmp_path / "junk.pth").model  # read on first use
     with pytest.raises(DitrError, match="does not exist"):
         load_vfm("dinov2-tiny-random-reg", tmp_path / "missing.pth")
 
@@ -174,4 +174,4 @@ def test_models_dir_environment_variable(tmp_path, monkeypatch):
     torch.save(hf_to_meta(_perturbed_model("dinov3-tiny-random").state_dict(), spec), tmp_path / f"{spec.name}.pth")
     monkeypatch.setenv("DITR_MODELS", str(tmp_path))
     loaded = load_vfm("dinov3-tiny-random")
-    assert not loaded.random_weights and "Meta format" in loaded.source
+    assert not loaded.random_weights and "checkpoint file" in loaded.source and not loaded.is_loaded

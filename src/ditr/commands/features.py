@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()
     resolution = _resolution(args.resolution)
     cache = FeatureCache(args.cache)
-    loaded = load_vfm(args.model, args.checkpoint, allow_download=args.download, hash_memo=cache.hash_memo)
-    backend = VFMBackend(loaded, device=args.device, precision=args.precision, pos_interpolation=args.pos_interpolation)
+    handle = load_vfm(args.model, args.checkpoint, allow_download=args.download, hash_memo=cache.hash_memo)
+    backend = VFMBackend(handle, device=args.device, precision=args.precision, pos_interpolation=args.pos_interpolation)
     source = FeatureSource(backend, cache, resolution, args.batch_size)
     scenes = [Scene.load(path) for path in args.scenes]
     for scene in scenes:
@@ -83,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
     flips = (False, True) if args.flip else (False,)
     jobs = [ImageJob(scene.name, view, flip) for scene in scenes for view in scene.views for flip in flips]
     rank, world = distributed_rank_world()
-    if loaded.random_weights and rank == 0:
+    if handle.random_weights and rank == 0:
         print(f"ditr features: note: {args.model} has random weights: its features are not real DINO features",
               file=sys.stderr)
     stats = _fill_with_progress(jobs, source, rank, world)
-    summary = {"model": args.model, "weights": loaded.source, "random_weights": loaded.random_weights,
+    summary = {"model": args.model, "weights": handle.source, "random_weights": handle.random_weights,
                "device": str(backend.device), "precision": backend.precision, "cache": str(args.cache),
                "rank": rank, "world_size": world, **stats.as_dict()}
     if args.render is not None and rank == 0:
@@ -112,8 +112,8 @@ def _render(scenes: list[Scene], source: FeatureSource, args: argparse.Namespace
     from ..lifting import point_features
     from ..viz.pca import RANDOM_WEIGHTS_NOTE, pca_basis, save_patch_pca, save_point_pca
 
-    loaded = source.backend.loaded
-    tag = f"{args.model}" + (f" - {RANDOM_WEIGHTS_NOTE}" if loaded.random_weights else "")
+    handle = source.backend.handle
+    tag = f"{args.model}" + (f" - {RANDOM_WEIGHTS_NOTE}" if handle.random_weights else "")
     written: list[Path] = []
     for scene in scenes:
         if not scene.views:

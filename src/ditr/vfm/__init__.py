@@ -6,7 +6,7 @@ fills the on-disk feature cache (:mod:`ditr.cache`).
 """
 
 from .backends import VFMBackend, resolve_device
-from .loading import LoadedVFM, load_vfm
+from .loading import VFMHandle, load_vfm
 from .registry import VFMSpec, get_spec, list_models
 
-__all__ = ["LoadedVFM", "VFMBackend", "VFMSpec", "get_spec", "list_models", "load_vfm", "resolve_device"]
+__all__ = ["VFMBackend", "VFMHandle", "VFMSpec", "get_spec", "list_models", "load_vfm", "resolve_device"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DitrError
-from .loading import LoadedVFM
+from .loading import VFMHandle
 from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -29,11 +30,14 @@ POS_INTERPOLATIONS = ("antialias", "plain")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without one is a user error."""
+    """``auto`` picks CUDA when available; a bare ``cuda`` means this process's GPU under torchrun
+    (``LOCAL_RANK``), so ranks on one node do not all land on GPU 0."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DitrError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    if device == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(device)
 
 
@@ -65,22 +69,26 @@ def _interpolate_pos_encoding(embeddings: torch.nn.Module, tokens: torch.Tensor,
 class VFMBackend:
     """Turns uint8 RGB images into (B, D, H/p, W/p) float32 patch-feature grids."""
 
-    def __init__(self, loaded: LoadedVFM, device: str = "cpu", precision: str = "auto",
+    def __init__(self, handle: VFMHandle, device: str = "cpu", precision: str = "auto",
                  pos_interpolation: str = "antialias"):
         if pos_interpolation not in POS_INTERPOLATIONS:
             raise DitrError(f"pos_interpolation must be one of {POS_INTERPOLATIONS}, got {pos_interpolation!r}")
-        self.loaded = loaded
-        self.spec = loaded.spec
+        self.handle = handle
+        self.spec = handle.spec
         self.device = resolve_device(device)
         self.precision = _resolve_precision(precision, self.device)
         self.pos_interpolation = pos_interpolation if self.spec.family == "dinov2" else "rope"
-        self.model = loaded.model.to(self.device).eval().requires_grad_(False)
-        self._pos_encoding = None
-        if self.spec.family == "dinov2":
-            self._pos_encoding = functools.partial(_interpolate_pos_encoding, self.model.embeddings,
-                                                   antialias=pos_interpolation == "antialias")
+        self._model: torch.nn.Module | None = None
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The frozen model on this backend's device; weights are read on first use, so a run that
+        finds everything in the cache never loads them."""
+        if self._model is None:
+            self._model = self.handle.model.to(self.device).eval().requires_grad_(False)
+        return self._model
 
     @property
     def patch_size(self) -> int:
@@ -129,10 +137,12 @@ class VFMBackend:
         """(B, 3, H', W') normalised pixels -> (B, D, H'/p, W'/p) float32 features."""
         b, _, h, w = pixels.shape
         p = self.patch_size
-        if self._pos_encoding is not None:  # set per call: backends may share one loaded model
-            self.model.embeddings.interpolate_pos_encoding = self._pos_encoding
+        model = self.model
+        if self.spec.family == "dinov2":  # set per call: backends may share one model
+            model.embeddings.interpolate_pos_encoding = functools.partial(
+                _interpolate_pos_encoding, model.embeddings, antialias=self.pos_interpolation == "antialias")
         with self._autocast():
-            tokens = self.model(pixel_values=pixels).last_hidden_state
+            tokens = model(pixel_values=pixels).last_hidden_state
         patches = tokens[:, 1 + self.spec.num_registers:]  # drop CLS and register tokens
         if patches.shape[1] != (h // p) * (w // p):
             raise RuntimeError(f"expected {(h // p) * (w // p)} patch tokens, got {patches.shape[1]}")

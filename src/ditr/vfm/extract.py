@@ -61,7 +61,7 @@ class FeatureSource:
     def key(self, view: View, flip: bool = False) -> FeatureKey:
         size = self.backend.input_size(view.height, view.width, self.resolution)
         return FeatureKey(image=image_digest(view), model=self.backend.spec.name,
-                          weights=self.backend.loaded.identity, size=size, flip=flip,
+                          weights=self.backend.handle.identity, size=size, flip=flip,
                           settings=self.backend.settings)
 
     def grids(self, views: Sequence[View], flips: Sequence[bool] | None = None,

@@ -11,15 +11,16 @@ Resolution order for ``load_vfm(name, checkpoint)``:
 5. A hub download, only with ``allow_download=True`` (CLI ``--download``).
 
 Nothing touches the network unless 5 is reached and allowed; otherwise a :class:`DitrError` lists
-the ways to provide the weights. Every loaded model carries an ``identity`` digest of its weights,
-which the feature cache keys on.
+the ways to provide the weights. Resolving returns a :class:`VFMHandle` carrying an ``identity``
+digest of the weights, which the feature cache keys on; the weights themselves are read on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,18 +39,41 @@ _META_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 _HF_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
 
-@dataclass
-class LoadedVFM:
-    """A frozen model with the facts its outputs must be labelled with."""
+class VFMHandle:
+    """Resolved weights: identified now, read on first use of :attr:`model`.
 
-    spec: VFMSpec
-    model: PreTrainedModel
-    identity: str  # digest of the weights; part of every cache key
-    source: str  # human-readable origin, e.g. "random weights (seed 0)" or a file path
+    The identity (a digest of the files or tensors) is all the feature cache needs, so a run whose
+    features are all cached never reads a multi-GB checkpoint.
+    """
+
+    def __init__(self, spec: VFMSpec, identity: str, source: str, loader: Callable[[], PreTrainedModel]):
+        self.spec = spec
+        self.identity = identity  # digest of the weights; part of every cache key
+        self.source = source  # human-readable origin, e.g. "random weights (seed 0)" or a file path
+        self._loader = loader
+        self._model: PreTrainedModel | None = None
 
     @property
     def random_weights(self) -> bool:
         return self.source.startswith("random weights")
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The frozen, eval-mode float32 model on the CPU (loaded and checked on first access)."""
+        if self._model is None:
+            self._model = _freeze(self._loader())
+        return self._model
+
+    @classmethod
+    def of_model(cls, spec: VFMSpec, model: PreTrainedModel, source: str) -> VFMHandle:
+        """Wrap weights already in memory (identified by their tensors)."""
+        handle = cls(spec, state_dict_digest(model), source, lambda: model)
+        handle._model = _freeze(model)
+        return handle
 
 
 def build_random(spec: VFMSpec) -> PreTrainedModel:
@@ -76,23 +100,33 @@ def _freeze(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def _load_hf_dir(spec: VFMSpec, path: Path, memo: Path | None) -> LoadedVFM:
-    if not (path / "config.json").is_file():
-        raise DitrError(f"{path}: not a Hugging Face model directory (no config.json)")
+def _check_hf_config(spec: VFMSpec, path: Path) -> None:
+    """Read config.json up front so a wrong directory fails before any weights are read."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DitrError(f"{path}: not a Hugging Face model directory (config.json: {exc})") from None
+    found = (cfg.get("model_type"), cfg.get("hidden_size"), cfg.get("num_hidden_layers"))
+    if found != (spec.model_type, spec.hidden_size, spec.num_layers):
+        raise DitrError(f"{path}: holds a {found[0]} model with {found[2]} layers of width {found[1]}; "
+                        f"model {spec.name!r} is {spec.model_type} with {spec.num_layers} x {spec.hidden_size}")
+
+
+def _hf_dir(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
+    _check_hf_config(spec, path)
     weights = [f for g in _HF_WEIGHT_GLOBS for f in path.glob(g)]
     if not weights:
         raise DitrError(f"{path}: no weight files (*.safetensors / *.bin) next to config.json")
     cls = _MODEL_CLASSES[spec.model_type]
-    try:
-        model = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise DitrError(f"{path}: cannot be loaded as {cls.__name__} ({exc})") from None
-    cfg = model.config
-    if cfg.model_type != spec.model_type or cfg.hidden_size != spec.hidden_size or cfg.num_hidden_layers != spec.num_layers:
-        raise DitrError(f"{path}: holds a {cfg.model_type} model with {cfg.num_hidden_layers} layers of width "
-                        f"{cfg.hidden_size}; model {spec.name!r} is {spec.model_type} with {spec.num_layers} x {spec.hidden_size}")
+
+    def load() -> PreTrainedModel:
+        try:
+            return cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise DitrError(f"{path}: cannot be loaded as {cls.__name__} ({exc})") from None
+
     identity = files_digest([path / "config.json", *weights], memo)
-    return LoadedVFM(spec, _freeze(model), identity, f"{path} (Hugging Face format)")
+    return VFMHandle(spec, identity, f"{path} (Hugging Face format)", load)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -105,60 +139,63 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DitrError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _load_file(spec: VFMSpec, path: Path, memo: Path | None) -> LoadedVFM:
+def _file(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
     if path.suffix not in _META_SUFFIXES:
         raise DitrError(f"{path}: expected a directory or a {'/'.join(_META_SUFFIXES)} checkpoint file")
-    state = _read_state_dict(path)
-    model = _MODEL_CLASSES[spec.model_type](spec.hf_config())
-    if "embeddings.cls_token" in state:  # already transformers names (a bare model.safetensors)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise DitrError(f"{path}: does not fit model {spec.name!r} (missing {missing[:4]}, unexpected {unexpected[:4]})")
-        layout = "Hugging Face tensors"
-    else:
-        load_meta_state_dict(model, state, spec, str(path))
-        layout = "Meta format"
-    return LoadedVFM(spec, _freeze(model), file_digest(path, memo), f"{path} ({layout})")
+
+    def load() -> PreTrainedModel:
+        state = _read_state_dict(path)
+        model = _MODEL_CLASSES[spec.model_type](spec.hf_config())
+        if "embeddings.cls_token" in state:  # already transformers names (a bare model.safetensors)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise DitrError(f"{path}: does not fit model {spec.name!r} "
+                                f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+        else:
+            load_meta_state_dict(model, state, spec, str(path))
+        return model
+
+    return VFMHandle(spec, file_digest(path, memo), f"{path} (checkpoint file)", load)
 
 
 def load_vfm(name: str, checkpoint: str | Path | None = None, *, allow_download: bool = False,
-             hash_memo: Path | None = None) -> LoadedVFM:
-    """Resolve and load a frozen, eval-mode model on the CPU in float32 (see the module docstring)."""
+             hash_memo: Path | None = None) -> VFMHandle:
+    """Resolve a model's weights (see the module docstring); they are read on first use of ``.model``."""
     spec = get_spec(name)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
             raise DitrError(f"checkpoint {path} does not exist")
-        return _load_hf_dir(spec, path, hash_memo) if path.is_dir() else _load_file(spec, path, hash_memo)
+        return _hf_dir(spec, path, hash_memo) if path.is_dir() else _file(spec, path, hash_memo)
     models_dir = os.environ.get(MODELS_ENV)
     if models_dir:
         for candidate in (Path(models_dir) / spec.name, Path(models_dir) / f"{spec.name}.pth"):
             if candidate.exists():
                 return load_vfm(name, candidate, hash_memo=hash_memo)
     if spec.random_weights:
-        model = _freeze(build_random(spec))
-        return LoadedVFM(spec, model, state_dict_digest(model), f"random weights (seed {spec.seed})")
+        return VFMHandle.of_model(spec, build_random(spec), f"random weights (seed {spec.seed})")
     return _load_from_hub(spec, allow_download, hash_memo)
 
 
-def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> LoadedVFM:
+def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> VFMHandle:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     patterns = ["config.json", "*.safetensors"]
     try:
         local = snapshot_download(spec.hub_id, allow_patterns=patterns, local_files_only=True)
-        return _load_hf_dir(spec, Path(local), memo)
-    except (LocalEntryNotFoundError, DitrError, OSError):
-        if not allow_download:
-            raise DitrError(
-                f"no weights for {spec.name!r} found offline. Provide them with --checkpoint PATH "
-                f"(a Hugging Face directory, or Meta's official .pth file), put them at "
-                f"${MODELS_ENV}/{spec.name}/ or ${MODELS_ENV}/{spec.name}.pth, or allow a download of "
-                f"{spec.hub_id} with --download") from None
-    try:
-        local = snapshot_download(spec.hub_id, allow_patterns=patterns)
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise DitrError(f"download of {spec.hub_id} failed ({type(exc).__name__}: {exc}); DINOv3 repositories "
-                        "are gated: accept the licence on huggingface.co and log in (hf auth login)") from None
-    return _load_hf_dir(spec, Path(local), memo)
+    except (LocalEntryNotFoundError, OSError):
+        local = None
+    if local is None and not allow_download:
+        raise DitrError(
+            f"no weights for {spec.name!r} found offline. Provide them with --checkpoint PATH "
+            f"(a Hugging Face directory, or Meta's official .pth file), put them at "
+            f"${MODELS_ENV}/{spec.name}/ or ${MODELS_ENV}/{spec.name}.pth, or allow a download of "
+            f"{spec.hub_id} with --download")
+    if local is None:
+        try:
+            local = snapshot_download(spec.hub_id, allow_patterns=patterns)
+        except (HfHubHTTPError, OSError, ValueError) as exc:
+            raise DitrError(f"download of {spec.hub_id} failed ({type(exc).__name__}: {exc}); DINOv3 repositories "
+                            "are gated: accept the licence on huggingface.co and log in (hf auth login)") from None
+    return _hf_dir(spec, Path(local), memo)
