@@ -43,6 +43,9 @@ def generate_room(seed: int, *, num_points: int = 20000, num_views: int = 8, wid
     Points carry ``color`` (the shaded colour the cameras see there), ``normal`` (of the face),
     ``segment`` (class id into :data:`CLASS_NAMES`) and ``instance``.
     """
+    if num_points < 1 or num_views < 0 or width < 1 or height < 1:
+        raise ValueError(f"need num_points >= 1, num_views >= 0 and a positive image size, got "
+                         f"{num_points=}, {num_views=}, {width=}, {height=}")
     rng = np.random.default_rng(seed)
     geometry, items = build_room(rng)
     mesh = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)

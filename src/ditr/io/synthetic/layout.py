@@ -8,12 +8,14 @@ makes two things cheap and exact:
   wall behind a picture, the floor under a rug or a cabinet, or a table leg's top under the table
   top, can never be seen by any camera and is dropped, so that no point sits millimetres behind a
   surface of another class (which a depth-tolerance visibility test could not tell apart);
-* faces lying on the room shell (furniture bottoms on the floor, panel and cabinet backs against a
-  wall) are not emitted at all, so the ray caster never meets two coplanar faces.
+* faces lying on the room shell (furniture bottoms on the floor, panel backs on a wall) are not
+  emitted at all, so the ray caster never meets two coplanar faces.
 
-Placement keeps 0.3 m of free floor between items and between free-standing items and the walls,
-and puts wall-backed furniture flush against its wall: occluders then never stand a few centimetres
-in front of another surface, which keeps "hidden behind furniture" unambiguous for visibility tests.
+Placement keeps 0.3 m (``CLEARANCE``) of free floor between items and between every item and the
+walls; wall-backed furniture (bed, sofa, cabinet, shelf) faces the room from 0.3 m off its wall.
+Occluders then never stand a few centimetres in front of another surface, so what furniture hides
+is hidden by more than the 0.2 m depth tolerance of the reference visibility rule. (Flush against
+the wall, the strip of wall beside a cabinet's side would be hidden by less than that.)
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from functools import cached_property
 
 import numpy as np
 
-from .textures import Material, hsv_to_rgb
+from .furniture import FREE_STANDING, WALL_BACKED, Part, panel, rug, hsv_color, wood_colors
+from .textures import Material
 
 #: Class names in id order; wall, floor and ceiling first, then furniture, wall panels and rugs.
 CLASS_NAMES = ["wall", "floor", "ceiling", "table", "chair", "bed", "sofa", "cabinet", "shelf", "lamp",
                "door", "window", "picture", "whiteboard", "rug"]
 CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 
-CLEARANCE = 0.3  # metres of free floor between items, and between free-standing items and walls
+CLEARANCE = 0.3  # metres of free floor between items, and between items and walls
 _EPS = 1e-6
 
 
@@ -84,17 +87,6 @@ class RoomGeometry:
             out[start:start + 8192] = inside.any(axis=1)
         return out
 
-
-@dataclass
-class _Part:
-    """A part in an item's local frame (x right, y front, z up; footprint centred on the origin)."""
-
-    lo: tuple[float, float, float]
-    hi: tuple[float, float, float]
-    material: Material
-    color_a: np.ndarray
-    color_b: np.ndarray
-    cylinder: bool = False
 
 
 class _Builder:
@@ -171,138 +163,6 @@ class _Builder:
             part_solid=col["solid"].astype(bool))
 
 
-# ----------------------------------------------------------------------------- colours
-def _hsv(rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]) -> np.ndarray:
-    return hsv_to_rgb(np.array(rng.uniform(*h)), np.array(rng.uniform(*s)), np.array(rng.uniform(*v)))
-
-
-def _wood_colors(rng: np.random.Generator, light: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    base = _hsv(rng, (0.06, 0.1), (0.35, 0.6), (0.6, 0.8) if light else (0.35, 0.6))
-    return base, base * rng.uniform(0.7, 0.82)
-
-
-def _metal_color(rng: np.random.Generator) -> np.ndarray:
-    return np.full(3, rng.uniform(0.2, 0.7))
-
-
-# ----------------------------------------------------------------------------- furniture
-def _table(rng: np.random.Generator) -> list[_Part]:
-    w, d, h, t, leg = rng.uniform(1.0, 1.8), rng.uniform(0.7, 1.0), rng.uniform(0.72, 0.78), 0.04, 0.04
-    top_a, top_b = _wood_colors(rng)
-    legs_a = _metal_color(rng) if rng.random() < 0.5 else top_b
-    parts = [_Part((-w / 2, -d / 2, h - t), (w / 2, d / 2, h), Material.WOOD, top_a, top_b)]
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            x, y = sx * (w / 2 - 0.05 - leg / 2), sy * (d / 2 - 0.05 - leg / 2)
-            parts.append(_Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, h - t), Material.METAL, legs_a, legs_a))
-    return parts
-
-
-def _chair(rng: np.random.Generator) -> list[_Part]:
-    w, d, seat, t, leg = rng.uniform(0.42, 0.5), rng.uniform(0.42, 0.5), rng.uniform(0.43, 0.48), 0.05, 0.025
-    top = seat + rng.uniform(0.38, 0.5)
-    cushion = _hsv(rng, (0.0, 1.0), (0.5, 0.85), (0.45, 0.85))
-    legs = _metal_color(rng)
-    material = Material.PLASTIC if rng.random() < 0.5 else Material.FABRIC
-    parts = [_Part((-w / 2, -d / 2, seat - t), (w / 2, d / 2, seat), material, cushion, cushion),
-             _Part((-w / 2, -d / 2, seat), (w / 2, -d / 2 + 0.04, top), material, cushion, cushion)]
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            x, y = sx * (w / 2 - leg / 2), sy * (d / 2 - leg / 2)
-            parts.append(_Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, seat - t), Material.METAL, legs, legs))
-    return parts
-
-
-def _bed(rng: np.random.Generator) -> list[_Part]:
-    w, d = (rng.uniform(1.4, 1.8) if rng.random() < 0.6 else rng.uniform(0.9, 1.0)), rng.uniform(2.0, 2.15)
-    frame_a, frame_b = _wood_colors(rng)
-    cover_a = _hsv(rng, (0.0, 1.0), (0.3, 0.7), (0.5, 0.85))
-    cover_b = _hsv(rng, (0.0, 1.0), (0.2, 0.5), (0.75, 0.95))
-    pillow = _hsv(rng, (0.0, 1.0), (0.0, 0.1), (0.88, 0.97))
-    head = rng.uniform(0.75, 0.95)
-    return [_Part((-w / 2, -d / 2, 0.0), (w / 2, -d / 2 + 0.06, head), Material.WOOD, frame_a, frame_b),
-            _Part((-w / 2, -d / 2 + 0.06, 0.0), (w / 2, d / 2, 0.3), Material.WOOD, frame_a, frame_b),
-            _Part((-w / 2 + 0.02, -d / 2 + 0.06, 0.3), (w / 2 - 0.02, d / 2 - 0.02, 0.52), Material.CHECK, cover_a, cover_b),
-            _Part((-w / 2 + 0.12, -d / 2 + 0.1, 0.52), (w / 2 - 0.12, -d / 2 + 0.5, 0.64), Material.PILLOW, pillow, pillow)]
-
-
-def _sofa(rng: np.random.Generator) -> list[_Part]:
-    w, d, arm = rng.uniform(1.6, 2.4), rng.uniform(0.8, 0.95), 0.18
-    fabric = _hsv(rng, (0.0, 1.0), (0.25, 0.7), (0.3, 0.7))
-    back_top, arm_top = rng.uniform(0.78, 0.9), rng.uniform(0.58, 0.66)
-    return [_Part((-w / 2, -d / 2, 0.0), (w / 2, d / 2, 0.42), Material.FABRIC, fabric, fabric),
-            _Part((-w / 2, -d / 2, 0.42), (w / 2, -d / 2 + 0.22, back_top), Material.FABRIC, fabric, fabric),
-            _Part((-w / 2, -d / 2 + 0.22, 0.42), (-w / 2 + arm, d / 2, arm_top), Material.FABRIC, fabric, fabric),
-            _Part((w / 2 - arm, -d / 2 + 0.22, 0.42), (w / 2, d / 2, arm_top), Material.FABRIC, fabric, fabric)]
-
-
-def _box_size(rng: np.random.Generator) -> tuple[float, float, float]:
-    """Outer size shared by cabinets and shelves, so only appearance and the open front tell them apart."""
-    return rng.uniform(0.6, 1.2), rng.uniform(0.35, 0.55), rng.uniform(0.8, 2.0)
-
-
-def _cabinet(rng: np.random.Generator) -> list[_Part]:
-    w, d, h = _box_size(rng)
-    paint = _hsv(rng, (0.0, 1.0), (0.05, 0.45), (0.5, 0.95))
-    return [_Part((-w / 2, -d / 2, 0.0), (w / 2, d / 2, h), Material.PAINTED, paint, _metal_color(rng))]
-
-
-def _shelf(rng: np.random.Generator) -> list[_Part]:
-    w, d, h = _box_size(rng)
-    # a closed plinth: rays through the open front meet the thin back or sides no lower than this, so the
-    # floor behind them is always clearly (> 0.2 m in depth) hidden, never a near miss
-    t, plinth = 0.025, 0.25
-    wood_a, wood_b = _wood_colors(rng, light=True)
-    parts = [_Part((-w / 2, -d / 2, 0.0), (-w / 2 + t, d / 2, h), Material.WOOD, wood_a, wood_b),
-             _Part((w / 2 - t, -d / 2, 0.0), (w / 2, d / 2, h), Material.WOOD, wood_a, wood_b),
-             _Part((-w / 2 + t, -d / 2, 0.0), (w / 2 - t, -d / 2 + 0.015, h), Material.BOOKS, wood_b, wood_b),
-             _Part((-w / 2 + t, -d / 2 + 0.015, h - t), (w / 2 - t, d / 2, h), Material.WOOD, wood_a, wood_b),
-             _Part((-w / 2 + t, -d / 2 + 0.015, 0.0), (w / 2 - t, d / 2, plinth), Material.WOOD, wood_a, wood_b)]
-    levels = max(0, int(round((h - plinth) / 0.35)) - 1)
-    for z in np.linspace(plinth, h - t, levels + 2)[1:-1]:
-        parts.append(_Part((-w / 2 + t, -d / 2 + 0.015, z - t / 2), (w / 2 - t, d / 2, z + t / 2), Material.WOOD, wood_a, wood_b))
-    return parts
-
-
-def _lamp(rng: np.random.Generator) -> list[_Part]:
-    top, r = rng.uniform(1.45, 1.75), rng.uniform(0.17, 0.24)
-    shade = _hsv(rng, (0.08, 0.15), (0.15, 0.4), (0.8, 0.95))
-    metal = _metal_color(rng)
-    return [_Part((-0.15, -0.15, 0.0), (0.15, 0.15, 0.03), Material.METAL, metal, metal, cylinder=True),
-            _Part((-0.015, -0.015, 0.03), (0.015, 0.015, top - 0.32), Material.METAL, metal, metal, cylinder=True),
-            _Part((-r, -r, top - 0.32), (r, r, top), Material.SHADE, shade, shade, cylinder=True)]
-
-
-def _rug(rng: np.random.Generator) -> list[_Part]:
-    w, d, t = rng.uniform(1.2, 2.4), rng.uniform(0.8, 1.7), rng.uniform(0.002, 0.004)
-    a = _hsv(rng, (0.0, 1.0), (0.45, 0.8), (0.35, 0.7))
-    b = _hsv(rng, (0.0, 1.0), (0.3, 0.7), (0.6, 0.9))
-    return [_Part((-w / 2, -d / 2, 0.0), (w / 2, d / 2, t), Material.RUG, a, b)]
-
-
-_WALL_BACKED = {"bed": _bed, "sofa": _sofa, "cabinet": _cabinet, "shelf": _shelf}
-_FREE_STANDING = {"table": _table, "chair": _chair, "lamp": _lamp}
-
-
-# ----------------------------------------------------------------------------- wall panels
-def _panel(kind: str, rng: np.random.Generator) -> tuple[float, float, float, float, Material, np.ndarray, np.ndarray]:
-    """Width, height, bottom, thickness (a few mm: nearly invisible to geometry), material, colours."""
-    thickness = rng.uniform(0.002, 0.005)
-    if kind == "door":
-        a, b = _wood_colors(rng, light=rng.random() < 0.5)
-        return rng.uniform(0.8, 1.0), rng.uniform(2.0, 2.1), 0.0, thickness, Material.DOOR, a, b
-    if kind == "window":
-        frame = np.full(3, rng.uniform(0.85, 0.97))
-        return rng.uniform(0.9, 1.6), rng.uniform(1.0, 1.3), rng.uniform(0.8, 1.0), thickness, Material.WINDOW, frame, frame
-    if kind == "picture":
-        w, h = rng.uniform(0.4, 1.0), rng.uniform(0.35, 0.8)
-        frame = _wood_colors(rng)[1] if rng.random() < 0.5 else np.array([0.75, 0.6, 0.25])
-        return w, h, rng.uniform(1.45, 1.7) - h / 2, thickness, Material.PICTURE, np.zeros(3), frame
-    if kind == "whiteboard":
-        h = rng.uniform(0.9, 1.2)
-        return rng.uniform(1.2, 2.0), h, rng.uniform(0.85, 1.0), thickness, Material.WHITEBOARD, np.full(3, 0.97), np.full(3, 0.72)
-    raise ValueError(kind)
-
 
 @dataclass(frozen=True)
 class _Wall:
@@ -342,8 +202,8 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
             items.append(placed)
 
     def add_furniture(kind: str) -> None:
-        parts = (_WALL_BACKED.get(kind) or _FREE_STANDING[kind])(rng)
-        placed = _place(parts, kind in _WALL_BACKED, size, walls, floor_rects, wall_rects, rng)
+        parts = (WALL_BACKED.get(kind) or FREE_STANDING[kind])(rng)
+        placed = _place(parts, kind in WALL_BACKED, size, walls, floor_rects, wall_rects, rng)
         if placed is not None:
             _emit(b, parts, *placed, cls=CLASS_ID[kind], instance=b.new_instance())
             items.append(_item_box(parts, *placed))
@@ -359,7 +219,7 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
         add_furniture(kind)
 
     if rng.random() < 0.85:  # rugs lie under furniture; hidden parts are dropped by RoomGeometry.hidden
-        parts = _rug(rng)
+        parts = rug(rng)
         for _ in range(30):
             front = np.array([[1.0, 0.0], [0.0, 1.0]])[int(rng.integers(2))]
             centre = _free_centre(parts, front, size, rng)
@@ -374,7 +234,7 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
 def _place_panel(kind: str, b: _Builder, walls: list[_Wall], floor_rects: list[np.ndarray],
                  wall_rects: list[list[np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """Hang a panel on a random free stretch of wall; returns its box, or None if none was found."""
-    w, h, z0, t, material, ca, cb = _panel(kind, rng)
+    w, h, z0, t, material, ca, cb = panel(kind, rng)
     for _ in range(30):
         k = int(rng.integers(4))
         wall = walls[k]
@@ -397,11 +257,11 @@ def _place_panel(kind: str, b: _Builder, walls: list[_Wall], floor_rects: list[n
 def _shell(b: _Builder, rng: np.random.Generator) -> None:
     """Floor, ceiling and four walls as single quads whose normals point into the room."""
     size = b.size
-    plaster = _hsv(rng, (0.0, 1.0), (0.04, 0.2), (0.78, 0.95))
+    plaster = hsv_color(rng, (0.0, 1.0), (0.04, 0.2), (0.78, 0.95))
     if rng.random() < 0.6:
-        floor_material, fa, fb = Material.PLANKS, *_wood_colors(rng, light=rng.random() < 0.5)
+        floor_material, fa, fb = Material.PLANKS, *wood_colors(rng, light=rng.random() < 0.5)
     else:
-        floor_material, fa, fb = Material.TILES, _hsv(rng, (0.0, 1.0), (0.0, 0.3), (0.55, 0.9)), _hsv(rng, (0.0, 1.0), (0.0, 0.3), (0.3, 0.6))
+        floor_material, fa, fb = Material.TILES, hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.55, 0.9)), hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.3, 0.6))
     zero, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
     entries = [((2, 1), "floor", floor_material, fa, fb, up), ((2, -1), "ceiling", Material.CEILING, np.full(3, 0.95), np.full(3, 0.95), -up),
                ((1, 1), "wall", Material.PLASTER, plaster, plaster, np.array([0.0, 1.0, 0.0])),
@@ -431,7 +291,7 @@ def _wall_footprint(wall: _Wall, s0: float, s1: float, depth: float) -> np.ndarr
     return np.array([lo[:2], hi[:2]])
 
 
-def _to_world(part: _Part, centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _to_world(part: Part, centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World box of a local part for an item centred at ``centre`` whose front looks along ``front``."""
     right = np.array([front[1], -front[0]])
     rot = np.column_stack([right, front])  # local (x, y) -> world (x, y); a rotation by a multiple of 90 deg
@@ -439,14 +299,14 @@ def _to_world(part: _Part, centre: np.ndarray, front: np.ndarray) -> tuple[np.nd
     return np.array([*xy.min(0), part.lo[2]]), np.array([*xy.max(0), part.hi[2]])
 
 
-def _item_box(parts: list[_Part], centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _item_box(parts: list[Part], centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     boxes = [_to_world(p, centre, front) for p in parts]
     return np.min([lo for lo, _ in boxes], axis=0), np.max([hi for _, hi in boxes], axis=0)
 
 
-def _place(parts: list[_Part], wall_backed: bool, size: np.ndarray, walls: list[_Wall], floor_rects: list[np.ndarray],
+def _place(parts: list[Part], wall_backed: bool, size: np.ndarray, walls: list[_Wall], floor_rects: list[np.ndarray],
            wall_rects: list[list[np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-    """Rejection-sample a free spot; wall-backed items stand flush against a wall and keep clear of its panels."""
+    """Rejection-sample a free spot; wall-backed items face the room from 0.3 m off a wall, below its panels."""
     w, h = max(p.hi[0] for p in parts) - min(p.lo[0] for p in parts), max(p.hi[2] for p in parts)
     back = min(p.lo[1] for p in parts)
     for _ in range(60):
@@ -475,14 +335,14 @@ def _place(parts: list[_Part], wall_backed: bool, size: np.ndarray, walls: list[
     return None
 
 
-def _free_centre(parts: list[_Part], front: np.ndarray, size: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+def _free_centre(parts: list[Part], front: np.ndarray, size: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """A random centre keeping the item ``CLEARANCE`` away from every wall, or None if it cannot fit."""
     lo, hi = _item_box(parts, np.zeros(2), front)
     low, high = CLEARANCE - lo[:2], size[:2] - CLEARANCE - hi[:2]
     return rng.uniform(low, high) if np.all(low < high) else None
 
 
-def _emit(b: _Builder, parts: list[_Part], centre: np.ndarray, front: np.ndarray, *, cls: int, instance: int) -> None:
+def _emit(b: _Builder, parts: list[Part], centre: np.ndarray, front: np.ndarray, *, cls: int, instance: int) -> None:
     front3 = np.array([*front, 0.0])
     for part in parts:
         lo, hi = _to_world(part, centre, front)

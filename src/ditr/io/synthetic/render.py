@@ -86,6 +86,8 @@ def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarr
 
 def render(geometry: RoomGeometry, mesh: trimesh.Trimesh, cameras: list[Camera]) -> list[Rendering]:
     """Ray-cast all cameras in one batch: first hit per pixel centre -> colour, camera z, class id."""
+    if not cameras:
+        return []
     origins, directions, counts = [], [], []
     for cam in cameras:
         v, u = np.mgrid[0:cam.height, 0:cam.width]
