@@ -1,0 +1,168 @@
+"""The training loop: learning, exact mid-epoch resume, signals, evaluation, outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from test_engine_toy import NUM_CLASSES, ToyNet, ToyScenes, collate
+
+from ditr.engine.checkpoint import load_checkpoint
+from ditr.engine.logging import read_jsonl
+from ditr.engine.losses import SegmentationCriterion
+from ditr.engine.metrics import confusion_matrix
+from ditr.engine.optim import OptimConfig
+from ditr.engine.trainer import Callback, Trainer, TrainerConfig, TrainingInterrupted
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_trainer(work_dir, callbacks=(), val=True, lr=0.02, **overrides) -> Trainer:
+    torch.manual_seed(0)  # the same initial weights for every trainer
+    settings = dict(work_dir=work_dir, batch_size=3, epochs=3, num_classes=NUM_CLASSES,
+                    checkpoint_every_steps=2, log_every_steps=1, quiet=True, plots=False)
+    settings.update(overrides)
+    return Trainer(ToyNet(), SegmentationCriterion(), ToyScenes(16), TrainerConfig(**settings),
+                   collate_fn=collate, val_set=ToyScenes(6, seed=9, augment=False) if val else None,
+                   optim=OptimConfig(lr=lr), callbacks=callbacks)
+
+
+class StopAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, losses):
+        if trainer.step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def train_records(path):
+    return [(r["step"], r["loss"]) for r in read_jsonl(path) if r["kind"] == "train"]
+
+
+def test_learns_and_writes_outputs(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=8, plots=True, eval_every_epochs=4, lr=0.1)
+    before = trainer.evaluate().metrics["miou"]
+    summary = trainer.fit()
+    assert summary["step"] == trainer.total_steps == 8 * 5  # 16 scenes // 3 per batch
+    assert summary["metrics"]["miou"] > max(0.7, before + 0.3)
+    val = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [20, 40]
+    assert summary["best"]["metric"] == "miou"
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["step"] == summary["best"]["step"]
+    assert best["metrics"]["miou"] == summary["best"]["value"]
+    for name in ("last.pt", "last.prev.pt", "curves.png", "class_iou.png"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+    """Crash at step 7 (mid-epoch 1, last checkpoint at step 6) and resume with workers."""
+    reference = make_trainer(tmp_path / "ref")
+    reference.fit()
+
+    crashed = make_trainer(tmp_path / "run", callbacks=[StopAt(7)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_in_epoch"] == 1
+
+    resumed = make_trainer(tmp_path / "run", num_workers=2)  # workers must not change the data
+    resumed.fit()
+    assert resumed.step == reference.step == 15
+    ref_w, res_w = weights(reference), weights(resumed)
+    assert all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+    assert train_records(tmp_path / "run" / "metrics.jsonl") == \
+        train_records(tmp_path / "ref" / "metrics.jsonl")
+
+
+def test_resume_falls_back_when_last_checkpoint_is_damaged(tmp_path):
+    reference = make_trainer(tmp_path / "ref", epochs=2, val=False)
+    reference.fit()
+    crashed = make_trainer(tmp_path / "run", epochs=2, val=False, callbacks=[StopAt(9)])
+    with pytest.raises(RuntimeError):
+        crashed.fit()
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])  # killed while writing, say
+    resumed = make_trainer(tmp_path / "run", epochs=2, val=False)
+    with pytest.warns(UserWarning, match="damaged"):
+        resumed.fit()
+    ref_w, res_w = weights(reference), weights(resumed)
+    assert resumed.step == 10 and all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+
+
+def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
+    class Term(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    trainer = make_trainer(tmp_path, val=False, checkpoint_every_steps=None, callbacks=[Term()])
+    with pytest.raises(TrainingInterrupted, match="step 4/15"):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGTERM) == previous
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    resumed = make_trainer(tmp_path, val=False)
+    assert resumed.fit()["step"] == 15
+
+
+def test_max_steps_and_full_resolution_evaluation(tmp_path):
+    class Voxelised(torch.utils.data.Dataset):
+        """Each scene's voxels plus the point -> voxel map and the full-resolution labels."""
+
+        def __init__(self):
+            self.scenes = ToyScenes(3, seed=4, augment=False)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            item = self.scenes[i]
+            n = len(item["feat"])
+            inverse = torch.arange(n) % (n // 2)
+            return {"feat": item["feat"][: n // 2], "segment": item["segment"][: n // 2],
+                    "inverse": inverse, "origin_segment": item["segment"]}
+
+    def collate_full(items):
+        start = torch.tensor([0] + [len(it["feat"]) for it in items[:-1]]).cumsum(0)
+        return {"feat": torch.cat([it["feat"] for it in items]),
+                "segment": torch.cat([it["segment"] for it in items]),
+                "inverse": torch.cat([it["inverse"] + s for it, s in zip(items, start)]),
+                "origin_segment": torch.cat([it["origin_segment"] for it in items])}
+
+    trainer = make_trainer(tmp_path, epochs=None, max_steps=7, val=False)
+    assert trainer.fit()["step"] == 7 and trainer.epoch == 1 and trainer.batch_in_epoch == 2
+    data = Voxelised()
+    result = trainer.evaluate(data, collate_full)
+    model = trainer.model.eval()
+    expected = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64)
+    with torch.no_grad():
+        for i in range(3):
+            item = data[i]
+            pred = model({"feat": item["feat"]})["logits"].argmax(1)[item["inverse"]]
+            expected += confusion_matrix(pred, item["origin_segment"], NUM_CLASSES)
+    assert torch.equal(result.confusion, expected)
+    assert int(expected.sum()) > sum(len(data[i]["feat"]) for i in range(3))  # full resolution
+    assert set(result.metrics) >= {"miou", "macc", "allacc", "iou", "val_loss", "val_ce"}
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainerConfig(work_dir=tmp_path, epochs=1, max_steps=3)
+    with pytest.raises(ValueError, match="amp"):
+        TrainerConfig(work_dir=tmp_path, epochs=1, amp="fp8")
+    with pytest.raises(ValueError, match="no full batch"):
+        make_trainer(tmp_path, batch_size=32)
