@@ -11,7 +11,7 @@ from ..cache import FeatureCache
 from ..errors import DitrError
 from ..scene import Scene
 from ..vfm.backends import POS_INTERPOLATIONS, PRECISIONS, VFMBackend
-from ..vfm.extract import FeatureSource, ImageJob, distributed_rank_world, fill_cache
+from ..vfm.extract import FeatureSource, FillStats, ImageJob, distributed_rank_world, fill_cache
 from ..vfm.loading import load_vfm
 from ..vfm.registry import list_models
 from ._options import add_projection_arguments, projection_config
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fill_with_progress(jobs: list[ImageJob], source: FeatureSource, rank: int, world: int):
+def _fill_with_progress(jobs: list[ImageJob], source: FeatureSource, rank: int, world: int) -> FillStats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

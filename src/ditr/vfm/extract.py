@@ -38,6 +38,8 @@ class ImageJob:
 
 @dataclass
 class FillStats:
+    """What one rank did: images in its share, how many were already cached, and the wall time."""
+
     images: int = 0
     hits: int = 0
     misses: int = 0

@@ -46,16 +46,14 @@ class VFMHandle:
     features are all cached never reads a multi-GB checkpoint.
     """
 
-    def __init__(self, spec: VFMSpec, identity: str, source: str, loader: Callable[[], PreTrainedModel]):
+    def __init__(self, spec: VFMSpec, identity: str, source: str, loader: Callable[[], PreTrainedModel],
+                 random_weights: bool = False):
         self.spec = spec
         self.identity = identity  # digest of the weights; part of every cache key
         self.source = source  # human-readable origin, e.g. "random weights (seed 0)" or a file path
+        self.random_weights = random_weights  # outputs must then be labelled "random weights"
         self._loader = loader
         self._model: PreTrainedModel | None = None
-
-    @property
-    def random_weights(self) -> bool:
-        return self.source.startswith("random weights")
 
     @property
     def is_loaded(self) -> bool:
@@ -69,9 +67,9 @@ class VFMHandle:
         return self._model
 
     @classmethod
-    def of_model(cls, spec: VFMSpec, model: PreTrainedModel, source: str) -> VFMHandle:
+    def of_model(cls, spec: VFMSpec, model: PreTrainedModel, source: str, random_weights: bool) -> VFMHandle:
         """Wrap weights already in memory (identified by their tensors)."""
-        handle = cls(spec, state_dict_digest(model), source, lambda: model)
+        handle = cls(spec, state_dict_digest(model), source, lambda: model, random_weights)
         handle._model = _freeze(model)
         return handle
 
@@ -173,7 +171,7 @@ def load_vfm(name: str, checkpoint: str | Path | None = None, *, allow_download:
             if candidate.exists():
                 return load_vfm(name, candidate, hash_memo=hash_memo)
     if spec.random_weights:
-        return VFMHandle.of_model(spec, build_random(spec), f"random weights (seed {spec.seed})")
+        return VFMHandle.of_model(spec, build_random(spec), f"random weights (seed {spec.seed})", True)
     return _load_from_hub(spec, allow_download, hash_memo)
 
 
