@@ -166,3 +166,25 @@ def test_config_errors(tmp_path):
         TrainerConfig(work_dir=tmp_path, epochs=1, amp="fp8")
     with pytest.raises(ValueError, match="no full batch"):
         make_trainer(tmp_path, batch_size=32)
+
+
+def test_standalone_evaluator_and_loss_only_steps():
+    from ditr.engine.evaluator import Evaluator
+
+    torch.manual_seed(0)
+    model = ToyNet().train()
+    data = ToyScenes(5, seed=3, augment=False)
+    evaluator = Evaluator(model, NUM_CLASSES)
+    result = evaluator.run(data, collate)
+    assert model.training  # restored after evaluation
+    assert int(result.confusion.sum()) == int(sum((data[i]["segment"] >= 0).sum() for i in range(5)))
+    assert "val_loss" not in result.metrics and 0 <= result.metrics["miou"] <= 1
+
+    def cosine_step(batch):  # a distillation-style step: losses only, no class predictions
+        out = model(batch)["logits"]
+        return {"losses": {"loss": 1 - torch.cosine_similarity(out, out.flip(0)).mean()}}
+
+    loss_only = Evaluator(model, None).run(data, collate, step_fn=cosine_step)
+    assert set(loss_only.metrics) == {"val_loss"} and loss_only.confusion.numel() == 0
+    with pytest.raises(ValueError, match="num_classes"):
+        Evaluator(model, None).run(data, collate)

@@ -8,45 +8,39 @@ Contracts (docs/training.md):
   dict (targets under ``"segment"``; optionally ``"inverse"`` + ``"origin_segment"`` to evaluate
   at full resolution).
 
-Other tasks (distillation) override :meth:`Trainer.compute_loss` / :meth:`Trainer.eval_step`
-or just pass another criterion.
-
-Determinism is what makes resuming exact: the order of an epoch is a function of (seed, epoch),
-every sample is loaded with the random generators seeded from (seed, epoch, position) — so
-augmentations do not depend on worker count or on where a run was interrupted — and the
-checkpoint stores every rank's generator state. A resumed run skips the batches the interrupted
-one had consumed and continues exactly as if nothing had happened.
+Other tasks (D-DITR distillation) pass another criterion and, where evaluation differs, override
+:meth:`Trainer.eval_step` (and :meth:`Trainer.compute_loss` if the loss needs more than
+``(output, batch)``). Resuming is exact because data loading is deterministic (see ``loading``)
+and the checkpoint holds every rank's random generator state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
+from .evaluator import EvalResult, Evaluator, amp_dtype, autocast
+from .loading import EpochSampler, SeededDataset, move_to
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
-from .metrics import ConfusionMeter, segmentation_metrics, to_full_resolution
 from .optim import OptimConfig, build, clip_gradients
 
-_EVAL_STREAM = 1 << 40  # seed stream of evaluation samples, apart from every training epoch
 OptimFactory = Callable[[nn.Module, int], tuple[Optimizer, LRScheduler]]
 
 
@@ -83,7 +77,6 @@ class TrainerConfig:
     sync_bn: bool = False
     quiet: bool = False
     plots: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.max_steps is None):
@@ -92,14 +85,6 @@ class TrainerConfig:
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {self.amp!r}")
         if self.best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
-
-
-@dataclass
-class EvalResult:
-    """Metrics over all ranks' data and the all-reduced (C, C) confusion matrix ``[gt, pred]``."""
-
-    metrics: dict[str, Any]
-    confusion: Tensor
 
 
 class Callback:
@@ -113,81 +98,6 @@ class Callback:
 
     def on_evaluate(self, trainer: Trainer, result: EvalResult) -> None:
         """After each evaluation during :meth:`Trainer.fit`."""
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Tensors anywhere inside dicts / lists / tuples moved to ``device`` (others untouched)."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    return batch
-
-
-def item_seed(seed: int, epoch: int, position: int) -> int:
-    """A well-mixed 32-bit seed for the sample at ``position`` of ``epoch``."""
-    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-class SeededDataset(Dataset):
-    """Loads ``dataset[index]`` with torch / NumPy / Python generators seeded by the sampler.
-
-    Keys are ``(index, seed)`` pairs. In a worker process the generators are simply reseeded; in
-    the main process (``num_workers=0``) their state is restored afterwards so that the model's own
-    randomness (dropout, drop path) does not depend on data loading.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        if get_worker_info() is not None:
-            _seed_all(seed)
-            return self.dataset[index]
-        with preserved_rng():
-            _seed_all(seed)
-            return self.dataset[index]
-
-
-class EpochSampler(Sampler):
-    """This rank's ``(index, seed)`` keys for one epoch, from batch ``skip`` on.
-
-    The epoch's order is :func:`distributed.shard_indices` of (seed, epoch), padded so every rank
-    has the same number of full batches; incomplete last batches are dropped.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, rank: int, world_size: int, seed: int,
-                 shuffle: bool = True):
-        self.num_items, self.batch_size = num_items, batch_size
-        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
-        per_rank = -(-num_items // world_size)
-        self.batches_per_epoch = per_rank // batch_size
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip_batches
-
-    def __len__(self) -> int:
-        return (self.batches_per_epoch - self.skip) * self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = dist.shard_indices(self.num_items, self.rank, self.world_size, epoch=self.epoch,
-                                   seed=self.seed, shuffle=self.shuffle, mode="pad")
-        for pos in range(self.skip * self.batch_size, self.batches_per_epoch * self.batch_size):
-            global_pos = pos * self.world_size + self.rank
-            yield order[pos], item_seed(self.seed, self.epoch, global_pos)
 
 
 class Trainer:
@@ -215,8 +125,9 @@ class Trainer:
         self.val_collate_fn = val_collate_fn or self.collate_fn
         self.callbacks = list(callbacks)
         self.run_config = dict(run_config or {})
-        if val_set is not None and config.num_classes is None:
-            raise ValueError("config.num_classes is needed to evaluate")
+        if (val_set is not None and config.num_classes is None
+                and type(self).eval_step is Trainer.eval_step):
+            raise ValueError("config.num_classes is needed to evaluate segmentation")
 
         world = self.info.world_size
         if config.batch_size % world:
@@ -237,13 +148,18 @@ class Trainer:
         self.criterion = criterion.to(self.device) if isinstance(criterion, nn.Module) else criterion
         factory = build_optim or (lambda m, n: build(m, optim or OptimConfig(), n))
         self.optimizer, self.scheduler = factory(dist.unwrap(self.model), self.total_steps)
-        amp_on = config.amp is not None and self.device.type == "cuda"
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.amp) if amp_on else None
+        self.amp_dtype = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best: dict[str, Any] | None = None
         self.last_metrics: dict[str, Any] | None = None
+        self.evaluator = Evaluator(self.model, config.num_classes, criterion=self.criterion,
+                                   ignore_index=config.ignore_index,
+                                   class_names=config.class_names,
+                                   batch_size=config.val_batch_size,
+                                   num_workers=config.num_workers, amp=config.amp,
+                                   seed=config.seed, device=self.device)
         self.checkpoints = CheckpointManager(self.work_dir)
         self.logger = JsonlLogger(self.work_dir / "metrics.jsonl", enabled=self.info.is_main)
         self._stop_signal: int | None = None
@@ -316,7 +232,7 @@ class Trainer:
         """One optimizer step on ``batch``; returns the detached losses (plus ``grad_norm``)."""
         self.model.train()
         batch = move_to(batch, self.device)
-        with self._autocast():
+        with autocast(self.device, self.amp_dtype):
             losses = self.compute_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss"]).backward()
@@ -339,65 +255,15 @@ class Trainer:
 
     def evaluate(self, dataset: Dataset | None = None,
                  collate_fn: Callable[[list], Any] | None = None) -> EvalResult:
-        """Metrics over the whole data set, each rank evaluating its own share.
-
-        Every sample is seen exactly once across ranks (no padding), and the confusion matrix and
-        losses are summed over ranks before the metrics are computed. Random generators are left
-        as they were, so evaluating does not change the training that follows.
-        """
+        """Metrics over the whole data set (default: the validation set), all ranks together."""
         dataset = dataset if dataset is not None else self.val_set
         if dataset is None:
             raise ValueError("no dataset to evaluate")
-        if self.config.num_classes is None:
-            raise ValueError("config.num_classes is needed to evaluate")
-        collate = collate_fn or self.val_collate_fn
-        keys = [(i, item_seed(self.config.seed, _EVAL_STREAM, i)) for i in
-                dist.shard_indices(len(dataset), self.info.rank, self.info.world_size,
-                                   shuffle=False, mode="none")]
-        loader = DataLoader(SeededDataset(dataset), batch_size=self.config.val_batch_size,
-                            sampler=keys, collate_fn=collate, num_workers=self.config.num_workers,
-                            pin_memory=self.device.type == "cuda")
-        meter = ConfusionMeter(self.config.num_classes, self.config.ignore_index)
-        loss_sums: dict[str, float] = {}
-        batches = 0
-        with preserved_rng(), torch.inference_mode():
-            for batch in loader:
-                batch = move_to(batch, self.device)
-                with self._autocast():
-                    out = self.eval_step(batch)
-                if out.get("pred") is not None:
-                    meter.update(out["pred"], out["target"])
-                for name, value in out.get("losses", {}).items():
-                    loss_sums[name] = loss_sums.get(name, 0.0) + float(value)
-                batches += 1
-        conf = meter.reduced().cpu()
-        names = sorted(loss_sums)
-        totals = torch.tensor([loss_sums[n] for n in names] + [batches], dtype=torch.float64,
-                              device=self.device)
-        totals = dist.all_reduce_sum(totals).tolist()
-        metrics: dict[str, Any] = {}
-        if conf.sum() > 0:
-            metrics.update(segmentation_metrics(conf, self.config.class_names))
-        if totals[-1] > 0:
-            metrics.update({f"val_{n}": v / totals[-1] for n, v in zip(names, totals)})
-        return EvalResult(metrics=metrics, confusion=conf)
+        return self.evaluator.run(dataset, collate_fn or self.val_collate_fn, self.eval_step)
 
-    def eval_step(self, batch: Any) -> dict[str, Any]:
-        """Predictions, targets and losses of one batch, at full resolution when it can be.
-
-        Returns ``{"pred", "target", "losses"}``; a task without class predictions may return
-        only losses. Evaluation runs the bare model (no DDP), since ranks see different numbers
-        of batches.
-        """
-        model = dist.unwrap(self.model)
-        model.eval()
-        output = model(batch)
-        losses = self.criterion(output, batch)
-        pred = output["logits"].argmax(1)
-        target = batch["segment"]
-        if "inverse" in batch and "origin_segment" in batch:
-            pred, target = to_full_resolution(pred, batch["inverse"]), batch["origin_segment"]
-        return {"pred": pred, "target": target, "losses": losses}
+    def eval_step(self, batch: Any) -> Mapping[str, Any]:
+        """One evaluation batch; override together with :meth:`compute_loss` for other tasks."""
+        return self.evaluator.step(batch)
 
     def _record_eval(self, result: EvalResult) -> bool:
         """Log an evaluation, tell the callbacks; True when it is the best so far."""
@@ -518,14 +384,9 @@ class Trainer:
                           pin_memory=self.device.type == "cuda", drop_last=True,
                           persistent_workers=workers > 0, generator=torch.Generator())
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _log_train(self, losses: Mapping[str, Tensor], data_s: float, step_s: float) -> None:
+    def _log_train(self, losses: Mapping[str, Tensor], data_s: float, iter_s: float) -> None:
         names = sorted(losses)
-        values = torch.stack([losses[n].float().reshape(()) for n in names]).to(self.device)
+        values = torch.stack([losses[n].float().reshape(()).to(self.device) for n in names])
         values = (dist.all_reduce_sum(values) / self.info.world_size).tolist()
         record = {("loss" if n == "loss" else n if n == "grad_norm" else f"loss/{n}"): v
                   for n, v in zip(names, values)}
@@ -534,7 +395,7 @@ class Trainer:
                                 f"learning rate or check the data (last checkpoint is kept)")
         lr = self._lr[0]
         self.logger.log({"kind": "train", "step": self.step, "epoch": self.epoch, "lr": lr,
-                         **record, "data_s": data_s, "step_s": step_s})
+                         **record, "data_s": data_s, "iter_s": iter_s})
         self._bar.update(0, info=f"epoch {self.epoch}  loss {record['loss']:.4f}  lr {lr:.2e}")
 
     def _stop_requested(self, sync_point: bool) -> bool:
