@@ -17,8 +17,8 @@ FURNITURE = [CLASS_NAMES.index(c) for c in ("table", "chair", "bed", "sofa", "ca
 
 @pytest.fixture(scope="module")
 def rooms() -> list[Scene]:
-    """Four full-size rooms (20k points, 8 views of 320x240), shared by the checks below."""
-    return [generate_room(seed) for seed in range(4)]
+    """Three full-size rooms (20k points, 8 views of 320x240), shared by the checks below."""
+    return [generate_room(seed) for seed in range(3)]
 
 
 def _project(scene: Scene, view) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
