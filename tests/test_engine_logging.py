@@ -32,3 +32,18 @@ def test_plots(tmp_path):
                  plot_class_iou([0.5, None, 0.25], tmp_path / "iou.png", ["wall", "floor", "box"])):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "iou.png"]
+
+
+def test_progress_bar_plain_lines_off_terminal(capsys):
+    from ditr.engine.logging import ProgressBar
+
+    with ProgressBar(3, enabled=True, plain_every_s=3600) as bar:
+        bar.update(1, info="loss 1.0")  # first line is printed at once
+        bar.update(1, info="loss 0.5")  # rate-limited
+        bar.update(1, info="loss 0.2")  # the last step always prints
+        bar.print("step 3: mIoU 50.00")
+    with ProgressBar(3, enabled=False) as quiet:
+        quiet.update(3, info="loss 0.1")
+        quiet.print("nothing")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["train 1/3  loss 1.0", "train 3/3  loss 0.2", "step 3: mIoU 50.00"]

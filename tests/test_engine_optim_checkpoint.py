@@ -57,6 +57,20 @@ def test_one_cycle_schedule_follows_the_recipe():
     assert betas[0] == pytest.approx(0.95) and betas[peak] == pytest.approx(0.85)
 
 
+@pytest.mark.parametrize("steps", [3, 4, 20, 40, 41])
+def test_short_schedules_work(steps):
+    opt, sched = build(Net(), OptimConfig(), total_steps=steps)
+    used = []
+    for _ in range(steps):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(used) == pytest.approx(0.006, rel=0.01) and used[0] == pytest.approx(0.0006)
+    assert used[-1] == pytest.approx(0.006 / 10 / 1000, rel=1e-6)
+    with pytest.raises(ValueError, match="3 steps"):
+        build(Net(), OptimConfig(), total_steps=2)
+
+
 def test_clip_gradients():
     p = nn.Parameter(torch.zeros(4))
     p.grad = torch.full((4,), 3.0)

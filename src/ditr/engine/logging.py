@@ -72,22 +72,30 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 class ProgressBar:
-    """A rich progress bar over training steps, shown on rank 0 unless ``quiet``.
+    """A rich progress bar over training steps, shown on rank 0 unless disabled (``quiet``).
 
-    Disabled bars accept the same calls and do nothing, so tests and other ranks stay silent.
+    When the output is not a terminal (a batch job's log file) an animated bar would show
+    nothing until the end, so a plain status line is printed instead, at most every
+    ``plain_every_s`` seconds. Disabled bars accept the same calls and do nothing.
     """
 
     def __init__(self, total: int, completed: int = 0, description: str = "train",
-                 enabled: bool = True):
-        self._progress = None
+                 enabled: bool = True, plain_every_s: float = 30.0):
+        self._progress = self._console = None
+        self.total, self.completed, self.description = total, completed, description
+        self.plain_every_s, self._last_plain = plain_every_s, -math.inf
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
+        self._console = Console()
+        if not self._console.is_terminal:
+            return
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[info]}"))
+                                  TextColumn("{task.fields[info]}"), console=self._console)
         self._task = self._progress.add_task(description, total=total, completed=completed, info="")
 
     def __enter__(self) -> ProgressBar:
@@ -99,20 +107,24 @@ class ProgressBar:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, advance: int = 1, info: str | None = None, description: str | None = None) -> None:
-        if self._progress is None:
-            return
-        fields: dict[str, Any] = {"advance": advance}
-        if info is not None:
-            fields["info"] = info
-        if description is not None:
-            fields["description"] = description
-        self._progress.update(self._task, **fields)
+    def update(self, advance: int = 1, info: str | None = None) -> None:
+        self.completed += advance
+        if self._progress is not None:
+            fields: dict[str, Any] = {"advance": advance}
+            if info is not None:
+                fields["info"] = info
+            self._progress.update(self._task, **fields)
+        elif self._console is not None and info is not None:
+            now = time.monotonic()
+            if now - self._last_plain >= self.plain_every_s or self.completed >= self.total:
+                self._last_plain = now
+                self._console.print(f"{self.description} {self.completed}/{self.total}  {info}",
+                                    highlight=False)
 
     def print(self, message: str) -> None:
         """A line above the bar (e.g. validation results)."""
-        if self._progress is not None:
-            self._progress.console.print(message)
+        if self._console is not None:
+            self._console.print(message, highlight=False)
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:

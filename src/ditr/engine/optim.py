@@ -79,9 +79,16 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
 
 
 def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) -> OneCycleLR:
-    """OneCycle over ``total_steps`` optimizer steps; each group peaks at its own initial lr."""
+    """OneCycle over ``total_steps`` optimizer steps; each group peaks at its own initial lr.
+
+    PyTorch divides by zero when the warm-up is shorter than 2 steps, so very short runs (tests,
+    demos) get a 2-step warm-up; real schedules (thousands of steps) are unaffected.
+    """
+    if total_steps < 3:
+        raise ValueError(f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
+    pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                      total_steps=total_steps, pct_start=cfg.pct_start,
+                      total_steps=total_steps, pct_start=pct_start,
                       anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
                       final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
 
