@@ -48,6 +48,8 @@ class ProjectionConfig:
         splat_radius_px: a fixed splat radius in image pixels instead (right for LiDAR, whose
             points are evenly spaced in angle rather than on surfaces).
         splat_scale: footprint radius as a multiple of the projected point spacing.
+        use_normals: in the splatted test, use point normals where the scene has them: points
+            facing away from the camera are hidden, and the tolerance grows on grazing surfaces.
         chunk_size: points per chunk; bounds the temporary memory to about chunk_size x views.
     """
 
@@ -57,7 +59,8 @@ class ProjectionConfig:
     max_depth: float | None = None
     point_spacing: float | None = None
     splat_radius_px: float | None = None
-    splat_scale: float = 0.75
+    splat_scale: float = 1.0
+    use_normals: bool = True
     chunk_size: int = 1 << 18
 
     def __post_init__(self) -> None:
@@ -183,50 +186,44 @@ def estimate_point_spacing(points: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------------------- occlusion
 class _SplatBuffer:
-    """Z-buffers of all views splatted from the points, stored at a common (possibly coarser) stride.
+    """Z-buffers of all views at one stride, splatted from points with footprints of a few cells.
 
-    A point covers a disc of ``radius`` buffer pixels. Splatting every point into its whole disc is
-    the same as, per radius level r, a scatter-min of the point's depth into its centre pixel
-    followed by a (2r+1)^2 min filter; the levels are merged by a minimum. This keeps the work at a
-    few scatters and pooling passes however many points there are.
+    A point covers a square of ``radius`` buffer cells around its own. Splatting every point into its
+    whole square is the same as, per radius r, a scatter-min of the point's depth into its centre
+    cell followed by a (2r+1)^2 min filter; the radii are merged by a minimum. This keeps the work at
+    a few scatters and separable pooling passes however many points there are.
     """
 
     def __init__(self, sizes: torch.Tensor, stride: int, device: torch.device):
         self.stride = stride
-        self.sizes = sizes
+        self.views = int(sizes.shape[0])
         self.hb = int(math.ceil(int(sizes[:, 0].max()) / stride))
         self.wb = int(math.ceil(int(sizes[:, 1].max()) / stride))
-        self.cells = sizes.shape[0] * self.hb * self.wb
+        self.cells = self.views * self.hb * self.wb
         self.device = device
-        self.levels: dict[int, torch.Tensor] = {}
-        self.buffer: torch.Tensor | None = None
 
     def _cells(self, view: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         col = (uv[:, 0] / self.stride).long().clamp(0, self.wb - 1)
         row = (uv[:, 1] / self.stride).long().clamp(0, self.hb - 1)
         return (view * self.hb + row) * self.wb + col
 
-    def add(self, view: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, radius: torch.Tensor) -> None:
+    def render(self, view: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        """The splatted depth per cell (inf where no point reaches)."""
         cells = self._cells(view, uv)
+        merged = torch.full((self.cells,), math.inf, device=self.device)
         for r in torch.unique(radius).tolist():
             sel = radius == r
-            level = self.levels.setdefault(r, torch.full((self.cells,), math.inf, device=self.device))
+            level = torch.full((self.cells,), math.inf, device=self.device)
             level.scatter_reduce_(0, cells[sel], z[sel], reduce="amin")
-
-    def finish(self) -> None:
-        v = self.sizes.shape[0]
-        merged = torch.full((self.cells,), math.inf, device=self.device)
-        for r, level in self.levels.items():
             if r > 0:  # a square min filter, separably: a row pass then a column pass
-                grid = -level.view(v, 1, self.hb, self.wb)
+                grid = -level.view(self.views, 1, self.hb, self.wb)
                 grid = F.max_pool2d(grid, kernel_size=(1, 2 * r + 1), stride=1, padding=(0, r))
                 level = -F.max_pool2d(grid, kernel_size=(2 * r + 1, 1), stride=1, padding=(r, 0)).reshape(-1)
             merged = torch.minimum(merged, level)
-        self.buffer = merged
-        self.levels = {}
+        return merged
 
-    def lookup(self, view: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-        return self.buffer[self._cells(view, uv)]
+    def lookup(self, buffer: torch.Tensor, view: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        return buffer[self._cells(view, uv)]
 
 
 def _splat_radius_px(z: torch.Tensor, focal: torch.Tensor, cfg: ProjectionConfig, spacing: float) -> torch.Tensor:
@@ -245,6 +242,7 @@ def compute_correspondences(
     depth_maps: list[torch.Tensor | None] | None = None,
     depth_intrinsics: list[torch.Tensor | None] | None = None,
     view_names: list[str] | None = None,
+    normals: torch.Tensor | None = None,
 ) -> Correspondences:
     """Correspondences between points (N, 3) and V views given as tensors.
 
@@ -253,6 +251,8 @@ def compute_correspondences(
         depth_maps: per view a (Hd, Wd) metric depth map (0 = missing) or None.
         depth_intrinsics: per view the depth camera's (3, 3) intrinsics when they differ from the
             colour camera's (same pose, as in registered RGB-D), else None.
+        normals: optional (N, 3) point normals; the splatted test then culls back faces and
+            widens its tolerance on surfaces seen at grazing angles (see ``_splat_test``).
     """
     device = points.device
     nv, n = int(world_to_cam.shape[0]), int(points.shape[0])
@@ -289,7 +289,8 @@ def compute_correspondences(
             views = torch.nonzero(use_depth).flatten().tolist()
             _depth_test(uv, depth, visible, views, depth_maps, depth_intrinsics, k, config)
         if bool(use_splat.any()):
-            _splat_test(pts, uv, depth, visible, use_splat, k, image_sizes, config)
+            _splat_test(pts, uv, depth, visible, use_splat, k, w2c, image_sizes, config,
+                        normals if config.use_normals else None)
     return Correspondences(uv=uv, depth=depth, in_frame=in_frame, visible=visible,
                            view_names=list(view_names), image_sizes=image_sizes)
 
@@ -315,8 +316,15 @@ def _depth_test(uv, depth, visible, views, depth_maps, depth_intrinsics, k, cfg)
         visible[i, cand] = inside & ((depth[i, cand] - observed).abs() <= cfg.depth_tolerance)
 
 
-def _splat_test(pts, uv, depth, visible, use_splat, k, sizes, cfg) -> None:
-    """Occlusion against a z-buffer splatted from the in-frame points themselves."""
+def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals) -> None:
+    """Occlusion against a z-buffer splatted from the in-frame points themselves.
+
+    With normals, two things that a bare z-buffer gets wrong are fixed: a point whose normal faces
+    away from the camera is the back of a surface and hidden (this closes the gaps through which
+    sparse points would "see" the inside of objects); and on a surface seen at incidence angle t,
+    neighbours within the footprint radius r lie up to r tan(t) closer to the camera, so that much
+    is added to the tolerance (capped at tan = 4) instead of hiding the surface from itself.
+    """
     mask = visible & use_splat[:, None]
     vi, pi = torch.nonzero(mask, as_tuple=True)
     if vi.numel() == 0:
@@ -325,16 +333,33 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, sizes, cfg) -> None:
     focal = 0.5 * (k[vi, 0, 0] + k[vi, 1, 1])
     spacing = cfg.point_spacing if cfg.point_spacing is not None else estimate_point_spacing(pts)
     radius_px = _splat_radius_px(z, focal, cfg, spacing)
-    # A coarser buffer when footprints are large keeps the min filters small.
-    typical = float(torch.quantile(radius_px[:: max(1, radius_px.numel() // 100_000)], 0.9))
-    stride = max(1, int(math.ceil(typical / _MAX_SPLAT_RADIUS)))
-    radius = torch.round(radius_px / stride).long().clamp(0, _MAX_SPLAT_RADIUS)
-    buf = _SplatBuffer(sizes, stride, uv.device)
+    tolerance = torch.full_like(z, cfg.depth_tolerance)
+    facing = torch.ones_like(z, dtype=torch.bool)
+    if normals is not None:
+        centres = -(w2c[:, :3, :3].transpose(1, 2) @ w2c[:, :3, 3:]).squeeze(-1)  # (V, 3)
+        ray = pts[pi] - centres[vi]
+        cos = (normals.to(pts)[pi] * ray).sum(-1) / ray.norm(dim=-1).clamp(min=1e-9)
+        facing = cos < 0.05
+        tan = (1 - cos.square()).clamp(min=0).sqrt() / cos.abs().clamp(min=0.24)
+        tolerance = tolerance + tan * radius_px * z / focal
+    # Footprints of up to _MAX_SPLAT_RADIUS pixels are splatted at full resolution; larger ones
+    # (points close to the camera) into buffers of stride 2, 4, ... where they span 2-3 cells, so
+    # every point closes its own neighbourhood and the min filters stay small.
+    level = torch.ceil(torch.log2(radius_px.clamp(min=1e-6) / _MAX_SPLAT_RADIUS)).clamp(0, 10).long()
     point_uv = uv[vi, pi]
-    buf.add(vi, point_uv, z, radius)
-    buf.finish()
-    surface = buf.lookup(vi, point_uv)
-    visible[vi, pi] = z <= surface + cfg.depth_tolerance
+    full = _SplatBuffer(sizes, 1, uv.device)
+    surface = torch.full((full.views, full.hb, full.wb), math.inf, device=uv.device)
+    for e in torch.unique(level).tolist():
+        sel = level == e
+        buf = _SplatBuffer(sizes, 2 ** e, uv.device)
+        radius = torch.round(radius_px[sel] / 2 ** e).long().clamp(0, _MAX_SPLAT_RADIUS)
+        zbuf = buf.render(vi[sel], point_uv[sel], z[sel], radius).view(buf.views, buf.hb, buf.wb)
+        if e > 0:  # nearest-neighbour upsampling to full resolution
+            zbuf = zbuf.repeat_interleave(2 ** e, 1).repeat_interleave(2 ** e, 2)[:, :full.hb, :full.wb]
+        surface = torch.minimum(surface, zbuf)
+    cells = full._cells(vi, point_uv)
+    ok = facing & (z <= surface.view(-1)[cells] + tolerance)
+    visible[vi, pi] = ok
 
 
 def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
@@ -359,8 +384,10 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                 depth_maps[i] = torch.from_numpy(d).to(device)
                 if v.depth_intrinsics is not None:
                     depth_k[i] = torch.from_numpy(v.depth_intrinsics).to(device)
+    normals = scene.attributes.get("normal")
+    normals = torch.from_numpy(normals).to(device) if normals is not None else None
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k,
-                                   [v.name for v in views])
+                                   [v.name for v in views], normals)
 
 
 # ---------------------------------------------------------------------------------------- view choice
