@@ -188,3 +188,16 @@ def test_standalone_evaluator_and_loss_only_steps():
     assert set(loss_only.metrics) == {"val_loss"} and loss_only.confusion.numel() == 0
     with pytest.raises(ValueError, match="num_classes"):
         Evaluator(model, None).run(data, collate)
+
+
+def test_models_returning_bare_logits(tmp_path):
+    class Bare(ToyNet):
+        def forward(self, batch):
+            return super().forward(batch)["logits"]
+
+    torch.manual_seed(0)
+    config = TrainerConfig(work_dir=tmp_path, batch_size=4, max_steps=3, num_classes=NUM_CLASSES,
+                           quiet=True, plots=False)
+    trainer = Trainer(Bare(), SegmentationCriterion(), ToyScenes(8), config, collate_fn=collate,
+                      val_set=ToyScenes(2, seed=1))
+    assert trainer.fit()["metrics"]["miou"] >= 0

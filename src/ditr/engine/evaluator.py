@@ -34,6 +34,11 @@ class EvalResult:
     confusion: Tensor
 
 
+def as_output(output: Tensor | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A model's output as a dict: a bare tensor is taken as the logits (as ``PTv3Segmentor``)."""
+    return {"logits": output} if isinstance(output, Tensor) else output
+
+
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` ("fp16" / "bf16" / None); mixed precision is CUDA-only."""
     if amp not in (None, "fp16", "bf16"):
@@ -77,7 +82,7 @@ class Evaluator:
         ``batch["segment"]``, or, when the batch carries ``"inverse"`` (point -> voxel) and
         ``"origin_segment"``, the voxel predictions mapped back to every original point.
         """
-        output = self.model(batch)
+        output = as_output(self.model(batch))
         losses = self.criterion(output, batch) if self.criterion is not None else {}
         pred, target = output["logits"].argmax(1), batch["segment"]
         if "inverse" in batch and "origin_segment" in batch:

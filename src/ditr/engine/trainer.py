@@ -2,7 +2,8 @@
 
 Contracts (docs/training.md):
 
-* ``model(batch) -> dict`` with at least ``"logits"`` (N, C) for the default evaluation;
+* ``model(batch) -> dict`` with at least ``"logits"`` (N, C) for the default evaluation (a model
+  returning a bare (N, C) tensor, like ``PTv3Segmentor``, is taken to return the logits);
 * ``criterion(output, batch) -> dict`` of scalar losses, ``"loss"`` being back-propagated;
 * a dataset yields one sample per index and ``collate_fn`` turns a list of them into the batch
   dict (targets under ``"segment"``; optionally ``"inverse"`` + ``"origin_segment"`` to evaluate
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from ..errors import DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
-from .evaluator import EvalResult, Evaluator, amp_dtype, autocast
+from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
 from .loading import EpochSampler, SeededDataset, move_to
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
 from .optim import OptimConfig, build, clip_gradients
@@ -249,7 +250,7 @@ class Trainer:
 
     def compute_loss(self, batch: Any) -> dict[str, Tensor]:
         """Forward + criterion. Override for tasks whose loss needs more than (output, batch)."""
-        return self.criterion(self.model(batch), batch)
+        return self.criterion(as_output(self.model(batch)), batch)
 
     # ----- evaluation -----------------------------------------------------------------------
 
