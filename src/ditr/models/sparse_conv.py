@@ -126,7 +126,8 @@ class _SubMConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feat: Tensor, weight: Tensor, pairs: ConvPairs) -> Tensor:  # type: ignore[override]
         c_out, c_in = weight.shape[0], weight.shape[-1]
-        w = weight.reshape(c_out, -1, c_in)
+        # Under autocast the features may arrive in bf16/fp16: compute in their precision.
+        w = weight.reshape(c_out, -1, c_in).to(feat.dtype)
         ctx.save_for_backward(feat, weight)
         ctx.pairs = pairs
         return _pairs_matmul(feat, w, pairs, transpose=False)
@@ -136,8 +137,8 @@ class _SubMConvFunction(torch.autograd.Function):
         feat, weight = ctx.saved_tensors
         pairs: ConvPairs = ctx.pairs
         c_out, c_in = weight.shape[0], weight.shape[-1]
-        w = weight.reshape(c_out, -1, c_in)
-        grad_out = grad_out.contiguous()
+        w = weight.reshape(c_out, -1, c_in).to(feat.dtype)
+        grad_out = grad_out.contiguous().to(feat.dtype)
         grad_feat = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_feat = _pairs_matmul(grad_out, w, pairs, transpose=True)
@@ -147,7 +148,7 @@ class _SubMConvFunction(torch.autograd.Function):
             for k, (o, i) in enumerate(zip(pairs.out_index, pairs.in_index)):
                 if k != pairs.centre and o.numel():
                     grad_w[:, k, :] = grad_out.index_select(0, o).t() @ feat.index_select(0, i)
-            grad_weight = grad_w.reshape(weight.shape)
+            grad_weight = grad_w.reshape(weight.shape).to(weight.dtype)
         return grad_feat, grad_weight, None
 
 
