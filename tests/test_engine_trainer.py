@@ -119,6 +119,21 @@ def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
     assert resumed.fit()["step"] == 15
 
 
+def test_loader_workers_survive_stop_signals(tmp_path):
+    import multiprocessing
+    import time
+
+    trainer = make_trainer(tmp_path, val=False, num_workers=1)
+    iterator = iter(trainer._train_loader())
+    next(iterator)
+    (worker,) = multiprocessing.active_children()
+    os.kill(worker.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    assert worker.is_alive()
+    assert len(list(iterator)) == trainer.steps_per_epoch - 1
+    del iterator
+
+
 def test_max_steps_and_full_resolution_evaluation(tmp_path):
     class Voxelised(torch.utils.data.Dataset):
         """Each scene's voxels plus the point -> voxel map and the full-resolution labels."""

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
 from .checkpoint import preserved_rng
-from .loading import SeededDataset, eval_keys, move_to
+from .loading import SeededDataset, eval_keys, ignore_stop_signals, move_to
 from .losses import IGNORE_INDEX
 from .metrics import ConfusionMeter, segmentation_metrics, to_full_resolution
 
@@ -101,7 +101,8 @@ class Evaluator:
         loader = DataLoader(SeededDataset(dataset), batch_size=self.batch_size,
                             sampler=eval_keys(len(dataset), rank, world, self.seed),
                             collate_fn=collate_fn, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda",
+                            worker_init_fn=ignore_stop_signals if self.num_workers else None)
         meter = ConfusionMeter(self.num_classes, self.ignore_index) if self.num_classes else None
         loss_sums: dict[str, float] = {}
         batches = 0

@@ -9,6 +9,7 @@ Skipping the batches an interrupted run had consumed then reproduces the rest of
 from __future__ import annotations
 
 import random
+import signal
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,6 +34,17 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` leaving SIGINT/SIGTERM to the main process.
+
+    A Ctrl-C or a scheduler's SIGTERM reaches the whole process group; workers that died on it
+    would make the main process crash on its next batch instead of finishing the step and saving
+    a checkpoint. Workers still exit when the main process does (PyTorch watches the parent).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class SeededDataset(Dataset):

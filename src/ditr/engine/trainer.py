@@ -38,7 +38,7 @@ from ..errors import DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
-from .loading import EpochSampler, SeededDataset, move_to
+from .loading import EpochSampler, SeededDataset, ignore_stop_signals, move_to
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
 from .optim import OptimConfig, build, clip_gradients
 
@@ -383,7 +383,8 @@ class Trainer:
         return DataLoader(SeededDataset(self.train_set), batch_size=self.batch_per_rank,
                           sampler=self.sampler, collate_fn=self.collate_fn, num_workers=workers,
                           pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=workers > 0, generator=torch.Generator())
+                          persistent_workers=workers > 0, generator=torch.Generator(),
+                          worker_init_fn=ignore_stop_signals if workers > 0 else None)
 
     def _log_train(self, losses: Mapping[str, Tensor], data_s: float, iter_s: float) -> None:
         names = sorted(losses)
