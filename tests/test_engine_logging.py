@@ -45,5 +45,5 @@ def test_progress_bar_plain_lines_off_terminal(capsys):
     with ProgressBar(3, enabled=False) as quiet:
         quiet.update(3, info="loss 0.1")
         quiet.print("nothing")
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().err.splitlines()
     assert lines == ["train 1/3  loss 1.0", "train 3/3  loss 0.2", "step 3: mIoU 50.00"]

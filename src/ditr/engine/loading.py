@@ -22,6 +22,7 @@ from . import distributed
 from .checkpoint import preserved_rng
 
 EVAL_STREAM = 1 << 40  # seed stream of evaluation samples, apart from every training epoch
+MODEL_STREAM = (1 << 40) + 1  # seed stream of the model's own randomness (dropout, drop path)
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:

@@ -74,7 +74,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 class ProgressBar:
     """A rich progress bar over training steps, shown on rank 0 unless disabled (``quiet``).
 
-    When the output is not a terminal (a batch job's log file) an animated bar would show
+    Everything goes to stderr, keeping stdout for the commands' JSON lines. When it is not a
+    terminal (a batch job's log file) an animated bar would show
     nothing until the end, so a plain status line is printed instead, at most every
     ``plain_every_s`` seconds. Disabled bars accept the same calls and do nothing.
     """
@@ -90,7 +91,7 @@ class ProgressBar:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        self._console = Console()
+        self._console = Console(stderr=True)
         if not self._console.is_terminal:
             return
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),

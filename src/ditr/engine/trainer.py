@@ -38,7 +38,8 @@ from ..errors import DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
-from .loading import EpochSampler, SeededDataset, ignore_stop_signals, move_to
+from .loading import (MODEL_STREAM, EpochSampler, SeededDataset, ignore_stop_signals, item_seed,
+                      move_to, seed_all)
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
 from .optim import OptimConfig, build, clip_gradients
 
@@ -175,8 +176,11 @@ class Trainer:
         ``resume=True`` continues from the run directory's newest readable checkpoint if there is
         one; a path resumes from that file; False starts over (existing files are overwritten).
         """
-        if resume:
-            self.resume(None if resume is True else resume)
+        resumed = bool(resume) and self.resume(None if resume is True else resume)
+        if not resumed:
+            # The model's own randomness (dropout, drop path) starts from the run's seed, one
+            # stream per rank; a resumed run restores the saved generator states instead.
+            seed_all(item_seed(self.config.seed, MODEL_STREAM, self.info.rank))
         self.logger.truncate_after(self.step)
         loader = self._train_loader()
         enabled = self.info.is_main and not self.config.quiet
