@@ -150,3 +150,16 @@ def test_flash_backend_matches_sdpa() -> None:
     data = {k: v.cuda() for k, v in _surface_batch(6).items()}
     ref = _attention_out("sdpa", data, 0)
     assert torch.allclose(_attention_out("flash", data, 0), ref, atol=2e-2)
+
+
+def test_forward_leaves_a_given_point_untouched_and_reuses_its_caches() -> None:
+    data = _surface_batch(7)
+    model = create_segmentor("tiny").train()
+    point = Point.from_dict(data)
+    before = (point.feat.clone(), point.levels[0].order.clone())
+    out = model.backbone(point)
+    out2 = model.backbone(point)
+    assert len(point.levels) == 1 and point.levels[0].enc_feat is None
+    assert torch.equal(point.feat, before[0]) and torch.equal(point.levels[0].order, before[1])
+    assert out.levels[0].cache is point.levels[0].cache and ("conv_pairs", 5) in point.levels[0].cache
+    assert out2.feat.shape == out.feat.shape

@@ -9,6 +9,7 @@ parent's points map onto its clusters.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ class Level:
     """Points of one resolution level with their serializations.
 
     ``code``/``order``/``inverse`` have one row per serialization order; ``orders`` names the rows
-    (the reference may permute them at every pooling). ``pooling_inverse`` maps every point of the
+    (the reference may permute them at every pooling). ``input_feat`` is the network input (level
+    0 only). ``pooling_inverse`` maps every point of the
     finer parent level to its cluster here, so features of the parent can be pooled (``scatter``)
     or this level's features broadcast back (``feat[pooling_inverse]``).
     """
@@ -49,6 +51,7 @@ class Level:
     inverse: Tensor
     orders: tuple[str, ...]
     coord: Tensor | None = None
+    input_feat: Tensor | None = None
     pooling_inverse: Tensor | None = None
     image_feat: Tensor | None = None
     enc_feat: Tensor | None = None
@@ -132,6 +135,7 @@ class Point:
             inverse=inverse,
             orders=tuple(orders),
             coord=coord,
+            input_feat=feat,
             image_feat=image_feat,
         )
         return cls(feat=feat, levels=[level])
@@ -150,8 +154,19 @@ class Point:
             **kwargs,
         )
 
+    def fresh(self) -> Point:
+        """A new carrier holding only this one's input level (a shallow copy of it, sharing the
+        neighbour/patch caches), so a forward pass never alters what the caller passed in."""
+        return Point(feat=self.levels[0].input_feat, levels=[dataclasses.replace(self.levels[0])])
+
     def permute_orders(self, perm: Tensor) -> None:
-        """Reorder the serialization rows of the current level (order shuffling)."""
+        """Reorder the serialization rows of the current level (order shuffling).
+
+        The level is replaced by a copy, so a caller's level is not reordered behind its back;
+        the caches stay shared because they do not depend on the row order.
+        """
         lv = self.current
-        lv.code, lv.order, lv.inverse = lv.code[perm], lv.order[perm], lv.inverse[perm]
-        lv.orders = tuple(lv.orders[int(i)] for i in perm)
+        self.levels[self.level] = dataclasses.replace(
+            lv, code=lv.code[perm], order=lv.order[perm], inverse=lv.inverse[perm],
+            orders=tuple(lv.orders[int(i)] for i in perm),
+        )

@@ -154,8 +154,9 @@ class Stage(nn.Module):
 class PointTransformerV3(nn.Module):
     """PTv3 backbone (PT-v3m1), optionally with DITR image-feature injection in the decoder.
 
-    ``forward`` takes a :class:`Point` (or a dict with ``grid_coord``, ``feat``, ``offset``/``batch``
-    and, for DITR, ``image_feat`` (N, image_channels)) and returns the :class:`Point` with the final
+    ``forward`` takes a dict with ``grid_coord``, ``feat``, ``offset``/``batch`` and, for DITR,
+    ``image_feat`` (N, image_channels), or a :class:`Point` built from one (reusing a Point reuses
+    its cached neighbour maps; it is not modified). It returns a new :class:`Point` with the final
     features in ``feat`` (level 0 unless ``enc_mode``) and every level's encoder/decoder outputs
     and pooled image features kept in ``point.levels``.
     """
@@ -220,7 +221,7 @@ class PointTransformerV3(nn.Module):
     def make_point(self, data: Point | Mapping[str, Tensor]) -> Point:
         """Serialize input data with this model's orders and depth rule."""
         if isinstance(data, Point):
-            return data
+            return data.fresh()
         return Point.from_dict(data, orders=self.config.order, depth_formula=self.config.depth_formula)
 
     def _maybe_shuffle(self, point: Point, at_pooling: bool) -> None:
