@@ -101,6 +101,8 @@ def test_resume_falls_back_when_last_checkpoint_is_damaged(tmp_path):
         resumed.fit()
     ref_w, res_w = weights(reference), weights(resumed)
     assert resumed.step == 10 and all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
+    assert (tmp_path / "run" / "last.pt.damaged").exists()  # set aside, not rotated into prev
+    assert load_checkpoint(tmp_path / "run" / "last.prev.pt")["step"] < 10
 
 
 def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path):

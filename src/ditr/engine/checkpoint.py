@@ -102,13 +102,15 @@ class CheckpointManager:
             _link_or_copy(self.last, self.best)
         return self.last
 
-    def load_resume(self, map_location: str | torch.device = "cpu"
+    def load_resume(self, map_location: str | torch.device = "cpu", quarantine: bool = False
                     ) -> tuple[Path, dict[str, Any]] | None:
         """The newest readable state as ``(path, state)``, or None when there is none.
 
         A damaged ``last.pt`` (killed mid-copy, disk full, ...) is reported with a warning and
         ``last.prev.pt`` is used instead; only when both exist and both are damaged is it an
-        error, since silently starting over would throw away the run.
+        error, since silently starting over would throw away the run. With ``quarantine`` (a
+        run about to continue) a damaged file is renamed ``*.damaged``, so that the next
+        rotation does not copy it over the good ``last.prev.pt``.
         """
         problems = []
         for path in (self.last, self.prev):
@@ -119,6 +121,8 @@ class CheckpointManager:
             except CheckpointError as exc:
                 problems.append(str(exc))
                 warnings.warn(f"skipping damaged checkpoint: {exc}", stacklevel=2)
+                if quarantine:
+                    os.replace(path, path.with_name(path.name + ".damaged"))
         if problems:
             raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems))
         return None

@@ -353,7 +353,7 @@ class Trainer:
             if path is not None:
                 state = load_checkpoint(path)
             else:
-                found = self.checkpoints.load_resume()
+                found = self.checkpoints.load_resume(quarantine=True)
                 if found is not None:
                     path, state = found
         path = dist.broadcast_object(None if path is None else str(path))
