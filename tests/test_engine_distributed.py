@@ -48,6 +48,9 @@ def test_single_process_fallbacks(monkeypatch):
     model = nn.Linear(2, 2)
     assert distributed.wrap_ddp(model, info) is model and distributed.unwrap(model) is model
     distributed.barrier()
+    assert distributed.init_distributed(device="cpu").device == torch.device("cpu")
+    with pytest.raises(ValueError, match="device"):
+        distributed.init_distributed(device="tpu")
 
 
 def free_port() -> int:

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..errors import DitrError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,27 +35,32 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> DistInfo:
+def init_distributed(backend: str | None = None, device: str | None = None,
+                     timeout_s: float = 1800.0) -> DistInfo:
     """Join the process group described by torchrun's environment (if any) and pick the device.
 
     Idempotent: a second call returns the same info without re-initialising. With WORLD_SIZE
     unset or 1 no group is created. The device is ``cuda:LOCAL_RANK`` when CUDA is available,
-    else the CPU.
+    else the CPU; ``device="cpu"`` forces the CPU (and gloo).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
+    if device not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DitrError("device 'cuda' requested but CUDA is not available")
+    if device != "cpu" and torch.cuda.is_available():
+        chosen = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(chosen)
     else:
-        device = torch.device("cpu")
+        chosen = torch.device("cpu")
     if world_size > 1 and not is_initialized():
-        backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+        backend = backend or ("nccl" if chosen.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, init_method="env://", rank=rank,
                                 world_size=world_size, timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank=get_rank(), world_size=get_world_size(), local_rank=local_rank,
-                    device=device)
+                    device=chosen)
 
 
 def cleanup() -> None:

@@ -96,7 +96,7 @@ class SegmentationCriterion(nn.Module):
         self.logits_key = logits_key
         self.target_key = target_key
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        # A buffer follows the module to the training device and is saved with it.
+        # A buffer follows the module to the training device; it is configuration, so not saved.
         self.register_buffer("class_weights", weights, persistent=False)
 
     def forward(self, output: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
