@@ -41,8 +41,8 @@ def pool_level(parent: Level, stride: int = 2) -> Level:
     """
     shift = math.ceil(math.log2(stride))
     code = parent.code >> (3 * shift)
-    _, cluster = torch.unique(code[0], sorted=True, return_inverse=True)
-    num = int(cluster.max()) + 1 if cluster.numel() else 0
+    cells, cluster = torch.unique(code[0], sorted=True, return_inverse=True)
+    num = len(cells)
     head = torch.empty(num, dtype=torch.long, device=code.device)
     head.scatter_(0, cluster, torch.arange(cluster.numel(), device=code.device))
     code = code[:, head]

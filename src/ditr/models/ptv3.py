@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .attention import SerializedAttention
 from .block import Block
 from .point import Point
 from .pooling import SerializedPooling, SerializedUnpooling, _bn
@@ -209,7 +210,7 @@ class PointTransformerV3(nn.Module):
         """Switch attention / sparse-conv backends of every layer (``auto``/``sdpa``/``naive``/
         ``flash`` and ``auto``/``torch``/``spconv``)."""
         for module in self.modules():
-            if attn is not None and module.__class__.__name__ == "SerializedAttention":
+            if attn is not None and isinstance(module, SerializedAttention):
                 module.backend = attn
             if conv is not None and isinstance(module, SubMConv3d):
                 module.backend = conv
