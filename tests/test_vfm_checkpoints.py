@@ -12,16 +12,19 @@ import torch
 import torch.nn.functional as F
 
 from ditr.errors import DitrError
-from ditr.vfm import VFMBackend, get_spec, load_vfm
-from ditr.vfm.checkpoints import hf_to_meta, meta_to_hf
-from ditr.vfm.loading import build_random
+from ditr.vfm import VFMBackend, VFMHandle, VFMSpec, get_spec, load_vfm
+from ditr.vfm.checkpoints import hf_to_meta, load_meta_state_dict, meta_to_hf
+from ditr.vfm.loading import _MODEL_CLASSES, build_random
 
 TINY = ["dinov2-tiny-random", "dinov2-tiny-random-reg", "dinov3-tiny-random"]
 
 
 def _perturbed_model(name: str, seed: int = 1):
+    return _perturbed(build_random(get_spec(name)), seed)
+
+
+def _perturbed(model, seed: int = 1):
     """Random weights with non-trivial layer scales, biases and tokens (init leaves many at 0 / 1)."""
-    model = build_random(get_spec(name))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -107,19 +110,36 @@ def _meta_reference_forward(sd: dict, spec, pixels: torch.Tensor) -> torch.Tenso
         attn = F.linear(attn.transpose(1, 2).reshape(b, -1, d), sd[blk + "attn.proj.weight"], sd[blk + "attn.proj.bias"])
         x = x + sd[blk + "ls1.gamma"] * attn
         h = _layer_norm(x, sd, blk + "norm2", eps)
-        h = F.linear(F.gelu(F.linear(h, sd[blk + "mlp.fc1.weight"], sd[blk + "mlp.fc1.bias"])),
-                     sd[blk + "mlp.fc2.weight"], sd[blk + "mlp.fc2.bias"])
+
+        def lin(name: str, t: torch.Tensor) -> torch.Tensor:
+            return F.linear(t, sd[blk + f"mlp.{name}.weight"], sd[blk + f"mlp.{name}.bias"])
+
+        if spec.swiglu and v3:  # w3(silu(w1 x) * w2 x)
+            h = lin("w3", F.silu(lin("w1", h)) * lin("w2", h))
+        elif spec.swiglu:  # w12 x = [x1; x2] -> w3(silu(x1) * x2)
+            x1, x2 = lin("w12", h).chunk(2, -1)
+            h = lin("w3", F.silu(x1) * x2)
+        else:
+            h = lin("fc2", F.gelu(lin("fc1", h)))
         x = x + sd[blk + "ls2.gamma"] * h
     x = _layer_norm(x, sd, "norm", eps)[:, prefix_tokens:]
     return x.reshape(b, gh, gw, d).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("name", ["dinov2-tiny-random-reg", "dinov3-tiny-random"])
-def test_converted_meta_weights_match_an_independent_meta_forward(tmp_path, name):
-    spec = get_spec(name)
-    meta = hf_to_meta(_perturbed_model(name).state_dict(), spec)
-    torch.save(meta, tmp_path / "meta.pth")
-    backend = VFMBackend(load_vfm(name, tmp_path / "meta.pth"))
+# SwiGLU variants (the layouts of DINOv2 ViT-g and DINOv3 ViT-S+/H+/7B) at test size
+SWIGLU = {"dinov2-tiny-swiglu-reg": VFMSpec("dinov2-tiny-swiglu-reg", "dinov2", 14, 32, 2, 2, swiglu=True,
+                                            num_registers=4, image_size=56, random_weights=True),
+          "dinov3-tiny-swiglu": VFMSpec("dinov3-tiny-swiglu", "dinov3", 16, 32, 2, 2, mlp_ratio=6, swiglu=True,
+                                        num_registers=4, image_size=64, random_weights=True)}
+
+
+@pytest.mark.parametrize("name", [*TINY, *SWIGLU])
+def test_converted_meta_weights_match_an_independent_meta_forward(name):
+    spec = SWIGLU.get(name) or get_spec(name)
+    meta = hf_to_meta(_perturbed(build_random(spec)).state_dict(), spec)
+    model = _MODEL_CLASSES[spec.model_type](spec.hf_config())
+    load_meta_state_dict(model, meta, spec, "test")
+    backend = VFMBackend(VFMHandle.of_model(spec, model, "converted", random_weights=True))
     size = (spec.image_size, spec.image_size) if spec.family == "dinov2" else (48, 80)
     pixels = backend.preprocess([_image(*size)], size)
     ours = backend.forward(pixels)
@@ -175,3 +195,14 @@ def test_models_dir_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("DITR_MODELS", str(tmp_path))
     loaded = load_vfm("dinov3-tiny-random")
     assert not loaded.random_weights and "checkpoint file" in loaded.source and not loaded.is_loaded
+
+
+def test_dinov3_bias_switches_follow_the_file(tmp_path):
+    """A release without q / k / v biases (as the 7B) loads; the missing biases are really absent."""
+    spec = get_spec("dinov3-tiny-random")
+    meta = hf_to_meta(_perturbed_model("dinov3-tiny-random").state_dict(), spec)
+    for i in range(spec.num_layers):
+        del meta[f"blocks.{i}.attn.qkv.bias"], meta[f"blocks.{i}.attn.qkv.bias_mask"]
+    torch.save(meta, tmp_path / "nobias.pth")
+    model = load_vfm("dinov3-tiny-random", tmp_path / "nobias.pth").model
+    assert model.config.query_bias is False and model.model.layer[0].attention.q_proj.bias is None

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from transformers import PretrainedConfig
 
 from ..errors import DitrError
 from .registry import VFMSpec
@@ -178,6 +179,21 @@ def hf_to_meta(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec) -> dict[st
             d = spec.hidden_size
             out[f"blocks.{i}.attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
     return out
+
+
+def config_for_state_dict(spec: VFMSpec, state_dict: Mapping[str, torch.Tensor]) -> PretrainedConfig:
+    """The spec's transformers config, with DINOv3's bias switches read from the file.
+
+    DINOv3 releases differ in which projections carry biases (the 7B has none on q / k / v); the
+    file is the authority, so a present or absent bias never makes an otherwise valid file fail.
+    """
+    config = spec.hf_config()
+    if spec.family == "dinov3":
+        keys = unwrap_state_dict(state_dict).keys()
+        config.query_bias = config.value_bias = "blocks.0.attn.qkv.bias" in keys
+        config.proj_bias = "blocks.0.attn.proj.bias" in keys
+        config.mlp_bias = any(k.startswith("blocks.0.mlp.") and k.endswith(".bias") for k in keys)
+    return config
 
 
 def load_meta_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], spec: VFMSpec,

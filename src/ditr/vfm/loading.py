@@ -28,7 +28,7 @@ from transformers import Dinov2Model, Dinov2WithRegistersModel, DINOv3ViTModel, 
 
 from ..cache import file_digest, files_digest
 from ..errors import DitrError
-from .checkpoints import load_meta_state_dict
+from .checkpoints import config_for_state_dict, load_meta_state_dict
 from .registry import VFMSpec, get_spec
 
 MODELS_ENV = "DITR_MODELS"
@@ -143,13 +143,14 @@ def _file(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
 
     def load() -> PreTrainedModel:
         state = _read_state_dict(path)
-        model = _MODEL_CLASSES[spec.model_type](spec.hf_config())
         if "embeddings.cls_token" in state:  # already transformers names (a bare model.safetensors)
+            model = _MODEL_CLASSES[spec.model_type](spec.hf_config())
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise DitrError(f"{path}: does not fit model {spec.name!r} "
                                 f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
         else:
+            model = _MODEL_CLASSES[spec.model_type](config_for_state_dict(spec, state))
             load_meta_state_dict(model, state, spec, str(path))
         return model
 

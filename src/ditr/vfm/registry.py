@@ -65,7 +65,9 @@ class VFMSpec:
                       num_attention_heads=self.num_heads, patch_size=self.patch_size,
                       image_size=self.image_size, layerscale_value=1.0)
         if self.family == "dinov3":
+            # the gated MLP applies hidden_act to the gate: SiLU makes it Meta's SwiGLU
             return DINOv3ViTConfig(**common, intermediate_size=self.mlp_hidden, use_gated_mlp=self.swiglu,
+                                   hidden_act="silu" if self.swiglu else "gelu",
                                    num_register_tokens=self.num_registers, query_bias=self.qkv_bias,
                                    key_bias=False, value_bias=self.qkv_bias, layer_norm_eps=1e-5,
                                    rope_theta=100.0)
