@@ -143,7 +143,7 @@ class VFMBackend:
                 _interpolate_pos_encoding, model.embeddings, antialias=self.pos_interpolation == "antialias")
         with self._autocast():
             tokens = model(pixel_values=pixels).last_hidden_state
-        patches = tokens[:, 1 + self.spec.num_registers:]  # drop CLS and register tokens
+        patches = tokens[:, 1 + getattr(model.config, "num_register_tokens", 0):]  # drop CLS and registers
         if patches.shape[1] != (h // p) * (w // p):
             raise RuntimeError(f"expected {(h // p) * (w // p)} patch tokens, got {patches.shape[1]}")
         return patches.float().reshape(b, h // p, w // p, -1).permute(0, 3, 1, 2).contiguous()
