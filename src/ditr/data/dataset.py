@@ -1,0 +1,310 @@
+"""A dataset over scene directories: points, the views that saw them, their cached 2D features.
+
+One item = one scene. Loading goes: read the scene -> pick the views of this sample (training:
+``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
+stored order) -> project the RAW points into those views (DESIGN 1.2) -> 3D transforms, which
+carry the correspondences along -> per-point model input ``feat`` and the image-feature lookup
+(:mod:`ditr.data.image_lookup`) -> torch tensors.
+
+Features come from the on-disk cache of ``ditr features`` (never computed silently: a missing
+entry is an error that says which command fills it), or, with ``vfm.online``, the sample carries
+the views' normalised network inputs and the model runs the VFM itself. With ``images.enabled:
+false`` the dataset is 3D-only (the PTv3 baseline and D-DITR fine-tuning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..cache import FeatureCache
+from ..errors import DitrError
+from ..projection import VIEW_STRATEGIES, ProjectionConfig, project_scene
+from ..scene import COORD_FILE, Scene, View
+from .image_lookup import build_lookup
+from .sample import Sample
+from .transforms import Compose, build_transforms
+
+MODES = ("train", "val", "test")
+INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
+
+
+def input_channels(names: Sequence[str]) -> int:
+    """Width of ``feat`` for a list of input features (e.g. color + normal -> 6)."""
+    return sum(INPUT_FEATURES[n] for n in names)
+
+
+def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None = None
+                   ) -> list[Path]:
+    """Scene directories from a root + split, or an explicit list.
+
+    ``split`` may be a list of scene names, a text file with one name per line, or a split name
+    looked up as ``ROOT/splits/<name>.txt`` or as the sub-directory ``ROOT/<name>/``. Without a
+    split every scene directory under the root is used.
+    """
+    if not isinstance(scenes, (str, Path)):
+        return [Path(s) for s in scenes]
+    root = Path(scenes)
+    if not root.is_dir():
+        raise DitrError(f"data root {root} is not a directory")
+    if split is None:
+        found = sorted(p for p in root.iterdir() if (p / COORD_FILE).is_file())
+        if not found:
+            raise DitrError(f"{root}: no scene directories (sub-directories with {COORD_FILE})")
+        return found
+    if not isinstance(split, (str, Path)):
+        return [root / name for name in split]
+    for candidate in (Path(split), root / "splits" / f"{split}.txt"):
+        if candidate.is_file():
+            names = [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
+            return [root / name for name in names]
+    if (root / str(split)).is_dir():
+        return resolve_scenes(root / str(split))
+    raise DitrError(f"split {split!r}: neither a file, nor {root}/splits/{split}.txt, nor a directory {root}/{split}")
+
+
+def pick_views(num_frames: int, count: int | None, mode: str, rule: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the frames a sample uses.
+
+    ``random``: ``count`` distinct frames in random order (so the reference's "last view wins"
+    picks a random one); ``evenly``: ``count`` frames evenly spaced over the sequence; ``all``:
+    every frame in stored order (fixed camera rigs). Fewer frames than ``count``: all of them.
+    """
+    if rule == "all" or count is None:
+        return np.arange(num_frames)
+    if rule == "random":
+        return rng.permutation(num_frames)[:count]
+    if rule == "evenly":
+        if num_frames <= count:
+            return np.arange(num_frames)
+        return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
+    raise DitrError(f"view selection {rule!r} in {mode} mode: use random, evenly or all")
+
+
+class FeatureGrids:
+    """Per-view patch grids from the feature cache (or network inputs for the online VFM).
+
+    Built from the config's ``vfm`` section; the cache key needs the model's weights identity and
+    the settings the features were computed with (``vfm.precision`` must match: features filled on
+    a GPU with ``--precision auto`` are bf16, so say ``precision: bf16`` to read them on the CPU).
+    """
+
+    def __init__(self, vfm: Mapping[str, Any], resolution: Sequence[int] | None):
+        from ..vfm.backends import VFMBackend
+        from ..vfm.extract import FeatureSource
+        from ..vfm.loading import load_vfm
+
+        self.settings = dict(vfm)
+        self.online = bool(vfm.get("online", False))
+        cache_dir = vfm.get("cache")
+        if not self.online and not cache_dir:
+            raise DitrError("vfm.cache is not set: give the feature cache directory of `ditr features`, "
+                            "or set vfm.online: true to run the VFM in the model")
+        self.cache = FeatureCache(cache_dir) if cache_dir else None
+        handle = load_vfm(vfm["model"], vfm.get("checkpoint"),
+                          hash_memo=self.cache.hash_memo if self.cache else None)
+        backend = VFMBackend(handle, device=vfm.get("device", "cpu"), precision=vfm.get("precision", "auto"),
+                             pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+        self.resolution = tuple(resolution) if resolution else None
+        self.source = FeatureSource(backend, self.cache, self.resolution)  # type: ignore[arg-type]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.source.backend.feature_dim
+
+    def grid_size(self, view: View) -> tuple[int, int]:
+        h, w = self.source.backend.input_size(view.height, view.width, self.resolution)
+        p = self.source.backend.patch_size
+        return h // p, w // p
+
+    def table(self, scene: Scene, views: Sequence[View | None], flips: np.ndarray,
+              grid_sizes: np.ndarray) -> torch.Tensor:
+        """(sum h w, D) float16 cached features of the views; padding views (None) are zeros."""
+        parts = []
+        for view, flip, (h, w) in zip(views, flips, grid_sizes):
+            if view is None:
+                parts.append(torch.zeros((int(h * w), self.feature_dim), dtype=torch.float16))
+                continue
+            grid = self.cache.get(self.source.key(view, bool(flip)))  # type: ignore[union-attr]
+            if grid is None:
+                raise DitrError(self._missing(scene, view, bool(flip)))
+            parts.append(grid.flatten(1).T)
+        return torch.cat(parts) if parts else torch.zeros((0, self.feature_dim), dtype=torch.float16)
+
+    def pixels(self, views: Sequence[View | None], flips: np.ndarray, grid_sizes: np.ndarray) -> torch.Tensor:
+        """(V, 3, H', W') normalised network inputs (mirrored where flipped) for the online VFM."""
+        backend = self.source.backend
+        p = backend.patch_size
+        images = []
+        for view, flip, (h, w) in zip(views, flips, grid_sizes):
+            if view is None:
+                images.append(torch.zeros((1, 3, int(h) * p, int(w) * p), device=backend.device))
+            else:
+                images.append(backend.preprocess([view.read_image()], (int(h) * p, int(w) * p), bool(flip)))
+        return torch.cat(images).cpu()
+
+    def _missing(self, scene: Scene, view: View, flip: bool) -> str:
+        s = self.settings
+        res = self.source.backend.input_size(view.height, view.width, self.resolution)
+        cmd = (f"ditr features {scene.path} --model {s['model']} --cache {s['cache']} --resolution {res[0]}x{res[1]}"
+               + (f" --checkpoint {s['checkpoint']}" if s.get("checkpoint") else "")
+               + (" --flip" if flip else "")
+               + (f" --precision {s['precision']}" if s.get("precision", "auto") != "auto" else ""))
+        return (f"scene {scene.name}: features of view {view.name!r}{' (flipped)' if flip else ''} for "
+                f"{s['model']} at {res[0]}x{res[1]} (settings {self.source.backend.settings}) are not in the "
+                f"cache {s['cache']}. Fill it first:\n  {cmd}\n(the image-flip augmentation needs --flip; "
+                "vfm.precision must match the run that filled the cache)")
+
+
+class SceneDataset(Dataset):
+    """Samples of scenes for ``mode`` train / val / test, configured by a run config (dict).
+
+    Items are dicts of tensors (see docs/data.md); in ``test`` mode with a fragmenting
+    ``GridSample`` an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``.
+    ``__getitem__`` draws its randomness from NumPy's global generator, which the training engine
+    seeds per (seed, epoch, position); :meth:`get` takes an explicit generator.
+    """
+
+    def __init__(self, scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None,
+                 config: Mapping[str, Any], mode: str = "train", transforms: Compose | None = None):
+        if mode not in MODES:
+            raise DitrError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
+        self.paths = resolve_scenes(scenes, split)
+        data = config.get("dataset", {})
+        self.segment_key = data.get("segment")
+        self.input_features = list(data.get("input_features", ["color", "normal"]))
+        unknown = [n for n in self.input_features if n not in INPUT_FEATURES]
+        if unknown:
+            raise DitrError(f"dataset.input_features: unknown {unknown}; choose from {sorted(INPUT_FEATURES)}")
+        self.loop = int(data.get("loop", 1)) if mode == "train" else 1
+        self.images = dict(config.get("images", {}))
+        self.use_images = bool(self.images.get("enabled", False))
+        self.strategy = self.images.get("view_strategy", "last")
+        if self.strategy not in VIEW_STRATEGIES:
+            raise DitrError(f"images.view_strategy must be one of {VIEW_STRATEGIES}, not {self.strategy!r}")
+        self.projection = ProjectionConfig(**config.get("projection", {}))
+        self.transforms = transforms if transforms is not None else build_transforms(
+            config.get("transforms", {}).get(mode, []), f"transforms.{mode}")
+        self.mix3d_p = float(config.get("mix3d", {}).get("p", 0.0)) if mode == "train" else 0.0
+        self.grids = FeatureGrids(config.get("vfm", {}), self.images.get("resolution")) if self.use_images else None
+
+    def __len__(self) -> int:
+        return len(self.paths) * self.loop
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng(np.random.randint(0, 2**31, size=4))
+        return self.get(index, rng)
+
+    # ------------------------------------------------------------------------------------------
+    def get(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The sample of scene ``index`` (modulo the number of scenes) drawn with ``rng``."""
+        scene = Scene.load(self.paths[index % len(self.paths)], check_images=False)
+        sample, views = self._raw_sample(scene, rng)
+        data = self.transforms(sample, rng)
+        fragments = data if isinstance(data, list) else [data]
+        table = pixels = None
+        if self.grids is not None:  # flips are known only now, after the transforms
+            flips, sizes = fragments[0]["view_flipped"], fragments[0]["grid_sizes"]
+            if self.grids.online and views:
+                pixels = self.grids.pixels(views, flips, sizes)
+            elif not self.grids.online:
+                table = self.grids.table(scene, views, flips, sizes)
+        outs = [self._finish(s, table, pixels, rng) for s in fragments]
+        if isinstance(data, list):
+            return {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
+                    "name": scene.name}
+        return outs[0]
+
+    def _raw_sample(self, scene: Scene, rng: np.random.Generator) -> tuple[Sample, list[View | None]]:
+        sample: Sample = {"name": scene.name, "coord": scene.coord.copy()}
+        attrs = scene.attributes
+        if "color" in attrs:
+            sample["color"] = attrs["color"].astype(np.float32)
+        if "normal" in attrs:
+            sample["normal"] = attrs["normal"].copy()
+        if "strength" in attrs:
+            sample["strength"] = attrs["strength"].reshape(-1, 1).copy()
+        missing = [n for n in self.input_features if n != "coord" and n not in sample]
+        if missing:
+            raise DitrError(f"scene {scene.path}: dataset.input_features needs {missing}, which the scene lacks "
+                            f"({', '.join(n + '.npy' for n in missing)})")
+        segment = scene.segment(self.segment_key)
+        n = scene.num_points
+        sample["segment"] = segment.copy() if segment is not None else np.full(n, -1, np.int64)
+        if self.mode != "train":
+            sample["origin_segment"] = sample["segment"].copy()
+        if self.mix3d_p > 0:
+            sample["mix3d"] = bool(rng.random() < self.mix3d_p)
+        views: list[View | None] = []
+        if self.use_images:
+            views = self._views(scene, rng)
+            self._add_correspondences(sample, scene, views)
+        return sample, views
+
+    def _views(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
+        count = self.images.get("views_per_sample")
+        rule = self.images.get("train_views", "random") if self.mode == "train" else self.images.get("eval_views", "evenly")
+        picked: list[View | None] = [scene.views[i] for i in pick_views(len(scene.views), count, self.mode, rule, rng)]
+        if self.images.get("pad_views", False) and count is not None and len(picked) < count:
+            if not scene.views and not self.images.get("resolution"):
+                raise DitrError(f"scene {scene.path} has no views: padding needs images.resolution")
+            picked += [None] * (count - len(picked))
+        return picked
+
+    def _add_correspondences(self, sample: Sample, scene: Scene, views: list[View | None]) -> None:
+        real = [v for v in views if v is not None]
+        corr = project_scene(dataclasses.replace(scene, views=real), self.projection)
+        n, nv = scene.num_points, len(views)
+        slot = np.array([v is not None for v in views], bool)
+        uv = np.zeros((nv, n, 2), np.float32)
+        visible = np.zeros((nv, n), bool)
+        depth = np.zeros((nv, n), np.float32)
+        uv[slot], visible[slot], depth[slot] = corr.uv.numpy(), corr.visible.numpy(), corr.depth.numpy()
+        grids = self.grids
+        assert grids is not None
+        if real:
+            pad = grids.grid_size(real[0])
+        else:
+            p = grids.source.backend.patch_size
+            pad = (self.images["resolution"][0] // p, self.images["resolution"][1] // p)
+        sample.update(pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
+                      view_valid=slot,
+                      image_sizes=np.array([[v.height, v.width] if v else [1, 1] for v in views], np.int64).reshape(-1, 2),
+                      grid_sizes=np.array([grids.grid_size(v) if v else pad for v in views], np.int64).reshape(-1, 2))
+
+    def _finish(self, sample: Sample, table: torch.Tensor | None, pixels: torch.Tensor | None,
+                rng: np.random.Generator) -> dict[str, Any]:
+        """Model-ready tensors: ``feat`` from the input features, the image lookup, metadata."""
+        parts = [sample[name].reshape(len(sample["coord"]), -1) for name in self.input_features]
+        out: dict[str, Any] = {
+            "coord": torch.from_numpy(np.ascontiguousarray(sample["coord"], np.float32)),
+            "feat": torch.from_numpy(np.concatenate(parts, 1).astype(np.float32)),
+            "segment": torch.from_numpy(sample["segment"].astype(np.int64)),
+            "name": sample["name"],
+        }
+        if "grid_coord" in sample:
+            out["grid_coord"] = torch.from_numpy(sample["grid_coord"].astype(np.int64))
+        for key in ("index", "inverse", "origin_segment"):
+            if key in sample and not (key == "origin_segment" and "inverse" not in sample):
+                out[key] = torch.from_numpy(sample[key].astype(np.int64))
+        if "mix3d" in sample:
+            out["mix3d"] = sample["mix3d"]
+        if self.use_images:
+            index, weight, seen = build_lookup(sample["pixel_uv"], sample["visible"], sample["view_depth"],
+                                               sample["image_sizes"], sample["grid_sizes"], self.strategy, rng)
+            out.update(img_index=torch.from_numpy(index), img_weight=torch.from_numpy(weight),
+                       img_seen=torch.from_numpy(seen), view_flipped=torch.from_numpy(sample["view_flipped"]),
+                       view_valid=torch.from_numpy(sample["view_valid"]),
+                       num_cells=int((sample["grid_sizes"][:, 0] * sample["grid_sizes"][:, 1]).sum()))
+            if table is not None:
+                out["img_table"] = table
+            if pixels is not None:
+                out["images"] = pixels
+        return out

@@ -1,0 +1,415 @@
+"""Point-cloud transforms of the reference recipe (DESIGN 1.5) that keep point-pixel links intact.
+
+Every transform is a small class called as ``t(sample, rng)`` with a ``numpy.random.Generator``:
+all randomness comes from ``rng``, so a sample is a pure function of its seed and training resumes
+exactly (the engine seeds each sample from ``(seed, epoch, position)``). Transforms are built from
+YAML with :func:`build_transforms` (``[{type: RandomScale, scale: [0.9, 1.1]}, ...]``).
+
+Geometric augmentations move ``coord`` (and ``normal``); they never touch the correspondences
+(``pixel_uv`` / ``visible``), which were computed on the raw points and stay valid for them.
+Transforms that select points go through :func:`ditr.data.sample.take`, which subsets the
+correspondences along with every other per-point array. ``GridSample`` in ``test`` mode returns a
+list of fragments; :class:`Compose` applies the remaining transforms to each of them.
+
+Rotation angles are given in multiples of pi, as in the reference's configuration files.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import ConfigError
+from .sample import Sample, num_points, take
+
+TRANSFORMS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    TRANSFORMS[cls.__name__] = cls
+    return cls
+
+
+def _rotation(axis: str, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _subset_guard(sample: Sample, name: str) -> None:
+    """Subsetting after a full-resolution inverse map was recorded would silently break it."""
+    if "inverse" in sample:
+        raise ValueError(f"{name} after GridSample(return_inverse=True) would invalidate the inverse map; "
+                         "select points before grid sampling")
+
+
+# ------------------------------------------------------------------------------------------ geometry
+@register
+class CenterShift:
+    """Move the bounding-box centre to the origin in x/y; in z the minimum (``apply_z``) or nothing."""
+
+    def __init__(self, apply_z: bool = True):
+        self.apply_z = apply_z
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        coord = sample["coord"]
+        lo, hi = coord.min(0), coord.max(0)
+        shift = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if self.apply_z else 0.0], np.float32)
+        sample["coord"] = coord - shift
+        return sample
+
+
+@register
+class RandomRotate:
+    """Rotate about ``axis`` by an angle uniform in ``angle`` (x pi) with probability ``p``.
+
+    ``center`` is the rotation centre; None uses the bounding-box centre.
+    """
+
+    def __init__(self, angle: Sequence[float] = (-1.0, 1.0), axis: str = "z", center: Sequence[float] | None = None,
+                 p: float = 0.5):
+        if axis not in ("x", "y", "z"):
+            raise ValueError(f"axis must be x, y or z, not {axis!r}")
+        self.angle, self.axis, self.center, self.p = tuple(angle), axis, center, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        rot = _rotation(self.axis, rng.uniform(*self.angle) * np.pi).astype(np.float32)
+        coord = sample["coord"]
+        centre = (np.asarray(self.center, np.float32) if self.center is not None
+                  else (coord.min(0) + coord.max(0)) / 2)
+        sample["coord"] = (coord - centre) @ rot.T + centre
+        if "normal" in sample:
+            sample["normal"] = sample["normal"] @ rot.T
+        return sample
+
+
+@register
+class RandomScale:
+    """Scale by a factor uniform in ``scale`` (one factor, or one per axis if ``anisotropic``)."""
+
+    def __init__(self, scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False):
+        self.scale, self.anisotropic = tuple(scale), anisotropic
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        factor = rng.uniform(*self.scale, size=3 if self.anisotropic else 1).astype(np.float32)
+        sample["coord"] = sample["coord"] * factor
+        return sample
+
+
+@register
+class RandomFlip:
+    """Mirror x and y independently, each with probability ``p`` (normals follow)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sign = np.where(rng.random(2) < self.p, -1.0, 1.0).astype(np.float32)
+        sign = np.array([sign[0], sign[1], 1.0], np.float32)
+        sample["coord"] = sample["coord"] * sign
+        if "normal" in sample:
+            sample["normal"] = sample["normal"] * sign
+        return sample
+
+
+@register
+class RandomJitter:
+    """Add Gaussian noise (``sigma``) clipped to +-``clip`` to every coordinate."""
+
+    def __init__(self, sigma: float = 0.005, clip: float = 0.02):
+        self.sigma, self.clip = sigma, clip
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        noise = np.clip(self.sigma * rng.standard_normal(sample["coord"].shape), -self.clip, self.clip)
+        sample["coord"] = sample["coord"] + noise.astype(np.float32)
+        return sample
+
+
+def _box_blur(noise: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over 3 neighbours along ``axis`` with zero padding (a separable smoothing pass)."""
+    pad = [(0, 0)] * noise.ndim
+    pad[axis] = (1, 1)
+    padded = np.pad(noise, pad)
+    n = noise.shape[axis]
+    return (padded.take(range(0, n), axis) + padded.take(range(1, n + 1), axis)
+            + padded.take(range(2, n + 2), axis)) / 3.0
+
+
+def _trilinear(grid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Sample a (X, Y, Z, C) grid at continuous cell coordinates t (N, 3) with trilinear weights."""
+    dims = np.array(grid.shape[:3])
+    i0 = np.clip(np.floor(t).astype(np.int64), 0, dims - 2)
+    f = np.clip(t - i0, 0.0, 1.0)
+    out = np.zeros((t.shape[0], grid.shape[3]))
+    for corner in range(8):  # the 8 corners of each point's cell, all points at once
+        bits = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        w = np.prod(np.where(bits, f, 1.0 - f), axis=1)
+        idx = i0 + bits
+        out += w[:, None] * grid[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return out
+
+
+@register
+class ElasticDistortion:
+    """Smooth random displacement fields (the Mix3D / reference recipe), with probability ``p``.
+
+    For each ``[granularity, magnitude]`` pair: Gaussian noise on a grid of ``granularity``-metre
+    cells, smoothed twice by separable 3-cell box filters, interpolated trilinearly at the points
+    and added times ``magnitude``. Coarse cells give large smooth bends, fine cells small wiggles.
+    """
+
+    def __init__(self, params: Sequence[Sequence[float]] = ((0.2, 0.4), (0.8, 1.6)), p: float = 0.95):
+        self.params = [tuple(map(float, pair)) for pair in params]
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        coord = sample["coord"].astype(np.float64)
+        for granularity, magnitude in self.params:
+            lo = coord.min(0)
+            dims = ((coord.max(0) - lo) // granularity).astype(np.int64) + 3
+            noise = rng.standard_normal((*dims, 3))
+            for _ in range(2):
+                for axis in range(3):
+                    noise = _box_blur(noise, axis)
+            # grid node k sits at lo + (k - 1) * granularity: one cell of margin on each side
+            coord = coord + _trilinear(noise, (coord - lo) / granularity + 1.0) * magnitude
+        sample["coord"] = coord.astype(np.float32)
+        return sample
+
+
+# ------------------------------------------------------------------------------------------ colour
+@register
+class ChromaticAutoContrast:
+    """Stretch colours to the full 0-255 range and blend with the original (random blend if None)."""
+
+    def __init__(self, p: float = 0.2, blend_factor: float | None = None):
+        self.p, self.blend_factor = p, blend_factor
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "color" not in sample or rng.random() >= self.p:
+            return sample
+        color = sample["color"]
+        lo, hi = color.min(0, keepdims=True), color.max(0, keepdims=True)
+        stretched = (color - lo) * (255.0 / np.maximum(hi - lo, 1e-6))
+        blend = rng.random() if self.blend_factor is None else self.blend_factor
+        sample["color"] = ((1 - blend) * color + blend * stretched).astype(np.float32)
+        return sample
+
+
+@register
+class ChromaticTranslation:
+    """Shift all colours by one random offset in +-``ratio`` x 255 (clipped to 0-255)."""
+
+    def __init__(self, p: float = 0.95, ratio: float = 0.05):
+        self.p, self.ratio = p, ratio
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "color" not in sample or rng.random() >= self.p:
+            return sample
+        shift = (rng.random((1, 3)) - 0.5) * 255 * 2 * self.ratio
+        sample["color"] = np.clip(sample["color"] + shift, 0, 255).astype(np.float32)
+        return sample
+
+
+@register
+class ChromaticJitter:
+    """Per-point Gaussian colour noise with standard deviation ``std`` x 255 (clipped to 0-255)."""
+
+    def __init__(self, p: float = 0.95, std: float = 0.05):
+        self.p, self.std = p, std
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "color" not in sample or rng.random() >= self.p:
+            return sample
+        noise = rng.standard_normal(sample["color"].shape) * self.std * 255
+        sample["color"] = np.clip(sample["color"] + noise, 0, 255).astype(np.float32)
+        return sample
+
+
+@register
+class NormalizeColor:
+    """Colours 0-255 -> [-1, 1] (``color / 127.5 - 1``, as the reference feeds them)."""
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "color" in sample:
+            sample["color"] = (sample["color"] / 127.5 - 1.0).astype(np.float32)
+        return sample
+
+
+# ------------------------------------------------------------------------------------------ sampling
+@register
+class RandomDropout:
+    """With probability ``p``, keep a random ``1 - dropout_ratio`` of the points."""
+
+    def __init__(self, dropout_ratio: float = 0.2, p: float = 0.2):
+        self.dropout_ratio, self.p = dropout_ratio, p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.p:
+            return sample
+        _subset_guard(sample, "RandomDropout")
+        n = num_points(sample)
+        keep = rng.permutation(n)[: int(n * (1 - self.dropout_ratio))]
+        return take(sample, keep)
+
+
+def voxel_groups(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Group points by voxel: (grid_coord, order, starts, counts).
+
+    ``order`` sorts the points by voxel; voxel j holds ``order[starts[j]:starts[j] + counts[j]]``.
+    ``grid_coord`` (N, 3) int64 is shifted so that its minimum is 0.
+    """
+    grid = np.floor(coord.astype(np.float64) / grid_size).astype(np.int64)
+    grid -= grid.min(0)
+    dims = grid.max(0) + 1
+    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+    order = np.argsort(key, kind="stable")
+    _, starts, counts = np.unique(key[order], return_index=True, return_counts=True)
+    return grid, order, starts, counts
+
+
+@register
+class GridSample:
+    """Voxelise with cells of ``grid_size`` metres and set ``grid_coord``.
+
+    ``train``: ONE RANDOM point per voxel (a fresh choice every time the sample is drawn).
+    ``return_inverse`` also stores ``inverse`` (N,): for every input point the row of its voxel's
+    representative, which maps voxel predictions back to full resolution.
+    ``test``: a list of fragments; fragment k takes the k-th point of every voxel (cycling through
+    voxels with fewer points), so each fragment is a complete voxelisation of the scene and the
+    fragments together cover every point. Each fragment's ``index`` names its original points.
+    """
+
+    def __init__(self, grid_size: float = 0.02, mode: str = "train", return_inverse: bool = False):
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be train or test, not {mode!r}")
+        self.grid_size, self.mode, self.return_inverse = grid_size, mode, return_inverse
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | list[Sample]:
+        if "inverse" in sample:
+            raise ValueError("GridSample applied twice: the first inverse map would be lost")
+        grid, order, starts, counts = voxel_groups(sample["coord"], self.grid_size)
+        sample = dict(sample, grid_coord=grid)
+        if "index" not in sample:
+            sample["index"] = np.arange(num_points(sample), dtype=np.int64)
+        if self.mode == "test":
+            fragments = []
+            for k in range(int(counts.max())):
+                fragments.append(take(sample, order[starts + k % counts]))
+            return fragments
+        chosen = order[starts + rng.integers(0, counts)]
+        out = take(sample, chosen)
+        if self.return_inverse:
+            voxel_of_sorted = np.repeat(np.arange(len(counts)), counts)
+            inverse = np.empty(num_points(sample), np.int64)
+            inverse[order] = voxel_of_sorted
+            out["inverse"] = inverse
+        return out
+
+
+@register
+class SphereCrop:
+    """Keep at most ``point_max`` points: the nearest to a centre (random point in ``random`` mode,
+    the point nearest the bounding-box centre in ``center`` mode). Smaller clouds pass unchanged."""
+
+    def __init__(self, point_max: int = 102400, mode: str = "random"):
+        if mode not in ("random", "center"):
+            raise ValueError(f"mode must be random or center, not {mode!r}")
+        self.point_max, self.mode = point_max, mode
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        n = num_points(sample)
+        if n <= self.point_max:
+            return sample
+        _subset_guard(sample, "SphereCrop")
+        coord = sample["coord"]
+        if self.mode == "random":
+            centre = coord[rng.integers(n)]
+        else:
+            box = (coord.min(0) + coord.max(0)) / 2
+            centre = coord[np.argmin(((coord - box) ** 2).sum(1))]
+        dist = ((coord - centre) ** 2).sum(1)
+        keep = np.argpartition(dist, self.point_max - 1)[: self.point_max]
+        return take(sample, np.sort(keep))
+
+
+# ------------------------------------------------------------------------------------------ images
+@register
+class ImageFlip:
+    """Mirror each view horizontally with probability ``p`` (DESIGN 1.1).
+
+    The image itself is never touched here: the point's pixel moves to ``u' = W - u`` and the view
+    is marked ``view_flipped``, so that the features of the mirrored image (cached by
+    ``ditr features --flip``) are looked up at the mirrored pixel.
+    """
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "pixel_uv" not in sample:
+            return sample
+        nv = sample["pixel_uv"].shape[0]
+        flip = rng.random(nv) < self.p
+        if not flip.any():
+            return sample
+        uv = sample["pixel_uv"].copy()
+        width = sample["image_sizes"][:, 1].astype(np.float32)
+        uv[flip, :, 0] = width[flip, None] - uv[flip, :, 0]
+        sample["pixel_uv"] = uv
+        sample["view_flipped"] = sample["view_flipped"] ^ flip
+        return sample
+
+
+# ------------------------------------------------------------------------------------------ building
+class Compose:
+    """Apply transforms in order; after one returns a list (test fragments) the rest map over it."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample, np.random.Generator], Any]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | list[Sample]:
+        data: Sample | list[Sample] = sample
+        for t in self.transforms:
+            data = [t(s, rng) for s in data] if isinstance(data, list) else t(data, rng)
+            if isinstance(data, list) and data and isinstance(data[0], list):
+                raise ValueError(f"{type(t).__name__} split an already split sample")
+        return data
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+
+def build_transform(spec: Mapping[str, Any], where: str = "transforms") -> Any:
+    """One transform from ``{type: Name, **params}``; unknown names or parameters raise ConfigError."""
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise ConfigError(where, None, f"each transform must be a mapping with a 'type', got {spec!r}")
+    name = spec["type"]
+    if name not in TRANSFORMS:
+        raise ConfigError(where, str(name), f"unknown transform (known: {', '.join(sorted(TRANSFORMS))})")
+    cls = TRANSFORMS[name]
+    params = {k: v for k, v in spec.items() if k != "type"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = set(params) - accepted
+    if unknown:
+        raise ConfigError(where, f"{name}.{sorted(unknown)[0]}",
+                          f"unknown parameter (accepted: {', '.join(sorted(accepted)) or 'none'})")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(where, name, str(exc)) from None
+
+
+def build_transforms(specs: Sequence[Mapping[str, Any]] | None, where: str = "transforms") -> Compose:
+    """A :class:`Compose` from a YAML list of transform mappings."""
+    return Compose([build_transform(s, f"{where}[{i}]") for i, s in enumerate(specs or [])])
