@@ -23,10 +23,13 @@ demo: setup
 	$(VENV)/bin/ditr synth $(DEMO_OUT)/rooms --scenes 1 --seed 0
 	$(VENV)/bin/ditr inspect $(DEMO_OUT)/rooms/room_0000
 	$(VENV)/bin/ditr project $(DEMO_OUT)/rooms/room_0000 --out $(DEMO_OUT)/corr.npz --render $(DEMO_OUT)/overlays
-	@echo "Overlays written to $(DEMO_OUT)/overlays"
+	$(VENV)/bin/ditr features $(DEMO_OUT)/rooms/room_0000 --model dinov2-tiny-random-reg --cache $(DEMO_OUT)/features --flip --render $(DEMO_OUT)/features_pca
+	@echo "Overlays in $(DEMO_OUT)/overlays, feature PCA pictures in $(DEMO_OUT)/features_pca"
 
 bench: setup
 	$(PY) benchmarks/projection.py
+	$(PY) benchmarks/features.py --quick
+	$(PY) benchmarks/ptv3.py --quick
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info src/*.egg-info

@@ -19,7 +19,7 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
                    help="neighbour spacing of the points for the splat footprint (default: estimated)")
     g.add_argument("--splat-radius-px", type=float, default=None, metavar="PX",
                    help="fixed splat radius in pixels instead (LiDAR)")
-    g.add_argument("--device", default="cpu", help="torch device for the projection (cpu, cuda, ...)")
+    g.add_argument("--device", default="auto", help="torch device: cpu, cuda or auto")
 
 
 def projection_config(args: argparse.Namespace) -> ProjectionConfig:

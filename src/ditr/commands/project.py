@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..device import resolve_device
 from ..projection import project_scene
 from ..scene import Scene
 from ._options import add_projection_arguments, projection_config
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     start = time.perf_counter()
-    corr = project_scene(scene, projection_config(args), device=args.device)
+    corr = project_scene(scene, projection_config(args), device=resolve_device(args.device))
     seconds = time.perf_counter() - start
     corr.save_npz(args.out)
     summary = {"scene": str(args.scene), "out": str(args.out), **corr.summary(), "seconds": round(seconds, 4)}

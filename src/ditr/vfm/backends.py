@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from ..errors import DitrError
 from .loading import VFMHandle
 from .registry import IMAGENET_MEAN, IMAGENET_STD
@@ -27,18 +27,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: (bicubic, antialiased; the reference); "plain": bicubic without antialiasing (transformers'
 #: Dinov2Model default). Irrelevant for DINOv3, whose RoPE needs no resizing.
 POS_INTERPOLATIONS = ("antialias", "plain")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; a bare ``cuda`` means this process's GPU under torchrun
-    (``LOCAL_RANK``), so ranks on one node do not all land on GPU 0."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DitrError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    if device == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(device)
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:
