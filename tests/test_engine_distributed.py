@@ -74,11 +74,18 @@ def test_two_ranks_with_torchrun(tmp_path):
     assert torch.equal(ranks[0]["reduced"], total) and torch.equal(ranks[1]["reduced"], total)
     assert ranks[0]["metrics"] == ranks[1]["metrics"]
     # DDP keeps the replicas identical; both ranks ran the same number of steps.
-    assert ranks[0]["step"] == ranks[1]["step"] == 5
+    assert ranks[0]["step"] == ranks[1]["step"] == 6
     for key, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][key]), key
+    # A SIGTERM to rank 1 alone stopped both ranks at the same step, after it; the resumed run
+    # ends exactly where the uninterrupted one did.
+    assert ranks[0]["stopped_at"] == ranks[1]["stopped_at"] == 3
+    for r in ranks:
+        assert r["resumed_step"] == 6
+        for key, value in ranks[0]["weights"].items():
+            assert torch.equal(value, r["resumed_weights"][key]), key
     # Only rank 0 wrote the run's files.
-    run = tmp_path / "run"
+    run = tmp_path / "straight"
     assert (run / "last.pt").exists() and (run / "metrics.jsonl").exists()
     state = torch.load(run / "last.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["world_size"] == 2

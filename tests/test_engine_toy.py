@@ -9,7 +9,6 @@ the distributed test checks.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -65,22 +64,46 @@ class ToyNet(nn.Module):
 
 
 def ddp_main(out_dir: str) -> None:
-    """torchrun worker: train a few steps on 2 ranks, evaluate, write what the test compares."""
+    """torchrun worker: train on 2 ranks, once straight through and once stopped by a SIGTERM to
+    rank 1 and resumed; evaluate; write what the distributed test compares."""
+    import os
+    import signal
+
     from ditr.engine import distributed
     from ditr.engine.losses import SegmentationCriterion
     from ditr.engine.metrics import confusion_matrix
     from ditr.engine.optim import OptimConfig
-    from ditr.engine.trainer import Trainer, TrainerConfig
+    from ditr.engine.trainer import Callback, Trainer, TrainerConfig, TrainingInterrupted
 
-    torch.manual_seed(0)
+    class TermRank1(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.step == 2 and trainer.info.rank == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
     out = Path(out_dir)
     info = distributed.init_distributed()
     val = ToyScenes(7, seed=5, augment=False)  # odd: the ranks get 4 and 3 scenes
-    config = TrainerConfig(work_dir=out / "run", batch_size=4, max_steps=5, num_classes=NUM_CLASSES,
-                           log_every_steps=1, quiet=True, plots=False)
-    trainer = Trainer(ToyNet(), SegmentationCriterion(), ToyScenes(10), config, collate_fn=collate,
-                      val_set=val, optim=OptimConfig(lr=0.01), dist_info=info)
+
+    def make(run: str, callbacks=()) -> Trainer:
+        torch.manual_seed(0)
+        config = TrainerConfig(work_dir=out / run, batch_size=4, max_steps=6,
+                               num_classes=NUM_CLASSES, log_every_steps=1, quiet=True, plots=False)
+        return Trainer(ToyNet(), SegmentationCriterion(), ToyScenes(10), config,
+                       collate_fn=collate, val_set=val, optim=OptimConfig(lr=0.01),
+                       callbacks=callbacks, dist_info=info)
+
+    trainer = make("straight")
     trainer.fit()
+    stopped_at = None
+    stopped = make("stopped", [TermRank1()])
+    try:
+        stopped.fit()
+    except TrainingInterrupted:
+        stopped_at = torch.load(out / "stopped" / "last.pt", weights_only=True)["step"]
+    stopped.close()
+    resumed = make("stopped")
+    resumed.fit()
+
     result = trainer.evaluate()
     # This rank's own share of the validation set, evaluated without any collective.
     model = distributed.unwrap(trainer.model).eval()
@@ -93,8 +116,11 @@ def ddp_main(out_dir: str) -> None:
             local += confusion_matrix(pred, item["segment"], NUM_CLASSES)
     torch.save({"local": local, "reduced": result.confusion, "metrics": result.metrics,
                 "weights": distributed.unwrap(trainer.model).state_dict(), "step": trainer.step,
-                "shard": shard}, out / f"rank{info.rank}.pt")
-    (out / f"rank{info.rank}.json").write_text(json.dumps({"world": info.world_size}))
+                "resumed_weights": distributed.unwrap(resumed.model).state_dict(),
+                "resumed_step": resumed.step, "stopped_at": stopped_at, "shard": shard},
+               out / f"rank{info.rank}.pt")
+    trainer.close()
+    resumed.close()
     distributed.cleanup()
 
 

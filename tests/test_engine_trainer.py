@@ -218,3 +218,7 @@ def test_models_returning_bare_logits(tmp_path):
     trainer = Trainer(Bare(), SegmentationCriterion(), ToyScenes(8), config, collate_fn=collate,
                       val_set=ToyScenes(2, seed=1))
     assert trainer.fit()["metrics"]["miou"] >= 0
+    trainer.close()
+    assert trainer.evaluate().metrics["miou"] >= 0
+    with pytest.raises(RuntimeError, match="closed"):
+        trainer.fit()

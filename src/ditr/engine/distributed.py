@@ -64,7 +64,11 @@ def init_distributed(backend: str | None = None, device: str | None = None,
 
 
 def cleanup() -> None:
-    """Leave the process group (safe to call when none exists)."""
+    """Leave the process group (safe to call when none exists).
+
+    Close trainers first (``Trainer.close()``): DDP objects outliving their group can abort the
+    process at exit.
+    """
     if is_initialized():
         dist.destroy_process_group()
 

@@ -18,6 +18,7 @@ and the checkpoint holds every rank's random generator state.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import signal
 import threading
@@ -165,6 +166,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.work_dir)
         self.logger = JsonlLogger(self.work_dir / "metrics.jsonl", enabled=self.info.is_main)
         self._stop_signal: int | None = None
+        self._closed = False
         self._bar = ProgressBar(0, enabled=False)
         self._lr: list[float] = [g["lr"] for g in self.optimizer.param_groups]
 
@@ -176,6 +178,8 @@ class Trainer:
         ``resume=True`` continues from the run directory's newest readable checkpoint if there is
         one; a path resumes from that file; False starts over (existing files are overwritten).
         """
+        if self._closed:
+            raise RuntimeError("this trainer was closed; make a new one to train again")
         resumed = bool(resume) and self.resume(None if resume is True else resume)
         if not resumed:
             # The model's own randomness (dropout, drop path) starts from the run's seed, one
@@ -363,6 +367,16 @@ class Trainer:
             state = load_checkpoint(path)
         self.load_state_dict(state)
         return True
+
+    def close(self) -> None:
+        """Drop the DDP wrapper before the process group goes (:func:`distributed.cleanup`).
+
+        A DistributedDataParallel object still alive when its group is destroyed can abort the
+        process at exit. A closed trainer can still evaluate, not train.
+        """
+        self.model = dist.unwrap(self.model)
+        self._closed = True
+        gc.collect()
 
     def summary(self) -> dict[str, Any]:
         return {"work_dir": str(self.work_dir), "step": self.step, "epoch": self.epoch,
