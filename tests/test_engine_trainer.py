@@ -14,7 +14,8 @@ from ditr.engine.logging import read_jsonl
 from ditr.engine.losses import SegmentationCriterion
 from ditr.engine.metrics import confusion_matrix
 from ditr.engine.optim import OptimConfig
-from ditr.engine.trainer import Callback, Trainer, TrainerConfig, TrainingInterrupted
+from ditr.engine.trainer import (Callback, Trainer, TrainerConfig, TrainingError,
+                                 TrainingInterrupted)
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +175,21 @@ def test_max_steps_and_full_resolution_evaluation(tmp_path):
     assert torch.equal(result.confusion, expected)
     assert int(expected.sum()) > sum(len(data[i]["feat"]) for i in range(3))  # full resolution
     assert set(result.metrics) >= {"miou", "macc", "allacc", "iou", "val_loss", "val_ce"}
+
+
+def test_resuming_into_a_different_model_is_a_clear_error(tmp_path):
+    make_trainer(tmp_path, epochs=None, max_steps=3, val=False).fit()
+
+    class Wider(ToyNet):
+        def __init__(self):
+            super().__init__()
+            self.block0 = torch.nn.Linear(8, 48)
+            self.head = torch.nn.Linear(48, NUM_CLASSES)
+
+    config = TrainerConfig(work_dir=tmp_path, batch_size=3, max_steps=3, quiet=True, plots=False)
+    other = Trainer(Wider(), SegmentationCriterion(), ToyScenes(16), config, collate_fn=collate)
+    with pytest.raises(TrainingError, match="does not fit"):
+        other.fit()
 
 
 def test_config_errors(tmp_path):

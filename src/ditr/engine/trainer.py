@@ -365,7 +365,11 @@ class Trainer:
             return False
         if state is None:
             state = load_checkpoint(path)
-        self.load_state_dict(state)
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingError(f"{path} does not fit this model/optimizer ({exc}); use another "
+                                f"work directory or start over") from None
         return True
 
     def close(self) -> None:
