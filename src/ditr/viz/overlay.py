@@ -41,7 +41,7 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         image = view.read_image()
         h, w = image.shape[:2]
         dpi = 100
-        scale = min(1.0, 1280 / w)
+        scale = 1280 / w if w > 1280 else max(1.0, 720 / w)  # small images are enlarged for the legend
         fig = plt.figure(figsize=(w * scale / dpi, h * scale / dpi + 0.5), dpi=dpi)
         ax = fig.add_axes((0, 0, 1, h * scale / dpi / (h * scale / dpi + 0.5)))
         ax.imshow(image)
