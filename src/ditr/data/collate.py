@@ -45,7 +45,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     (+ ``index``); images: ``img_table`` (sum M_i, D), ``img_index`` (N, K) shifted,
     ``img_weight``, ``img_seen``, ``view_flipped`` / ``view_valid`` (sum V_i,), ``images`` (online
     VFM); evaluation: ``inverse`` shifted by the point offsets and ``origin_segment``; metadata
-    ``name`` (list), ``num_views`` (B_samples,), ``sample_offset`` (cumulative points per sample).
+    ``name`` and ``view_names`` (lists per sample), ``num_views`` (per sample), ``sample_offset``
+    (cumulative points per sample; equals ``offset`` unless Mix3D merged samples).
     """
     batch: dict[str, Any] = {}
     counts = torch.tensor([s["coord"].shape[0] for s in samples], dtype=torch.int64)
@@ -61,6 +62,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["num_views"] = torch.tensor([len(s["view_flipped"]) for s in samples], dtype=torch.int64)
         for key in ("view_flipped", "view_valid"):
             batch[key] = torch.cat([s[key] for s in samples])
+        batch["view_names"] = [s["view_names"] for s in samples]
     for key in ("img_table", "images"):
         if any(key in s for s in samples):
             batch[key] = torch.cat([s[key] for s in samples if key in s])

@@ -50,14 +50,13 @@ _DATASET = {
 }
 _IMAGES = {
     "enabled": bool, "views_per_sample": OptInt, "train_views": str, "eval_views": str,
-    "pad_views": bool, "resolution": OptList, "view_strategy": str, "flip_p": Number,
-    "color_jitter": OptList, "top_crop": ANY,
+    "pad_views": bool, "resolution": OptList, "view_strategy": str,
 }
 _VFM = {
     "model": str, "checkpoint": OptStr, "cache": OptStr, "precision": str, "pos_interpolation": str,
     "online": bool, "device": str,
 }
-_TEST_TIME = {"fragments": bool, "variants": list}
+_TEST_TIME = {"variants": list}
 _LOSS = {"ce_weight": Number, "lovasz_weight": Number, "class_weights": OptList, "label_smoothing": Number,
          "class_weights_source": OptStr}
 _DISTILL = {"target": str, "head_channels": OptInt, "loss": str, "datasets": OptList}
@@ -97,15 +96,15 @@ def root_schema() -> dict[str, Any]:
     from ..models.ptv3 import PTv3Config
     from ..projection import ProjectionConfig
 
-    model = {"name": str, "backbone": str, "num_classes": OptInt, "image_channels": OptInt,
+    model = {"name": str, "backbone": str, "image_channels": OptInt,
              "injection": _INJECTION, "ptv3": _dataclass_schema(PTv3Config)}
     return {
-        "name": str, "description": str, "seed": int, "work_dir": OptStr,
+        "name": str, "description": str,
         "dataset": _DATASET, "images": _IMAGES, "vfm": _VFM,
         "projection": _dataclass_schema(ProjectionConfig),
         "transforms": {"train": list, "val": list, "test": list},
         "mix3d": {"p": Number}, "test_time": _TEST_TIME, "model": model,
-        "optim": _dataclass_schema(OptimConfig), "trainer": _dataclass_schema(TrainerConfig, ("work_dir",)),
+        "optim": _dataclass_schema(OptimConfig), "trainer": _dataclass_schema(TrainerConfig),
         "loss": _LOSS, "distill": _DISTILL,
     }
 
@@ -202,17 +201,22 @@ def apply_override(config: dict[str, Any], override: str) -> dict[str, Any]:
     return config
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = (), *, check: bool = True) -> dict[str, Any]:
+def load_config(path: str | Path | Sequence[str | Path], overrides: Sequence[str] = (), *,
+                check: bool = True) -> dict[str, Any]:
     """Read a preset with its ``_base_`` chain, apply ``key.sub=value`` overrides and validate.
 
-    Errors name the file (or ``override``) and the dotted key.
+    Several paths are merged in order (``["configs/scannet.yaml", "configs/method/ptv3.yaml"]``:
+    a dataset preset, then a method fragment). Errors name the file (or ``override``) and the key.
     """
-    path = Path(path)
-    config = _load_tree(path, ())
-    if check:
-        validate(config, str(path))
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    config: dict[str, Any] = {}
+    for p in paths:
+        part = _load_tree(p, ())
+        if check:
+            validate(part, str(p))
+        config = merge(config, part)
     for item in overrides:
         apply_override(config, item)
     if check and overrides:
-        validate(config, f"{path} with overrides {list(overrides)}")
+        validate(config, f"overrides {list(overrides)}")
     return config

@@ -29,7 +29,7 @@ from ..projection import VIEW_STRATEGIES, ProjectionConfig, project_scene
 from ..scene import COORD_FILE, Scene, View
 from .image_lookup import build_lookup
 from .sample import Sample
-from .transforms import Compose, build_transforms
+from .transforms import Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
 INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
@@ -42,11 +42,12 @@ def input_channels(names: Sequence[str]) -> int:
 
 def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None = None
                    ) -> list[Path]:
-    """Scene directories from a root + split, or an explicit list.
+    """Scene directories from a root + split, or an explicit list of directories.
 
-    ``split`` may be a list of scene names, a text file with one name per line, or a split name
-    looked up as ``ROOT/splits/<name>.txt`` or as the sub-directory ``ROOT/<name>/``. Without a
-    split every scene directory under the root is used.
+    ``split`` may be a text file with one entry per line, a split name looked up as
+    ``ROOT/splits/<name>.txt`` or as the sub-directory ``ROOT/<name>/``, or a list of entries.
+    An entry is a scene directory or a directory of scenes (``Area_1`` of S3DIS). Without a split
+    every scene directory under the root is used.
     """
     if not isinstance(scenes, (str, Path)):
         return [Path(s) for s in scenes]
@@ -59,14 +60,23 @@ def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path 
             raise DitrError(f"{root}: no scene directories (sub-directories with {COORD_FILE})")
         return found
     if not isinstance(split, (str, Path)):
-        return [root / name for name in split]
+        return [p for entry in split for p in _resolve_entry(root, str(entry))]
     for candidate in (Path(split), root / "splits" / f"{split}.txt"):
         if candidate.is_file():
             names = [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
-            return [root / name for name in names]
+            return [p for name in names for p in _resolve_entry(root, name)]
     if (root / str(split)).is_dir():
         return resolve_scenes(root / str(split))
     raise DitrError(f"split {split!r}: neither a file, nor {root}/splits/{split}.txt, nor a directory {root}/{split}")
+
+
+def _resolve_entry(root: Path, name: str) -> list[Path]:
+    path = root / name
+    if (path / COORD_FILE).is_file():
+        return [path]
+    if path.is_dir():
+        return resolve_scenes(path)
+    raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
 
 
 def pick_views(num_frames: int, count: int | None, mode: str, rule: str, rng: np.random.Generator) -> np.ndarray:
@@ -162,11 +172,20 @@ class FeatureGrids:
                 "vfm.precision must match the run that filled the cache)")
 
 
+def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
+    """The test pipeline with a test-time variant inserted before its (first) grid sampling, so that
+    rotation / scaling / flipping act on the full cloud and the fragments are voxelised after it."""
+    steps = pipeline.transforms
+    at = next((i for i, t in enumerate(steps) if isinstance(t, GridSample)), len(steps))
+    return Compose([*steps[:at], *variant.transforms, *steps[at:]])
+
+
 class SceneDataset(Dataset):
     """Samples of scenes for ``mode`` train / val / test, configured by a run config (dict).
 
-    Items are dicts of tensors (see docs/data.md); in ``test`` mode with a fragmenting
-    ``GridSample`` an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``.
+    Items are dicts of tensors (see docs/data.md). In ``test`` mode with a fragmenting ``GridSample``
+    or ``test_time.variants``, an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``:
+    every fragment of every variant, each with ``index`` (its points' rows in the scene) for voting.
     ``__getitem__`` draws its randomness from NumPy's global generator, which the training engine
     seeds per (seed, epoch, position); :meth:`get` takes an explicit generator.
     """
@@ -192,8 +211,23 @@ class SceneDataset(Dataset):
         self.projection = ProjectionConfig(**config.get("projection", {}))
         self.transforms = transforms if transforms is not None else build_transforms(
             config.get("transforms", {}).get(mode, []), f"transforms.{mode}")
+        variants = config.get("test_time", {}).get("variants") if mode == "test" else None
+        self.pipelines = [self.transforms] if not variants else [
+            _with_variant(self.transforms, build_transforms(v, f"test_time.variants[{i}]"))
+            for i, v in enumerate(variants)]
         self.mix3d_p = float(config.get("mix3d", {}).get("p", 0.0)) if mode == "train" else 0.0
         self.grids = FeatureGrids(config.get("vfm", {}), self.images.get("resolution")) if self.use_images else None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], mode: str = "train") -> SceneDataset:
+        """The dataset of ``dataset.root`` and ``dataset.splits[mode]`` (the split for ``test``
+        falls back to ``val``)."""
+        data = config.get("dataset", {})
+        if not data.get("root"):
+            raise DitrError("dataset.root is not set (the directory of imported scenes)")
+        splits = data.get("splits") or {}
+        split = splits.get(mode, splits.get("val")) if mode == "test" else splits.get(mode)
+        return cls(data["root"], split, config, mode)
 
     def __len__(self) -> int:
         return len(self.paths) * self.loop
@@ -207,8 +241,9 @@ class SceneDataset(Dataset):
         """The sample of scene ``index`` (modulo the number of scenes) drawn with ``rng``."""
         scene = Scene.load(self.paths[index % len(self.paths)], check_images=False)
         sample, views = self._raw_sample(scene, rng)
-        data = self.transforms(sample, rng)
-        fragments = data if isinstance(data, list) else [data]
+        results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
+        split = isinstance(results[0], list) or len(results) > 1
+        fragments = [f for r in results for f in (r if isinstance(r, list) else [r])]
         table = pixels = None
         if self.grids is not None:  # flips are known only now, after the transforms
             flips, sizes = fragments[0]["view_flipped"], fragments[0]["grid_sizes"]
@@ -217,7 +252,7 @@ class SceneDataset(Dataset):
             elif not self.grids.online:
                 table = self.grids.table(scene, views, flips, sizes)
         outs = [self._finish(s, table, pixels, rng) for s in fragments]
-        if isinstance(data, list):
+        if split:
             return {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
                     "name": scene.name}
         return outs[0]
@@ -274,7 +309,8 @@ class SceneDataset(Dataset):
         else:
             p = grids.source.backend.patch_size
             pad = (self.images["resolution"][0] // p, self.images["resolution"][1] // p)
-        sample.update(pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
+        sample.update(view_names=[v.name if v else "" for v in views],
+                      pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
                       view_valid=slot,
                       image_sizes=np.array([[v.height, v.width] if v else [1, 1] for v in views], np.int64).reshape(-1, 2),
                       grid_sizes=np.array([grids.grid_size(v) if v else pad for v in views], np.int64).reshape(-1, 2))
@@ -301,7 +337,7 @@ class SceneDataset(Dataset):
                                                sample["image_sizes"], sample["grid_sizes"], self.strategy, rng)
             out.update(img_index=torch.from_numpy(index), img_weight=torch.from_numpy(weight),
                        img_seen=torch.from_numpy(seen), view_flipped=torch.from_numpy(sample["view_flipped"]),
-                       view_valid=torch.from_numpy(sample["view_valid"]),
+                       view_valid=torch.from_numpy(sample["view_valid"]), view_names=sample["view_names"],
                        num_cells=int((sample["grid_sizes"][:, 0] * sample["grid_sizes"][:, 1]).sum()))
             if table is not None:
                 out["img_table"] = table

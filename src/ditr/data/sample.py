@@ -8,8 +8,9 @@ selects or reorders points (grid sampling, sphere crop, dropout) treats it:
   ``index`` (N,) int64, the row of each point in the scene's point arrays;
 * per view and point, second axis N: ``pixel_uv`` (V, N, 2) float32, ``visible`` (V, N) bool,
   ``view_depth`` (V, N) float32 (the correspondences, computed on the raw points);
-* everything else is left alone: per view ``image_sizes`` (V, 2) (H, W of the original image),
-  ``view_flipped`` (V,) bool, ``view_valid`` (V,) bool (False for padding); per scene ``name``,
+* everything else is left alone: per view ``view_names``, ``image_sizes`` (V, 2) (H, W of the original image),
+  ``grid_sizes`` (V, 2) (h, w of the feature grid), ``view_flipped`` (V,) bool, ``view_valid`` (V,)
+  bool (False for padding); per scene ``name``,
   ``inverse`` / ``origin_segment`` (full resolution, for evaluation), feature grids.
 
 Keeping correspondences indexed by point means that 3D augmentations (which only move points)
