@@ -3,8 +3,8 @@
 A preset names its parents with ``_base_`` (a path or a list of paths, relative to the preset's own
 file); parents are merged first, in order, and the child's mappings are merged into them key by
 key (lists and scalars replace). Command-line overrides (``optim.lr=0.001``,
-``transforms.train=[]``) are applied last; each value is parsed with ``yaml.safe_load`` so numbers,
-booleans, lists and ``null`` mean what they look like.
+``transforms.train=[]``) are applied last; each value is parsed as YAML (safe loading) so numbers,
+booleans, lists and ``null`` mean what they look like (``1e-3`` included, which YAML 1.1 reads as text).
 
 Validation catches the mistakes that would otherwise surface hours into a run: a misspelt key, a
 string where a number belongs. Sections that mirror a dataclass of another module (``optim``,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,19 @@ OptStr = (str, type(None))
 OptNumber = (int, float, type(None))
 OptList = (list, type(None))
 OptInt = (int, type(None))
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; learning rates are written that way, so
+    exponent floats without a dot are floats here, as in YAML 1.2."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(DitrError):
@@ -154,7 +168,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(str(path), None, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), None, f"is not valid YAML ({exc})") from None
     if data is None:
@@ -187,7 +201,7 @@ def apply_override(config: dict[str, Any], override: str) -> dict[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError("override", override, "must look like section.key=value (e.g. optim.lr=0.001)")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError("override", key, f"value {text!r} is not valid YAML ({exc})") from None
     node = config

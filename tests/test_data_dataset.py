@@ -1,0 +1,158 @@
+"""SceneDataset end to end on tiny synthetic rooms with features from the tiny random VFM."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ditr.cache import FeatureCache
+from ditr.data import SceneDataset, collate, lookup_image_features
+from ditr.errors import DitrError
+from ditr.io.synthetic import write_rooms
+from ditr.lifting import lift
+from ditr.projection import ProjectionConfig, project_scene, view_weights
+from ditr.scene import Scene
+from ditr.vfm import VFMBackend, load_vfm
+from ditr.vfm.extract import FeatureSource, ImageJob, fill_cache
+
+MODEL = "dinov2-tiny-random-reg"
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rooms")
+    paths = write_rooms(root / "scenes", 2, seed=3, num_points=3000, num_views=3, width=64, height=48)
+    cache = FeatureCache(root / "features")
+    backend = VFMBackend(load_vfm(MODEL, hash_memo=cache.hash_memo))
+    jobs = [ImageJob(p.name, v, flip) for p in paths for v in Scene.load(p).views for flip in (False, True)]
+    fill_cache(jobs, FeatureSource(backend, cache))
+    return root, paths
+
+
+def _config(root, **images) -> dict:
+    return {
+        "dataset": {"input_features": ["coord", "normal"], "segment": "segment"},
+        "images": {"enabled": True, "views_per_sample": 2, **images},
+        "vfm": {"model": MODEL, "cache": str(root / "features")},
+        "transforms": {
+            "train": [{"type": "CenterShift"}, {"type": "RandomRotate", "p": 1.0}, {"type": "ImageFlip", "p": 0.5},
+                      {"type": "GridSample", "grid_size": 0.05}, {"type": "SphereCrop", "point_max": 1500},
+                      {"type": "CenterShift", "apply_z": False}],
+            "val": [{"type": "CenterShift"}, {"type": "GridSample", "grid_size": 0.05, "return_inverse": True}],
+            "test": [{"type": "CenterShift"}, {"type": "GridSample", "grid_size": 0.05, "mode": "test"}],
+        },
+        "test_time": {"variants": [[], [{"type": "RandomFlip", "p": 1.0}]]},
+        "mix3d": {"p": 0.8},
+    }
+
+
+def test_train_sample_features_equal_lifting_the_raw_scene(rooms):
+    root, paths = rooms
+    ds = SceneDataset(root / "scenes", None, _config(root), "train")
+    assert len(ds) == 2
+    for seed in range(3):
+        s = ds.get(0, np.random.default_rng(seed))
+        n = s["coord"].shape[0]
+        assert s["feat"].shape == (n, 6) and s["grid_coord"].dtype == torch.int64 and n <= 1500
+        assert s["img_index"].shape == (n, 1) and len(s["view_names"]) == 2
+        assert s["img_table"].dtype == torch.float16 and s["img_table"].shape[0] == s["num_cells"]
+        # reference: project the raw scene into the chosen views, lift with lifting.lift, index the points
+        scene = Scene.load(paths[0])
+        views = [next(v for v in scene.views if v.name == name) for name in s["view_names"]]
+        corr = project_scene(dataclasses.replace(scene, views=views), ProjectionConfig())
+        flips = s["view_flipped"].tolist()
+        grids = FeatureSource(VFMBackend(load_vfm(MODEL)), FeatureCache(root / "features")).grids(views, flips)
+        expect, seen = lift(grids, corr.uv, corr.image_sizes, view_weights(corr, "last"), flips)
+        got = lookup_image_features(s["img_table"], s["img_index"], s["img_weight"])
+        torch.testing.assert_close(got, expect[s["index"]])
+        assert s["img_seen"].tolist() == seen[s["index"]].tolist()
+        assert s["img_seen"].any()
+
+
+def test_items_are_reproducible_from_the_global_seed(rooms):
+    root, _ = rooms
+    ds = SceneDataset(root / "scenes", None, _config(root), "train")
+    np.random.seed(11)
+    a = ds[1]
+    np.random.seed(11)
+    b = ds[1]
+    for key in ("coord", "index", "img_index", "view_flipped"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["view_names"] == b["view_names"]
+
+
+def test_val_sample_collates_with_full_resolution_inverse(rooms):
+    root, _ = rooms
+    ds = SceneDataset(root / "scenes", None, _config(root, eval_views="evenly"), "val")
+    samples = [ds.get(i, np.random.default_rng(i)) for i in range(2)]
+    assert samples[0]["view_names"] == ["view_00", "view_02"]  # evenly spaced over 3 frames
+    assert "mix3d" not in samples[0]
+    batch = collate(samples)
+    n0 = samples[0]["coord"].shape[0]
+    assert batch["inverse"].shape == (6000,) and batch["origin_segment"].shape == (6000,)
+    assert int(batch["inverse"][:3000].max()) < n0 <= int(batch["inverse"][3000:].min())
+    # every original point's voxel representative carries a label of that voxel
+    assert batch["offset"].tolist() == batch["sample_offset"].tolist()
+
+
+def test_test_mode_fragments_of_every_variant_cover_every_point(rooms):
+    root, _ = rooms
+    ds = SceneDataset(root / "scenes", None, _config(root), "test")
+    item = ds.get(0, np.random.default_rng(0))
+    assert item["origin_segment"].shape == (3000,)
+    per_variant = len(item["fragments"]) // 2
+    for half in (item["fragments"][:per_variant], item["fragments"][per_variant:]):
+        covered = torch.cat([f["index"] for f in half]).unique()
+        assert covered.tolist() == list(range(3000))
+    flipped = item["fragments"][per_variant]
+    assert "img_table" in flipped and collate([flipped])["offset"].tolist() == [flipped["coord"].shape[0]]
+
+
+def test_three_d_only_mode_has_no_image_keys(rooms):
+    root, _ = rooms
+    cfg = _config(root)
+    cfg["images"]["enabled"] = False
+    s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
+    assert not any(k.startswith("img_") or k.startswith("view_") for k in s)
+    assert "img_table" not in collate([s, s])
+
+
+def test_padding_views_and_online_images(rooms):
+    root, _ = rooms
+    s = SceneDataset(root / "scenes", None, _config(root, views_per_sample=5, pad_views=True), "train").get(
+        0, np.random.default_rng(0))
+    assert s["view_valid"].tolist() == [True, True, True, False, False]
+    assert s["img_table"].shape[0] == s["num_cells"] == 5 * 3 * 5  # 64x48 -> 70x42 input, a 3x5 grid
+    assert (s["img_table"][3 * 15:] == 0).all()
+    cfg = _config(root)
+    cfg["vfm"] = {"model": MODEL, "online": True}
+    s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
+    assert s["images"].shape == (2, 3, 42, 70) and "img_table" not in s
+    assert int(s["img_index"].max()) < s["num_cells"] == 2 * 15
+
+
+def test_missing_features_say_how_to_compute_them(rooms, tmp_path):
+    root, _ = rooms
+    cfg = _config(root)
+    cfg["vfm"]["cache"] = str(tmp_path / "empty")
+    ds = SceneDataset(root / "scenes", None, cfg, "train")
+    with pytest.raises(DitrError, match=r"ditr features .*room_000\d --model dinov2-tiny-random-reg --cache"):
+        ds.get(0, np.random.default_rng(0))
+
+
+def test_splits_and_input_checks(rooms, tmp_path):
+    root, paths = rooms
+    (root / "scenes" / "splits").mkdir(exist_ok=True)
+    (root / "scenes" / "splits" / "train.txt").write_text("room_0001\n")
+    cfg = _config(root)
+    cfg["dataset"].update(root=str(root / "scenes"), splits={"train": "train", "val": ["room_0000", "room_0001"]})
+    assert SceneDataset.from_config(cfg, "train").paths == [paths[1]]
+    assert SceneDataset.from_config(cfg, "test").paths == paths
+    cfg["dataset"]["input_features"] = ["strength"]
+    with pytest.raises(DitrError, match="strength"):
+        SceneDataset(paths, None, cfg, "train").get(0, np.random.default_rng(0))
+    with pytest.raises(DitrError, match="split 'nope'"):
+        SceneDataset(root / "scenes", "nope", cfg, "train")
