@@ -38,7 +38,8 @@ def _config(root, **images) -> dict:
         "images": {"enabled": True, "views_per_sample": 2, **images},
         "vfm": {"model": MODEL, "cache": str(root / "features")},
         "transforms": {
-            "train": [{"type": "CenterShift"}, {"type": "RandomRotate", "p": 1.0}, {"type": "ImageFlip", "p": 0.5},
+            "train": [{"type": "CenterShift"}, {"type": "RandomDropout", "p": 1.0}, {"type": "RandomRotate", "p": 1.0},
+                      {"type": "ImageFlip", "p": 0.5},
                       {"type": "GridSample", "grid_size": 0.05}, {"type": "SphereCrop", "point_max": 1500},
                       {"type": "CenterShift", "apply_z": False}],
             "val": [{"type": "CenterShift"}, {"type": "GridSample", "grid_size": 0.05, "return_inverse": True}],
@@ -132,6 +133,13 @@ def test_padding_views_and_online_images(rooms):
     s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert s["images"].shape == (2, 3, 42, 70) and "img_table" not in s
     assert int(s["img_index"].max()) < s["num_cells"] == 2 * 15
+    cfg["images"]["color_jitter"] = [0.4, 0.4, 0.2, 0.1]
+    jittered = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
+    assert jittered["view_names"] == s["view_names"] and not torch.equal(jittered["images"], s["images"])
+    torch.testing.assert_close(jittered["img_index"], s["img_index"])  # colours never move pixels
+    cfg["vfm"] = {"model": MODEL, "cache": str(root / "features")}
+    with pytest.raises(DitrError, match="color_jitter.*vfm.online"):
+        SceneDataset(root / "scenes", None, cfg, "train")
 
 
 def test_missing_features_say_how_to_compute_them(rooms, tmp_path):

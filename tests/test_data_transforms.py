@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ditr.data.color_jitter import color_jitter
 from ditr.data.config import ConfigError
 from ditr.data.transforms import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, CenterShift,
                                   ElasticDistortion, GridSample, ImageFlip, NormalizeColor, RandomDropout,
@@ -200,3 +201,19 @@ def test_subsetting_after_the_inverse_map_is_refused():
     out = GridSample(0.05, "train", return_inverse=True)(dict(raw), np.random.default_rng(0))
     with pytest.raises(ValueError, match="inverse"):
         SphereCrop(point_max=10)(out, np.random.default_rng(0))
+
+
+def test_color_jitter_of_images():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 16, 3)).astype(np.uint8)
+    assert np.array_equal(color_jitter(image, (0, 0, 0, 0), rng), image)
+    grey = np.full((4, 5, 3), 90, np.uint8)  # saturation and hue leave grey alone
+    assert np.array_equal(color_jitter(grey, (0, 0, 0.5, 0.5), rng), grey)
+    a = color_jitter(image, (0.4, 0.4, 0.2, 0.1), np.random.default_rng(1))
+    b = color_jitter(image, (0.4, 0.4, 0.2, 0.1), np.random.default_rng(1))
+    assert a.dtype == np.uint8 and a.shape == image.shape and np.array_equal(a, b)
+    assert not np.array_equal(a, image)
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    shifted = color_jitter(red, (0, 0, 0, 1 / 3 - 1e-9), np.random.default_rng(4))  # hue turns towards green/blue
+    assert shifted[..., 0].max() < 255

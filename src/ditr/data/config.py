@@ -64,7 +64,7 @@ _DATASET = {
 }
 _IMAGES = {
     "enabled": bool, "views_per_sample": OptInt, "train_views": str, "eval_views": str,
-    "pad_views": bool, "resolution": OptList, "view_strategy": str,
+    "pad_views": bool, "resolution": OptList, "view_strategy": str, "color_jitter": OptList,
 }
 _VFM = {
     "model": str, "checkpoint": OptStr, "cache": OptStr, "precision": str, "pos_interpolation": str,

@@ -27,6 +27,7 @@ from ..cache import FeatureCache
 from ..errors import DitrError
 from ..projection import VIEW_STRATEGIES, ProjectionConfig, project_scene
 from ..scene import COORD_FILE, Scene, View
+from .color_jitter import color_jitter
 from .image_lookup import build_lookup
 from .sample import Sample
 from .transforms import Compose, GridSample, build_transforms
@@ -147,16 +148,21 @@ class FeatureGrids:
             parts.append(grid.flatten(1).T)
         return torch.cat(parts) if parts else torch.zeros((0, self.feature_dim), dtype=torch.float16)
 
-    def pixels(self, views: Sequence[View | None], flips: np.ndarray, grid_sizes: np.ndarray) -> torch.Tensor:
-        """(V, 3, H', W') normalised network inputs (mirrored where flipped) for the online VFM."""
+    def pixels(self, views: Sequence[View | None], flips: np.ndarray, grid_sizes: np.ndarray,
+               jitter: Sequence[float] | None, rng: np.random.Generator) -> torch.Tensor:
+        """(V, 3, H', W') normalised network inputs for the online VFM: colour-jittered (training,
+        ``jitter`` given), resized and mirrored where flipped."""
         backend = self.source.backend
         p = backend.patch_size
         images = []
         for view, flip, (h, w) in zip(views, flips, grid_sizes):
             if view is None:
                 images.append(torch.zeros((1, 3, int(h) * p, int(w) * p), device=backend.device))
-            else:
-                images.append(backend.preprocess([view.read_image()], (int(h) * p, int(w) * p), bool(flip)))
+                continue
+            rgb = view.read_image()
+            if jitter is not None:
+                rgb = color_jitter(rgb, jitter, rng)
+            images.append(backend.preprocess([rgb], (int(h) * p, int(w) * p), bool(flip)))
         return torch.cat(images).cpu()
 
     def _missing(self, scene: Scene, view: View, flip: bool) -> str:
@@ -217,6 +223,10 @@ class SceneDataset(Dataset):
             for i, v in enumerate(variants)]
         self.mix3d_p = float(config.get("mix3d", {}).get("p", 0.0)) if mode == "train" else 0.0
         self.grids = FeatureGrids(config.get("vfm", {}), self.images.get("resolution")) if self.use_images else None
+        self.color_jitter = self.images.get("color_jitter") if mode == "train" and self.use_images else None
+        if self.color_jitter is not None and not self.grids.online:  # type: ignore[union-attr]
+            raise DitrError("images.color_jitter changes the images, so their features cannot come from the cache: "
+                            "set vfm.online: true, or images.color_jitter: null to train from cached features")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], mode: str = "train") -> SceneDataset:
@@ -248,7 +258,7 @@ class SceneDataset(Dataset):
         if self.grids is not None:  # flips are known only now, after the transforms
             flips, sizes = fragments[0]["view_flipped"], fragments[0]["grid_sizes"]
             if self.grids.online and views:
-                pixels = self.grids.pixels(views, flips, sizes)
+                pixels = self.grids.pixels(views, flips, sizes, self.color_jitter, rng)
             elif not self.grids.online:
                 table = self.grids.table(scene, views, flips, sizes)
         outs = [self._finish(s, table, pixels, rng) for s in fragments]
@@ -258,7 +268,8 @@ class SceneDataset(Dataset):
         return outs[0]
 
     def _raw_sample(self, scene: Scene, rng: np.random.Generator) -> tuple[Sample, list[View | None]]:
-        sample: Sample = {"name": scene.name, "coord": scene.coord.copy()}
+        sample: Sample = {"name": scene.name, "coord": scene.coord.copy(),
+                          "index": np.arange(scene.num_points, dtype=np.int64)}
         attrs = scene.attributes
         if "color" in attrs:
             sample["color"] = attrs["color"].astype(np.float32)
