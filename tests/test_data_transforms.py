@@ -217,3 +217,20 @@ def test_color_jitter_of_images():
     red[..., 0] = 255
     shifted = color_jitter(red, (0, 0, 0, 1 / 3 - 1e-9), np.random.default_rng(4))  # hue turns towards green/blue
     assert shifted[..., 0].max() < 255
+
+
+def test_trilinear_interpolation_matches_the_formula():
+    from ditr.data.transforms import _trilinear
+
+    rng = np.random.default_rng(0)
+    grid = rng.standard_normal((4, 5, 6, 3))
+    t = rng.random((50, 3)) * [3, 4, 5]
+    i0 = np.floor(t).astype(int)
+    f = t - i0
+    expect = np.zeros((50, 3))
+    for corner in np.ndindex(2, 2, 2):
+        c = np.array(corner)
+        w = np.prod(np.where(c, f, 1 - f), axis=1)
+        idx = i0 + c
+        expect += w[:, None] * grid[idx[:, 0], idx[:, 1], idx[:, 2]]
+    np.testing.assert_allclose(_trilinear(grid, t), expect, atol=1e-5)
