@@ -28,7 +28,6 @@ from ..errors import DitrError
 BASE_KEY = "_base_"
 Number = (int, float)
 OptStr = (str, type(None))
-OptNumber = (int, float, type(None))
 OptList = (list, type(None))
 OptInt = (int, type(None))
 
@@ -71,8 +70,7 @@ _VFM = {
     "online": bool, "device": str,
 }
 _TEST_TIME = {"variants": list}
-_LOSS = {"ce_weight": Number, "lovasz_weight": Number, "class_weights": OptList, "label_smoothing": Number,
-         "class_weights_source": OptStr}
+_LOSS = {"ce_weight": Number, "lovasz_weight": Number, "class_weights": OptList, "label_smoothing": Number}
 _DISTILL = {"target": str, "head_channels": OptInt, "loss": str, "datasets": OptList}
 _INJECTION = {"stages": list, "bn_eps": Number, "bn_momentum": Number, "activation": str,
               "missing": str, "pool_reduce": str}
