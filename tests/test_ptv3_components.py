@@ -49,14 +49,15 @@ def _surface_batch(seed: int, n: int = 600, clouds: int = 2, channels: int = 6) 
     }
 
 
-@pytest.mark.parametrize("kernel_size", [3, 5])
-def test_subm_conv_matches_dense_conv3d(kernel_size: int) -> None:
+@pytest.mark.parametrize(("kernel_size", "in_channels"), [(3, 4), (5, 4), (3, 12), (5, 12)])
+def test_subm_conv_matches_dense_conv3d(kernel_size: int, in_channels: int) -> None:
+    """Both torch paths: narrow inputs use the im2col GEMM, wider ones the per-offset rulebook."""
     grid, batch = _random_voxels(0)
     level = Point.from_batch(grid, torch.zeros(len(grid), 1), batch=batch).current
-    conv = SubMConv3d(4, 5, kernel_size, bias=True, backend="torch").double()
-    x = torch.randn(len(grid), 4, dtype=torch.double, requires_grad=True)
+    conv = SubMConv3d(in_channels, 5, kernel_size, bias=True, backend="torch").double()
+    x = torch.randn(len(grid), in_channels, dtype=torch.double, requires_grad=True)
     out = conv(x, level)
-    dense = torch.zeros(2, 4, 8, 8, 8, dtype=torch.double)
+    dense = torch.zeros(2, in_channels, 8, 8, 8, dtype=torch.double)
     dense[batch, :, grid[:, 0], grid[:, 1], grid[:, 2]] = x.detach()
     dense.requires_grad_(True)
     weight = conv.weight.permute(0, 4, 1, 2, 3)  # (out, kx, ky, kz, in) -> (out, in, kx, ky, kz)
@@ -161,5 +162,5 @@ def test_forward_leaves_a_given_point_untouched_and_reuses_its_caches() -> None:
     out2 = model.backbone(point)
     assert len(point.levels) == 1 and point.levels[0].enc_feat is None
     assert torch.equal(point.feat, before[0]) and torch.equal(point.levels[0].order, before[1])
-    assert out.levels[0].cache is point.levels[0].cache and ("conv_pairs", 5) in point.levels[0].cache
+    assert out.levels[0].cache is point.levels[0].cache and ("neighbor_map", 5) in point.levels[0].cache
     assert out2.feat.shape == out.feat.shape

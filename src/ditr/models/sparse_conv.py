@@ -5,7 +5,8 @@ neighbours, so it reduces to: find, for every voxel and kernel offset, the row o
 (hashed lookup), then per offset gather the existing neighbours, multiply by that offset's kernel
 slice and add into the outputs. On surfaces only about a third of a 3x3x3 neighbourhood is
 occupied, so working on existing pairs instead of a dense (N, k^3) table saves most of the
-arithmetic and memory traffic. The rulebook is computed once per level and kernel size and cached
+arithmetic and memory traffic. Narrow inputs (the stem) instead gather whole neighbourhoods and
+run one GEMM (see ``_IM2COL_MAX_IN_CHANNELS``). The rulebook is computed once per level and kernel size and cached
 on the :class:`~ditr.models.point.Level`.
 
 The weight is stored as ``(out, kx, ky, kz, in)`` exactly like spconv 2.x, so reference state
@@ -67,6 +68,13 @@ def build_neighbor_map(grid_coord: Tensor, batch: Tensor, kernel_size: int) -> T
     return torch.where(found, perm[pos], torch.full_like(pos, n))
 
 
+# Convs with at most this many input channels (the stem) gather whole neighbourhoods and run one
+# GEMM: with few input channels the gathered matrix is small, and it avoids per-offset scatters
+# into the much wider output (3x faster for the 6 -> 32 channel, 5^3 stem at 100k points).
+_IM2COL_MAX_IN_CHANNELS = 8
+_IM2COL_CHUNK_ELEMENTS = 1 << 22
+
+
 @dataclass(frozen=True)
 class ConvPairs:
     """Rulebook of a submanifold conv: for every non-centre kernel offset, the (output row, input
@@ -93,6 +101,14 @@ def build_conv_pairs(nbr: Tensor, kernel_size: int) -> ConvPairs:
     return ConvPairs(kernel_size, tuple(out_index), tuple(in_index))
 
 
+def neighbor_map(level: Level, kernel_size: int) -> Tensor:
+    """Cached :func:`build_neighbor_map` of a level."""
+    key = ("neighbor_map", kernel_size)
+    if key not in level.cache:
+        level.cache[key] = build_neighbor_map(level.grid_coord, level.batch, kernel_size)
+    return level.cache[key]
+
+
 def conv_pairs(level: Level, kernel_size: int) -> ConvPairs:
     """Cached rulebook of a level for a kernel size."""
     key = ("conv_pairs", kernel_size)
@@ -100,6 +116,54 @@ def conv_pairs(level: Level, kernel_size: int) -> ConvPairs:
         nbr = build_neighbor_map(level.grid_coord, level.batch, kernel_size)
         level.cache[key] = build_conv_pairs(nbr, kernel_size)
     return level.cache[key]
+
+
+def _im2col_matmul(src: Tensor, nbr: Tensor, weight2d: Tensor) -> Tensor:
+    """``out[i] = concat_k(src_pad[nbr[i, k]]) @ weight2d`` in row chunks (src_pad: a zero row
+    appended for missing neighbours); the gathered chunk stays around 16 MB."""
+    n, taps = nbr.shape
+    src_pad = torch.cat([src, src.new_zeros(1, src.shape[1])])
+    out = src.new_empty(n, weight2d.shape[1])
+    rows = max(1, _IM2COL_CHUNK_ELEMENTS // (taps * src.shape[1]))
+    for start in range(0, n, rows):
+        idx = nbr[start : start + rows]
+        gathered = src_pad.index_select(0, idx.reshape(-1)).view(idx.shape[0], -1)
+        torch.mm(gathered, weight2d, out=out[start : start + rows])
+    return out
+
+
+class _Im2colConvFunction(torch.autograd.Function):
+    """Dense-neighbourhood conv for narrow inputs (the stem): one GEMM per row chunk over the
+    gathered (rows, k^3 * C_in) matrix, no scatter. Backward recomputes the gathers; the input
+    gradient is the same conv with the flipped, transposed kernel (the neighbour relation is
+    symmetric)."""
+
+    @staticmethod
+    def forward(ctx, feat: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:  # type: ignore[override]
+        c_out, taps, c_in = weight.shape[0], nbr.shape[1], weight.shape[-1]
+        w2d = weight.reshape(c_out, taps * c_in).t().to(feat.dtype)
+        ctx.save_for_backward(feat, weight, nbr)
+        return _im2col_matmul(feat, nbr, w2d)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        feat, weight, nbr = ctx.saved_tensors
+        c_out, taps, c_in = weight.shape[0], nbr.shape[1], weight.shape[-1]
+        grad_out = grad_out.contiguous().to(feat.dtype)
+        grad_feat = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            w_flip = weight.flip(1, 2, 3).reshape(c_out, taps, c_in).permute(1, 0, 2)
+            grad_feat = _im2col_matmul(grad_out, nbr, w_flip.reshape(taps * c_out, c_in).to(feat.dtype))
+        if ctx.needs_input_grad[1]:
+            feat_pad = torch.cat([feat, feat.new_zeros(1, c_in)])
+            acc = feat.new_zeros(taps * c_in, c_out)
+            rows = max(1, _IM2COL_CHUNK_ELEMENTS // (taps * c_in))
+            for start in range(0, nbr.shape[0], rows):
+                idx = nbr[start : start + rows]
+                gathered = feat_pad.index_select(0, idx.reshape(-1)).view(idx.shape[0], -1)
+                acc.addmm_(gathered.t(), grad_out[start : start + rows])
+            grad_weight = acc.t().reshape(weight.shape).to(weight.dtype)
+        return grad_feat, grad_weight, None
 
 
 def _pairs_matmul(src: Tensor, weight: Tensor, pairs: ConvPairs, transpose: bool) -> Tensor:
@@ -203,6 +267,8 @@ class SubMConv3d(nn.Module):
     def forward(self, feat: Tensor, level: Level) -> Tensor:
         if self._resolve_backend(feat) == "spconv":
             out = self._forward_spconv(feat, level)
+        elif self.in_channels <= _IM2COL_MAX_IN_CHANNELS:
+            out = _Im2colConvFunction.apply(feat, self.weight, neighbor_map(level, self.kernel_size))
         else:
             out = _SubMConvFunction.apply(feat, self.weight, conv_pairs(level, self.kernel_size))
         if self.bias is not None:
