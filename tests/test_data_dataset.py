@@ -162,6 +162,9 @@ def test_splits_and_input_checks(rooms, tmp_path):
     cfg["dataset"]["input_features"] = ["strength"]
     with pytest.raises(DitrError, match="strength"):
         SceneDataset(paths, None, cfg, "train").get(0, np.random.default_rng(0))
+    cfg["images"]["train_views"] = "first"
+    with pytest.raises(DitrError, match="images.train_views must be one of"):
+        SceneDataset(paths, None, cfg, "train")
     with pytest.raises(DitrError, match="split 'nope'"):
         SceneDataset(root / "scenes", "nope", cfg, "train")
 

@@ -71,7 +71,7 @@ _VFM = {
 }
 _TEST_TIME = {"variants": list}
 _LOSS = {"ce_weight": Number, "lovasz_weight": Number, "class_weights": OptList, "label_smoothing": Number}
-_DISTILL = {"target": str, "head_channels": OptInt, "loss": str, "datasets": OptList}
+_DISTILL = {"head_channels": OptInt, "loss": str, "datasets": OptList}
 _INJECTION = {"stages": list, "bn_eps": Number, "bn_momentum": Number, "activation": str,
               "missing": str, "pool_reduce": str}
 

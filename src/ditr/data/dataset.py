@@ -32,6 +32,7 @@ from .sample import Sample
 from .transforms import Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
+VIEW_RULES = ("random", "evenly", "all")
 INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
 
 
@@ -79,7 +80,7 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
     raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
 
 
-def pick_views(num_frames: int, count: int | None, mode: str, rule: str, rng: np.random.Generator) -> np.ndarray:
+def pick_views(num_frames: int, count: int | None, rule: str, rng: np.random.Generator) -> np.ndarray:
     """Indices of the frames a sample uses.
 
     ``random``: ``count`` distinct frames in random order (so the reference's "last view wins"
@@ -94,7 +95,7 @@ def pick_views(num_frames: int, count: int | None, mode: str, rule: str, rng: np
         if num_frames <= count:
             return np.arange(num_frames)
         return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
-    raise DitrError(f"view selection {rule!r} in {mode} mode: use random, evenly or all")
+    raise DitrError(f"view selection {rule!r}: use one of {VIEW_RULES}")
 
 
 def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
@@ -130,6 +131,9 @@ class SceneDataset(Dataset):
         self.loop = int(data.get("loop", 1)) if mode == "train" else 1
         self.images = dict(config.get("images", {}))
         self.use_images = bool(self.images.get("enabled", False))
+        for key, default in (("train_views", "random"), ("eval_views", "evenly")):
+            if self.images.get(key, default) not in VIEW_RULES:
+                raise DitrError(f"images.{key} must be one of {VIEW_RULES}, not {self.images[key]!r}")
         self.strategy = self.images.get("view_strategy", "last")
         if self.strategy not in VIEW_STRATEGIES:
             raise DitrError(f"images.view_strategy must be one of {VIEW_STRATEGIES}, not {self.strategy!r}")
@@ -216,7 +220,7 @@ class SceneDataset(Dataset):
     def _views(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
         count = self.images.get("views_per_sample")
         rule = self.images.get("train_views", "random") if self.mode == "train" else self.images.get("eval_views", "evenly")
-        picked: list[View | None] = [scene.views[i] for i in pick_views(len(scene.views), count, self.mode, rule, rng)]
+        picked: list[View | None] = [scene.views[i] for i in pick_views(len(scene.views), count, rule, rng)]
         if self.images.get("pad_views", False) and count is not None and len(picked) < count:
             if not scene.views and not self.images.get("resolution"):
                 raise DitrError(f"scene {scene.path} has no views: padding needs images.resolution")

@@ -306,10 +306,7 @@ class GridSample:
         if "index" not in sample:
             sample["index"] = np.arange(num_points(sample), dtype=np.int64)
         if self.mode == "test":
-            fragments = []
-            for k in range(int(counts.max())):
-                fragments.append(take(sample, order[starts + k % counts]))
-            return fragments
+            return [take(sample, order[starts + k % counts]) for k in range(int(counts.max()))]
         chosen = order[starts + rng.integers(0, counts)]
         out = take(sample, chosen)
         if self.return_inverse:
