@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 from ditr.data.config import ConfigError, apply_override, load_config, merge
+from ditr.engine.losses import SegmentationCriterion
+from ditr.engine.optim import OptimConfig
+from ditr.engine.trainer import TrainerConfig
+from ditr.projection import ProjectionConfig
+from ditr.vfm import get_spec
 from ditr.data.dataset import INPUT_FEATURES
 from ditr.data.transforms import build_transforms
 
@@ -85,7 +90,15 @@ def test_every_preset_loads_and_its_transforms_build(path):
         build_transforms(cfg["transforms"][mode], f"{path.name}: transforms.{mode}")
     for variant in cfg["test_time"]["variants"]:
         build_transforms(variant)
-    assert cfg["optim"]["lr"] > 0 and cfg["trainer"]["epochs"] > 0 and cfg["vfm"]["model"]
+    assert cfg["optim"]["lr"] > 0 and cfg["trainer"]["epochs"] > 0
+    # the sections feed their consumers as they are
+    ProjectionConfig(**cfg["projection"])
+    OptimConfig.from_dict(cfg["optim"])
+    TrainerConfig(work_dir="run", **cfg["trainer"])
+    SegmentationCriterion(**cfg["loss"])
+    resolution = cfg["images"].get("resolution")
+    patch = get_spec(cfg["vfm"]["model"]).patch_size
+    assert resolution is None or (resolution[0] % patch == 0 and resolution[1] % patch == 0)
     for method in sorted((CONFIGS / "method").glob("*.yaml")):
         load_config([path, method])
 
