@@ -67,13 +67,12 @@ _IMAGES = {
 }
 _VFM = {
     "model": str, "checkpoint": OptStr, "cache": OptStr, "precision": str, "pos_interpolation": str,
-    "online": bool, "device": str,
+    "online": bool, "device": str, "download": bool,
 }
 _TEST_TIME = {"variants": list}
 _LOSS = {"ce_weight": Number, "lovasz_weight": Number, "class_weights": OptList, "label_smoothing": Number}
 _DISTILL = {"head_channels": OptInt, "loss": str, "datasets": OptList}
-_INJECTION = {"stages": list, "bn_eps": Number, "bn_momentum": Number, "activation": str,
-              "missing": str, "pool_reduce": str}
+_INJECTION = {"missing": str, "pool_reduce": str, "dropout": Number}
 
 
 def _dataclass_schema(cls: type, exclude: Sequence[str] = ()) -> dict[str, Any]:
