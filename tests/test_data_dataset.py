@@ -202,3 +202,15 @@ def test_trains_and_evaluates_with_the_engine(rooms, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert summary["step"] == 3 and 0 <= summary["metrics"]["allacc"] <= 1
+
+
+def test_a_scene_without_views_mixes_with_one_that_has_them(rooms, tmp_path):
+    root, paths = rooms
+    bare = write_rooms(tmp_path / "bare", 1, seed=5, num_points=2000, num_views=0)[0]
+    ds = SceneDataset([bare, paths[0]], None, _config(root), "train")
+    empty, full = ds.get(0, np.random.default_rng(0)), ds.get(1, np.random.default_rng(0))
+    assert empty["view_names"] == [] and empty["img_table"].shape == (0, 32) and not empty["img_seen"].any()
+    batch = collate([empty, full])
+    feats = lookup_image_features(batch["img_table"], batch["img_index"], batch["img_weight"])
+    n0 = empty["coord"].shape[0]
+    assert (feats[:n0] == 0).all() and feats[n0:].abs().sum() > 0

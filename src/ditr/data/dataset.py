@@ -238,9 +238,8 @@ class SceneDataset(Dataset):
         uv[slot], visible[slot], depth[slot] = corr.uv.numpy(), corr.visible.numpy(), corr.depth.numpy()
         grids = self.grids
         assert grids is not None
-        if real:
-            pad = grids.grid_size(real[0])
-        else:
+        pad = grids.grid_size(real[0]) if real else None
+        if pad is None and len(real) < nv:  # only padding: its size comes from images.resolution
             p = grids.source.backend.patch_size
             pad = (self.images["resolution"][0] // p, self.images["resolution"][1] // p)
         sample.update(view_names=[v.name if v else "" for v in views],
