@@ -180,6 +180,8 @@ class SceneDataset(Dataset):
         table = pixels = None
         if self.grids is not None:  # flips are known only now, after the transforms
             flips, sizes = fragments[0]["view_flipped"], fragments[0]["grid_sizes"]
+            if any(not np.array_equal(f["view_flipped"], flips) for f in fragments):
+                raise DitrError("test-time variants flipped images differently; ImageFlip belongs to training only")
             if self.grids.online and views:
                 pixels = self.grids.pixels(views, flips, sizes, self.color_jitter, rng)
             elif not self.grids.online:
