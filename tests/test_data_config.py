@@ -15,7 +15,7 @@ from ditr.vfm import get_spec
 from ditr.data.dataset import INPUT_FEATURES
 from ditr.data.transforms import build_transforms
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "ditr" / "configs"
 PRESETS = sorted(p for p in CONFIGS.glob("*.yaml"))
 
 

@@ -1,0 +1,94 @@
+"""DITR: a PTv3 segmentor whose decoder receives per-point 2D foundation-model features (DESIGN 1.3).
+
+The data pipeline hands over, per batch, a table of patch features (``img_table``, one row per patch
+cell of every view, from the feature cache) or the network inputs of the views (``images``, when the
+VFM runs online with image augmentation), plus per point the cells to read (``img_index``,
+``img_weight``, ``img_seen``). The model turns them into (N, D) point features on its own device and
+the backbone max-pools them with its own clusters and adds them to every decoder skip connection.
+State-dict keys stay those of the reference (``backbone.*``, ``seg_head.*``) so its checkpoints load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data.image_lookup import image_table_from_grids, lookup_image_features
+from ..errors import DitrError
+from .ptv3 import PTv3Config, PTv3Segmentor, get_config
+
+MISSING_MODES = ("zeros", "learned")
+
+
+class DITRSegmentor(PTv3Segmentor):
+    """PTv3 + image-feature injection; ``missing="learned"`` gives unseen points a learned feature.
+
+    ``vfm`` (a frozen :class:`ditr.vfm.VFMBackend`, not part of the state dict) is needed only when
+    batches carry ``images`` instead of a cached ``img_table``.
+    """
+
+    def __init__(self, config: PTv3Config, num_classes: int, missing: str = "zeros", vfm: Any = None) -> None:
+        if config.image_channels is None:
+            raise DitrError("a DITR model needs model.image_channels (the VFM's feature width)")
+        if missing not in MISSING_MODES:
+            raise DitrError(f"model.injection.missing must be one of {MISSING_MODES}, not {missing!r}")
+        super().__init__(config, num_classes)
+        self.missing_embedding = nn.Parameter(torch.zeros(config.image_channels)) if missing == "learned" else None
+        self.vfm = vfm
+
+    def image_table(self, batch: Mapping[str, Any]) -> Tensor:
+        """The batch's (M, D) patch-feature table: cached, or computed now by the online VFM."""
+        table = batch.get("img_table")
+        if table is not None:
+            return table
+        if batch.get("images") is None:
+            raise DitrError("a DITR batch needs img_table (cached features) or images (online VFM)")
+        if self.vfm is None:
+            raise DitrError("batches carry images for an online VFM, but the model has none attached")
+        with torch.no_grad():
+            grids = self.vfm.forward(batch["images"].to(self.vfm.device))
+        return image_table_from_grids(grids.float())
+
+    def image_features(self, batch: Mapping[str, Any]) -> Tensor:
+        device = self.seg_head.weight.device
+        table = self.image_table(batch).to(device)
+        feat = lookup_image_features(table, batch["img_index"].to(device), batch["img_weight"].to(device))
+        if self.missing_embedding is not None:
+            seen = batch["img_seen"].to(device)[:, None]
+            feat = torch.where(seen, feat, self.missing_embedding.to(feat.dtype))
+        return feat
+
+    def forward(self, data: Mapping[str, Any]) -> Tensor:
+        if "image_feat" not in data:
+            data = {**data, "image_feat": self.image_features(data)}
+        return super().forward(data)
+
+
+def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
+    """The model a run config asks for: ``model.name`` ``ptv3`` (3D only) or ``ditr``.
+
+    ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``
+    overrides its fields, and ``model.injection`` sets the DITR options (``pool_reduce``,
+    ``dropout``, ``missing``).
+    """
+    model_cfg = dict(config.get("model", {}))
+    name = model_cfg.get("name", "ditr")
+    injection = dict(model_cfg.get("injection") or {})
+    overrides = dict(model_cfg.get("ptv3") or {})
+    backbone, _ = get_config(model_cfg.get("backbone", "scannet"), **overrides)
+    backbone = dataclasses.replace(backbone, in_channels=in_channels)
+    if name == "ptv3":
+        return PTv3Segmentor(dataclasses.replace(backbone, image_channels=None), num_classes)
+    if name != "ditr":
+        raise DitrError(f"model.name must be ptv3 or ditr, not {name!r}")
+    backbone = dataclasses.replace(
+        backbone,
+        image_channels=model_cfg.get("image_channels") or backbone.image_channels,
+        image_reduce=injection.get("pool_reduce", backbone.image_reduce),
+        image_dropout=injection.get("dropout", backbone.image_dropout),
+    )
+    return DITRSegmentor(backbone, num_classes, missing=injection.get("missing", "zeros"), vfm=vfm)

@@ -1,0 +1,130 @@
+"""From a run configuration to a trained, evaluated model: the glue between data, model and engine.
+
+``train`` builds the datasets of the config (``dataset.root`` + splits, or explicit scene lists),
+the model (:func:`ditr.models.ditr.build_model`), the loss, optimizer and schedule, and runs the
+:class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``load_model`` rebuilds a
+trained model from a checkpoint alone (the run config is stored in it), which is what
+``ditr evaluate`` and ``ditr predict`` need.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import SceneDataset, collate, input_channels
+from .engine.checkpoint import load_checkpoint
+from .engine.evaluator import EvalResult, Evaluator
+from .engine.losses import SegmentationCriterion
+from .engine.optim import OptimConfig
+from .engine.trainer import Trainer, TrainerConfig
+from .errors import DitrError
+from .models.ditr import build_model
+from .models.ptv3 import PTv3Segmentor
+
+Scenes = Sequence[str | Path]
+
+
+def needs_images(config: Mapping[str, Any]) -> bool:
+    """Whether a model trained with this config reads images (DITR) or not (PTv3, D-DITR)."""
+    return config.get("model", {}).get("name", "ditr") == "ditr"
+
+
+def _vfm_backend(config: Mapping[str, Any]) -> Any:
+    """The frozen VFM for runs whose features are computed online (``vfm.online``)."""
+    vfm = config.get("vfm", {})
+    if not (needs_images(config) and vfm.get("online")):
+        return None
+    from .vfm import VFMBackend, load_vfm
+
+    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
+    return VFMBackend(handle, device=vfm.get("device", "auto"), precision=vfm.get("precision", "auto"),
+                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+
+
+def model_from_config(config: Mapping[str, Any]) -> PTv3Segmentor:
+    data = config.get("dataset", {})
+    num_classes = data.get("num_classes")
+    if not num_classes:
+        raise DitrError("dataset.num_classes is not set")
+    channels = input_channels(data.get("input_features", ["color", "normal"]))
+    return build_model(config, channels, int(num_classes), vfm=_vfm_backend(config))
+
+
+def datasets_from_config(config: Mapping[str, Any], train_scenes: Scenes | None = None,
+                         val_scenes: Scenes | None = None) -> tuple[SceneDataset, SceneDataset | None]:
+    """Train and validation datasets: explicit scene lists, else ``dataset.root`` with its splits."""
+    if train_scenes is not None:
+        train = SceneDataset(list(train_scenes), None, config, "train")
+        val = SceneDataset(list(val_scenes), None, config, "val") if val_scenes else None
+        return train, val
+    train = SceneDataset.from_config(config, "train")
+    splits = config.get("dataset", {}).get("splits") or {}
+    val = SceneDataset.from_config(config, "val") if splits.get("val") is not None else None
+    return train, val
+
+
+def _trainer_config(config: Mapping[str, Any], work_dir: str | Path, quiet: bool) -> TrainerConfig:
+    known = {f.name for f in fields(TrainerConfig)}
+    values = {k: v for k, v in dict(config.get("trainer", {})).items() if k in known}
+    data = config.get("dataset", {})
+    values.update(work_dir=str(work_dir), num_classes=data.get("num_classes"),
+                  class_names=data.get("class_names"), ignore_index=data.get("ignore_index", -1))
+    if quiet:
+        values["quiet"] = True
+    return TrainerConfig(**values)
+
+
+def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
+          val_scenes: Scenes | None = None, init: str | Path | None = None, resume: bool = True,
+          quiet: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train the model of ``config`` in ``work_dir`` (resuming there); returns the Trainer summary.
+
+    ``init`` loads backbone weights from a checkpoint first (e.g. a distilled student); keys that
+    do not fit (another head) are left at their initialisation.
+    """
+    config = copy.deepcopy(dict(config))
+    model = model_from_config(config)
+    if init is not None:
+        state = load_checkpoint(init)["model"]
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+    train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
+    criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config.get("dataset", {}).get("ignore_index", -1))
+    trainer = Trainer(model, criterion, train_set, _trainer_config(config, work_dir, quiet),
+                      collate_fn=collate, val_set=val_set, val_collate_fn=collate,
+                      optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks, run_config=config)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        trainer.close()
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[PTv3Segmentor, dict[str, Any]]:
+    """The trained model of a checkpoint and the run config it was trained with."""
+    state = load_checkpoint(checkpoint)
+    config = state.get("config") or {}
+    if not config:
+        raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
+    model = model_from_config(config)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+def evaluate(checkpoint: str | Path, scenes: Scenes, *, mode: str = "val", batch_size: int = 1,
+             device: str | torch.device = "cpu", overrides: Mapping[str, Any] | None = None) -> EvalResult:
+    """mIoU and friends of a trained model on scene directories (full resolution via the inverse map)."""
+    model, config = load_model(checkpoint, device)
+    for section, values in (overrides or {}).items():
+        config.setdefault(section, {}).update(values)
+    data = config.get("dataset", {})
+    dataset = SceneDataset(list(scenes), None, config, mode)
+    evaluator = Evaluator(model, int(data["num_classes"]), ignore_index=data.get("ignore_index", -1),
+                          class_names=data.get("class_names"), batch_size=batch_size, device=torch.device(device))
+    return evaluator.run(dataset, collate)
