@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .errors import DitrError
 
-COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate"]
+COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,3 +128,18 @@ def evaluate(checkpoint: str | Path, scenes: Scenes, *, mode: str = "val", batch
     evaluator = Evaluator(model, int(data["num_classes"]), ignore_index=data.get("ignore_index", -1),
                           class_names=data.get("class_names"), batch_size=batch_size, device=torch.device(device))
     return evaluator.run(dataset, collate)
+
+
+@torch.no_grad()
+def predict_scene(model: PTv3Segmentor, config: Mapping[str, Any], scene_dir: str | Path,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N,) predicted class of every original point of a scene (one voxelisation, no voting)."""
+    import numpy as np
+
+    from .engine.evaluator import as_output
+    from .engine.loading import move_to
+
+    dataset = SceneDataset([scene_dir], None, config, "val")
+    batch = move_to(collate([dataset.get(0, np.random.default_rng(0))]), torch.device(device))
+    logits = as_output(model.eval()(batch))["logits"]
+    return logits.argmax(1)[batch["inverse"]].cpu()
