@@ -89,6 +89,7 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
     do not fit (another head) are left at their initialisation.
     """
     config = copy.deepcopy(dict(config))
+    torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))  # the same initial weights every run
     model = model_from_config(config)
     if init is not None:
         state = load_checkpoint(init)["model"]

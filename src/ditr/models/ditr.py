@@ -72,8 +72,8 @@ def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, v
     """The model a run config asks for: ``model.name`` ``ptv3`` (3D only) or ``ditr``.
 
     ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``
-    overrides its fields, and ``model.injection`` sets the DITR options (``pool_reduce``,
-    ``dropout``, ``missing``).
+    overrides its fields, and ``model.injection`` sets the DITR options (``stages``: which decoder
+    stages receive image features, ``pool_reduce``, ``dropout``, ``missing``).
     """
     model_cfg = dict(config.get("model", {}))
     name = model_cfg.get("name", "ditr")
@@ -90,5 +90,6 @@ def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, v
         image_channels=model_cfg.get("image_channels") or backbone.image_channels,
         image_reduce=injection.get("pool_reduce", backbone.image_reduce),
         image_dropout=injection.get("dropout", backbone.image_dropout),
+        image_stages=tuple(injection["stages"]) if injection.get("stages") is not None else None,
     )
     return DITRSegmentor(backbone, num_classes, missing=injection.get("missing", "zeros"), vfm=vfm)

@@ -38,6 +38,9 @@ class PTv3Config:
     Without it the model is deterministic at inference: orders are shuffled only in training
     (``shuffle_orders``). ``depth_formula`` selects the serialization depth rule ("pointcept":
     ``bit_length(max+1)``, "ditr": ``bit_length(max)``), which matters for Hilbert codes.
+
+    DITR: ``image_channels`` (the VFM width) adds an image projection to the decoder stages named
+    in ``image_stages`` (None: all of them, the reference), pooled with ``image_reduce``.
     """
 
     in_channels: int = 6
@@ -62,6 +65,7 @@ class PTv3Config:
     enc_mode: bool = False
     pooling_reduce: str = "max"
     image_channels: int | None = None
+    image_stages: tuple[int, ...] | None = None
     image_reduce: str = "max"
     image_dropout: float = 0.0
     reference_compat: bool = False
@@ -71,6 +75,11 @@ class PTv3Config:
     conv_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.image_stages is not None:
+            self.image_stages = tuple(self.image_stages)
+            bad = [i for i in self.image_stages if not 0 <= i < len(self.dec_depths)]
+            if bad:
+                raise ValueError(f"image_stages {bad} are not decoder stages 0..{len(self.dec_depths) - 1}")
         for name in ("order", "stride", "enc_depths", "enc_channels", "enc_num_head", "enc_patch_size",
                      "dec_depths", "dec_channels", "dec_num_head", "dec_patch_size"):
             setattr(self, name, tuple(getattr(self, name)))
@@ -189,8 +198,9 @@ class PointTransformerV3(nn.Module):
             dec_channels = list(c.dec_channels) + [c.enc_channels[-1]]
             dec_rates = _drop_path_rates(c.dec_depths, c.drop_path)
             for s in reversed(range(len(c.dec_depths))):
+                injected = c.image_stages is None or s in c.image_stages
                 up = SerializedUnpooling(dec_channels[s + 1], c.enc_channels[s], dec_channels[s],
-                                         c.image_channels, c.image_dropout)
+                                         c.image_channels if injected else None, c.image_dropout)
                 blocks = [
                     Block(dec_channels[s], c.dec_num_head[s], c.dec_patch_size[s], i % num_orders,
                           drop_path=rate, **block_args)

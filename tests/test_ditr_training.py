@@ -1,0 +1,122 @@
+"""DITR end to end: model wiring, overfitting one room, exact resume, the demo and ditr evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ditr.cli import main
+from ditr.configs import load_preset
+from ditr.data import SceneDataset, collate
+from ditr.demo import DemoSettings, ensure_rooms, fill_features, run_demo
+from ditr.engine.logging import read_jsonl
+from ditr.engine.trainer import Callback
+from ditr.errors import DitrError
+from ditr.models.ditr import DITRSegmentor, build_model
+from ditr.models.ptv3 import PTv3Segmentor
+from ditr.training import evaluate, load_model, train
+
+NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
+                   "mode: train}, {type: CenterShift, apply_z: false}]")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two small rooms with cached features of the tiny random DINOv2."""
+    root = tmp_path_factory.mktemp("ditr")
+    settings = DemoSettings(points=3000, views=4)
+    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
+    vfm = fill_features(rooms, settings, root / "features")
+    return root, rooms, vfm
+
+
+def ditr_config(root, vfm, *extra: str) -> dict:
+    return load_preset(["synthetic", "method/ditr"], [
+        f"vfm.cache={root / 'features'}", f"model.image_channels={vfm['feature_dim']}", "trainer.epochs=null",
+        "trainer.batch_size=1", "trainer.eval_every_epochs=1000", "mix3d.p=0", *extra])
+
+
+def test_build_model_variants():
+    config = load_preset(["synthetic", "method/ditr"], ["model.image_channels=32"])
+    model = build_model(config, in_channels=6, num_classes=15)
+    assert isinstance(model, DITRSegmentor) and model.missing_embedding is None
+    keys = model.state_dict().keys()
+    assert {f"backbone.dec.dec{s}.up.proj_image_feat.1.weight" for s in range(4)} <= set(keys)  # reference names
+    config["model"]["injection"] = {"stages": [0, 1], "missing": "learned"}
+    partial = build_model(config, in_channels=6, num_classes=15)
+    assert "missing_embedding" in partial.state_dict()
+    assert "backbone.dec.dec3.up.proj_image_feat.1.weight" not in partial.state_dict()
+    assert "backbone.dec.dec1.up.proj_image_feat.1.weight" in partial.state_dict()
+    plain = build_model(load_preset(["synthetic", "method/ptv3"]), in_channels=6, num_classes=15)
+    assert type(plain) is PTv3Segmentor and not any("image" in k for k in plain.state_dict())
+    config["model"]["injection"] = {"missing": "sometimes"}
+    with pytest.raises(DitrError, match="missing"):
+        build_model(config, in_channels=6, num_classes=15)
+
+
+def test_image_features_reach_the_logits(world):
+    root, rooms, vfm = world
+    config = ditr_config(root, vfm)
+    batch = collate([SceneDataset(rooms[:1], None, config, "val")[0]])
+    model = build_model(config, in_channels=6, num_classes=15).eval()
+    with torch.no_grad():
+        base = model(batch)
+        changed = model({**batch, "img_table": batch["img_table"] * 0 + 3.0})
+    seen = batch["img_seen"]
+    assert seen.any() and (~seen).any()
+    assert (base - changed)[seen].abs().max() > 1e-3
+
+
+def test_overfits_a_single_room(world):
+    """DITR reaches >= 0.95 mIoU on one synthetic room in a few hundred steps."""
+    root, rooms, vfm = world
+    config = ditr_config(root, vfm, "trainer.max_steps=300", "optim.lr=0.01", NO_AUGMENTATION)
+    train(config, root / "overfit", train_scenes=rooms[:1], quiet=True)
+    result = evaluate(root / "overfit" / "last.pt", rooms[:1])
+    assert result.metrics["miou"] >= 0.95, result.metrics
+
+
+class Crash(Callback):
+    def on_step_end(self, trainer, losses):
+        if trainer.step == 3:
+            raise RuntimeError("simulated crash")
+
+
+def test_interrupted_training_resumes_to_the_same_step_count(world):
+    root, rooms, vfm = world
+    config = ditr_config(root, vfm, "trainer.max_steps=6", "trainer.checkpoint_every_steps=1")
+    full = train(config, root / "full", train_scenes=rooms, quiet=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(config, root / "crash", train_scenes=rooms, quiet=True, callbacks=[Crash()])
+    resumed = train(config, root / "crash", train_scenes=rooms, quiet=True)
+    assert resumed["step"] == full["step"] == 6
+    steps = [r["step"] for r in read_jsonl(root / "crash" / "metrics.jsonl") if r.get("kind") == "train"]
+    assert steps == sorted(steps) and steps[-1] == 6
+    a = torch.load(root / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(root / "crash" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_demo_writes_results_and_pictures(tmp_path, capsys):
+    settings = DemoSettings(train_rooms=2, val_rooms=1, points=2000, views=2, steps=4, batch_size=1)
+    results = run_demo(tmp_path, settings, quiet=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for method in ("3d-only", "ditr"):
+        assert 0.0 <= saved["runs"][method]["miou"] <= 1.0
+        assert saved["runs"][method]["steps"] == 4
+    assert saved["runs"]["ditr"]["needs_images"] and not saved["runs"]["3d-only"]["needs_images"]
+    assert saved["vfm"]["random_weights"] is True
+    assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions"}
+    for picture in results["pictures"].values():
+        assert picture.parent == tmp_path and picture.stat().st_size > 10_000
+    # The trained DITR model evaluates from the command line, reading the same feature cache.
+    model, config = load_model(tmp_path / "runs" / "ditr" / "last.pt")
+    assert isinstance(model, DITRSegmentor)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(tmp_path / "runs" / "ditr" / "last.pt"), str(tmp_path / "rooms" / "room_0002"),
+                 "--out", str(out), "--plot", str(tmp_path / "iou.png"), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["miou"] == pytest.approx(saved["runs"]["ditr"]["miou"])
+    assert json.loads(out.read_text())["confusion"] and (tmp_path / "iou.png").is_file()
