@@ -20,11 +20,9 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(VENV)/bin/ditr synth $(DEMO_OUT)/rooms --scenes 1 --seed 0
-	$(VENV)/bin/ditr inspect $(DEMO_OUT)/rooms/room_0000
+	$(VENV)/bin/ditr demo --quick --out $(DEMO_OUT)
 	$(VENV)/bin/ditr project $(DEMO_OUT)/rooms/room_0000 --out $(DEMO_OUT)/corr.npz --render $(DEMO_OUT)/overlays
-	$(VENV)/bin/ditr features $(DEMO_OUT)/rooms/room_0000 --model dinov2-tiny-random-reg --cache $(DEMO_OUT)/features --flip --render $(DEMO_OUT)/features_pca
-	@echo "Overlays in $(DEMO_OUT)/overlays, feature PCA pictures in $(DEMO_OUT)/features_pca"
+	@echo "Results in $(DEMO_OUT)/results.json; pictures: $(DEMO_OUT)/*.png and $(DEMO_OUT)/overlays/"
 
 bench: setup
 	$(PY) benchmarks/projection.py
