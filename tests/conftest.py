@@ -73,6 +73,17 @@ def wall_and_box_scene(width: int = 64, height: int = 48, spacing: float = 0.02)
 
 
 @pytest.fixture
+def single_thread():
+    """For tests on tiny inputs: one thread is fastest and avoids OpenMP stalls on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def wall_box_dir(tmp_path) -> Path:
     return wall_and_box_scene().save(tmp_path / "wall_box")
 

@@ -19,6 +19,8 @@ from ditr.models.ditr import DITRSegmentor, build_model
 from ditr.models.ptv3 import PTv3Segmentor
 from ditr.training import evaluate, load_model, train
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
                    "mode: train}, {type: CenterShift, apply_z: false}]")
 

@@ -18,12 +18,7 @@ from ditr.engine.trainer import (Callback, Trainer, TrainerConfig, TrainingError
                                  TrainingInterrupted)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_trainer(work_dir, callbacks=(), val=True, lr=0.02, **overrides) -> Trainer:

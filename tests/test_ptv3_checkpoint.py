@@ -21,13 +21,7 @@ from ditr.models.checkpoint import extract_state_dict
 CHECKPOINTS = Path(__file__).parents[1].parent / "shared" / "checkpoints"
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These inputs are tiny: one thread is fastest and avoids OpenMP stalls on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _manifest(name: str) -> dict:

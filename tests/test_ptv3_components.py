@@ -13,13 +13,7 @@ from ditr.models.sparse_conv import SubMConv3d, spconv_available
 CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These inputs are tiny: one thread is fastest and avoids OpenMP stalls on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _random_voxels(seed: int, size: int = 8, clouds: int = 2, density: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:

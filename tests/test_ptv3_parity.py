@@ -17,13 +17,7 @@ CHECKPOINTS = Path(__file__).parents[1].parent / "shared" / "checkpoints"
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These inputs are tiny: one thread is fastest and avoids OpenMP stalls on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _fixture(name: str) -> tuple[dict[str, np.ndarray], dict]:
