@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +124,24 @@ def test_demo_writes_results_and_pictures(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["miou"] == pytest.approx(saved["runs"]["ditr"]["miou"])
     assert json.loads(out.read_text())["confusion"] and (tmp_path / "iou.png").is_file()
+
+
+def test_online_vfm_gives_the_cached_features(world):
+    """vfm.online runs the VFM inside the model; without colour jitter it must see what the cache holds."""
+    root, rooms, vfm = world
+    cached_cfg = ditr_config(root, vfm)
+    online_cfg = ditr_config(root, vfm, "vfm.online=true", "vfm.cache=null")
+    # the same generator: validation keeps a random point per voxel too
+    cached = collate([SceneDataset(rooms[:1], None, cached_cfg, "val").get(0, np.random.default_rng(0))])
+    online = collate([SceneDataset(rooms[:1], None, online_cfg, "val").get(0, np.random.default_rng(0))])
+    assert "img_table" in cached and "images" in online and "img_table" not in online
+    from ditr.training import model_from_config
+
+    model = model_from_config(online_cfg).eval()
+    assert model.vfm is not None
+    with torch.no_grad():
+        from_cache = model.image_features(cached)
+        from_vfm = model.image_features(online)
+    torch.testing.assert_close(from_vfm, from_cache, atol=2e-2, rtol=1e-2)  # the cache stores fp16
+    with torch.no_grad():
+        assert model(online).shape == (online["coord"].shape[0], 15)
