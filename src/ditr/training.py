@@ -91,11 +91,11 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
     config = copy.deepcopy(dict(config))
     torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))  # the same initial weights every run
     model = model_from_config(config)
-    if init is not None:
-        state = load_checkpoint(init)["model"]
-        own = model.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(usable, strict=False)
+    if init is not None:  # ditr train/distill state, ditr.ptv3 directory or reference format
+        from .distill import load_init
+
+        report = load_init(model, init)
+        config["init"] = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
     criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config.get("dataset", {}).get("ignore_index", -1))
     trainer = Trainer(model, criterion, train_set, _trainer_config(config, work_dir, quiet),
@@ -113,6 +113,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     config = state.get("config") or {}
     if not config:
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
+    if not needs_images(config):  # the image-free path never loads features
+        config.setdefault("images", {})["enabled"] = False
     model = model_from_config(config)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config

@@ -83,8 +83,12 @@ def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, v
     backbone = dataclasses.replace(backbone, in_channels=in_channels)
     if name == "ptv3":
         return PTv3Segmentor(dataclasses.replace(backbone, image_channels=None), num_classes)
+    if name == "d-ditr":  # the distillation student (ditr.distill): 3D only, Linear(out -> D) head
+        from ..distill import DistillStudent, head_channels
+
+        return DistillStudent(dataclasses.replace(backbone, image_channels=None), head_channels(config))
     if name != "ditr":
-        raise DitrError(f"model.name must be ptv3 or ditr, not {name!r}")
+        raise DitrError(f"model.name must be ptv3, ditr or d-ditr, not {name!r}")
     backbone = dataclasses.replace(
         backbone,
         image_channels=model_cfg.get("image_channels") or backbone.image_channels,

@@ -1,0 +1,66 @@
+"""``ditr distill CONFIG... [key=value ...]``: D-DITR stage 1, distil the VFM into a 3D-only PTv3."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "distill"
+HELP = "D-DITR: distil frozen 2D features into a 3D-only PTv3 student (then fine-tune with ditr train --init)."
+EXAMPLES = """examples:
+  ditr distill scannet method/d-ditr dataset.root=data/scannet vfm.cache=feats --work-dir runs/dd-scannet
+  ditr distill structured3d dataset.root=data/s3d vfm.cache=feats          # the preset distils already
+  ditr distill scannet method/d-ditr 'distill.datasets=[scannet, structured3d]' --work-dir runs/dd-multi
+  ditr train scannet method/ptv3 dataset.root=data/scannet --init runs/dd-scannet/last.pt   # stage 2
+  ditr distill --evaluate runs/dd-scannet/last.pt SCENE_DIR...       # teacher cosine on held-out scenes
+  ditr distill --requirements runs/ptv3-ft/last.pt                     # what a checkpoint needs
+
+Features come from the cache of `ditr features` (or online with vfm.online=true). Each entry of
+distill.datasets (a preset name or a mapping of dataset/images/projection/transforms/vfm sections)
+is one source with its own views and resolution. Training resumes from WORK_DIR/last.pt. After
+training, WORK_DIR/distill_eval.json holds the student's cosine to the teacher on the val split."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("items", nargs="*", metavar="CONFIG|key=value",
+                   help="presets / YAML files, then dotted key=value overrides (with --evaluate: CKPT SCENE...)")
+    p.add_argument("--work-dir", type=Path, default=None, help="run directory (default runs/<config name>-distill)")
+    p.add_argument("--no-resume", action="store_true", help="do not resume from WORK_DIR/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="CKPT",
+                   help="only evaluate this student's cosine to the teacher (on the scenes given, else its val split)")
+    p.add_argument("--requirements", type=Path, default=None, metavar="CKPT",
+                   help="print what a checkpoint needs at inference (images or not, teacher, classes) and exit")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
+    p.add_argument("--device", default="cpu", help="device for --evaluate")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..configs import load_preset
+    from ..distill import (checkpoint_requirements, distill, dump, evaluate_distillation)
+    from ..errors import DitrError
+    from ..fileio import atomic_write_json
+
+    if args.requirements is not None:
+        result = checkpoint_requirements(args.requirements)
+        print(dump(result))
+        if args.out:
+            atomic_write_json(args.out, result)
+        return 0
+    if args.evaluate is not None:
+        result = evaluate_distillation(args.evaluate, args.items or None, device=args.device, out=args.out)
+        print(dump({k: v for k, v in result.items() if k != "per_scene"}))
+        return 0
+    presets = [i for i in args.items if "=" not in i]
+    overrides = [i for i in args.items if "=" in i]
+    if not presets:
+        raise DitrError("name at least one preset or YAML file before the key=value overrides")
+    config = load_preset(presets, overrides)
+    work_dir = args.work_dir or Path("runs") / f"{config.get('name', Path(presets[0]).stem)}-distill"
+    summary = distill(config, work_dir, resume=not args.no_resume, quiet=args.quiet)
+    result = {"work_dir": str(work_dir), **summary}
+    if (Path(work_dir) / "last.pt").is_file() and summary.get("metrics") is not None:
+        result["eval"] = {k: v for k, v in evaluate_distillation(
+            Path(work_dir) / "last.pt", out=Path(work_dir) / "distill_eval.json").items() if k != "per_scene"}
+    print(dump(result))
+    return 0

@@ -1,0 +1,208 @@
+"""D-DITR: the distillation loss, a short distillation run, resume, image-free fine-tuning, inits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+
+from ditr.commands import distill as distill_command
+from ditr.configs import load_preset
+from ditr.demo import DemoSettings, ensure_rooms, fill_features
+from ditr.distill import (DistillCriterion, DistillStudent, checkpoint_requirements, cosine_distill_loss, distill,
+                          evaluate_distillation, load_init, render_student_vs_teacher, source_configs)
+from ditr.engine.logging import read_jsonl
+from ditr.engine.trainer import Callback
+from ditr.errors import DitrError
+from ditr.models.ditr import build_model
+from ditr.models.ptv3 import PTv3Segmentor
+from ditr.training import evaluate, load_model, train
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
+                   "mode: train}, {type: CenterShift, apply_z: false}]")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two small rooms (a copy of the feature cache, so a test may delete it)."""
+    root = tmp_path_factory.mktemp("distill")
+    settings = DemoSettings(points=3000, views=4)
+    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
+    vfm = fill_features(rooms, settings, root / "features")
+    return root, rooms, vfm
+
+
+def student_config(root, vfm, *extra: str) -> dict:
+    return load_preset(["synthetic", "method/d-ditr"], [
+        f"vfm.cache={root / 'features'}", f"distill.head_channels={vfm['feature_dim']}", "trainer.epochs=null",
+        "trainer.batch_size=1", "trainer.eval_every_epochs=1000", "mix3d.p=0", *extra])
+
+
+def test_loss_counts_seen_voxels_only():
+    pred = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]], requires_grad=True)
+    target = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
+    loss, cos, n = cosine_distill_loss(pred, target, torch.tensor([True, True, False]))
+    assert n == 2 and cos.item() == pytest.approx(0.5) and loss.item() == pytest.approx(0.5)
+    loss.backward()
+    assert pred.grad[2].abs().sum() == 0 and pred.grad[1].abs().sum() > 0  # unseen voxel: no gradient
+    loss, cos, n = cosine_distill_loss(pred, target, torch.zeros(3, dtype=torch.bool))
+    assert n == 0 and loss.item() == 0.0 and torch.isnan(cos)
+    # The criterion reads the teacher through the image lookup: weight-0 (unseen) rows never count.
+    batch = {"img_table": target, "img_index": torch.tensor([[0], [1], [2]]), "img_weight": torch.ones(3, 1),
+             "img_seen": torch.tensor([True, True, False])}
+    out = DistillCriterion()({"pred": pred}, batch)
+    assert out["loss"].item() == pytest.approx(0.5) and out["cosine"].item() == pytest.approx(0.5)
+
+
+def test_student_model_keys(world):
+    root, _, vfm = world
+    model = build_model(student_config(root, vfm), in_channels=6, num_classes=15)
+    assert isinstance(model, DistillStudent)
+    keys = set(model.state_dict())
+    assert {"distill_head.weight", "distill_head.bias"} <= keys
+    assert all(k.startswith(("backbone.", "distill_head.")) for k in keys)
+    assert not any("image" in k for k in keys)
+    seg_keys = set(PTv3Segmentor(model.config, 15).state_dict())
+    assert {k for k in keys if k.startswith("backbone.")} == {k for k in seg_keys if k.startswith("backbone.")}
+    with pytest.raises(DitrError, match="head_channels"):
+        build_model(load_preset(["synthetic", "method/d-ditr"], ["distill.head_channels=null"]), 6, 15)
+
+
+class Crash(Callback):
+    def on_step_end(self, trainer, losses):
+        if trainer.step == 3:
+            raise RuntimeError("simulated crash")
+
+
+def test_distill_learns_resumes_and_fine_tunes_without_images(world, tmp_path):
+    root, rooms, vfm = world
+    config = student_config(root, vfm, "trainer.max_steps=40", "optim.lr=0.01", NO_AUGMENTATION)
+    before = None
+    run = tmp_path / "student"
+    summary = distill(config, run, train_scenes=rooms, val_scenes=rooms[1:], quiet=True)
+    assert summary["step"] == 40 and summary["best"]["metric"] == "val_cosine"
+    train_log = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "train"]
+    before, after = train_log[0]["loss/cosine"], train_log[-1]["loss/cosine"]
+    assert after > before + 0.1, (before, after)
+    assert train_log[-1]["loss"] < train_log[0]["loss"]
+    report = evaluate_distillation(run / "last.pt", rooms[1:], out=tmp_path / "cos.json")
+    assert report["cosine"] == pytest.approx(summary["metrics"]["val_cosine"], abs=0.02)  # voxel draw differs
+    assert json.loads((tmp_path / "cos.json").read_text())["seen_voxels"] > 0
+    picture = render_student_vs_teacher(run / "last.pt", rooms[1], tmp_path / "pca.png")
+    assert picture.stat().st_size > 10_000
+
+    req = checkpoint_requirements(run / "last.pt")
+    assert req["task"] == "distillation" and not req["needs_images"] and req["needs_images_for_training"]
+    assert req["feature_dim"] == vfm["feature_dim"] and req["vfm"] == "dinov2-tiny-random-reg"
+
+    # Fine-tuning: backbone loaded, head dropped, segmentation head new; no image is ever read.
+    ft = load_preset(["synthetic", "method/ptv3"], ["trainer.epochs=null", "trainer.max_steps=3",
+                                                   "trainer.batch_size=1", "mix3d.p=0",
+                                                   f"vfm.cache={tmp_path / 'no-such-cache'}"])
+    torch.manual_seed(0)
+    model = PTv3Segmentor(build_model(ft, 6, 15).config, 15)
+    fresh_head = model.seg_head.weight.clone()
+    info = load_init(model, run / "last.pt")
+    student = torch.load(run / "last.pt", weights_only=True)["model"]
+    assert info["format"] == "ditr.train_state"
+    assert set(info["skipped"]) == {"distill_head.weight", "distill_head.bias"}
+    assert set(info["new"]) == {"seg_head.weight", "seg_head.bias"}
+    assert all(torch.equal(v, student[k]) for k, v in model.state_dict().items() if k.startswith("backbone."))
+    assert torch.equal(model.seg_head.weight, fresh_head)
+
+    train(ft, tmp_path / "ft", train_scenes=rooms, init=run / "last.pt", quiet=True)
+    ft_req = checkpoint_requirements(tmp_path / "ft" / "last.pt")
+    assert ft_req["needs_images"] is False and ft_req["task"] == "segmentation" and ft_req["vfm"] is None
+    assert ft_req["init"]["format"] == "ditr.train_state" and ft_req["init"]["skipped"] == 2
+    assert ft_req["classes"][0] == "wall" and ft_req["num_classes"] == 15
+    _, stored = load_model(tmp_path / "ft" / "last.pt")
+    assert stored["images"]["enabled"] is False
+    assert 0.0 <= evaluate(tmp_path / "ft" / "last.pt", rooms[:1]).metrics["miou"] <= 1.0
+
+
+def test_distill_resume_and_image_free_evaluation(world, tmp_path):
+    root, rooms, vfm = world
+    # A private feature cache: deleted below to show the fine-tuned model never reads it.
+    shutil.copytree(root / "features", tmp_path / "features")
+    config = student_config(tmp_path, vfm, "trainer.max_steps=6", "trainer.checkpoint_every_steps=1")
+    full = distill(config, tmp_path / "full", train_scenes=rooms, quiet=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        distill(config, tmp_path / "crash", train_scenes=rooms, quiet=True, callbacks=[Crash()])
+    resumed = distill(config, tmp_path / "crash", train_scenes=rooms, quiet=True)
+    assert resumed["step"] == full["step"] == 6
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "crash" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    shutil.rmtree(tmp_path / "features")
+    ft = load_preset(["synthetic", "method/ptv3"], ["trainer.epochs=null", "trainer.max_steps=3",
+                                                   "trainer.batch_size=1", f"vfm.cache={tmp_path / 'features'}"])
+    train(ft, tmp_path / "ft", train_scenes=rooms, init=tmp_path / "full" / "last.pt", quiet=True)
+    assert 0.0 <= evaluate(tmp_path / "ft" / "last.pt", rooms).metrics["miou"] <= 1.0
+    assert not (tmp_path / "features").exists()
+    # ...whereas distillation itself needs the teacher's features.
+    with pytest.raises(DitrError):
+        distill(config, tmp_path / "again", train_scenes=rooms, quiet=True)
+
+
+def test_reference_format_init(tmp_path):
+    config = load_preset(["synthetic", "method/ptv3"])
+    source = build_model(config, in_channels=6, num_classes=15)
+    reference = {"state_dict": {f"module.{k}": v.clone() + 1.0 for k, v in source.state_dict().items()
+                                if not k.startswith("seg_head.")} | {"module.seg_head.weight": torch.zeros(20, 64),
+                                                                    "module.seg_head.bias": torch.zeros(20)}}
+    path = tmp_path / "model_best.pth"
+    torch.save(reference, path)
+    target = build_model(config, in_channels=6, num_classes=15)
+    info = load_init(target, path)
+    assert info["format"] == "reference"
+    assert set(info["mismatched"]) == {"seg_head.weight", "seg_head.bias"}  # 20 classes there, 15 here
+    for k, v in target.state_dict().items():
+        if k.startswith("backbone."):
+            assert torch.equal(v, reference["state_dict"][f"module.{k}"]), k
+    with pytest.raises(DitrError, match="backbone does not fit"):  # another backbone: not silently partial
+        load_init(build_model(load_preset(["synthetic", "method/ptv3"], ["model.backbone=scannet"]), 6, 15), path)
+    # Through ditr train's init= as well: the stored run config records where the weights came from.
+    ft = load_preset(["synthetic", "method/ptv3"], ["trainer.epochs=null", "trainer.max_steps=3",
+                                                   "trainer.batch_size=1", "optim.lr=0"])
+    rooms = ensure_rooms(tmp_path / "rooms", 1, 0, 2000, 2)
+    train(ft, tmp_path / "ft", train_scenes=rooms, init=path, quiet=True)
+    req = checkpoint_requirements(tmp_path / "ft" / "last.pt")
+    assert req["init"]["format"] == "reference" and not req["needs_images"]
+
+
+def test_multi_source_configs(world):
+    root, rooms, vfm = world
+    config = student_config(root, vfm)
+    config["distill"]["datasets"] = [{"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[0].name]}},
+                                      "images": {"views_per_sample": 2}},
+                                     {"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[1].name]}},
+                                      "images": {"views_per_sample": 4, "enabled": False}}]
+    sources = source_configs(config)
+    assert [s["images"]["views_per_sample"] for s in sources] == [2, 4]
+    assert all(s["images"]["enabled"] for s in sources)  # the teacher's features are the targets
+    from ditr.distill import distill_datasets
+
+    train_set, val_set = distill_datasets(config)
+    assert len(train_set) == 2 and val_set is None
+    views = [len(train_set[i]["view_names"]) for i in range(2)]
+    assert views == [2, 4]
+    config["distill"]["datasets"].append({"vfm": {"model": "dinov2-small"}})
+    with pytest.raises(DitrError, match="teacher"):
+        source_configs(config)
+    config["distill"]["datasets"] = [{"optim": {}}]
+    with pytest.raises(DitrError, match="unknown sections"):
+        source_configs(config)
+
+
+def test_command_requirements_and_errors(world, tmp_path, capsys):
+    root, rooms, vfm = world
+    args = argparse.Namespace(items=["synthetic", "method/ptv3"], work_dir=tmp_path, no_resume=False, quiet=True,
+                              evaluate=None, requirements=None, out=None, device="cpu")
+    with pytest.raises(DitrError, match="d-ditr"):
+        distill_command.run(args)
