@@ -206,3 +206,16 @@ def test_command_requirements_and_errors(world, tmp_path, capsys):
                               evaluate=None, requirements=None, out=None, device="cpu")
     with pytest.raises(DitrError, match="d-ditr"):
         distill_command.run(args)
+    args.items = ["synthetic", "method/d-ditr", f"vfm.cache={root / 'features'}", f"dataset.root={root / 'rooms'}",
+                  f"distill.head_channels={vfm['feature_dim']}", "trainer.epochs=null", "trainer.max_steps=3",
+                  "trainer.batch_size=1", f"dataset.splits={{train: [{rooms[0].name}], val: [{rooms[1].name}]}}"]
+    assert distill_command.run(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["step"] == 3 and -1 <= printed["eval"]["cosine"] <= 1
+    assert json.loads((tmp_path / "distill_eval.json").read_text())["per_scene"][rooms[1].name]["seen_voxels"] > 0
+    args.items, args.requirements, args.out = [], tmp_path / "last.pt", tmp_path / "req.json"
+    assert distill_command.run(args) == 0
+    assert json.loads((tmp_path / "req.json").read_text())["model"] == "d-ditr"
+    args.requirements, args.evaluate, args.items, args.out = None, tmp_path / "last.pt", [str(rooms[0])], None
+    assert distill_command.run(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["scenes"] == 1

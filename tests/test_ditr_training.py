@@ -112,7 +112,9 @@ def test_demo_writes_results_and_pictures(tmp_path, capsys):
         assert saved["runs"][method]["steps"] == 4
     assert saved["runs"]["ditr"]["needs_images"] and not saved["runs"]["3d-only"]["needs_images"]
     assert saved["vfm"]["random_weights"] is True
-    assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions"}
+    assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions", "distillation"}
+    assert saved["runs"]["d-ditr"]["steps"] == 4 and not saved["runs"]["d-ditr"]["needs_images"]
+    assert -1.0 <= saved["runs"]["d-ditr"]["teacher_cosine"] <= 1.0
     for picture in results["pictures"].values():
         assert Path(picture).parent == tmp_path and Path(picture).stat().st_size > 10_000
     # The trained DITR model evaluates from the command line, reading the same feature cache.

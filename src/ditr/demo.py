@@ -3,11 +3,13 @@
 1. Synthesise rooms (kept in ``OUT/rooms`` and reused by later runs with the same seed).
 2. Extract 2D features of every view (and its mirror image) into ``OUT/features`` with a VFM: the
    tiny random-weight DINOv2 offline, a real checkpoint when given.
-3. Train a 3D-only PTv3 and a DITR model with the same budget. The 3D input is geometry only
-   (position + normal): classes that differ in appearance alone (door, window, picture and
+3. Train a 3D-only PTv3 and a DITR model with the same budget, and D-DITR: distil the 2D features
+   into a 3D-only PTv3 (same step budget), then fine-tune it with the 3D-only recipe and budget.
+   The 3D input is geometry only (position + normal): classes that differ in appearance alone (door, window, picture and
    whiteboard panels on the wall, rugs on the floor) can be told apart only through the images.
-4. Evaluate both on held-out rooms; write ``OUT/results.json`` (DESIGN 3.2), a per-class IoU chart,
-   the training curves and top-down renders of ground truth vs both predictions.
+4. Evaluate all on held-out rooms (3d-only and d-ditr without images); write ``OUT/results.json``
+   (DESIGN 3.2), a per-class IoU chart, the training curves, top-down renders of ground truth vs the
+   predictions, and the distilled student's features beside the teacher's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .io.synthetic import CLASS_NAMES, GENERATOR_VERSION, generate_room, room_se
 from .scene import Scene
 
 #: The methods compared, with the preset fragment each merges onto ``synthetic``.
-METHODS = {"3d-only": "method/ptv3", "ditr": "method/ditr"}
+#: d-ditr fine-tunes with method/ptv3 from a student distilled first (ditr.distill).
+METHODS = {"3d-only": "method/ptv3", "ditr": "method/ditr", "d-ditr": "method/ptv3"}
 
 
 @dataclass
@@ -101,7 +104,7 @@ def method_config(method: str, settings: DemoSettings, cache_dir: Path, feature_
     ]
     if settings.vfm_checkpoint:
         overrides.append(f"vfm.checkpoint={settings.vfm_checkpoint}")
-    if method != "3d-only":
+    if method == "ditr":
         overrides.append(f"model.image_channels={feature_dim}")
     return load_preset(["synthetic", METHODS[method]], overrides)
 
@@ -154,12 +157,21 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
     runs: dict[str, Any] = {}
     work_dirs = {m: out / "runs" / m for m in METHODS}
     predictions: dict[str, np.ndarray] = {}
+    pictures_extra: dict[str, Path] = {}
     for method in METHODS:
         console.print(f"[bold]training {method}[/bold] ({settings.steps} steps budget)")
         config = method_config(method, settings, out / "features", vfm["feature_dim"], vfm["precision"],
                                steps_per_epoch)
         t0 = time.perf_counter()
-        summary = train(config, work_dirs[method], train_scenes=train_rooms, val_scenes=val_rooms, quiet=quiet)
+        init = extra = None
+        if method == "d-ditr":
+            from .distill import demo_distill
+
+            init, extra = demo_distill(config, out, vfm["feature_dim"], train_rooms, val_rooms, quiet, console)
+            pictures_extra["distillation"] = Path(extra.pop("picture"))
+            t0 = time.perf_counter()
+        summary = train(config, work_dirs[method], train_scenes=train_rooms, val_scenes=val_rooms, init=init,
+                        quiet=quiet)
         seconds = time.perf_counter() - t0
         checkpoint = work_dirs[method] / "last.pt"
         result = evaluate(checkpoint, val_rooms)
@@ -167,7 +179,7 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         runs[method] = {"miou": metrics["miou"], "macc": metrics["macc"], "allacc": metrics["allacc"],
                         "iou": dict(zip(CLASS_NAMES, metrics["iou"])), "steps": summary["step"],
                         "train_seconds": round(seconds, 1), "checkpoint": str(checkpoint),
-                        "needs_images": method != "3d-only"}
+                        "needs_images": method == "ditr", **(extra or {})}
         model, config = load_model(checkpoint)
         predictions[method] = predict_scene(model, config, val_rooms[0]).numpy()
         console.print(f"  {method}: mIoU {100 * metrics['miou']:.1f} on {len(val_rooms)} held-out rooms")
@@ -175,6 +187,7 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         "per_class_iou": plot_method_iou({m: [r["iou"][c] for c in CLASS_NAMES] for m, r in runs.items()},
                                          CLASS_NAMES, out / "per_class_iou.png"),
         "training_curves": plot_curves(work_dirs, out / "training_curves.png"),
+        **pictures_extra,
     }
     scene = Scene.load(val_rooms[0])
     pictures["predictions"] = render_label_comparison(

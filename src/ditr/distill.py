@@ -346,7 +346,8 @@ def checkpoint_requirements(path: str | Path) -> dict[str, Any]:
         "needs_images": images,                 # at inference
         "needs_images_for_training": reads_images,
         "vfm": (config.get("vfm") or {}).get("model") if reads_images else None,
-        "feature_dim": (head_channels(config) if name == STUDENT else model.get("image_channels")) if reads_images else None,
+        "feature_dim": None if not reads_images else (head_channels(config) if name == STUDENT
+                                                      else model.get("image_channels")),
         "backbone": model.get("backbone", "scannet"),
         "input_features": features, "in_channels": input_channels(features),
         "num_classes": None if name == STUDENT else data.get("num_classes"),
@@ -420,6 +421,35 @@ def demo_distill_config(base: Mapping[str, Any], feature_dim: int) -> dict[str, 
     config["images"]["enabled"] = True
     config["model"]["image_channels"] = None
     return config
+
+
+def demo_distill(finetune_config: Mapping[str, Any], out: Path, feature_dim: int, train_rooms: Scenes,
+                 val_rooms: Scenes, quiet: bool = False, console: Any = None) -> tuple[Path, dict[str, Any]]:
+    """``ditr demo``'s D-DITR stage 1 on the training rooms, with the fine-tuning run's budget.
+
+    Returns the student checkpoint (the fine-tuning ``init``) and what the results row adds: the
+    teacher cosine on the held-out rooms, the distillation steps and time, the picture's path.
+    """
+    import time
+
+    work_dir = Path(out) / "runs" / "d-ditr-distill"
+    config = demo_distill_config(finetune_config, feature_dim)
+    if console is not None:
+        console.print(f"  distilling the 2D features into a 3D-only PTv3 ({work_dir})")
+    t0 = time.perf_counter()
+    summary = distill(config, work_dir, train_scenes=train_rooms, val_scenes=val_rooms, quiet=quiet)
+    seconds = time.perf_counter() - t0
+    checkpoint = work_dir / "last.pt"
+    report = evaluate_distillation(checkpoint, val_rooms, out=work_dir / "distill_eval.json")
+    first = Path(val_rooms[0])
+    picture = render_student_vs_teacher(checkpoint, first, Path(out) / f"distillation_{first.name}.png",
+                                        title=f"{first.name} (held out): teacher vs distilled student, one PCA basis")
+    if console is not None:
+        console.print(f"  student cosine to the teacher on held-out rooms: {report['cosine']:.3f}")
+    return checkpoint, {"teacher_cosine": report["cosine"],
+                        "teacher_cosine_per_room": {k: v["cosine"] for k, v in report["per_scene"].items()},
+                        "distill_steps": summary["step"], "distill_seconds": round(seconds, 1),
+                        "distill_checkpoint": str(checkpoint), "picture": str(picture)}
 
 
 def dump(result: Mapping[str, Any]) -> str:
