@@ -124,7 +124,8 @@ def bench(backbone: str, cases: dict[str, dict], rooms: list[Path], scratch: Pat
     batches = {case: make_batch(config, rooms, args.seed) for case, config in cases.items()}
     # The 3D-only model gets the cached case's batch (same points; it ignores the image fields).
     batches["3d-only"] = batches["ditr-cached"]
-    trainers = {case: make_trainer(config, rooms, scratch / "runs" / backbone / case) for case, config in cases.items()}
+    trainers = {case: make_trainer(config, rooms, scratch / "runs" / backbone / case)
+                for case, config in cases.items() if case in args.cases}
     params = {case: sum(p.numel() for p in t.model.parameters()) for case, t in trainers.items()}
     for _ in range(args.warmup):
         for case, trainer in trainers.items():
@@ -138,7 +139,7 @@ def bench(backbone: str, cases: dict[str, dict], rooms: list[Path], scratch: Pat
             cpu[case].append(c)
     for case in trainers:
         batch = batches[case]
-        extra = {
+        extra: dict[str, Any] = {
             "model": backbone, "points": int(batch["coord"].shape[0]), "samples": len(rooms),
             "params": params[case], "best": round(min(wall[case]), 4), "steps": len(wall[case]),
             "cpu_s": round(statistics.median(cpu[case]), 4), "threads": torch.get_num_threads(),
@@ -148,6 +149,8 @@ def bench(backbone: str, cases: dict[str, dict], rooms: list[Path], scratch: Pat
             extra.update(vfm=vfm_name, feature_dim=cases[case]["model"]["image_channels"],
                          views=int(batch["view_valid"].shape[0]) if "view_valid" in batch else None)
         emit(case, "iter_s", statistics.median(wall[case]), "s", **extra)
+    if not {"3d-only", "ditr-cached"} <= set(trainers):
+        return
     ratio = statistics.median(wall["ditr-cached"]) / statistics.median(wall["3d-only"])
     emit("ditr-cached/3d-only", "ratio", ratio, "x", model=backbone, goal=1.2,
          best=round(min(wall["ditr-cached"]) / min(wall["3d-only"]), 4),
@@ -170,6 +173,8 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=8, help="views per room (the preset uses up to 8 per sample)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per case (default 10, quick 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case first")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES),
+                        help="cases to time (the ratio needs 3d-only and ditr-cached)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="torch.profiler operator tables on stderr")
     parser.add_argument("--profile-steps", type=int, default=3)
@@ -190,7 +195,8 @@ def main() -> None:
               f"{vfm['computed']} of {vfm['images']} cache entries computed in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
         for backbone in backbones:
-            cases = {case: case_config(case, settings, data_dir / "features", vfm, backbone) for case in CASES}
+            cases = {case: case_config(case, settings, data_dir / "features", vfm, backbone) for case in CASES
+                     if case in args.cases or case == "ditr-cached"}  # its batch is 3d-only's
             bench(backbone, cases, rooms, scratch, args, args.vfm)
 
 
