@@ -167,11 +167,6 @@ def test_rank_shards_add_up_to_the_single_process_confusion(distributed_run, sin
                 and rank0["miou"] == pytest.approx(single_eval["miou"]))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "engine: rank 1 evaluates with its own BatchNorm running statistics (updated by its last training "
-    "forward; DDP re-broadcasts rank 0's buffers only at the next forward), while last.pt holds rank "
-    "0's, so the distributed mIoU differs slightly from `ditr evaluate last.pt`. Fix: broadcast the "
-    "model's buffers from rank 0 before evaluating (Evaluator.run / Trainer.evaluate)."))
 def test_distributed_val_metrics_equal_single_process_evaluate(distributed_run, single_eval):
     _, work, _ = distributed_run
     record = val_record(work)

@@ -43,7 +43,8 @@ def _vfm_backend(config: Mapping[str, Any]) -> Any:
     from .vfm import VFMBackend, load_vfm
 
     handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
-    return VFMBackend(handle, device=vfm.get("device", "auto"), precision=vfm.get("precision", "auto"),
+    # The model's own device: vfm.device is where the data workers prepare images (the CPU).
+    return VFMBackend(handle, device="auto", precision=vfm.get("precision", "auto"),
                       pos_interpolation=vfm.get("pos_interpolation", "antialias"))
 
 

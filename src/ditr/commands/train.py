@@ -12,7 +12,8 @@ EXAMPLES = """examples:
   ditr train scannet dataset.root=data/scannet vfm.cache=feats --work-dir runs/ditr-scannet
   ditr train scannet method/ptv3 dataset.root=data/scannet --work-dir runs/ptv3-scannet
   ditr train synthetic dataset.root=rooms trainer.epochs=5 trainer.batch_size=2
-  torchrun --nproc_per_node 8 -m ditr.cli train scannet dataset.root=data/scannet --work-dir runs/x
+  torchrun --nproc_per_node 8 -m ditr.cli train scannet dataset.root=data/scannet trainer.batch_size=16
+      (trainer.batch_size is the global batch: it must divide by the number of processes)
 
 CONFIG is a preset name (scannet, scannet200, s3dis, nuscenes, semantickitti, waymo, synthetic,
 method/ptv3, method/ditr, method/d-ditr, method/ditr-online) or a YAML file; several are merged
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / config.get("name", Path(presets[0]).stem)
     summary = train(config, work_dir, init=args.init, resume=not args.no_resume, quiet=args.quiet)
+    from ..engine import distributed
     from ..engine.logging import to_jsonable
 
-    print(json.dumps(to_jsonable({"work_dir": str(work_dir), **summary})))
+    if distributed.is_main():
+        print(json.dumps(to_jsonable({"work_dir": str(work_dir), **summary})))
     return 0

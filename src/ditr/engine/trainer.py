@@ -134,8 +134,8 @@ class Trainer:
 
         world = self.info.world_size
         if config.batch_size % world:
-            raise ValueError(f"global batch size {config.batch_size} is not divisible by the "
-                             f"{world} ranks")
+            raise TrainingError(f"trainer.batch_size {config.batch_size} (the global batch) is not divisible "
+                                f"by the {world} ranks")
         self.batch_per_rank = config.batch_size // world
         self.sampler = EpochSampler(len(train_set), self.batch_per_rank, self.info.rank, world,
                                     config.seed)
@@ -268,6 +268,11 @@ class Trainer:
         dataset = dataset if dataset is not None else self.val_set
         if dataset is None:
             raise ValueError("no dataset to evaluate")
+        if self.info.world_size > 1:
+            # Each rank's last forward updated its own BatchNorm statistics; the checkpoint holds
+            # rank 0's, so every rank evaluates with those (as `ditr evaluate` of it would).
+            for buffer in dist.unwrap(self.model).buffers():
+                torch.distributed.broadcast(buffer, src=0)
         return self.evaluator.run(dataset, collate_fn or self.val_collate_fn, self.eval_step)
 
     def eval_step(self, batch: Any) -> Mapping[str, Any]:
@@ -328,9 +333,9 @@ class Trainer:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         self.best, self.last_metrics = state.get("best"), state.get("metrics")
         if state["total_steps"] != self.total_steps:
-            warnings.warn(f"checkpoint was made for {state['total_steps']} steps, this run has "
-                          f"{self.total_steps}: the learning-rate schedule keeps the old length",
-                          stacklevel=2)
+            raise TrainingError(f"the checkpoint was made for a run of {state['total_steps']} steps, this run "
+                                f"asks for {self.total_steps}: the learning-rate schedule cannot change length. "
+                                "Resume with the same budget, or start afresh in a new work directory")
         rngs = state["rng"]
         if len(rngs) != self.info.world_size:
             warnings.warn(f"checkpoint was made with {len(rngs)} ranks, this run has "
