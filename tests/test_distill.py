@@ -219,3 +219,43 @@ def test_command_requirements_and_errors(world, tmp_path, capsys):
     args.requirements, args.evaluate, args.items, args.out = None, tmp_path / "last.pt", [str(rooms[0])], None
     assert distill_command.run(args) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["scenes"] == 1
+
+
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+from ditr.configs import load_preset
+from ditr.distill import distill
+from ditr.engine import distributed
+
+base = Path(sys.argv[1])
+config = load_preset(["synthetic", "method/d-ditr"], [
+    f"vfm.cache={base / 'features'}", "distill.head_channels=32", f"dataset.root={base / 'rooms'}",
+    "dataset.splits={train: [room_0000, room_0001], val: [room_0000, room_0001, room_0002]}",
+    "trainer.epochs=null", "trainer.max_steps=3", "trainer.batch_size=2", "trainer.num_workers=0"])
+distill(config, base / "run", quiet=True)
+distributed.cleanup()
+"""
+
+
+def test_distill_under_torchrun_two_ranks(tmp_path):
+    """Two gloo ranks: the run finishes, rank 0 writes the checkpoint, val cosine over all 3 rooms."""
+    import subprocess
+    import sys
+
+    from test_train_distributed import child_env, free_port
+
+    rooms = ensure_rooms(tmp_path / "rooms", 3, 0, 2000, 3)
+    fill_features(rooms, DemoSettings(points=2000, views=3), tmp_path / "features")
+    script = tmp_path / "ddp_distill.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 3 and state["world_size"] == 2
+    single = evaluate_distillation(tmp_path / "run" / "last.pt", rooms)
+    val = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "val"][-1]
+    assert val["val_cosine"] == pytest.approx(
+        sum(v["cosine"] for v in single["per_scene"].values()) / 3, abs=0.03)

@@ -141,8 +141,9 @@ class DistillTrainer(Trainer):
 def source_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One run config per distillation source (``distill.datasets``; the run's own data if unset).
 
-    An entry is a preset name / YAML file (its data sections: dataset, images, projection,
-    transforms, mix3d, vfm) or a mapping of such sections; either is merged over the run config.
+    An entry is a preset name / YAML file (its dataset, images, projection, transforms and mix3d
+    sections; the teacher and cache stay the run's) or a mapping of those sections plus ``vfm``
+    (e.g. its own ``vfm.cache``); either is merged over the run config.
     Every source reads images (its teacher targets); all must share the teacher and the 3D input.
     """
     from .configs import load_preset
@@ -151,7 +152,8 @@ def source_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     sources = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
-            fragment = {k: v for k, v in load_preset([entry]).items() if k in SOURCE_SECTIONS}
+            # A preset brings its data sections but not vfm: teacher, cache and precision stay the run's.
+            fragment = {k: v for k, v in load_preset([entry]).items() if k in SOURCE_SECTIONS and k != "vfm"}
         elif isinstance(entry, Mapping):
             unknown = sorted(set(entry) - set(SOURCE_SECTIONS))
             if unknown:
@@ -398,7 +400,10 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
     teacher_rgb = np.full((len(coord), 3), 128, np.uint8)
     teacher_rgb[seen.numpy()] = pca_colors(target[seen], basis)
     student_rgb = pca_colors(pred, basis)
-    order = np.argsort(coord[:, 2])
+    z = coord[:, 2]
+    below = z < z.max() - 0.25  # hide the ceiling so the floor, furniture and walls show from above
+    order = np.argsort(z)
+    order = order[below[order]] if below.any() else order
     fig = Figure(figsize=(12, 6.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, rgb, name in ((axes[0], teacher_rgb, "teacher: lifted 2D features (grey: unseen)"),
@@ -407,7 +412,7 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
-    fig.suptitle(title or f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher)", fontsize=11)
+    fig.suptitle(title or f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher); top-down, ceiling hidden", fontsize=11)
     return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
 
 
