@@ -121,17 +121,37 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     return model.to(device).eval(), config
 
 
-def evaluate(checkpoint: str | Path, scenes: Scenes, *, mode: str = "val", batch_size: int = 1,
+def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,
              device: str | torch.device = "cpu", overrides: Mapping[str, Any] | None = None) -> EvalResult:
-    """mIoU and friends of a trained model on scene directories (full resolution via the inverse map)."""
+    """mIoU and friends of a trained model on scene directories, scored on every original point.
+
+    Without ``tta`` one voxelisation is scored through the voxel inverse map; with it, the test
+    pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
+    scales, flips) all vote with their softmax probabilities (DESIGN 1.5).
+    """
     model, config = load_model(checkpoint, device)
     for section, values in (overrides or {}).items():
         config.setdefault(section, {}).update(values)
     data = config.get("dataset", {})
-    dataset = SceneDataset(list(scenes), None, config, mode)
     evaluator = Evaluator(model, int(data["num_classes"]), ignore_index=data.get("ignore_index", -1),
                           class_names=data.get("class_names"), batch_size=batch_size, device=torch.device(device))
-    return evaluator.run(dataset, collate)
+    if not tta:
+        return evaluator.run(SceneDataset(list(scenes), None, config, "val"), collate)
+    num_classes = int(data["num_classes"])
+
+    def vote(item: Mapping[str, Any]) -> dict[str, Any]:
+        from .engine.evaluator import as_output
+        from .engine.loading import move_to
+        from .engine.metrics import LogitVoter
+
+        target = item["origin_segment"]
+        voter = LogitVoter(target.shape[0], num_classes, evaluator.device)
+        for fragment in item["fragments"]:
+            batch = move_to(collate([fragment]), evaluator.device)
+            voter.add(as_output(model(batch))["logits"], batch["index"])
+        return {"pred": voter.prediction(), "target": target}
+
+    return evaluator.run(SceneDataset(list(scenes), None, config, "test"), lambda items: items[0], vote)
 
 
 @torch.no_grad()

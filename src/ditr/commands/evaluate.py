@@ -11,6 +11,7 @@ HELP = "Evaluate a trained checkpoint on scene directories (full-resolution mIoU
 EXAMPLES = """examples:
   ditr evaluate runs/ditr-scannet/best.pt data/scannet_val/
   ditr evaluate runs/demo/ditr/best.pt rooms/room_0010 rooms/room_0011 --out eval.json --plot iou.png
+  ditr evaluate runs/ditr-scannet/best.pt data/scannet_val/ --tta        # the paper's test-time voting
 
 DATA are scene directories, or directories holding scene directories. Image features are read
 from the feature cache the model was trained with (override with --set vfm.cache=DIR)."""
@@ -21,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, nargs="+", help="scene directories or directories of scenes")
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="override a setting of the stored run config (e.g. vfm.cache=feats)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: vote over every voxelisation fragment and the preset's "
+                        "test_time.variants (indoor: 4 rotations x 3 scales + a flip)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a per-class IoU bar chart (PNG) here")
@@ -59,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     scenes = scene_dirs(args.data)
     if not scenes:
         raise DitrError(f"no scene directories (with coord.npy) in {', '.join(map(str, args.data))}")
-    result = evaluate(args.checkpoint, scenes, device=resolve_device(args.device), overrides=parse_overrides(args.set))
-    report = to_jsonable({"checkpoint": str(args.checkpoint), "scenes": len(scenes), **result.metrics})
+    result = evaluate(args.checkpoint, scenes, tta=args.tta, device=resolve_device(args.device),
+                      overrides=parse_overrides(args.set))
+    report = to_jsonable({"checkpoint": str(args.checkpoint), "scenes": len(scenes), "tta": args.tta,
+                          **result.metrics})
     if args.out:
         atomic_write_json(args.out, {**report, "confusion": result.confusion.tolist()})
     if args.plot:
