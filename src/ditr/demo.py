@@ -52,7 +52,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
-        return cls(**{**dict(train_rooms=16, val_rooms=4, points=12000, steps=600), **overrides})
+        return cls(**{**dict(train_rooms=16, val_rooms=4, points=12000, steps=400), **overrides})
 
 
 def ensure_rooms(directory: Path, count: int, seed: int, points: int, views: int,

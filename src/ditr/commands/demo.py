@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     p.add_argument("--quick", action="store_true", help="fewer, smaller rooms and a shorter budget (~10 min)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rooms and of training")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default 150 quick / 1200)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per method (default 400 quick / 1200)")
     p.add_argument("--vfm", default=None, help="VFM name (default dinov2-tiny-random-reg: random weights, offline)")
     p.add_argument("--checkpoint", default=None, help="weights of the VFM (a Meta .pth or a Hugging Face directory)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

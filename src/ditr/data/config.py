@@ -117,6 +117,7 @@ def root_schema() -> dict[str, Any]:
         "mix3d": {"p": Number}, "test_time": _TEST_TIME, "model": model,
         "optim": _dataclass_schema(OptimConfig), "trainer": _dataclass_schema(TrainerConfig),
         "loss": _LOSS, "distill": _DISTILL,
+        "init": dict,  # written by train(): where a fine-tuned model started (ditr.distill.load_init)
     }
 
 
