@@ -152,3 +152,15 @@ def test_online_vfm_gives_the_cached_features(world):
     torch.testing.assert_close(from_vfm, from_cache, atol=2e-2, rtol=1e-2)  # the cache stores fp16
     with torch.no_grad():
         assert model(online).shape == (online["coord"].shape[0], 15)
+
+
+def test_demo_runs_start_afresh_when_settings_change(tmp_path):
+    from ditr.demo import _reset_runs_if_settings_changed
+
+    runs = tmp_path / "runs"
+    _reset_runs_if_settings_changed(runs, DemoSettings(steps=4))
+    (runs / "ditr").mkdir()
+    _reset_runs_if_settings_changed(runs, DemoSettings(steps=4))
+    assert (runs / "ditr").is_dir()  # same settings: the runs resume
+    _reset_runs_if_settings_changed(runs, DemoSettings(steps=8))
+    assert not (runs / "ditr").exists() and (runs / "settings.json").is_file()

@@ -109,6 +109,19 @@ def method_config(method: str, settings: DemoSettings, cache_dir: Path, feature_
     return load_preset(["synthetic", METHODS[method]], overrides)
 
 
+def _reset_runs_if_settings_changed(runs_dir: Path, settings: DemoSettings) -> None:
+    """Training runs resume only under the settings they were started with: other settings (a new
+    seed, budget or VFM) start them afresh. Rooms and features are content-keyed and stay."""
+    import shutil
+
+    stamp = runs_dir / "settings.json"
+    current = to_jsonable(asdict(settings))
+    if runs_dir.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != current):
+        shutil.rmtree(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp, current)
+
+
 def plot_curves(work_dirs: dict[str, Path], path: Path) -> Path:
     """Training loss and validation mIoU against step, every method in one figure."""
     from matplotlib.figure import Figure
@@ -154,6 +167,7 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
     if vfm["random_weights"]:
         console.print(f"[yellow]{settings.vfm_model}: random weights, not real DINO features[/yellow]")
     steps_per_epoch = -(-settings.train_rooms // settings.batch_size)
+    _reset_runs_if_settings_changed(out / "runs", settings)
     runs: dict[str, Any] = {}
     work_dirs = {m: out / "runs" / m for m in METHODS}
     predictions: dict[str, np.ndarray] = {}
