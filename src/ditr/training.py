@@ -70,7 +70,7 @@ def datasets_from_config(config: Mapping[str, Any], train_scenes: Scenes | None 
     return train, val
 
 
-def _trainer_config(config: Mapping[str, Any], work_dir: str | Path, quiet: bool) -> TrainerConfig:
+def trainer_config(config: Mapping[str, Any], work_dir: str | Path, quiet: bool) -> TrainerConfig:
     known = {f.name for f in fields(TrainerConfig)}
     values = {k: v for k, v in dict(config.get("trainer", {})).items() if k in known}
     data = config.get("dataset", {})
@@ -99,7 +99,7 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
         config["init"] = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
     criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config.get("dataset", {}).get("ignore_index", -1))
-    trainer = Trainer(model, criterion, train_set, _trainer_config(config, work_dir, quiet),
+    trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                       optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks, run_config=config)
     try:
