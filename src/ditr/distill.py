@@ -216,17 +216,17 @@ def distill(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Sc
             val_scenes: Scenes | None = None, resume: bool = True, quiet: bool = False,
             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary."""
-    from .training import trainer_config, model_from_config
+    from .training import model_from_config, trainer_config
 
     config = copy.deepcopy(dict(config))
     _check_student_config(config)
     torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))
     model = model_from_config(config)
     train_set, val_set = distill_datasets(config, train_scenes, val_scenes)
-    trainer_config = trainer_config(config, work_dir, quiet)
+    settings = trainer_config(config, work_dir, quiet)
     if "best_metric" not in config.get("trainer", {}):
-        trainer_config.best_metric, trainer_config.best_mode = "val_cosine", "max"
-    trainer = DistillTrainer(model, DistillCriterion(load_teacher(config)), train_set, trainer_config,
+        settings.best_metric, settings.best_mode = "val_cosine", "max"
+    trainer = DistillTrainer(model, DistillCriterion(load_teacher(config)), train_set, settings,
                              collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                              optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks,
                              run_config=config)
