@@ -26,11 +26,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per method (default 400 quick / 1200)")
     p.add_argument("--vfm", default=None, help="VFM name (default dinov2-tiny-random-reg: random weights, offline)")
     p.add_argument("--checkpoint", default=None, help="weights of the VFM (a Meta .pth or a Hugging Face directory)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch (default 1: the demo's models are tiny, and one thread "
+                        "was 2-3x faster than two here)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..demo import DemoSettings, run_demo
+
+    torch.set_num_threads(max(1, args.threads))
 
     overrides = {"seed": args.seed}
     if args.steps is not None:
