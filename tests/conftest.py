@@ -83,6 +83,20 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+#: Training override without augmentation, for tests that must overfit quickly.
+NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
+                   "mode: train}, {type: CenterShift, apply_z: false}]")
+
+
+def small_world(root: Path) -> tuple[Path, list[Path], dict]:
+    """Two small synthetic rooms with cached features of the tiny random DINOv2 under ``root``."""
+    from ditr.demo import DemoSettings, ensure_rooms, fill_features
+
+    settings = DemoSettings(points=3000, views=4)
+    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
+    return root, rooms, fill_features(rooms, settings, root / "features")
+
+
 @pytest.fixture
 def wall_box_dir(tmp_path) -> Path:
     return wall_and_box_scene().save(tmp_path / "wall_box")

@@ -20,21 +20,15 @@ from ditr.errors import DitrError
 from ditr.models.ditr import build_model
 from ditr.models.ptv3 import PTv3Segmentor
 from ditr.training import evaluate, load_model, train
+from conftest import NO_AUGMENTATION, small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
-                   "mode: train}, {type: CenterShift, apply_z: false}]")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Two small rooms (a copy of the feature cache, so a test may delete it)."""
-    root = tmp_path_factory.mktemp("distill")
-    settings = DemoSettings(points=3000, views=4)
-    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
-    vfm = fill_features(rooms, settings, root / "features")
-    return root, rooms, vfm
+    """Two small rooms of this module's own (a test deletes the feature cache)."""
+    return small_world(tmp_path_factory.mktemp("distill"))
 
 
 def student_config(root, vfm, *extra: str) -> dict:

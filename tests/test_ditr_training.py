@@ -12,28 +12,22 @@ import torch
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.data import SceneDataset, collate
-from ditr.demo import DemoSettings, ensure_rooms, fill_features, run_demo
+from ditr.demo import DemoSettings, run_demo
 from ditr.engine.logging import read_jsonl
 from ditr.engine.trainer import Callback
 from ditr.errors import DitrError
 from ditr.models.ditr import DITRSegmentor, build_model
 from ditr.models.ptv3 import PTv3Segmentor
 from ditr.training import evaluate, load_model, train
+from conftest import NO_AUGMENTATION, small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type: GridSample, grid_size: 0.05, "
-                   "mode: train}, {type: CenterShift, apply_z: false}]")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Two small rooms with cached features of the tiny random DINOv2."""
-    root = tmp_path_factory.mktemp("ditr")
-    settings = DemoSettings(points=3000, views=4)
-    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
-    vfm = fill_features(rooms, settings, root / "features")
-    return root, rooms, vfm
+    return small_world(tmp_path_factory.mktemp("ditr"))
 
 
 def ditr_config(root, vfm, *extra: str) -> dict:

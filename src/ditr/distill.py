@@ -216,7 +216,7 @@ def distill(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Sc
             val_scenes: Scenes | None = None, resume: bool = True, quiet: bool = False,
             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary."""
-    from .training import model_from_config, trainer_config
+    from .training import fit, model_from_config, trainer_config
 
     config = copy.deepcopy(dict(config))
     _check_student_config(config)
@@ -230,10 +230,7 @@ def distill(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Sc
                              collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                              optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks,
                              run_config=config)
-    try:
-        return trainer.fit(resume=resume)
-    finally:
-        trainer.close()
+    return fit(trainer, resume)
 
 
 def load_student(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[DistillStudent, dict[str, Any]]:

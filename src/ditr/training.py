@@ -102,6 +102,11 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                       optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks, run_config=config)
+    return fit(trainer, resume)
+
+
+def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
+    """Run a trainer to the end and release its DDP wrapper whatever happens (engine contract)."""
     try:
         return trainer.fit(resume=resume)
     finally:
