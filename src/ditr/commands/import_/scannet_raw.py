@@ -1,0 +1,68 @@
+"""``ditr import scannet-raw``: ScanNet / ScanNet200 from the raw scans (.sens streams + meshes)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+NAME = "scannet-raw"
+HELP = "ScanNet / ScanNet200 raw scans (.sens, _vh_clean_2.ply, segs/aggregation)"
+DESCRIPTION = """ScanNet v2 / ScanNet200 straight from the official download: reads each scan's .sens stream
+(every --frame-step-th frame: JPEG colour unchanged, depth as uint16 PNG, poses, intrinsics), the
+_vh_clean_2.ply mesh (points, colours, normals from the faces) and the annotation files
+(segment20, segment200 and instance per point). Frames with invalid (-inf) poses are skipped and
+counted; test scans (scans_test/) are imported without labels.
+
+layout:
+  SRC/scannetv2-labels.combined.tsv
+  SRC/scans/<scene>/<scene>.sens, <scene>_vh_clean_2.ply, <scene>_vh_clean_2.0.010000.segs.json,
+                    <scene>.aggregation.json, <scene>.txt
+  SRC/scans_test/<scene>/<scene>.sens, <scene>_vh_clean_2.ply, <scene>.txt"""
+EXAMPLES = """examples:
+  ditr import scannet-raw /data/scannet scenes/ --splits-dir ScanNet/Tasks/Benchmark
+  ditr import scannet-raw /data/scannet scenes/ --scenes scene0000_00 scene0011_00 --max-frames 30
+  ditr import scannet-raw /data/scannet scenes/ --axis-align --skip-existing
+then: ditr train scannet dataset.root=scenes      (or: ditr train scannet200 dataset.root=scenes)"""
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("src", type=Path, help="ScanNet download root (holding scans/ and scans_test/)")
+    s.add_argument("out", type=Path, help="output directory; one scene directory per scan")
+    s.add_argument("--frame-step", type=int, default=10, help="keep every k-th frame of the stream (default 10)")
+    s.add_argument("--max-frames", type=int, default=None, help="at most this many frames per scene")
+    s.add_argument("--labels-tsv", type=Path, default=None,
+                   help="label table (default SRC/scannetv2-labels.combined.tsv)")
+    s.add_argument("--axis-align", action="store_true",
+                   help="apply each scan's axisAlignment (<scene>.txt) to points and camera poses alike")
+    s.add_argument("--splits-dir", type=Path, default=None,
+                   help="folder with scannetv2_train.txt / scannetv2_val.txt (/ scannetv2_test.txt): "
+                        "writes OUT/splits/train.txt, val.txt (, test.txt) with the imported scenes")
+    s.add_argument("--scenes", nargs="+", default=None, metavar="SCENE", help="import only these scans")
+    s.add_argument("--skip-existing", action="store_true", help="keep scenes already in OUT (resume an import)")
+
+
+@contextlib.contextmanager
+def scene_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar over scenes on stderr (only when stderr is a terminal); yields the advance callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("scenes"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda _name: progress.advance(task)
+
+
+def run(args: argparse.Namespace):
+    from ...io.scannet_raw import find_scans, import_scannet_raw, select_scenes
+
+    total = len(select_scenes(find_scans(args.src), args.scenes, args.src)) if args.src.is_dir() else 0
+    with scene_progress("import scannet-raw", total) as advance:
+        return import_scannet_raw(args.src, args.out, frame_step=args.frame_step, max_frames=args.max_frames,
+                                  labels_tsv=args.labels_tsv, axis_align=args.axis_align,
+                                  splits_dir=args.splits_dir, scenes=args.scenes,
+                                  skip_existing=args.skip_existing, on_scene=advance)
