@@ -1,0 +1,58 @@
+"""``ditr import s3dis``: S3DIS annotated rooms, optionally with the 2D-3D-S perspective frames."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+NAME = "s3dis"
+HELP = "S3DIS rooms (Stanford3dDataset_v1.2) + 2D-3D-S rgb/depth/pose frames"
+DESCRIPTION = ("S3DIS rooms from their per-object annotation files (Area_N/<room>/Annotations/<class>_<k>.txt), "
+               "with normals estimated from the points and, with --images, the room's 2D-3D-S perspective "
+               "frames (area_N/data/{rgb,depth,pose}). Writes OUT/Area_N/<room>/.")
+EXAMPLES = """examples:
+  ditr import s3dis /data/Stanford3dDataset_v1.2 data/s3dis --images /data/2D-3D-S
+  ditr import s3dis /data/Stanford3dDataset_v1.2_Aligned_Version data/s3dis-3d      (points only)
+  ditr import s3dis SRC OUT --images IMG --areas Area_5 --max-frames 60
+
+With --images, SRC must be the non-aligned Stanford3dDataset_v1.2: the 2D-3D-S cameras live in its
+frame. Each frame's depth map is checked against the room's points; frames agreeing on fewer than
+--min-agreement of the points they should see are dropped and counted (report: agreement_by_area)."""
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("src", type=Path, help="Stanford3dDataset_v1.2 folder (holding Area_1 ... Area_6) or one Area_N")
+    s.add_argument("out", type=Path, help="output directory; rooms go to OUT/Area_N/<room>/")
+    s.add_argument("--images", type=Path, default=None,
+                   help="2D-3D-S folder holding area_1 ... area_5a, area_5b, area_6 (each with data/rgb, depth, pose)")
+    s.add_argument("--areas", nargs="+", default=None, metavar="Area_N", help="import only these areas")
+    s.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="at most N frames per room, evenly spaced over its cameras (default: all)")
+    s.add_argument("--min-agreement", type=float, default=0.1, metavar="F",
+                   help="drop frames whose depth matches fewer than this fraction of the room points in view "
+                        "(default 0.1; 0 keeps every frame)")
+    s.add_argument("--no-normals", action="store_true", help="do not estimate normals (the presets need them)")
+
+
+@contextmanager
+def room_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a rich bar over rooms on stderr when it is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("rooms"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def run(args: argparse.Namespace):
+    from ...io.s3dis import import_s3dis
+
+    with room_progress(NAME) as progress:
+        return import_s3dis(args.src, args.out, images=args.images, areas=args.areas, max_frames=args.max_frames,
+                            min_agreement=args.min_agreement, normals=not args.no_normals, progress=progress)
