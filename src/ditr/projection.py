@@ -99,15 +99,22 @@ class Correspondences:
         return self.visible.any(dim=0)
 
     def summary(self) -> dict:
-        """Counts that tell at a glance whether calibration and occlusion behave."""
+        """Counts that tell at a glance whether calibration and occlusion behave.
+
+        ``occluded_point_views`` = ``in_frame_point_views - visible_point_views``: the point-views
+        that the occlusion test removed (0 with occlusion "none"), in total and per view.
+        """
         per_view = self.visible.sum(dim=1).tolist()
+        occluded = (self.in_frame & ~self.visible).sum(dim=1).tolist()
         return {
             "points": self.num_points,
             "views": self.num_views,
+            "in_frame_point_views": int(self.in_frame.sum()),
             "visible_point_views": int(sum(per_view)),
-            "occluded_point_views": int((self.in_frame & ~self.visible).sum()),
+            "occluded_point_views": int(sum(occluded)),
             "seen_fraction": float(self.seen.float().mean()) if self.num_points else 0.0,
             "visible_per_view": dict(zip(self.view_names, per_view)),
+            "occluded_per_view": dict(zip(self.view_names, occluded)),
         }
 
     def save_npz(self, path) -> None:

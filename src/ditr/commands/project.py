@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     corr = project_scene(scene, projection_config(args), device=resolve_device(args.device))
     seconds = time.perf_counter() - start
     corr.save_npz(args.out)
-    summary = {"scene": str(args.scene), "out": str(args.out), **corr.summary(), "seconds": round(seconds, 4)}
+    summary = {"scene": str(args.scene), "out": str(args.out), "occlusion": args.occlusion, **corr.summary(),
+               "seconds": round(seconds, 4)}
     if args.render is not None:
         from ..viz.overlay import render_overlays
 
