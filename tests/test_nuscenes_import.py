@@ -43,7 +43,7 @@ def test_real_sample_imports(real_import):
     assert all((v.width, v.height) == (1600, 900) for v in scene.views)
     assert scene.meta["class_names"] == CLASS_NAMES and scene.meta["location"] == "singapore-onenorth"
     assert (out / "splits" / "train.txt").read_text() == "scene-0061\n"  # mini_train
-    assert (out / "splits" / "val.txt").read_text() == ""
+    assert not (out / "splits" / "val.txt").exists()  # mini_val's scenes are not in the sample
 
 
 def test_real_camera_poses_match_the_resolved_calibration(real_import):
@@ -245,6 +245,8 @@ def test_native_sweeps_are_moved_into_the_key_frame(native, tmp_path):
 def test_native_selection_options(native, tmp_path):
     report = import_nuscenes(native, tmp_path / "out", scenes=["scene-0103"], max_samples=1)
     assert report.scenes == ["scene-0103"] and report.splits == {"train": 0, "val": 1}
+    report = import_nuscenes(native, tmp_path / "out", scenes=["scene-0061"])  # a second run adds up
+    assert report.splits == {"train": 1, "val": 1}
     with pytest.raises(DitrError, match="scene-9999"):
         import_nuscenes(native, tmp_path / "out", scenes=["scene-9999"])
 
@@ -259,6 +261,7 @@ def test_trainval_needs_a_split_file(tmp_path):
     report = import_nuscenes(src, tmp_path / "out", split_file=split_file)
     assert report.splits == {"train": 1, "val": 0} and report.scenes_in_no_split == ["scene-0061"]
     assert (tmp_path / "out" / "splits" / "train.txt").read_text() == "scene-0103\n"
+    assert not (tmp_path / "out" / "splits" / "val.txt").exists()
     report = import_nuscenes(src, tmp_path / "plain", splits=False)
     assert report.splits is None and not (tmp_path / "plain" / "splits").exists()
 

@@ -438,11 +438,16 @@ def _split_source(version: str, split_file: Path | None) -> dict[str, list[str]]
 
 def write_splits(out: Path, splits: dict[str, list[str]], imported: list[str],
                  report: NuScenesImportReport) -> None:
-    """``OUT/splits/<split>.txt``: the split's scenes present under OUT (this import or earlier ones)."""
+    """``OUT/splits/<split>.txt``: the split's scenes present under OUT (this import or earlier ones).
+
+    Listing what is present lets scenes imported by separate runs add up; an empty split gets no
+    file, so that training on it fails with a clear "no split" error instead of finding no scenes.
+    """
     report.splits = {}
     for name, scenes in splits.items():
         present = [s for s in scenes if (out / s).is_dir()]
-        atomic_write_text(out / "splits" / f"{name}.txt", "".join(f"{s}\n" for s in present))
+        if present:
+            atomic_write_text(out / "splits" / f"{name}.txt", "".join(f"{s}\n" for s in present))
         report.splits[name] = len(present)
     listed = {s for scenes in splits.values() for s in scenes}
     report.scenes_in_no_split = [s for s in imported if s not in listed]
