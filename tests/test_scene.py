@@ -185,3 +185,16 @@ def test_truncated_image_is_reported_when_decoded(wall_box_dir):
     with pytest.raises(SceneError) as info:
         Scene.load(wall_box_dir, check_images=False).views[0].read_image()
     assert "cam0.jpg" in str(info.value) and "cannot be decoded" in str(info.value)
+
+
+def test_saved_scene_has_ordinary_permissions(tmp_path):
+    """Atomic writes go through private temp files; what lands must be readable like a plain write."""
+    import os
+    import stat
+
+    from ditr.fileio import DIR_MODE, FILE_MODE
+
+    path = wall_and_box_scene().save(tmp_path / "shared_scene")
+    assert stat.S_IMODE(os.stat(path).st_mode) == DIR_MODE
+    assert stat.S_IMODE(os.stat(path / "coord.npy").st_mode) == FILE_MODE
+    assert stat.S_IMODE(os.stat(path / "views.json").st_mode) == FILE_MODE
