@@ -1,0 +1,34 @@
+"""``ditr import waymo``: Waymo Open Dataset v2 parquet components, one scene per LiDAR frame."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "waymo"
+HELP = "Waymo Open Dataset v2 (perception parquet files), one scene per LiDAR frame"
+DESCRIPTION = ("Waymo Open Dataset v2 perception components (SRC/{training,validation}/<component>/<context>.parquet: "
+               "lidar, lidar_calibration, lidar_pose, lidar_segmentation, camera_image, camera_calibration, "
+               "vehicle_pose). Writes OUT/<context>_<timestamp>/ per frame, in the frame's vehicle frame, with the "
+               "five cameras as views, and OUT/splits/train.txt / val.txt. Needs pyarrow (pip install 'ditr[waymo]').")
+EXAMPLES = """examples:
+  ditr import waymo /data/waymo_v2 data/waymo
+      (SRC/training/lidar/<context>.parquet ..., SRC/validation/...; labelled frames only)
+  ditr import waymo /data/waymo_v2/validation data/waymo_val --max-frames 5
+  ditr import waymo /data/waymo_v2 data/waymo_all --no-labelled-only --frame-step 5   (e.g. for distillation)"""
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("src", type=Path, help="directory with training/ and/or validation/ (or one split directory)")
+    s.add_argument("out", type=Path, help="output directory; one scene directory per frame plus splits/")
+    s.add_argument("--labelled-only", action=argparse.BooleanOptionalAction, default=True,
+                   help="import only frames with LiDAR segmentation labels (default; about one frame in five)")
+    s.add_argument("--frame-step", type=int, default=1, help="keep every k-th (labelled) frame of a segment (default 1)")
+    s.add_argument("--max-frames", type=int, default=None, help="at most this many frames per segment")
+
+
+def run(args: argparse.Namespace):
+    from ...io.waymo import import_waymo
+
+    return import_waymo(args.src, args.out, labelled_only=args.labelled_only, frame_step=args.frame_step,
+                        max_frames=args.max_frames, progress=True)

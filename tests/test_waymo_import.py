@@ -1,0 +1,388 @@
+"""Waymo v2 importer on a generated segment in the native parquet layout, with analytic geometry.
+
+The fixture: one segment, two frames (the first labelled), a TOP laser (8x32, non-uniform beams, yawed
+extrinsic, per-pixel poses of a car moving during the sweep) and a FRONT laser (4x16, uniform beams),
+both looking at a wall at x = 10 m of the frame's vehicle frame, and a FRONT camera (plus a calibrated
+SIDE_LEFT camera without images). Every expected point is computed from the wall, not from the
+importer's formulas.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+pc = pytest.importorskip("pyarrow.compute")
+
+from ditr.cli import main  # noqa: E402
+from ditr.configs import preset_path  # noqa: E402
+from ditr.errors import DitrError, SceneError  # noqa: E402
+from ditr.io.waymo import CLASS_NAMES, LABEL_MAP, SEGMENTATION_TYPES, import_waymo  # noqa: E402
+from ditr.projection import project_points  # noqa: E402
+from ditr.scene import Scene  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CONTEXT = "1005081002024129653_5313_150_5333_150"
+T0, T1 = 1_510_593_600_140_000, 1_510_593_600_240_000
+WALL_X, BACK_WALL_X = 10.0, 15.0
+TOP_SHAPE, FRONT_SHAPE = (8, 32), (4, 16)
+TOP_INCLINATIONS = np.radians([-17.0, -12.0, -8.0, -5.0, -3.0, -1.0, 0.5, 2.0])  # ascending, as Waymo stores them
+FRONT_INCLINATION = (-0.2, 0.2)
+CAMERA = {"f": 40.0, "cx": 32.0, "cy": 24.0, "width": 64, "height": 48, "position": (1.5, 0.0, 1.8)}
+CAMERA_DRIFT = 0.3  # the car moved 0.3 m forward between the frame pose and the camera exposure
+MOTION_PER_COLUMN = (0.02, 0.002)  # TOP sweep: metres forward and radians of yaw per column
+
+
+# ------------------------------------------------------------------------------ analytic helpers
+def euler(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Rotation of 3-2-1 Euler angles, composed from elementary rotations."""
+    def axis(i, a):
+        c, s = np.cos(a), np.sin(a)
+        j, k = [(1, 2), (2, 0), (0, 1)][i]
+        r = np.eye(3)
+        r[j, j], r[j, k], r[k, j], r[k, k] = c, -s, s, c
+        return r
+    return axis(2, yaw) @ axis(1, pitch) @ axis(0, roll)
+
+
+def rigid(rot=np.eye(3), t=(0.0, 0.0, 0.0)) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = rot, t
+    return m
+
+
+def to_euler(m: np.ndarray) -> tuple[float, float, float]:
+    r = m[:3, :3]
+    return float(np.arctan2(r[2, 1], r[2, 2])), float(-np.arcsin(r[2, 0])), float(np.arctan2(r[1, 0], r[0, 0]))
+
+
+FRAME_POSE = rigid(euler(0.02, -0.03, 1.2), (1200.0, -350.0, 12.0))  # world <- vehicle, per frame
+LASERS = {  # laser id -> (extrinsic yaw, position, shape, inclinations top row first)
+    1: (np.radians(30.0), (1.0, 0.0, 2.0), TOP_SHAPE, TOP_INCLINATIONS[::-1]),
+    2: (np.radians(-20.0), (4.0, 0.0, 0.5), FRONT_SHAPE,
+        FRONT_INCLINATION[0] + (np.arange(4)[::-1] + 0.5) / 4 * (FRONT_INCLINATION[1] - FRONT_INCLINATION[0])),
+}
+
+
+def sweep_motion(col: int) -> np.ndarray:
+    """The TOP laser's vehicle pose at column ``col`` relative to the frame pose."""
+    return rigid(euler(0.0, 0.0, MOTION_PER_COLUMN[1] * col), (MOTION_PER_COLUMN[0] * col, 0.0, 0.0))
+
+
+def laser_view(laser: int):
+    """Per pixel: vehicle-frame ray direction (H, W, 3) of laser ``laser``, and its origin."""
+    _, origin, (h, w), incl = LASERS[laser]
+    azimuth = np.pi * (1 - 2 * (np.arange(w) + 0.5) / w)  # the vehicle azimuth each column looks at
+    a, i = np.meshgrid(azimuth, incl)
+    return np.stack([np.cos(i) * np.cos(a), np.cos(i) * np.sin(a), np.sin(i)], -1), np.array(origin)
+
+
+def wall_ranges(laser: int, wall_x: float) -> np.ndarray:
+    """Range image of a wall at ``wall_x`` in the (sweep-local) vehicle frame, 0 where the ray misses."""
+    d, origin = laser_view(laser)
+    with np.errstate(divide="ignore"):
+        r = np.where(d[..., 0] > 0.3, (wall_x - origin[0]) / d[..., 0], 0.0)
+    return np.where(r < 60.0, r, 0.0)
+
+
+def expected_points(laser: int, ranges: np.ndarray, motion: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Points of the valid pixels in the frame's vehicle frame, and their flat pixel index."""
+    d, origin = laser_view(laser)
+    rows, cols = np.nonzero(ranges > 0)
+    p = origin + ranges[rows, cols, None] * d[rows, cols]
+    if motion:
+        p = np.stack([(sweep_motion(c) @ np.append(q, 1.0))[:3] for q, c in zip(p, cols)])
+    return p, rows * ranges.shape[1] + cols
+
+
+def semantic_of(pixel: np.ndarray) -> np.ndarray:
+    return pixel % 23
+
+
+# ------------------------------------------------------------------------------ fixture writer
+def transform_type():
+    return pa.list_(pa.float64(), 16)
+
+
+def image_columns(prefix: str, images: list[np.ndarray | None], dtype) -> dict:
+    return {f"{prefix}.values": pa.array([None if im is None else im.ravel().tolist() for im in images],
+                                         pa.list_(dtype)),
+            f"{prefix}.shape": pa.array([None if im is None else list(im.shape) for im in images],
+                                        pa.list_(pa.int32(), 3))}
+
+
+def write_component(root: Path, component: str, columns: dict, omit: dict, row_group_size: int | None = None):
+    columns = {k: v for k, v in columns.items() if k != omit.get(component)}
+    (root / component).mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), root / component / f"{CONTEXT}.parquet", row_group_size=row_group_size)
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_segment(root: Path, omit: dict | None = None) -> dict:
+    """Write the segment under root/<component>/; returns the analytic expectations."""
+    omit = omit or {}
+    lidar_rows, expected = [], {}
+    for t in (T0, T1):
+        for laser in (1, 2):
+            h, w = LASERS[laser][2]
+            r1 = wall_ranges(laser, WALL_X)
+            r2 = np.where(np.arange(h)[:, None] == 0, wall_ranges(laser, BACK_WALL_X), 0.0) * (r1 > 0)
+            intensity = np.add.outer(0.1 * np.arange(h), 0.01 * np.arange(w))
+            ri = [np.stack([r, intensity, np.zeros_like(r), np.zeros_like(r)], -1).astype(np.float32) for r in (r1, r2)]
+            lidar_rows.append((t, laser, ri))
+            if t == T0:
+                expected[laser] = [(expected_points(laser, r, laser == 1), intensity) for r in (r1, r2)]
+    write_component(root, "lidar", {
+        "key.segment_context_name": pa.array([CONTEXT] * len(lidar_rows)),
+        "key.frame_timestamp_micros": pa.array([t for t, _, _ in lidar_rows], pa.int64()),
+        "key.laser_name": pa.array([laser for _, laser, _ in lidar_rows], pa.int8()),
+        **image_columns("[LiDARComponent].range_image_return1", [ri[0] for *_, ri in lidar_rows], pa.float32()),
+        **image_columns("[LiDARComponent].range_image_return2", [ri[1] for *_, ri in lidar_rows], pa.float32()),
+    }, omit, row_group_size=3)  # frames straddle row groups
+
+    write_component(root, "lidar_calibration", {
+        "key.segment_context_name": pa.array([CONTEXT] * 2),
+        "key.laser_name": pa.array([1, 2], pa.int8()),
+        "[LiDARCalibrationComponent].extrinsic.transform": pa.array(
+            [rigid(euler(0, 0, LASERS[k][0]), LASERS[k][1]).ravel().tolist() for k in (1, 2)], transform_type()),
+        "[LiDARCalibrationComponent].beam_inclination.min": pa.array([TOP_INCLINATIONS[0], FRONT_INCLINATION[0]]),
+        "[LiDARCalibrationComponent].beam_inclination.max": pa.array([TOP_INCLINATIONS[-1], FRONT_INCLINATION[1]]),
+        "[LiDARCalibrationComponent].beam_inclination.values": pa.array([TOP_INCLINATIONS.tolist(), None],
+                                                                         pa.list_(pa.float64())),
+    }, omit)
+
+    poses = []
+    for t in (T0, T1):
+        image = np.zeros(TOP_SHAPE + (6,), np.float32)
+        for col in range(TOP_SHAPE[1]):
+            pixel_pose = FRAME_POSE @ sweep_motion(col)
+            image[:, col] = [*to_euler(pixel_pose), *pixel_pose[:3, 3]]
+        poses.append(image)
+    write_component(root, "lidar_pose", {
+        "key.segment_context_name": pa.array([CONTEXT] * 2),
+        "key.frame_timestamp_micros": pa.array([T0, T1], pa.int64()),
+        "key.laser_name": pa.array([1, 1], pa.int8()),
+        **image_columns("[LiDARPoseComponent].range_image_return1", poses, pa.float32()),
+    }, omit)
+
+    pixel = np.arange(TOP_SHAPE[0] * TOP_SHAPE[1]).reshape(TOP_SHAPE)
+    labels = [np.stack([np.where(semantic_of(pixel) < 8, 0, 100 + pixel), semantic_of(pixel)], -1).astype(np.int32),
+              np.stack([np.zeros(TOP_SHAPE), np.full(TOP_SHAPE, 18)], -1).astype(np.int32)]  # return 2: road
+    write_component(root, "lidar_segmentation", {
+        "key.segment_context_name": pa.array([CONTEXT]),
+        "key.frame_timestamp_micros": pa.array([T0], pa.int64()),
+        "key.laser_name": pa.array([1], pa.int8()),
+        **image_columns("[LiDARSegmentationLabelComponent].range_image_return1", [labels[0]], pa.int32()),
+        **image_columns("[LiDARSegmentationLabelComponent].range_image_return2", [labels[1]], pa.int32()),
+    }, omit)
+
+    c = CAMERA
+    write_component(root, "camera_calibration", {
+        "key.segment_context_name": pa.array([CONTEXT] * 2),
+        "key.camera_name": pa.array([1, 4], pa.int8()),
+        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([v, v], pa.float64())
+           for k, v in dict(f_u=c["f"], f_v=c["f"], c_u=c["cx"], c_v=c["cy"], k1=0.0, k2=0.0, p1=0.0, p2=0.0,
+                            k3=0.0).items()},
+        "[CameraCalibrationComponent].extrinsic.transform": pa.array(
+            [rigid(t=c["position"]).ravel().tolist(), rigid(euler(0, 0, np.pi / 2), (1.0, 1.0, 1.8)).ravel().tolist()],
+            transform_type()),
+        "[CameraCalibrationComponent].width": pa.array([c["width"]] * 2, pa.int32()),
+        "[CameraCalibrationComponent].height": pa.array([c["height"]] * 2, pa.int32()),
+    }, omit)
+    camera_pose = FRAME_POSE @ rigid(t=(CAMERA_DRIFT, 0.0, 0.0))
+    write_component(root, "camera_image", {
+        "key.segment_context_name": pa.array([CONTEXT] * 2),
+        "key.frame_timestamp_micros": pa.array([T0, T1], pa.int64()),
+        "key.camera_name": pa.array([1, 1], pa.int8()),
+        "[CameraImageComponent].image": pa.array([jpeg(c["width"], c["height"])] * 2, pa.binary()),
+        "[CameraImageComponent].pose.transform": pa.array([camera_pose.ravel().tolist()] * 2, transform_type()),
+    }, omit)
+    write_component(root, "vehicle_pose", {
+        "key.segment_context_name": pa.array([CONTEXT] * 2),
+        "key.frame_timestamp_micros": pa.array([T0, T1], pa.int64()),
+        "[VehiclePoseComponent].world_from_vehicle.transform": pa.array([FRAME_POSE.ravel().tolist()] * 2,
+                                                                        transform_type()),
+    }, omit)
+    return expected
+
+
+@pytest.fixture
+def waymo_src(tmp_path) -> tuple[Path, dict]:
+    src = tmp_path / "waymo_v2"
+    expected = write_segment(src / "training")
+    return src, expected
+
+
+def sort_rows(points: np.ndarray, *extra: np.ndarray):
+    order = np.lexsort(np.round(points, 4).T[::-1])
+    return (points[order], *(e[order] for e in extra))
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_label_map_matches_the_preset():
+    preset = yaml.safe_load(preset_path("waymo").read_text())["dataset"]  # (load_preset imports the models)
+    assert CLASS_NAMES == preset["class_names"] and len(CLASS_NAMES) == preset["num_classes"] == 22
+    assert len(SEGMENTATION_TYPES) == 23 and LABEL_MAP[0] == -1
+    assert LABEL_MAP[1:].tolist() == list(range(22))  # Waymo TYPE_CAR (1) -> car (0) ... TYPE_SIDEWALK (22)
+
+
+def test_points_labels_and_intensity_are_reconstructed(waymo_src, tmp_path):
+    src, expected = waymo_src
+    report = import_waymo(src, tmp_path / "out")
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    want, want_label, want_strength = [], [], []
+    for laser in (1, 2):
+        for ret, ((points, pixel), intensity) in enumerate(expected[laser]):
+            want.append(points)
+            want_strength.append(np.tanh(intensity.ravel()[pixel]))
+            if laser == 1:  # only the TOP laser is labelled; return 2 is all road (Waymo 18)
+                want_label.append(LABEL_MAP[semantic_of(pixel)] if ret == 0 else np.full(len(pixel), CLASS_NAMES.index("road")))
+            else:
+                want_label.append(np.full(len(pixel), -1))
+    want, want_label, want_strength = sort_rows(np.concatenate(want), np.concatenate(want_label),
+                                                np.concatenate(want_strength))
+    got, got_label, got_strength = sort_rows(scene.coord.astype(np.float64), scene.attributes["segment"],
+                                             scene.attributes["strength"].astype(np.float64))
+    assert got.shape == want.shape and len(got) > 100
+    np.testing.assert_allclose(got, want, atol=2e-3)  # float32 pixel poses at ~1 km from the world origin
+    np.testing.assert_allclose(got_strength, want_strength, atol=1e-6)
+    assert np.array_equal(got_label, want_label)
+    assert (want_label == -1).any() and len(np.unique(want_label)) > 10
+    # The FRONT laser's points lie on the wall; the TOP laser's were moved by the sweep motion.
+    assert np.isclose(got[:, 0], WALL_X, atol=1e-3).sum() >= sum(len(p) for (p, _), _ in expected[2][:1])
+    assert scene.meta["segment"] == "segment" and scene.meta["class_names"] == CLASS_NAMES
+    assert scene.meta["waymo"] == {"context": CONTEXT, "timestamp_micros": T0, "labelled": True}
+    assert report.scenes == 1 and report.skipped_unlabelled == 1 and report.splits == {"train": 1}
+    assert report.points == scene.num_points and report.labelled_points == int((scene.attributes["segment"] >= 0).sum())
+    assert (tmp_path / "out" / "splits" / "train.txt").read_text() == f"{CONTEXT}_{T0}\n"
+    assert set(scene.attributes) == {"strength", "segment"}
+
+
+def test_without_pixel_poses_the_top_points_would_be_off(waymo_src):
+    """Guards the fixture: the sweep motion moves the TOP points by up to 0.6 m, so the test above
+    can tell motion compensation from none."""
+    _, expected = waymo_src
+    (points, pixel), _ = expected[1][0]
+    static, _ = expected_points(1, wall_ranges(1, WALL_X), motion=False)
+    assert np.abs(points - static).max() > 0.5
+
+
+def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path):
+    src, _ = waymo_src
+    report = import_waymo(src, tmp_path / "out")
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    assert [v.name for v in scene.views] == ["FRONT"] and report.missing_cameras == 1  # SIDE_LEFT has no image
+    view = scene.views[0]
+    assert (view.width, view.height) == (CAMERA["width"], CAMERA["height"])
+    assert view.read_image().shape == (48, 64, 3)
+    point = np.array([10.0, 1.0, 2.3])
+    q = point - (np.array(CAMERA["position"]) + [CAMERA_DRIFT, 0, 0])  # Waymo camera frame: x fwd, y left, z up
+    want_u = CAMERA["f"] * -q[1] / q[0] + CAMERA["cx"]
+    want_v = CAMERA["f"] * -q[2] / q[0] + CAMERA["cy"]
+    uv, z = project_points(torch.from_numpy(point[None]), torch.from_numpy(view.world_to_cam)[None],
+                           torch.from_numpy(view.intrinsics)[None])
+    np.testing.assert_allclose(uv[0, 0].numpy(), [want_u, want_v], atol=1e-6)
+    assert float(z[0, 0]) == pytest.approx(q[0])
+
+
+def test_unlabelled_frames_on_request(waymo_src, tmp_path):
+    src, _ = waymo_src
+    report = import_waymo(src, tmp_path / "out", labelled_only=False)
+    assert report.scenes == 2 and report.skipped_unlabelled == 0
+    unlabelled = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T1}")
+    assert "segment" not in unlabelled.attributes and unlabelled.meta["waymo"]["labelled"] is False
+    assert "segment" in Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}").attributes
+    assert (tmp_path / "out" / "splits" / "train.txt").read_text().split() == [f"{CONTEXT}_{T0}", f"{CONTEXT}_{T1}"]
+
+
+def test_frame_step_max_frames_and_splits(tmp_path):
+    src = tmp_path / "waymo_v2"
+    write_segment(src / "training")
+    write_segment(src / "validation")
+    report = import_waymo(src, tmp_path / "out", labelled_only=False, max_frames=1)
+    assert report.splits == {"train": 1, "val": 1} and report.segments == 2
+    report = import_waymo(src / "validation", tmp_path / "out2", labelled_only=False, frame_step=2)
+    assert report.splits == {"val": 1} and (tmp_path / "out2" / "splits" / "val.txt").is_file()
+
+
+def test_cli_prints_a_report(waymo_src, tmp_path, capsys):
+    src, _ = waymo_src
+    assert main(["import", "waymo", str(src), str(tmp_path / "out"), "--no-labelled-only", "--max-frames", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == "waymo" and report["scenes"] == 1 and report["splits"] == {"train": 1}
+
+
+def test_missing_component_directory_is_a_clear_error(waymo_src, tmp_path):
+    src, _ = waymo_src
+    for p in (src / "training" / "camera_calibration").iterdir():
+        p.unlink()
+    (src / "training" / "camera_calibration").rmdir()
+    with pytest.raises(DitrError, match="camera_calibration/"):
+        import_waymo(src, tmp_path / "out")
+    (src / "training" / "lidar_segmentation" / f"{CONTEXT}.parquet").rename(tmp_path / "labels.parquet")
+    (src / "training" / "lidar_segmentation").rmdir()
+    with pytest.raises(DitrError, match="lidar_segmentation/.*--no-labelled-only"):
+        import_waymo(src, tmp_path / "out")
+
+
+@pytest.mark.parametrize("component, column", [
+    ("lidar", "[LiDARComponent].range_image_return1.shape"),
+    ("camera_image", "[CameraImageComponent].pose.transform"),
+    ("lidar_calibration", "[LiDARCalibrationComponent].extrinsic.transform"),
+])
+def test_missing_column_names_the_file_and_column(tmp_path, component, column):
+    src = tmp_path / "training"
+    write_segment(src, omit={component: column})
+    with pytest.raises(SceneError) as info:
+        import_waymo(src, tmp_path / "out")
+    assert info.value.file == src / component / f"{CONTEXT}.parquet" and info.value.field == column
+
+
+def test_bad_range_image_shape_is_an_error(waymo_src, tmp_path):
+    src, _ = waymo_src
+    path = src / "training" / "lidar" / f"{CONTEXT}.parquet"
+    table = pq.read_table(path)
+    shapes = table.column("[LiDARComponent].range_image_return1.shape").to_pylist()
+    shapes[0] = [9, 32, 4]
+    index = table.schema.get_field_index("[LiDARComponent].range_image_return1.shape")
+    table = table.set_column(index, table.schema.field(index), pa.array(shapes, pa.list_(pa.int32(), 3)))
+    pq.write_table(table, path)
+    with pytest.raises(SceneError, match="do not fill the declared shape"):
+        import_waymo(src, tmp_path / "out")
+
+
+@pytest.mark.parametrize("component, reason", [("vehicle_pose", "no vehicle pose"), ("lidar_pose", "no TOP pixel pose")])
+def test_a_missing_pose_row_skips_and_counts_the_frame(waymo_src, tmp_path, component, reason):
+    src, _ = waymo_src
+    path = src / "training" / component / f"{CONTEXT}.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.filter(pc.equal(table.column("key.frame_timestamp_micros"), T1)), path)
+    report = import_waymo(src, tmp_path / "out", labelled_only=False)
+    assert report.scenes == 1 and report.skipped == {reason: 1}
+    assert (tmp_path / "out" / "splits" / "train.txt").read_text() == f"{CONTEXT}_{T1}\n"
+
+
+def test_column_names_are_matched_tolerantly(waymo_src, tmp_path):
+    """Another case, or another spelling of the component prefix, still finds the field."""
+    src, _ = waymo_src
+    for component, rename in (("lidar", str.lower),
+                              ("camera_calibration", lambda n: n.replace("[CameraCalibrationComponent]", "[CameraCalib]"))):
+        path = src / "training" / component / f"{CONTEXT}.parquet"
+        table = pq.read_table(path)
+        pq.write_table(table.rename_columns([rename(n) for n in table.column_names]), path)
+    assert import_waymo(src, tmp_path / "out").scenes == 1
