@@ -62,8 +62,10 @@ def test_real_points_seen_per_camera(real_import, tmp_path):
     assert corr.summary()["visible_per_view"] == SEEN_PER_CAMERA
     assert corr.summary()["occluded_point_views"] == 0
     assert float(corr.seen.float().mean()) == pytest.approx(0.583, abs=5e-4)
-    written = render_overlays(scene, corr, tmp_path / "png")
-    assert sorted(p.name for p in written) == sorted(f"{c}.png" for c in CAMERAS)
+    front_back = Scene(coord=scene.coord, views=[scene.views[0], scene.views[3]], meta=scene.meta)  # 2 of 6: time
+    written = render_overlays(front_back, project_scene(front_back, ProjectionConfig(min_depth=1.0, occlusion="none")),
+                              tmp_path / "png")
+    assert [p.name for p in written] == ["CAM_FRONT.png", "CAM_BACK.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
 
 
@@ -305,3 +307,10 @@ def test_missing_image_file_is_skipped_and_counted(native, tmp_path):
 def test_no_tables_is_a_clear_error(tmp_path):
     with pytest.raises(DitrError, match="no nuScenes tables found"):
         import_nuscenes(tmp_path, tmp_path / "out")
+
+
+def test_test_version_lists_every_scene_as_test(tmp_path):
+    src = write_native(tmp_path / "src", version="v1.0-test")
+    report = import_nuscenes(src, tmp_path / "out")
+    assert report.splits == {"test": 2}
+    assert (tmp_path / "out" / "splits" / "test.txt").read_text().split() == ["scene-0061", "scene-0103"]

@@ -421,14 +421,15 @@ def read_split_file(path: Path, version: str) -> dict[str, list[str]]:
     return splits
 
 
-def _split_source(version: str, split_file: Path | None) -> dict[str, list[str]] | str | None:
-    """Scene lists per split, "all-test" for a test version, or raise when the split is unknown."""
+def _split_source(version: str, split_file: Path | None) -> Callable[[list[str]], dict[str, list[str]]]:
+    """All scene names -> scene lists per split; raises (before any table is read) when unknown."""
     if split_file is not None:
-        return read_split_file(split_file, version)
+        lists = read_split_file(split_file, version)
+        return lambda names: lists
     if "mini" in version:
-        return MINI_SPLITS
+        return lambda names: MINI_SPLITS
     if version.endswith("-test"):
-        return "all-test"
+        return lambda names: {"test": names}
     raise DitrError(
         f"{version}: ditr does not ship the official scene lists of this version; pass --split-file "
         "SPLITS.json ({\"train\": [scene names], \"val\": [...]}; e.g. written with the devkit: python -c "
@@ -500,8 +501,6 @@ def import_nuscenes(src: str | Path, out: str | Path, *, version: str | None = N
         if samples:
             report.scenes.append(name)
     report.seconds_per_sample = round((time.perf_counter() - start) / max(done, 1), 4)
-    if split_source == "all-test":
-        split_source = {"test": list(scene_records)}
     if split_source is not None:
-        write_splits(out, split_source, report.scenes, report)
+        write_splits(out, split_source(list(scene_records)), report.scenes, report)
     return report
