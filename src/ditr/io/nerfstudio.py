@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -163,10 +164,13 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     doc = _load(file)
     report = CaptureReport()
     views, shifts = [], []
-    for i, frame in list(enumerate(doc["frames"]))[::frame_step]:
-        where = f"frames[{i}]"
+    for i, frame in enumerate(doc["frames"]):
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
-            raise SceneError(file, f"{where}.file_path", "each frame needs a file_path (string)")
+            raise SceneError(file, f"frames[{i}].file_path", "each frame needs a file_path (string)")
+    chosen = list(enumerate(doc["frames"]))[::frame_step]
+    names = _view_names([frame["file_path"] for _, frame in chosen])
+    for (i, frame), name in zip(chosen, names):
+        where = f"frames[{i}]"
         if "transform_matrix" not in frame:
             raise SceneError(file, f"{where}.transform_matrix", "missing")
         image = resolve_image(file.parent, frame["file_path"])
@@ -175,8 +179,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
             continue
         k, width, height, shift = frame_camera(doc, frame, image, file, where, ignore_distortion)
         pose = rigid_pose(frame["transform_matrix"], file, f"{where}.transform_matrix") @ OPENGL_TO_OPENCV
-        view = View(name=view_name(frame["file_path"].removeprefix("./")), width=width, height=height,
-                    intrinsics=k, cam_to_world=pose, image_path=image)
+        view = View(name=name, width=width, height=height, intrinsics=k, cam_to_world=pose, image_path=image)
         _attach_depth(view, frame, file.parent, where, depth_unit * scale)
         views.append(view)
         if shift is not None:
@@ -197,6 +200,16 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     meta = {"dataset": "nerfstudio", "name": out.name, "source": report.source}
     assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report)
     return report
+
+
+def _view_names(file_paths: list[str]) -> list[str]:
+    """View names: the image paths without extension, relative to the directory all images share."""
+    paths = [PurePosixPath(view_name(p)) for p in file_paths]
+    try:
+        common = PurePosixPath(os.path.commonpath([str(p.parent) for p in paths])) if paths else None
+    except ValueError:  # absolute and relative paths mixed
+        common = None
+    return [str(p.relative_to(common)) if common is not None else str(p) for p in paths]
 
 
 def _ply_file_path(doc: dict[str, Any], file: Path) -> Path:
