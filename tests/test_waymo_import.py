@@ -317,7 +317,11 @@ def test_frame_step_max_frames_and_splits(tmp_path):
     report = import_waymo(src, tmp_path / "out", labelled_only=False, max_frames=1)
     assert report.splits == {"train": 1, "val": 1} and report.segments == 2
     report = import_waymo(src / "validation", tmp_path / "out2", labelled_only=False, frame_step=2)
-    assert report.splits == {"val": 1} and (tmp_path / "out2" / "splits" / "val.txt").is_file()
+    assert report.splits == {"val": 1} and not (tmp_path / "out2" / "splits" / "train.txt").exists()
+    # A later import of more frames adds up with the scenes already listed.
+    report = import_waymo(src / "validation", tmp_path / "out2", labelled_only=False, max_frames=2)
+    assert report.splits == {"val": 2}
+    assert (tmp_path / "out2" / "splits" / "val.txt").read_text().split() == [f"{CONTEXT}_{T0}", f"{CONTEXT}_{T1}"]
 
 
 def test_cli_prints_a_report(waymo_src, tmp_path, capsys):

@@ -102,7 +102,7 @@ RETURNS = ("range_image_return1", "range_image_return2")
 class WaymoImportReport:
     """What an import did; skipped frames are counted by reason rather than silently dropped."""
 
-    splits: dict[str, int] = field(default_factory=dict)  # split file -> scenes written
+    splits: dict[str, int] = field(default_factory=dict)  # split file -> scenes it lists
     segments: int = 0
     scenes: int = 0
     points: int = 0
@@ -584,6 +584,16 @@ def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True
                 scenes += import_segment(split_dir, context, out, report, labelled_only=labelled_only,
                                          frame_step=frame_step, max_frames=max_frames)
                 bar.update(1, info=f"{report.scenes} scenes")
-            atomic_write_text(out / "splits" / f"{name}.txt", "".join(s + "\n" for s in scenes))
-            report.splits[name] = len(scenes)
+            report.splits[name] = write_split(out, name, scenes)
     return report
+
+
+def write_split(out: Path, name: str, scenes: list[str]) -> int:
+    """``OUT/splits/<name>.txt``: this import's scenes plus those an earlier import listed that are
+    still in OUT, so that imports of parts of a split add up; an empty split gets no file."""
+    path = out / "splits" / f"{name}.txt"
+    earlier = path.read_text().split() if path.is_file() else []
+    listed = sorted({s for s in [*earlier, *scenes] if (out / s).is_dir()})
+    if listed:
+        atomic_write_text(path, "".join(s + "\n" for s in listed))
+    return len(listed)
