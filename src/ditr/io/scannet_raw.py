@@ -281,6 +281,8 @@ def sens_views(sens_path: Path, stage: Path, *, frame_step: int, max_frames: int
     with SensFile(sens_path) as sens:
         h = sens.header
         report.frames_in_streams += h.num_frames
+        # The stream's poses are used as the colour camera's (as ScanNet's exported pose files are);
+        # streams declaring non-identity extrinsics are listed in the report, the extrinsics not applied.
         if not (np.allclose(h.extrinsic_color, np.eye(4)) and np.allclose(h.extrinsic_depth, np.eye(4))):
             report.extrinsics_ignored.append(scene)
         k_color, k_depth = h.intrinsic_color[:3, :3], h.intrinsic_depth[:3, :3]
