@@ -48,7 +48,6 @@ _FAR = 1.0e4
 class CaptureReport:
     """What an own-capture import did; skipped and dropped input is counted here, not hidden."""
 
-    scene: str = ""
     points: int = 0
     views: int = 0
     point_source: str = ""
@@ -229,7 +228,6 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
     meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist()}
     scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
     scene.save(out)
-    report.scene = str(out)
     report.points, report.views = scene.num_points, len(views)
     report.dropped_nonfinite_points += cloud.dropped_nonfinite
     report.dropped_invalid_points += cloud.dropped_invalid

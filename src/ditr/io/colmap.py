@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,20 +242,20 @@ _POINT_LINE = re.compile(r"^[ \t]*\d+[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\d+
 
 
 def read_points3d_text(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """points3D.txt -> (xyz float64, rgb uint8); the per-point tracks are not needed and not parsed."""
-    rows = _POINT_LINE.findall(path.read_text())
-    data_lines = [(n, line) for n, line in _data_lines(path) if line.strip()]
+    """points3D.txt -> (xyz float64, rgb uint8); the per-point tracks (ragged columns) are skipped."""
     try:
-        if len(rows) != len(data_lines):
-            raise ValueError
-        table = np.array(rows, dtype=np.float64).reshape(-1, 6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data" for an empty model
+            table = np.loadtxt(path, usecols=range(1, 7), comments="#", dtype=np.float64, ndmin=2)
     except ValueError:
-        n, line = _bad_point_line(data_lines)
+        n, line = _bad_point_line([(n, line) for n, line in _data_lines(path) if line.strip()])
         raise SceneError(path, f"line {n}", "expected POINT3D_ID X Y Z R G B ERROR TRACK[] (integer id and "
                                             f"colours, numeric X Y Z), got {line.strip()[:80]!r}") from None
-    if (table[:, 3:] > 255).any():
-        raise SceneError(path, "R G B", "colour values must be 0-255")
-    return table[:, :3], table[:, 3:].astype(np.uint8)
+    table = table.reshape(-1, 6)
+    rgb = table[:, 3:]
+    if ((rgb < 0) | (rgb > 255) | (rgb != np.round(rgb))).any():
+        raise SceneError(path, "R G B", "colour values must be integers 0-255")
+    return table[:, :3], rgb.astype(np.uint8)
 
 
 def _bad_point_line(lines: list[tuple[int, str]]) -> tuple[int, str]:
