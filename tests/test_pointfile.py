@@ -191,6 +191,9 @@ def test_pcd_errors_name_file_and_field(tmp_path):
     (tmp_path / "u.pcd").write_bytes(_pcd_header(["x"], [2], ["F"], [1], 1, "ascii") + b"1\n")
     with pytest.raises(SceneError, match=r"u.pcd: TYPE/SIZE of x: unsupported combination F 2"):
         read_point_file(tmp_path / "u.pcd")
+    (tmp_path / "v.pcd").write_bytes(_pcd_header(["x"], ["four"], ["F"], [1], 1, "ascii") + b"1\n")
+    with pytest.raises(SceneError, match=r"v.pcd: SIZE of x: must be a whole number, got 'four'"):
+        read_point_file(tmp_path / "v.pcd")
 
 
 # ------------------------------------------------------------------------------------------- LAS

@@ -332,8 +332,8 @@ def find_workspace(src: Path, model: Path | None = None, images: Path | None = N
          if d.is_dir()), None)
     if images is None or not images.is_dir():
         raise DitrError(f"{src}: image directory not found (looked for images/ next to the model); give --images")
-    fused = root / "fused.ply"
-    return Workspace(model=model, images=images, fused=fused if fused.is_file() else None)
+    fused = next((f for f in (root / "fused.ply", model.parent / "fused.ply") if f.is_file()), None)
+    return Workspace(model=model, images=images, fused=fused)
 
 
 def camera_intrinsics(camera: ColmapCamera, file: Path, ignore_distortion: bool) -> tuple[np.ndarray, float | None, bool]:

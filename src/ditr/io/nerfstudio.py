@@ -180,7 +180,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
         k, width, height, shift = frame_camera(doc, frame, image, file, where, ignore_distortion)
         pose = rigid_pose(frame["transform_matrix"], file, f"{where}.transform_matrix") @ OPENGL_TO_OPENCV
         view = View(name=name, width=width, height=height, intrinsics=k, cam_to_world=pose, image_path=image)
-        _attach_depth(view, frame, file.parent, where, depth_unit * scale)
+        _attach_depth(view, frame, file.parent, where, depth_unit)  # metric already: --scale does not apply
         views.append(view)
         if shift is not None:
             report.distortion_ignored_views += 1

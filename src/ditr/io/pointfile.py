@@ -145,7 +145,6 @@ _PCD_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "u1", ("U", 2): "<u2",
 
 @dataclass
 class _PcdHeader:
-    fields: list[str]
     names: list[str]  # unique column names: PCL repeats "_" for padding fields
     dtypes: list[np.dtype]  # one per field, a sub-array dtype where COUNT > 1
     points: int
@@ -177,35 +176,45 @@ def _pcd_header(path: Path, raw: bytes) -> _PcdHeader:
                                          f"{len(counts)} COUNT entries")
     dtypes = []
     for name, size, kind, count in zip(fields, sizes, types, counts):
-        base = _PCD_TYPES.get((kind.upper(), int(size)))
+        base = _PCD_TYPES.get((kind.upper(), _header_int(size, path, f"SIZE of {name}")))
         if base is None:
             raise SceneError(path, f"TYPE/SIZE of {name}", f"unsupported combination {kind} {size}")
-        dtypes.append(np.dtype((base, (int(count),))) if int(count) > 1 else np.dtype(base))
+        count = _header_int(count, path, f"COUNT of {name}")
+        dtypes.append(np.dtype((base, (count,))) if count > 1 else np.dtype(base))
     if "POINTS" in keys:
-        points = int(keys["POINTS"][0])
+        points = _header_int(keys["POINTS"][0] if keys["POINTS"] else "", path, "POINTS")
     elif "WIDTH" in keys:
-        points = int(keys["WIDTH"][0]) * int(keys.get("HEIGHT", ["1"])[0])
+        points = _header_int(keys["WIDTH"][0], path, "WIDTH") * _header_int(keys.get("HEIGHT", ["1"])[0], path, "HEIGHT")
     else:
         raise SceneError(path, "POINTS", "missing from the PCD header (and no WIDTH x HEIGHT)")
     data = keys["DATA"][0].lower() if keys["DATA"] else ""
     names = [f if f not in fields[:i] else f"{f}_{i}" for i, f in enumerate(fields)]
-    return _PcdHeader(fields=fields, names=names, dtypes=dtypes, points=points, data=data, offset=pos)
+    return _PcdHeader(names=names, dtypes=dtypes, points=points, data=data, offset=pos)
+
+
+def _header_int(value: str, path: Path, field_name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SceneError(path, field_name, f"must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise SceneError(path, field_name, f"must not be negative, got {number}")
+    return number
 
 
 def _read_pcd(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     raw = path.read_bytes()
     header = _pcd_header(path, raw)
-    names = header.names
     if header.data == "ascii":
         columns = _pcd_ascii(path, raw[header.offset:], header)
     elif header.data == "binary":
-        record = np.dtype(list(zip(names, header.dtypes)))
+        record = np.dtype(list(zip(header.names, header.dtypes)))
         need = header.points * record.itemsize
         if len(raw) - header.offset < need:
             raise SceneError(path, "DATA binary", f"truncated: {len(raw) - header.offset} bytes of data, "
                                                   f"{header.points} points need {need}")
         table = np.frombuffer(raw, dtype=record, count=header.points, offset=header.offset)
-        columns = {name: table[name] for name in names}
+        columns = {name: table[name] for name in header.names}
     elif header.data == "binary_compressed":
         columns = _pcd_compressed(path, raw[header.offset:], header)
     else:
