@@ -19,7 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from . import __version__
 from .errors import DitrError
 
-COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate", "demo", "distill"]
+COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate", "demo", "distill", "predict",
+            "info", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ trained model from a checkpoint alone (the run config is stored in it), which is
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -113,14 +113,22 @@ def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
         trainer.close()
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[PTv3Segmentor, dict[str, Any]]:
-    """The trained model of a checkpoint and the run config it was trained with."""
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
+               prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> tuple[PTv3Segmentor, dict[str, Any]]:
+    """The trained model of a checkpoint and the run config it was trained with.
+
+    ``prepare(config)`` may adjust the config before the model is built (``ditr predict`` sets
+    ``vfm.online`` there, so that the model gets its VFM attached).
+    """
     state = load_checkpoint(checkpoint)
     config = state.get("config") or {}
     if not config:
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
     if not needs_images(config):  # the image-free path never loads features
         config.setdefault("images", {})["enabled"] = False
+    if prepare is not None:
+        config = prepare(config)
     model = model_from_config(config)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config

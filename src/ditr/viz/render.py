@@ -1,0 +1,190 @@
+"""Pictures of per-point labels that scale to millions of points: rasters, not scatter plots.
+
+* :func:`render_topdown`: an orthographic view from above, one pixel per cell of the points' own
+  spacing, each pixel showing the highest point in it; a ceiling (a top layer covering most of the
+  footprint) is cut away so that the room's contents show.
+* :func:`render_view_labels`: a camera's image beside the same image with the labels of the points
+  it sees (occlusion tested) painted over it, nearest point on top.
+* :func:`render_legend`: class colours, names and point counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..fileio import atomic_write  # noqa: E402
+from ..projection import ProjectionConfig, estimate_point_spacing, project_scene  # noqa: E402
+from ..scene import Scene  # noqa: E402
+from .labels import class_colors  # noqa: E402
+
+#: Longest side of the top-down raster in pixels before it is enlarged for display.
+TOPDOWN_PIXELS = 1024
+#: A top layer this thick (metres) that covers this share of the footprint is a ceiling.
+CEILING_BAND, CEILING_SHARE = 0.3, 0.4
+#: Gaps between points up to this many pixels wide are filled in the top-down raster.
+HOLE_FILL = 3
+#: Largest square (half-width in pixels) a point is drawn as over a view's image.
+MAX_SPLAT = 8
+#: Views are drawn at most this wide (pixels per panel).
+VIEW_WIDTH = 960
+UNLABELLED = np.array([0.6, 0.6, 0.6])
+
+
+def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, 3) uint8 class colours (grey for -1 and unknown ids), the palette of every ditr picture."""
+    palette = class_colors(num_classes)
+    out = np.tile(UNLABELLED, (len(labels), 1))
+    ok = (labels >= 0) & (labels < num_classes)
+    out[ok] = palette[labels[ok]]
+    return np.round(out * 255).astype(np.uint8)
+
+
+def _first_per_cell(cell: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, rows): for each distinct cell, the row with the smallest priority."""
+    order = np.lexsort((priority, cell))
+    first = np.r_[True, cell[order][1:] != cell[order][:-1]]
+    return cell[order][first], order[first]
+
+
+def _fill_holes(image: np.ndarray, filled: np.ndarray, steps: int) -> np.ndarray:
+    """Give empty pixels the colour of a filled 4-neighbour, ``steps`` times (gaps between points)."""
+    for _ in range(steps):  # a loop over fill steps, each vectorised over the image
+        for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
+            src_img, src_ok = np.roll(image, shift, axis), np.roll(filled, shift, axis)
+            edge = [slice(None), slice(None)]
+            edge[axis] = 0 if shift > 0 else -1  # the row / column np.roll wrapped around
+            src_ok[tuple(edge)] = False
+            take = ~filled & src_ok
+            image[take] = src_img[take]
+            filled = filled | take
+    return image
+
+
+def topdown_raster(coord: np.ndarray, colors: np.ndarray, max_pixels: int = TOPDOWN_PIXELS
+                   ) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
+    """(H, W, 3) uint8 raster seen from above (white background), its extent in metres, ceiling cut.
+
+    The pixel is about the points' spacing on their surfaces; gaps of up to ``HOLE_FILL`` pixels
+    between points are closed with the neighbours' colour.
+    """
+    lo, hi = coord[:, :2].min(0), coord[:, :2].max(0)
+    extent = np.maximum(hi - lo, 1e-3)
+    pixel = max(float(extent.max()) / max_pixels, estimate_point_spacing(torch.from_numpy(coord)))
+    ij = np.floor((coord[:, :2] - lo) / pixel).astype(np.int64)
+    w, h = ij.max(0) + 1
+    cell = ij[:, 1] * w + ij[:, 0]
+    z = coord[:, 2]
+    top = z >= z.max() - CEILING_BAND
+    cut = np.unique(cell[top]).size > CEILING_SHARE * np.unique(cell).size
+    keep = ~top if cut and (~top).any() else np.ones(len(coord), bool)
+    cells, rows = _first_per_cell(cell[keep], -z[keep])
+    image = np.full((h * w, 3), 255, np.uint8)
+    image[cells] = colors[keep][rows]
+    filled = np.zeros(h * w, bool)
+    filled[cells] = True
+    image = _fill_holes(image.reshape(h, w, 3), filled.reshape(h, w), HOLE_FILL)
+    return image[::-1], (float(lo[0]), float(lo[0] + w * pixel), float(lo[1]),
+                                          float(lo[1] + h * pixel)), bool(cut)
+
+
+def render_topdown(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """PNG of the labels seen from above, with axes in metres and a legend of the classes present."""
+    num_classes = len(class_names)
+    raster, extent, cut = topdown_raster(coord, label_colors(labels, num_classes))
+    width = 9.0
+    height = width * (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-6)
+    fig = Figure(figsize=(width + 2.8, min(max(height, 4.0), 14.0) + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(raster, extent=extent, interpolation="nearest")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title((title + "\n" if title else "") + "from above" + (", ceiling cut away" if cut else ""), fontsize=10)
+    present = [int(c) for c in np.unique(labels) if 0 <= c < num_classes]
+    palette = class_colors(num_classes)
+    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
+               loc="outside right upper", fontsize=8)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
+
+
+def _splat(uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, shape: tuple[int, int], radius: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(flat pixel ids, colours): point i drawn as a square of ``2 radius[i] + 1`` pixels, nearest on top."""
+    h, w = shape
+    base = np.floor(uv).astype(np.int64)
+    cells, rows = [], []
+    top = int(radius.max()) if len(radius) else 0
+    for du in range(-top, top + 1):  # a loop over the square's offsets, each vectorised over points
+        for dv in range(-top, top + 1):
+            u, v = base[:, 0] + du, base[:, 1] + dv
+            ok = (u >= 0) & (u < w) & (v >= 0) & (v < h) & (radius >= max(abs(du), abs(dv)))
+            cells.append(v[ok] * w + u[ok])
+            rows.append(np.flatnonzero(ok))
+    cell, row = np.concatenate(cells), np.concatenate(rows)
+    cells_first, first = _first_per_cell(cell, depth[row])
+    return cells_first, colors[row[first]]
+
+
+def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
+                       view_ids: Sequence[int], projection: ProjectionConfig = ProjectionConfig(),
+                       alpha: float = 0.65) -> list[Path]:
+    """``OUT/view_<name>.png`` per view: the image | the labels of the points it sees over it."""
+    if not view_ids:
+        return []
+    import dataclasses
+
+    sub = dataclasses.replace(scene, views=[scene.views[i] for i in view_ids])
+    corr = project_scene(sub, projection)
+    colors = label_colors(labels, len(class_names)).astype(np.float32)
+    spacing = projection.point_spacing or estimate_point_spacing(torch.from_numpy(scene.coord))
+    written = []
+    for k, view in enumerate(sub.views):
+        scale = min(1.0, VIEW_WIDTH / view.width)
+        w, h = max(1, round(view.width * scale)), max(1, round(view.height * scale))
+        image = np.asarray(Image.fromarray(view.read_image()).resize((w, h), Image.BILINEAR))
+        vis = corr.visible[k].numpy()
+        depth = corr.depth[k].numpy()[vis]
+        # about the point spacing as seen at the point's depth, so that surfaces render closed
+        focal = view.intrinsics[0, 0] * scale
+        radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT)
+        cells, paint = _splat(corr.uv[k].numpy()[vis] * scale, depth, colors[vis], (h, w), radius.astype(np.int64))
+        overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
+        overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
+        both = np.concatenate([image, np.full((h, max(4, w // 100), 3), 255, np.uint8),
+                               overlay.reshape(h, w, 3).round().astype(np.uint8)], 1)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
+        path = Path(out_dir) / f"view_{safe}.png"
+        atomic_write(path, lambda fh, a=both: Image.fromarray(a).save(fh, format="PNG", compress_level=1))
+        written.append(path)
+    return written
+
+
+def render_legend(class_names: Sequence[str], counts: Sequence[int], path: str | Path) -> Path:
+    """PNG table of every class: colour, id, name, predicted points and their share."""
+    palette = class_colors(len(class_names))
+    total = max(int(sum(counts)), 1)
+    rows = len(class_names)
+    fig = Figure(figsize=(5.2, 0.28 * rows + 0.5))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(rows + 0.6, -0.8)
+    ax.axis("off")
+    ax.text(0.16, -0.3, "class", fontsize=9, weight="bold")
+    ax.text(0.97, -0.3, "points (share)", fontsize=9, weight="bold", ha="right")
+    for i, (name, count) in enumerate(zip(class_names, counts)):
+        ax.add_patch(matplotlib.patches.Rectangle((0.03, i + 0.15), 0.08, 0.7, color=palette[i]))
+        style = {"color": "black" if count else "grey"}
+        ax.text(0.16, i + 0.5, f"{i:>2}  {name}", fontsize=9, va="center", **style)
+        ax.text(0.97, i + 0.5, f"{int(count):,} ({100 * count / total:.1f}%)", fontsize=9, va="center",
+                ha="right", **style)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))

@@ -1,0 +1,201 @@
+"""ditr predict: chunk plans, normal estimation, whole-scene and chunked prediction, the output files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+
+from ditr.cli import main
+from ditr.configs import load_preset
+from ditr.demo import DemoSettings, method_config
+from ditr.engine.checkpoint import save_checkpoint
+from ditr.errors import DitrError
+from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks, predict
+from ditr.scene import Scene
+from ditr.training import load_model, model_from_config, predict_scene, train
+from conftest import look_at, small_world
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two small synthetic rooms (3000 points, 4 views) with cached tiny-random DINOv2 features."""
+    return small_world(tmp_path_factory.mktemp("predict"))
+
+
+def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
+    """A random-init model saved the way the trainer saves its state (config stored alongside)."""
+    config = load_preset(presets, list(overrides))
+    torch.manual_seed(0)
+    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": config, "step": 0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_model(world):
+    """DITR trained as ``ditr demo`` trains it (its preset and settings), for 20 steps only."""
+    root, rooms, vfm = world
+    settings = DemoSettings(points=3000, views=4, steps=20, batch_size=1)
+    config = method_config("ditr", settings, root / "features", vfm["feature_dim"], vfm["precision"],
+                           steps_per_epoch=len(rooms))
+    config["trainer"]["eval_every_epochs"] = 1000
+    train(config, root / "demo_ditr", train_scenes=rooms, quiet=True)
+    return root / "demo_ditr" / "last.pt"
+
+
+def run_predict(capsys, checkpoint: Path, scene: Path, out: Path, *args: str) -> dict:
+    assert main(["predict", str(checkpoint), str(scene), "--out", str(out), "--device", "cpu", "--quiet",
+                 *args]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary == json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def check_outputs(out: Path, num_points: int, num_classes: int, renders: int) -> np.ndarray:
+    """The files of ditr predict exist and agree with each other; returns the labels."""
+    labels = np.load(out / "labels.npy")
+    assert labels.shape == (num_points,) and labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() < num_classes
+    vertex = PlyData.read(str(out / "pred.ply"))["vertex"].data
+    assert len(vertex) == num_points
+    np.testing.assert_array_equal(vertex["label"], labels)
+    assert {"x", "y", "z", "red", "green", "blue", "confidence"} <= set(vertex.dtype.names)
+    classes = json.loads((out / "classes.json").read_text())
+    counts = [c["points"] for c in classes["classes"]]
+    assert len(counts) == num_classes and sum(counts) == num_points == classes["points"]
+    np.testing.assert_array_equal(counts, np.bincount(labels, minlength=num_classes))
+    for name in ("legend.png", "topdown.png"):
+        assert (out / name).stat().st_size > 1000
+    assert len(list(out.glob("view_*.png"))) == renders
+    return labels
+
+
+# ------------------------------------------------------------------------------------------ planning
+def test_chunk_plans_cover_everything_within_budget():
+    rng = np.random.default_rng(0)
+    counts = []
+    for side in (4.0, 8.0, 16.0):  # the same density over growing floors
+        coord = np.concatenate([rng.uniform(0, side, (int(400 * side * side), 2)), rng.uniform(0, 3, (int(400 * side * side), 1))], 1)
+        chunks = plan_chunks(coord, max_points=6000, overlap=0.5)
+        assert all(len(c.members) <= 6000 for c in chunks)
+        core = np.concatenate([c.members[c.weight == 1] for c in chunks])
+        assert np.array_equal(np.unique(core), np.arange(len(coord)))  # every row in some core
+        assert all(np.all(np.diff(c.members) > 0) for c in chunks)
+        assert all(c.weight.min() >= 0 and c.weight.max() <= 1 for c in chunks)
+        counts.append(len(chunks))
+    assert counts[0] < counts[1] < counts[2], counts
+    whole = plan_chunks(coord[:100], max_points=100, overlap=1.0)
+    assert len(whole) == 1 and np.array_equal(whole[0].members, np.arange(100))
+    dense = plan_chunks(np.zeros((500, 3)), max_points=100, overlap=1.0)  # no split can help: capped
+    assert all(len(c.members) <= 100 for c in dense)
+    with pytest.raises(DitrError, match="max_points"):
+        plan_chunks(coord, 0, 1.0)
+
+
+def test_estimated_normals_face_the_viewpoint():
+    rng = np.random.default_rng(1)
+    floor = np.c_[rng.uniform(0, 2, (3000, 2)), np.zeros(3000)]
+    wall = np.c_[rng.uniform(0, 2, 2000), np.full(2000, 2.0), rng.uniform(0.1, 2, 2000)]
+    normals = estimate_normals(np.concatenate([floor, wall]).astype(np.float32), np.array([1.0, 1.0, 1.5]))
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
+    assert (normals[:3000] @ [0, 0, 1] > 0.95).mean() > 0.9  # floor: up, towards the viewpoint
+    assert (normals[3000:] @ [0, -1, 0] > 0.95).mean() > 0.8  # wall: into the room
+
+
+# ------------------------------------------------------------------------------------------ synthetic rooms
+def test_predict_room_with_views_writes_every_file(world, tmp_path, capsys):
+    root, rooms, vfm = world
+    ckpt = save_random_model(tmp_path / "ditr.pt", ["synthetic", "method/ditr"], f"vfm.cache={root / 'features'}",
+                             f"model.image_channels={vfm['feature_dim']}")
+    scene = Scene.load(rooms[0])
+    out = tmp_path / "cached"
+    summary = run_predict(capsys, ckpt, rooms[0], out, "--features", str(root / "features"), "--save-probs")
+    labels = check_outputs(out, scene.num_points, 15, renders=3)
+    # one chunk: exactly the evaluation forward (ditr.training.predict_scene)
+    model, config = load_model(ckpt)
+    np.testing.assert_array_equal(labels, predict_scene(model, config, rooms[0]).numpy())
+    assert summary["chunks"] == 1 and summary["views_used"] == 4 and summary["uses_images"]
+    assert 0 < summary["points_seen_by_camera"] < scene.num_points
+    assert summary["points_unseen"] == scene.num_points - summary["points_seen_by_camera"]
+    assert summary["evaluation"]["scored"] and 0 <= summary["evaluation"]["miou"] <= 1
+    assert not summary["normals_estimated"] and not summary["warnings"]
+    probs = np.load(out / "probs.npy")
+    assert probs.shape == (scene.num_points, 15) and np.allclose(probs.sum(1), 1, atol=1e-2)
+    # online VFM (the default) gives the same labels up to the cache's float16 rounding
+    online = run_predict(capsys, ckpt, rooms[0], tmp_path / "online", "--render-views", "0", "--views", "2")
+    assert online["image_features"].startswith("online") and online["views_used"] == 2
+    assert not list((tmp_path / "online").glob("view_*.png"))
+
+
+def test_chunked_prediction_agrees_and_covers_every_point(world, demo_model):
+    root, rooms, _ = world
+    whole_opts = PredictOptions(features=root / "features")
+    model, config = load_model(demo_model, prepare=lambda c: inference_config(c, whole_opts))
+    whole = predict(model, config, rooms[0], whole_opts)
+    assert whole.chunks == 1
+    chunked = predict(model, config, rooms[0], dataclasses.replace(whole_opts, max_points=whole.voxels // 3))
+    assert chunked.chunks > 3 and chunked.labels.shape == whole.labels.shape
+    assert (chunked.labels == whole.labels).mean() > 0.95  # measured 0.98 after 20 training steps
+    assert np.allclose(chunked.probs.sum(1), 1, atol=1e-4)
+    config["test_time"]["variants"] = config["test_time"]["variants"][1:3]  # two of the preset's 13
+    tta = predict(model, config, rooms[0], dataclasses.replace(whole_opts, tta=True, max_points=whole.voxels // 2))
+    assert tta.passes > 1 and tta.chunks >= 2 * tta.passes and (tta.labels == whole.labels).mean() > 0.8
+
+
+def test_unseen_scenes_are_reported(world, tmp_path):
+    root, rooms, vfm = world
+    ckpt = save_random_model(tmp_path / "ditr.pt", ["synthetic", "method/ditr"],
+                             f"model.image_channels={vfm['feature_dim']}")
+    scene = Scene.load(rooms[0])
+    away = [dataclasses.replace(v, cam_to_world=look_at([3, -50, 1.5], [3, -100, 1.5])) for v in scene.views]
+    dataclasses.replace(scene, views=away).save(tmp_path / "away", image_format="png")
+    dataclasses.replace(scene, views=[]).save(tmp_path / "blind")
+    opts = PredictOptions()
+    model, config = load_model(ckpt, prepare=lambda c: inference_config(c, opts))
+    away_pred = predict(model, config, tmp_path / "away", opts)
+    assert away_pred.points_seen == 0 and any("no camera sees" in w for w in away_pred.warnings)
+    blind = predict(model, config, tmp_path / "blind", opts)
+    assert blind.views == [] and any("no views" in w for w in blind.warnings)
+    assert blind.labels.shape == (scene.num_points,)
+
+
+def test_refuses_distillation_checkpoints_and_bad_options(world, tmp_path, capsys):
+    root, rooms, _ = world
+    student = save_random_model(tmp_path / "student.pt", ["synthetic", "method/d-ditr"], "distill.head_channels=32")
+    assert main(["predict", str(student), str(rooms[0]), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert "distillation checkpoint" in capsys.readouterr().err
+    plain = save_random_model(tmp_path / "plain.pt", ["synthetic", "method/ptv3"])
+    assert main(["predict", str(plain), str(rooms[0]), "--out", str(tmp_path / "o"), "--views", "some"]) == 2
+    assert "--views" in capsys.readouterr().err
+    assert main(["predict", str(plain), str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ ScanNet sample
+def test_scannet_sample_image_free_model(scannet_scene, tmp_path, capsys):
+    """The ScanNet recipe (3D only, tiny backbone): the sample has no normals, so they are estimated."""
+    ckpt = save_random_model(tmp_path / "ptv3.pt", ["scannet", "method/ptv3"], "model.backbone=tiny")
+    summary = run_predict(capsys, ckpt, scannet_scene.path, tmp_path / "out", "--render-views", "1")
+    check_outputs(tmp_path / "out", scannet_scene.num_points, 20, renders=1)
+    assert not summary["uses_images"] and summary["points_seen_by_camera"] is None
+    assert summary["normals_estimated"] and any("normal" in w for w in summary["warnings"])
+    labelled = int((scannet_scene.segment("segment20") >= 0).sum())
+    assert summary["evaluation"]["scored"] and summary["evaluation"]["labelled_points"] == labelled
+
+
+def test_scannet_sample_with_demo_trained_ditr(scannet_scene, demo_model, tmp_path, capsys):
+    """The issue's must-show: a demo-trained DITR model predicts the ScanNet sample, its image
+    features computed online from the sample's three frames."""
+    summary = run_predict(capsys, demo_model, scannet_scene.path, tmp_path / "out", "--views", "all")
+    check_outputs(tmp_path / "out", scannet_scene.num_points, 15, renders=3)
+    assert summary["uses_images"] and summary["views_used"] == 3
+    assert 0 < summary["points_seen_by_camera"] < scannet_scene.num_points
+    assert summary["image_features"] == "online dinov2-tiny-random-reg"
+    assert not summary["evaluation"]["scored"] and "differ" in summary["evaluation"]["reason"]
