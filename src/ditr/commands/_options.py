@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..projection import ProjectionConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..projection import ProjectionConfig
 
 
 def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,8 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def projection_config(args: argparse.Namespace) -> ProjectionConfig:
+    from ..projection import ProjectionConfig
+
     return ProjectionConfig(occlusion=args.occlusion, depth_tolerance=args.depth_tolerance,
                             min_depth=args.min_depth, max_depth=args.max_depth,
                             point_spacing=args.point_spacing, splat_radius_px=args.splat_radius_px)

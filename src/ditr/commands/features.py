@@ -6,15 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..cache import FeatureCache
 from ..errors import DitrError
-from ..scene import Scene
-from ..vfm.backends import POS_INTERPOLATIONS, PRECISIONS, VFMBackend
-from ..vfm.extract import FeatureSource, FillStats, ImageJob, distributed_rank_world, fill_cache
-from ..vfm.loading import load_vfm
-from ..vfm.registry import list_models
+from ..vfm.registry import POS_INTERPOLATIONS, PRECISIONS, list_models
 from ._options import add_projection_arguments, projection_config
+
+if TYPE_CHECKING:
+    from ..scene import Scene
+    from ..vfm.extract import FeatureSource, FillStats, ImageJob
 
 NAME = "features"
 HELP = "Compute DINOv2 / DINOv3 patch features of scenes' images into an on-disk cache (and PCA pictures)."
@@ -70,6 +70,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
+    from ..cache import FeatureCache
+    from ..scene import Scene
+    from ..vfm.backends import VFMBackend
+    from ..vfm.extract import FeatureSource, ImageJob, distributed_rank_world
+    from ..vfm.loading import load_vfm
+
     hf_logging.disable_progress_bar()
     resolution = _resolution(args.resolution)
     cache = FeatureCache(args.cache)
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _fill_with_progress(jobs: list[ImageJob], source: FeatureSource, rank: int, world: int) -> FillStats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..vfm.extract import fill_cache
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())

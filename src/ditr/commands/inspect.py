@@ -10,8 +10,6 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..device import resolve_device
-from ..projection import project_scene
 from ..scene import Scene
 from ._options import add_projection_arguments, projection_config
 
@@ -43,6 +41,9 @@ def scene_summary(scene: Scene, args: argparse.Namespace) -> dict:
         summary["classes"] = {("ignore (-1)" if i < 0 else names[i] if i < len(names) else str(int(i))): int(c)
                               for i, c in zip(ids, counts)}
     if scene.views:
+        from ..device import resolve_device
+        from ..projection import project_scene
+
         corr = project_scene(scene, projection_config(args), device=resolve_device(args.device))
         s = corr.summary()
         summary.update(seen_fraction=round(s["seen_fraction"], 4), visible_per_view=s["visible_per_view"],

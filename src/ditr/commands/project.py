@@ -8,9 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..device import resolve_device
-from ..projection import project_scene
-from ..scene import Scene
 from ._options import add_projection_arguments, projection_config
 
 NAME = "project"
@@ -34,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..device import resolve_device
+    from ..projection import project_scene
+    from ..scene import Scene
+
     scene = Scene.load(args.scene)
     if not scene.views:
         print(f"ditr project: {args.scene} has no views.json: it is a 3D-only scene, nothing to project",

@@ -20,13 +20,7 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from ..errors import DitrError
 from .loading import VFMHandle
-from .registry import IMAGENET_MEAN, IMAGENET_STD
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: "antialias": resize DINOv2's learned position embeddings as timm and Meta's register models do
-#: (bicubic, antialiased; the reference); "plain": bicubic without antialiasing (transformers'
-#: Dinov2Model default). Irrelevant for DINOv3, whose RoPE needs no resizing.
-POS_INTERPOLATIONS = ("antialias", "plain")
+from .registry import IMAGENET_MEAN, IMAGENET_STD, POS_INTERPOLATIONS, PRECISIONS
 
 
 def _resolve_precision(precision: str, device: torch.device) -> str:

@@ -9,10 +9,19 @@ here, away from loading and forward code, means a new variant is one line and no
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from transformers import Dinov2Config, Dinov2WithRegistersConfig, DINOv3ViTConfig, PretrainedConfig
+from typing import TYPE_CHECKING
 
 from ..errors import DitrError
+
+#: Numeric precisions a backend runs the VFM in ("auto": bf16 on a CUDA device that has it, else fp32).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: "antialias": resize DINOv2's learned position embeddings as timm and Meta's register models do
+#: (bicubic, antialiased; the reference); "plain": bicubic without antialiasing (transformers'
+#: Dinov2Model default). Irrelevant for DINOv3, whose RoPE needs no resizing.
+POS_INTERPOLATIONS = ("antialias", "plain")
+
+if TYPE_CHECKING:  # transformers loads in seconds: only where a model is built, not for `ditr --help`
+    from transformers import PretrainedConfig
 
 #: Pixel mean / std the DINO models were trained with (ImageNet statistics, RGB in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,6 +69,8 @@ class VFMSpec:
         return d + (-d % self.swiglu_align)
 
     def hf_config(self) -> PretrainedConfig:
+        from transformers import Dinov2Config, Dinov2WithRegistersConfig, DINOv3ViTConfig
+
         """The transformers configuration that builds this architecture."""
         common = dict(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
                       num_attention_heads=self.num_heads, patch_size=self.patch_size,
