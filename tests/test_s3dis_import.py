@@ -185,7 +185,11 @@ def test_bad_pose_and_missing_files_name_file_and_field(dataset, tmp_path):
     with pytest.raises(SceneError, match=r"camera_rt_matrix: its 3x3 part is not a rotation"):
         import_s3dis(src, tmp_path / "out", images=images, areas=["Area_1"])
     pose_file.write_text(json.dumps(doc))
-    next((images / "area_1" / "data" / "depth").glob("*office_1_frame_1*")).unlink()
+    depth_file = next((images / "area_1" / "data" / "depth").glob("*office_1_frame_1*"))
+    Image.fromarray(np.zeros((20, 40), np.uint16)).save(depth_file)
+    with pytest.raises(SceneError, match=r"office_1_frame_1_domain_depth.png: depth: has shape \(20, 40\)"):
+        import_s3dis(src, tmp_path / "out", images=images, areas=["Area_1"])
+    depth_file.unlink()
     with pytest.raises(SceneError, match=r"office_1_frame_1_domain_depth.png: depth: missing"):
         import_s3dis(src, tmp_path / "out", images=images, areas=["Area_1"])
     aligned = src.rename(src.parent / "Stanford3dDataset_v1.2_Aligned_Version")

@@ -307,15 +307,19 @@ def read_frame(frame: Frame, depth_dir: Path) -> tuple[View, np.ndarray]:
     depth_file = frame.sibling("depth", "depth.png")
     if not depth_file.is_file():
         raise SceneError(depth_file, "depth", f"missing for frame {frame.rgb.name}")
-    with Image.open(frame.rgb) as im:
-        width, height = im.size
     try:
-        raw = np.asarray(Image.open(depth_file))
+        with Image.open(frame.rgb) as im:
+            width, height = im.size
     except Exception as exc:  # PIL raises several types for damaged files
+        raise SceneError(frame.rgb, "image", f"cannot be read ({exc})") from None
+    try:
+        with Image.open(depth_file) as im:
+            raw = np.asarray(im)
+    except Exception as exc:
         raise SceneError(depth_file, "depth", f"cannot be decoded ({exc})") from None
     if raw.shape != (height, width):
-        raise SceneError(depth_file, "depth", f"is {raw.shape[1]}x{raw.shape[0]} with shape {raw.shape}, "
-                         f"the rgb image is {width}x{height}")
+        raise SceneError(depth_file, "depth", f"has shape {raw.shape}; expected one {height}x{width} channel "
+                         "like the rgb image")
     depth = np.where(raw == DEPTH_MISSING, 0.0, raw.astype(np.float32) / DEPTH_SCALE).astype(np.float32)
     converted = depth_dir / f"{frame.name}.png"
     write_depth_image(converted, depth, DEPTH_SCALE)
