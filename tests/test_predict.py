@@ -40,9 +40,9 @@ def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_model(world):
-    """DITR trained as ``ditr demo`` trains it (its preset and settings), for 20 steps only."""
+    """DITR trained as ``ditr demo`` trains it (its preset and settings), for 12 steps only."""
     root, rooms, vfm = world
-    settings = DemoSettings(points=3000, views=4, steps=20, batch_size=1)
+    settings = DemoSettings(points=3000, views=4, steps=12, batch_size=1)
     config = method_config("ditr", settings, root / "features", vfm["feature_dim"], vfm["precision"],
                            steps_per_epoch=len(rooms))
     config["trainer"]["eval_every_epochs"] = 1000
@@ -142,11 +142,12 @@ def test_chunked_prediction_agrees_and_covers_every_point(world, demo_model):
     assert whole.chunks == 1
     chunked = predict(model, config, rooms[0], dataclasses.replace(whole_opts, max_points=whole.voxels // 3))
     assert chunked.chunks > 3 and chunked.labels.shape == whole.labels.shape
-    assert (chunked.labels == whole.labels).mean() > 0.95  # measured 0.98 after 20 training steps
+    assert (chunked.labels == whole.labels).mean() > 0.95  # measured 0.97 after 12 training steps
     assert np.allclose(chunked.probs.sum(1), 1, atol=1e-4)
     config["test_time"]["variants"] = config["test_time"]["variants"][1:3]  # two of the preset's 13
     tta = predict(model, config, rooms[0], dataclasses.replace(whole_opts, tta=True, max_points=whole.voxels // 2))
-    assert tta.passes > 1 and tta.chunks >= 2 * tta.passes and (tta.labels == whole.labels).mean() > 0.8
+    assert tta.passes > 1 and tta.chunks >= 2 * tta.passes and np.allclose(tta.probs.sum(1), 1, atol=1e-4)
+    assert (tta.labels == whole.labels).mean() > 0.6  # rotated variants of a barely trained model: 0.8 measured
 
 
 def test_unseen_scenes_are_reported(world, tmp_path):

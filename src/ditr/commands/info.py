@@ -74,7 +74,6 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     grid = [t.get("grid_size") for t in (config.get("transforms") or {}).get("val", []) if t.get("type") == "GridSample"]
     features = list(data.get("input_features", ["color", "normal"]))
     reads_images = name in ("ditr", "d-ditr")
-    metrics = record.get("metrics") or {}
     info = {
         "file": {"path": str(path), "kind": kind, "bytes": path.stat().st_size},
         "model": {"name": name, "task": "distillation" if name == "d-ditr" else "segmentation",
@@ -98,7 +97,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
                      "batch_size": (config.get("trainer") or {}).get("batch_size"),
                      "lr": (config.get("optim") or {}).get("lr"), "init": config.get("init"),
                      "scenes": "not recorded in checkpoints; see dataset root / splits"},
-        "metrics": {"best": record.get("best"), "last": metrics},
+        "metrics": {"best": record.get("best"), "last": record.get("metrics")},
         "inference": {"needs_images": needs_images(config),
                       "needs": ("posed images of the scene + features of " + str(vfm.get("model"))
                                 if needs_images(config) else "points only (" + ", ".join(features) + ")"),
