@@ -47,7 +47,7 @@ from PIL import Image
 
 from ..errors import DitrError, SceneError
 from ..projection import ProjectionConfig, compute_correspondences
-from ..scene import Scene, View, write_depth_image
+from ..scene import Scene, View
 
 S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
                  "bookcase", "board", "clutter"]
@@ -320,9 +320,10 @@ def read_frame(frame: Frame, depth_dir: Path) -> tuple[View, np.ndarray]:
     if raw.shape != (height, width):
         raise SceneError(depth_file, "depth", f"has shape {raw.shape}; expected one {height}x{width} channel "
                          "like the rgb image")
-    depth = np.where(raw == DEPTH_MISSING, 0.0, raw.astype(np.float32) / DEPTH_SCALE).astype(np.float32)
+    units = np.where(raw == DEPTH_MISSING, 0, raw).astype(np.uint16)  # the scene format's "no depth" is 0
     converted = depth_dir / f"{frame.name}.png"
-    write_depth_image(converted, depth, DEPTH_SCALE)
+    Image.fromarray(units).save(converted, compress_level=1)  # zlib level 1: several times faster to encode
+    depth = units.astype(np.float32) / DEPTH_SCALE
     view = View(name=frame.name, width=width, height=height, intrinsics=k, cam_to_world=cam_to_world,
                 image_path=frame.rgb, depth_path=converted, depth_scale=DEPTH_SCALE)
     return view, depth
