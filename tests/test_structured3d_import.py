@@ -174,10 +174,14 @@ def test_splits_and_cli(tmp_path, capsys):
     write_room(src)
     write_room(src, scene="scene_03100", room="7")
     (src / "scene_03100" / "2D_rendering" / "8" / "panorama" / "full").mkdir(parents=True)  # no perspective views
+    blank = write_room(src, scene="scene_03300", room="9")
+    for depth in blank.rglob("depth.png"):
+        Image.fromarray(np.zeros((H, W), np.uint16)).save(depth)  # rendered, but no depth anywhere
     assert main(["import", "structured3d", str(tmp_path), str(tmp_path / "out")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["scenes"] == ["scene_00000_room_485142", "scene_03100_room_7"]
     assert report["rooms_without_perspective"] == ["scene_03100_room_8"]
+    assert report["rooms_without_depth"] == ["scene_03300_room_9"]
     assert report["splits"] == {"train": 1, "val": 1, "test": 0}
     assert (tmp_path / "out" / "splits" / "val.txt").read_text() == "scene_03100_room_7\n"
 

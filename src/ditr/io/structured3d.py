@@ -65,6 +65,7 @@ class Structured3DReport:
     pixels_backprojected: int = 0
     pixels_dropped_discontinuity: int = 0
     rooms_without_perspective: list[str] = field(default_factory=list)
+    rooms_without_depth: list[str] = field(default_factory=list)  # views present, no usable depth pixel
     splits: dict[str, int] = field(default_factory=dict)
 
 
@@ -193,51 +194,57 @@ def _position_key(p: Path) -> tuple:
     return (0, int(p.name)) if p.name.isdigit() else (1, p.name)
 
 
+def read_position(position: Path, edge_threshold: float) -> tuple[View, dict[str, np.ndarray], int]:
+    """One perspective view: its View (label image in ScanNet-20 ids) and its back-projected pixels.
+
+    Returns the view, the pixels' ``coord``, ``normal``, ``color`` and ``label`` (NYU40 id - 1) and
+    how many pixels were dropped on depth discontinuities.
+    """
+    rgb_file = position / "rgb_rawlight.png"
+    if not rgb_file.is_file():
+        raise SceneError(rgb_file, "image", "missing")
+    try:
+        with Image.open(rgb_file) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception as exc:  # PIL raises several types for damaged files
+        raise SceneError(rgb_file, "image", f"cannot be decoded ({exc})") from None
+    shape = rgb.shape[:2]
+    k, pose = read_camera_pose(position / "camera_pose.txt", shape[1], shape[0])
+    depth = _read_array(position / "depth.png", "depth", shape).astype(np.float32) / DEPTH_SCALE
+    nyu40 = _read_array(position / "semantic.png", "semantic", shape).astype(np.int64)
+    if nyu40.ndim != 2:
+        raise SceneError(position / "semantic.png", "semantic",
+                         f"has {nyu40.shape[2]} channels; expected one channel of NYU40 ids")
+    if nyu40.max() > 40:
+        raise SceneError(position / "semantic.png", "semantic", f"holds id {nyu40.max()}; NYU40 ids are 0-40")
+    coord, normal, keep, dropped = backproject(depth, k, pose, edge_threshold)
+    view = View(name=position.name, width=shape[1], height=shape[0], intrinsics=k, cam_to_world=pose,
+                image_path=rgb_file, depth_path=position / "depth.png", depth_scale=DEPTH_SCALE,
+                label=NYU40_TO_SCANNET20[nyu40])
+    return view, {"coord": coord, "normal": normal, "color": rgb[keep], "label": nyu40[keep] - 1}, dropped
+
+
 def import_room(room_dir: Path, out_dir: Path, report: Structured3DReport, *, voxel_size: float = 0.02,
                 edge_threshold: float = 0.05) -> Scene | None:
-    """Rebuild one room from its perspective views into a scene directory; None if it has none."""
-    scene_name = room_dir.parent.parent.name
-    name = f"{scene_name}_room_{room_dir.name}"
+    """Rebuild one room from its perspective views into a scene directory; None (counted) if it has none."""
+    name = f"{room_dir.parent.parent.name}_room_{room_dir.name}"
     positions = sorted((p for p in (room_dir / "perspective" / "full").glob("*") if p.is_dir()), key=_position_key)
     if not positions:
         report.rooms_without_perspective.append(name)
         return None
-    views, coords, colors, normals, labels = [], [], [], [], []
+    views, parts = [], []
     for position in positions:
-        rgb_file = position / "rgb_rawlight.png"
-        if not rgb_file.is_file():
-            raise SceneError(rgb_file, "image", "missing")
-        try:
-            with Image.open(rgb_file) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except Exception as exc:  # PIL raises several types for damaged files
-            raise SceneError(rgb_file, "image", f"cannot be decoded ({exc})") from None
-        shape = rgb.shape[:2]
-        k, pose = read_camera_pose(position / "camera_pose.txt", shape[1], shape[0])
-        depth_raw = _read_array(position / "depth.png", "depth", shape)
-        semantic = _read_array(position / "semantic.png", "semantic", shape)
-        if semantic.ndim != 2:
-            raise SceneError(position / "semantic.png", "semantic",
-                             f"has {semantic.shape[2]} channels; expected one channel of NYU40 ids")
-        nyu40 = semantic.astype(np.int64)
-        if nyu40.max() > 40:
-            raise SceneError(position / "semantic.png", "semantic", f"holds id {nyu40.max()}; NYU40 ids are 0-40")
-        depth = depth_raw.astype(np.float64) / DEPTH_SCALE
-        pts, nrm, keep, dropped = backproject(depth, k, pose, edge_threshold)
-        coords.append(pts)
-        normals.append(nrm)
-        colors.append(rgb[keep])
-        labels.append(nyu40[keep] - 1)  # NYU40 id 0 (unlabelled) -> -1
-        report.pixels_backprojected += len(pts)
+        view, pixels, dropped = read_position(position, edge_threshold)
+        views.append(view)
+        parts.append(pixels)
+        report.pixels_backprojected += len(pixels["coord"])
         report.pixels_dropped_discontinuity += dropped
-        views.append(View(name=position.name, width=shape[1], height=shape[0], intrinsics=k, cam_to_world=pose,
-                          image_path=rgb_file, depth_path=position / "depth.png", depth_scale=DEPTH_SCALE,
-                          label=NYU40_TO_SCANNET20[nyu40]))
-    coord = np.concatenate(coords)
-    if len(coord) == 0:
-        raise SceneError(room_dir, "depth", "no view of this room has a usable depth pixel")
-    coord, color, normal, segment40 = voxel_merge(coord, np.concatenate(colors), np.concatenate(normals),
-                                                  np.concatenate(labels), voxel_size)
+    pixels = {key: np.concatenate([p[key] for p in parts]) for key in ("coord", "color", "normal", "label")}
+    if len(pixels["coord"]) == 0:
+        report.rooms_without_depth.append(name)
+        return None
+    coord, color, normal, segment40 = voxel_merge(pixels["coord"], pixels["color"], pixels["normal"],
+                                                  pixels["label"], voxel_size)
     segment = np.where(segment40 >= 0, NYU40_TO_SCANNET20[segment40 + 1], -1)
     meta = {"dataset": "structured3d", "name": name, "class_names": SCANNET20_CLASSES, "ignore_index": -1,
             "segment": "segment", "segment40_class_names": NYU40_NAMES}
