@@ -153,7 +153,8 @@ def _class_name(annotation: Path) -> str:
 
 def read_room(room_dir: Path, report: S3DISReport, src: Path) -> tuple[np.ndarray, ...] | None:
     """coord (float64), color, segment, instance of one room from its annotation files, or None if it has none."""
-    files = sorted((p for p in (room_dir / "Annotations").glob("*.txt") if not p.name.startswith(".")), key=_natural_key)
+    files = sorted((p for p in (room_dir / "Annotations").glob("*.txt") if not p.name.startswith(".")),
+                   key=_natural_key)
     if not files:
         return None
     parts, segments, instances = [], [], []

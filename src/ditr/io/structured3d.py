@@ -51,7 +51,7 @@ NYU40_NAMES = [
 ]
 SPLITS = {"train": (0, 3000), "val": (3000, 3250), "test": (3250, 3500)}
 DEPTH_SCALE = 1000.0  # millimetres
-VIEW_FILES = ("rgb_rawlight.png", "depth.png", "semantic.png", "camera_pose.txt")
+POSE_FIELDS = "vx vy vz tx ty tz ux uy uz xfov yfov 1"
 _SCENE_DIR = re.compile(r"^scene_(\d+)$")
 
 
@@ -76,9 +76,9 @@ def read_camera_pose(path: Path, width: int, height: int) -> tuple[np.ndarray, n
     try:
         values = np.array([float(x) for x in path.read_text().split()], np.float64)
     except (ValueError, UnicodeDecodeError):
-        raise SceneError(path, "camera_pose", "is not a list of numbers (vx vy vz tx ty tz ux uy uz xfov yfov 1)") from None
+        raise SceneError(path, "camera_pose", f"is not a list of numbers ({POSE_FIELDS})") from None
     if values.size != 12:
-        raise SceneError(path, "camera_pose", f"holds {values.size} numbers, expected 12: vx vy vz tx ty tz ux uy uz xfov yfov 1")
+        raise SceneError(path, "camera_pose", f"holds {values.size} numbers, expected 12: {POSE_FIELDS}")
     if not np.isfinite(values).all():
         raise SceneError(path, "camera_pose", "contains NaN or infinite values")
     eye, toward, up, (xfov, yfov) = values[0:3] / 1000.0, values[3:6], values[6:9], values[9:11]
@@ -107,7 +107,8 @@ def _read_array(path: Path, field_name: str, shape: tuple[int, int]) -> np.ndarr
     except Exception as exc:  # PIL raises several types for damaged files
         raise SceneError(path, field_name, f"cannot be decoded ({exc})") from None
     if array.shape[:2] != shape:
-        raise SceneError(path, field_name, f"is {array.shape[1]}x{array.shape[0]}, the rgb image is {shape[1]}x{shape[0]}")
+        raise SceneError(path, field_name,
+                         f"is {array.shape[1]}x{array.shape[0]}, the rgb image is {shape[1]}x{shape[0]}")
     return array
 
 
@@ -263,7 +264,8 @@ def find_rooms(src: Path, scenes: Iterable[str] | None = None) -> list[Path]:
         raise DitrError(f"{src}: Structured3D directory does not exist")
     if (src / "Structured3D").is_dir() and not any(src.glob("scene_*")):
         src = src / "Structured3D"
-    scene_dirs = [src] if _SCENE_DIR.match(src.name) else sorted(p for p in src.glob("scene_*") if _SCENE_DIR.match(p.name))
+    scene_dirs = ([src] if _SCENE_DIR.match(src.name)
+                  else sorted(p for p in src.glob("scene_*") if _SCENE_DIR.match(p.name)))
     if scenes is not None:
         wanted = set(scenes)
         scene_dirs = [p for p in scene_dirs if p.name in wanted]
@@ -271,7 +273,8 @@ def find_rooms(src: Path, scenes: Iterable[str] | None = None) -> list[Path]:
         if missing:
             raise DitrError(f"{src}: no such scene(s) {sorted(missing)}")
     if not scene_dirs:
-        raise DitrError(f"{src}: no scene_XXXXX folders (expected SRC/scene_00000/2D_rendering/<room>/perspective/full/)")
+        raise DitrError(f"{src}: no scene_XXXXX folders "
+                        "(expected SRC/scene_00000/2D_rendering/<room>/perspective/full/)")
     return [room for scene in scene_dirs for room in sorted((scene / "2D_rendering").glob("*"), key=_position_key)
             if room.is_dir()]
 

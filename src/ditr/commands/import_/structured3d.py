@@ -9,7 +9,8 @@ from .s3dis import room_progress
 
 NAME = "structured3d"
 HELP = "Structured3D perspective renderings -> one scene per room (points back-projected from depth)"
-DESCRIPTION = ("Structured3D rooms (scene_XXXXX/2D_rendering/<room>/perspective/full/<position>/ with rgb_rawlight.png, "
+DESCRIPTION = ("Structured3D rooms (scene_XXXXX/2D_rendering/<room>/perspective/full/<position>/ with "
+               "rgb_rawlight.png, "
                "depth.png, semantic.png, camera_pose.txt). The dataset has no point clouds: every room's depth "
                "maps are back-projected, cleaned of depth discontinuities and merged on a voxel grid. Writes "
                "OUT/scene_XXXXX_room_<id>/ and OUT/splits/{train,val,test}.txt.")
@@ -30,7 +31,8 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--voxel-size", type=float, default=0.02, metavar="M",
                    help="merge back-projected points on this grid, metres (default 0.02)")
     s.add_argument("--edge-threshold", type=float, default=0.05, metavar="F",
-                   help="drop pixels whose depth jumps by more than F x depth to a neighbour (default 0.05; 0 keeps all)")
+                   help="drop pixels whose depth jumps by more than F x depth to a neighbour "
+                        "(default 0.05; 0 keeps all)")
 
 
 def run(args: argparse.Namespace):
