@@ -16,7 +16,7 @@ from ditr.data import SceneDataset, collate
 from ditr.engine.checkpoint import save_checkpoint
 from ditr.engine.metrics import segmentation_metrics
 from ditr.errors import DitrError
-from ditr.export import export_bundle, is_bundle, load_bundle, read_bundle
+from ditr.export import is_bundle, load_bundle, read_bundle
 from ditr.training import load_model, model_from_config
 from conftest import small_world
 

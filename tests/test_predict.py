@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from ditr.errors import DitrError
 from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks, predict
 from ditr.scene import Scene
 from ditr.training import load_model, model_from_config, predict_scene, train
+from ditr.viz.viewer import viewer_payload, write_viewer
 from conftest import look_at, small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -82,7 +85,8 @@ def test_chunk_plans_cover_everything_within_budget():
     rng = np.random.default_rng(0)
     counts = []
     for side in (4.0, 8.0, 16.0):  # the same density over growing floors
-        coord = np.concatenate([rng.uniform(0, side, (int(400 * side * side), 2)), rng.uniform(0, 3, (int(400 * side * side), 1))], 1)
+        n = int(400 * side * side)
+        coord = np.concatenate([rng.uniform(0, side, (n, 2)), rng.uniform(0, 3, (n, 1))], 1)
         chunks = plan_chunks(coord, max_points=6000, overlap=0.5)
         assert all(len(c.members) <= 6000 for c in chunks)
         core = np.concatenate([c.members[c.weight == 1] for c in chunks])
@@ -116,7 +120,9 @@ def test_predict_room_with_views_writes_every_file(world, tmp_path, capsys):
                              f"model.image_channels={vfm['feature_dim']}")
     scene = Scene.load(rooms[0])
     out = tmp_path / "cached"
-    summary = run_predict(capsys, ckpt, rooms[0], out, "--features", str(root / "features"), "--save-probs")
+    summary = run_predict(capsys, ckpt, rooms[0], out, "--features", str(root / "features"), "--save-probs",
+                          "--html")
+    assert (out / "pred.html").stat().st_size > 10_000 and "pred.html" in summary["files"]
     labels = check_outputs(out, scene.num_points, 15, renders=3)
     # one chunk: exactly the evaluation forward (ditr.training.predict_scene)
     model, config = load_model(ckpt)
@@ -200,3 +206,53 @@ def test_scannet_sample_with_demo_trained_ditr(scannet_scene, demo_model, tmp_pa
     assert 0 < summary["points_seen_by_camera"] < scannet_scene.num_points
     assert summary["image_features"] == "online dinov2-tiny-random-reg"
     assert not summary["evaluation"]["scored"] and "differ" in summary["evaluation"]["reason"]
+
+
+# ------------------------------------------------------------------------------------------ HTML viewer
+#: Runs the viewer's script in node with a stand-in WebGL context and DOM: it must decode the data,
+#: draw every point and aim the camera at the cloud.
+NODE_HARNESS = r"""
+const fs = require("fs");
+const html = fs.readFileSync(process.argv[2], "utf8");
+const json = html.split('<script type="application/json" id="data">')[1].split("</script>")[0];
+const code = html.split("<script>")[1].split("</script>")[0];
+const calls = {draws: 0, points: 0, mvp: null};
+const element = id => ({textContent: id === "data" ? json : "", style: {}, value: "2", clientWidth: 800,
+  clientHeight: 600, getContext: () => gl, addEventListener() {}, appendChild() {}, querySelectorAll: () => [],
+  firstChild: {addEventListener() {}}});
+const gl = new Proxy({}, {get: (_, name) => {
+  if (name === "drawArrays") return (mode, start, count) => { calls.draws++; calls.points += count; };
+  if (name === "uniformMatrix4fv") return (loc, transpose, m) => { calls.mvp = Array.from(m); };
+  if (name === "getShaderParameter") return () => true;
+  if (/^[A-Z_]+$/.test(name)) return 1;
+  return () => ({});
+}});
+global.document = {getElementById: element, createElement: () => element(""), querySelectorAll: () => [], body: {}};
+global.window = {addEventListener() {}, devicePixelRatio: 1};
+global.atob = s => Buffer.from(s, "base64").toString("binary");
+eval(code);
+console.log(JSON.stringify(calls));
+"""
+
+
+def test_html_viewer_payload_and_script(world, tmp_path):
+    _, rooms, _ = world
+    scene = Scene.load(rooms[0])
+    labels = scene.segment()
+    payload = viewer_payload(scene.coord, labels, scene.class_names, scene.attributes.get("color"), max_points=2000)
+    assert payload["count"] == 2000 and payload["total"] == scene.num_points
+    pos = np.frombuffer(__import__("base64").b64decode(payload["position"]), "<f4").reshape(-1, 3)
+    assert pos.shape == (2000, 3) and np.abs(pos).max() <= payload["radius"] + 1e-4  # centred
+    assert sum(c["count"] for c in payload["classes"]) == 2000
+    assert [c["start"] for c in payload["classes"]] == sorted(c["start"] for c in payload["classes"])
+    page = write_viewer(tmp_path / "v.html", scene.coord, labels, scene.class_names, max_points=2000,
+                        title="room </script>")
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the viewer's script was not executed")
+    (tmp_path / "harness.js").write_text(NODE_HARNESS)
+    run = subprocess.run(["node", str(tmp_path / "harness.js"), str(page)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    calls = json.loads(run.stdout)
+    assert calls["points"] == 2000 and calls["draws"] == len(payload["classes"])
+    clip = np.array(calls["mvp"]).reshape(4, 4).T @ [0, 0, 0, 1]  # column-major; the cloud's centre
+    assert clip[3] > 0 and np.all(np.abs(clip[:3] / clip[3]) < 1)

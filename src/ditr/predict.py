@@ -382,7 +382,7 @@ def render_view_ids(num_views: int, count: int) -> list[int]:
 
 def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, config: Mapping[str, Any],
                   *, source: str, options: PredictOptions, device: str, render_views: int = 3,
-                  save_probs: bool = False, elapsed: float | None = None) -> dict[str, Any]:
+                  save_probs: bool = False, html: bool = False, elapsed: float | None = None) -> dict[str, Any]:
     """Write labels, PLY, class table, legend, renders and ``summary.json`` into ``out_dir``; the summary.
 
     ``source`` names the checkpoint (or bundle) in the summary; ``elapsed``: seconds the run took
@@ -417,6 +417,11 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
                                       title=f"{scene.name}: predicted classes")
     views = render_view_labels(scene, pred.labels, names, out, render_view_ids(len(scene.views), render_views),
                                ProjectionConfig(**config.get("projection", {})))
+    if html:
+        from .viz.viewer import write_viewer
+
+        files["html"] = write_viewer(out / "pred.html", scene.coord, pred.labels, names,
+                                     rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes")
     seen = pred.points_seen
     summary = {
         "checkpoint": source, "scene": str(Path(scene_dir)), "points": scene.num_points,

@@ -71,7 +71,8 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     images = config.get("images") or {}
     name = model_cfg.get("name", "ditr")
     backbone, _ = get_config(model_cfg.get("backbone", "scannet"), **(model_cfg.get("ptv3") or {}))
-    grid = [t.get("grid_size") for t in (config.get("transforms") or {}).get("val", []) if t.get("type") == "GridSample"]
+    val = (config.get("transforms") or {}).get("val", [])
+    grid = [t.get("grid_size") for t in val if t.get("type") == "GridSample"]
     features = list(data.get("input_features", ["color", "normal"]))
     reads_images = name in ("ditr", "d-ditr")
     info = {

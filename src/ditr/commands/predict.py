@@ -18,7 +18,8 @@ EXAMPLES = """examples:
 Writes OUT/labels.npy (int64 per point), pred.ply (points coloured by class, with label and confidence
 fields), classes.json + legend.png (per-class point counts), topdown.png, view_<name>.png (a few of the
 scene's views with the labels over them) and summary.json (also printed): points seen by a camera,
-chunks, seconds, and mIoU when the scene has ground truth in the model's classes.
+chunks, seconds, and mIoU when the scene has ground truth in the model's classes. --html adds
+pred.html, a 3D viewer in one file (open it in a browser; no server needed).
 
 DITR models compute the views' image features online with the checkpoint's VFM (weights as in
 ditr features: --set vfm.checkpoint=PATH), or read them from a feature cache with --features DIR.
@@ -47,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-views", type=int, default=3, metavar="K",
                    help="views rendered with the labels over them (default 3; 0: none)")
     p.add_argument("--save-probs", action="store_true", help="also write probs.npy (N, C) float16")
+    p.add_argument("--html", action="store_true",
+                   help="also write pred.html, a self-contained 3D viewer (WebGL; up to 300k points embedded)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -105,6 +108,6 @@ def run(args: argparse.Namespace) -> int:
         bar.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     summary = write_outputs(args.out, args.scene, pred, config, source=str(args.checkpoint), options=options,
                             device=str(device), render_views=args.render_views, save_probs=args.save_probs,
-                            elapsed=time.perf_counter() - start)
+                            html=args.html, elapsed=time.perf_counter() - start)
     print(json.dumps(summary))
     return 0
