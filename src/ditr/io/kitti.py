@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DitrError, SceneError
 from ..fileio import atomic_write_text
 from ..scene import COORD_FILE, Scene, View
+from .common import Progress, check_sampling, image_size, tracked
+from .splits import split_file, write_split
 
 #: SemanticKITTI's 19 evaluated classes, in the order of ``configs/semantickitti.yaml``.
 SEMANTICKITTI_CLASSES = [
@@ -69,8 +70,6 @@ CLASS_WEIGHTS_FILE = "class_weights.yaml"
 
 _UNKNOWN = -2  # marks raw ids outside the learning map in the lookup table; counted, then ignored
 _SCENE_NAME = re.compile(r"^(\d{2})_(\d{6})$")
-
-Progress = Callable[[int, int], None]  # (frames done, frames total)
 
 
 @dataclass
@@ -222,11 +221,7 @@ def object_camera(calib_path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _image_view(image: Path, camera: tuple[np.ndarray, np.ndarray]) -> View:
-    try:
-        with Image.open(image) as im:
-            width, height = im.size
-    except Exception as exc:  # PIL raises several types for damaged files
-        raise SceneError(image, "image", f"cannot be read as an image ({exc})") from None
+    width, height = image_size(image, "image")
     k, cam_to_world = camera
     return View(name="image_2", width=width, height=height, intrinsics=k, cam_to_world=cam_to_world,
                 image_path=image)
@@ -238,19 +233,12 @@ def _frames(velodyne_dir: Path, frame_step: int, max_frames: int | None) -> list
     return frames[:max_frames] if max_frames is not None else frames
 
 
-def _check_sampling(frame_step: int, max_frames: int | None) -> None:
-    if frame_step < 1 or (max_frames is not None and max_frames < 1):
-        raise DitrError(f"--frame-step ({frame_step}) and --max-frames ({max_frames}) must be >= 1")
-
-
 def _run_frames(jobs: Sequence[tuple], convert: Callable[..., None], report: KittiImportReport,
                 progress: Progress | None) -> None:
     """``convert(*job, report)`` for every job, reporting progress and the mean time per frame."""
     start = time.perf_counter()
-    for done, job in enumerate(jobs, start=1):
+    for job in tracked(jobs, progress):
         convert(*job, report)
-        if progress is not None:
-            progress(done, len(jobs))
     report.seconds_per_frame = round((time.perf_counter() - start) / max(len(jobs), 1), 4)
 
 
@@ -272,7 +260,7 @@ def import_semantickitti(src: str | Path, out: str | Path, *, sequences: Iterabl
     apart from SemanticKITTI (default: ``src``). ``max_frames`` applies per sequence.
     """
     src, out = Path(src), Path(out)
-    _check_sampling(frame_step, max_frames)
+    check_sampling(frame_step, max_frames)
     seq_root = _sequences_dir(src, "velodyne")
     image_root = _sequences_dir(Path(images), "image_2") if images is not None else seq_root
     found = sorted(p.parent.name for p in seq_root.glob("[0-9][0-9]/velodyne"))
@@ -335,23 +323,17 @@ def write_splits(out: Path) -> dict[str, int]:
         m = _SCENE_NAME.match(p.name)
         if m and (p / COORD_FILE).is_file():
             by_seq.setdefault(int(m.group(1)), []).append(p.name)
-    counts = {}
-    for split, seqs in SEMANTICKITTI_SPLITS.items():
-        names = [n for s in seqs for n in by_seq.get(s, [])]
-        if names:
-            (out / "splits").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "splits" / f"{split}.txt", "\n".join(names) + "\n")
-        counts[split] = len(names)
-    return counts
+    return {split: write_split(out, split, [n for s in seqs for n in by_seq.get(s, [])])
+            for split, seqs in SEMANTICKITTI_SPLITS.items()}
 
 
 def class_frequencies(out: Path, split: str = "train") -> tuple[np.ndarray, int, int]:
     """Per-class point counts over ``OUT/splits/<split>.txt``: (counts (19,), frames, unlabelled frames)."""
-    split_file = out / "splits" / f"{split}.txt"
-    if not split_file.is_file():
-        raise DitrError(f"{split_file}: missing; import training sequences (00-07, 09, 10) first")
+    path = split_file(out, split)
+    if not path.is_file():
+        raise DitrError(f"{path}: missing; import training sequences (00-07, 09, 10) first")
     counts = np.zeros(len(SEMANTICKITTI_CLASSES), dtype=np.int64)
-    names = split_file.read_text().split()
+    names = path.read_text().split()
     unlabelled = 0
     for name in names:
         file = out / name / "segment.npy"
@@ -374,7 +356,7 @@ def write_class_weights(out: Path) -> Path | None:
 
     Returns None (nothing written) when the training split has no labelled points.
     """
-    if not (out / "splits" / "train.txt").is_file():
+    if not split_file(out, "train").is_file():
         return None
     counts, frames, unlabelled = class_frequencies(out)
     if counts.sum() == 0:
@@ -412,7 +394,7 @@ def import_kitti_object(src: str | Path, out: str | Path, *, split: str = "train
     KITTI's object labels are 3D boxes, not per-point classes, so the scenes carry no segment.
     """
     src, out = Path(src), Path(out)
-    _check_sampling(frame_step, max_frames)
+    check_sampling(frame_step, max_frames)
     root = _object_split_dir(src, split)
     scans = _frames(root / "velodyne", frame_step, max_frames)
     if not scans:

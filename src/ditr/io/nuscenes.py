@@ -29,7 +29,6 @@ samples, which ``ditr.data.dataset.resolve_scenes`` expands).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DitrError, SceneError
-from ..fileio import atomic_write_text
 from ..scene import Scene, View
+from .common import Progress, image_size, quaternion_to_rotation, read_json, read_json_object
+from .splits import write_split
 
 LIDAR = "LIDAR_TOP"
 #: Fixed camera order of every sample (DESIGN 1.1: the six cameras of the key frame, fixed order).
@@ -127,12 +126,7 @@ class Table:
 
     def __init__(self, file: Path):
         self.file = file
-        if not file.is_file():
-            raise SceneError(file, None, "missing: the nuScenes tables of this version need it")
-        try:
-            records = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SceneError(file, None, f"is not valid JSON ({exc})") from None
+        records = read_json(file, missing="missing: the nuScenes tables of this version need it")
         if not isinstance(records, list) or not all(isinstance(r, dict) and "token" in r for r in records):
             raise SceneError(file, None, "must be a JSON list of records that each have a 'token'")
         self.records: list[dict[str, Any]] = records
@@ -172,12 +166,7 @@ def quaternion_matrix(q: Sequence[float], file: Path, field_name: str) -> np.nda
     norm = float(np.linalg.norm(q))
     if abs(norm - 1.0) > 1e-3:
         raise SceneError(file, field_name, f"is not a unit quaternion (norm {norm:.6g})")
-    w, x, y, z = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return quaternion_to_rotation(q)
 
 
 def _vector(value: Any, size: int, file: Path, field_name: str) -> np.ndarray:
@@ -346,11 +335,7 @@ def _views(tables: NuScenesTables, sample_token: str, lidar_to_global: np.ndarra
         if not image.is_file():
             report.missing_image_files += 1
             continue
-        try:
-            with Image.open(image) as im:  # reads the header only
-                width, height = im.size
-        except Exception as exc:  # PIL raises several types for damaged files
-            raise SceneError(image, f"{channel} image", f"cannot be read ({exc})") from None
+        width, height = image_size(image, f"{channel} image")
         views.append(View(name=channel, width=width, height=height, intrinsics=tables.intrinsics(sd),
                           cam_to_world=global_to_lidar @ tables.sensor_to_global(sd), image_path=image))
     return views
@@ -399,14 +384,8 @@ def read_split_file(path: Path, version: str) -> dict[str, list[str]]:
     The object that the devkit's ``create_splits_scenes()`` returns works as it is: for a mini
     version its ``mini_train`` / ``mini_val`` lists are used, otherwise ``train`` / ``val`` / ``test``.
     """
-    try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SceneError(path, None, "split file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise SceneError(path, None, "must hold a JSON object of split name -> list of scene names")
+    doc = read_json_object(path, missing="split file not found",
+                           expected="a JSON object of split name -> list of scene names")
     splits = {}
     for name in SPLIT_NAMES:
         key = f"mini_{name}" if "mini" in version and f"mini_{name}" in doc else name
@@ -439,17 +418,8 @@ def _split_source(version: str, split_file: Path | None) -> Callable[[list[str]]
 
 def write_splits(out: Path, splits: dict[str, list[str]], imported: list[str],
                  report: NuScenesImportReport) -> None:
-    """``OUT/splits/<split>.txt``: the split's scenes present under OUT (this import or earlier ones).
-
-    Listing what is present lets scenes imported by separate runs add up; an empty split gets no
-    file, so that training on it fails with a clear "no split" error instead of finding no scenes.
-    """
-    report.splits = {}
-    for name, scenes in splits.items():
-        present = [s for s in scenes if (out / s).is_dir()]
-        if present:
-            atomic_write_text(out / "splits" / f"{name}.txt", "".join(f"{s}\n" for s in present))
-        report.splits[name] = len(present)
+    """``OUT/splits/<split>.txt``: the split's scenes present under OUT (this import or earlier ones)."""
+    report.splits = {name: write_split(out, name, scenes) for name, scenes in splits.items()}
     listed = {s for scenes in splits.values() for s in scenes}
     report.scenes_in_no_split = [s for s in imported if s not in listed]
 
@@ -458,11 +428,11 @@ def write_splits(out: Path, splits: dict[str, list[str]], imported: list[str],
 def import_nuscenes(src: str | Path, out: str | Path, *, version: str | None = None,
                     scenes: Sequence[str] | None = None, max_samples: int | None = None, sweeps: int = 0,
                     split_file: str | Path | None = None, splits: bool = True,
-                    on_sample: Callable[[int, int], None] | None = None) -> NuScenesImportReport:
+                    progress: Progress | None = None) -> NuScenesImportReport:
     """Import the key frames of ``src`` into ``out/<scene>/<sample token>/`` plus split lists.
 
-    ``max_samples`` caps the key frames per scene (the first ones in time); ``on_sample(done, total)``
-    is called after every sample (progress display).
+    ``max_samples`` caps the key frames per scene (the first ones in time); ``progress(done, total)``
+    is called after every sample.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -496,8 +466,8 @@ def import_nuscenes(src: str | Path, out: str | Path, *, version: str | None = N
             import_sample(tables, sample, name, log.get("location", ""), out / name / sample["token"],
                           sweeps=sweeps, lut=lut, report=report)
             done += 1
-            if on_sample is not None:
-                on_sample(done, total)
+            if progress is not None:
+                progress(done, total)
         if samples:
             report.scenes.append(name)
     report.seconds_per_sample = round((time.perf_counter() - start) / max(done, 1), 4)

@@ -34,10 +34,9 @@ missing depth written as 0).
 from __future__ import annotations
 
 import io
-import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from PIL import Image
 from ..errors import DitrError, SceneError
 from ..projection import ProjectionConfig, compute_correspondences
 from ..scene import Scene, View
+from .common import Progress, image_size, read_json_object, tracked
 
 S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
                  "bookcase", "board", "clutter"]
@@ -268,14 +268,7 @@ def index_frames(images: Path) -> dict[tuple[str, str], list[Frame]]:
 
 def read_pose(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Intrinsics (3x3) and cam_to_world (4x4) from a 2D-3D-S pose JSON."""
-    if not path.is_file():
-        raise SceneError(path, "pose", "missing (every rgb frame needs its _domain_pose.json)")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise SceneError(path, None, "must hold a JSON object")
+    doc = read_json_object(path, "pose", "missing (every rgb frame needs its _domain_pose.json)")
     k = _json_matrix(doc, "camera_k_matrix", (3, 3), path)
     rt = _json_matrix(doc, "camera_rt_matrix", (3, 4), path)
     rot = rt[:3, :3]
@@ -308,15 +301,11 @@ def read_frame(frame: Frame, depth_dir: Path) -> tuple[View, np.ndarray]:
     depth_file = frame.sibling("depth", "depth.png")
     if not depth_file.is_file():
         raise SceneError(depth_file, "depth", f"missing for frame {frame.rgb.name}")
-    try:
-        with Image.open(frame.rgb) as im:
-            width, height = im.size
-    except Exception as exc:  # PIL raises several types for damaged files
-        raise SceneError(frame.rgb, "image", f"cannot be read ({exc})") from None
+    width, height = image_size(frame.rgb, "image")
     try:
         with Image.open(depth_file) as im:
             raw = np.asarray(im)
-    except Exception as exc:
+    except Exception as exc:  # PIL raises several types for damaged files
         raise SceneError(depth_file, "depth", f"cannot be decoded ({exc})") from None
     if raw.shape != (height, width):
         raise SceneError(depth_file, "depth", f"has shape {raw.shape}; expected one {height}x{width} channel "
@@ -414,7 +403,7 @@ def find_rooms(src: Path, areas: Iterable[str] | None = None) -> list[Path]:
 
 def import_s3dis(src: str | Path, out: str | Path, *, images: str | Path | None = None,
                  areas: Iterable[str] | None = None, max_frames: int | None = None, min_agreement: float = 0.1,
-                 normals: bool = True, progress: Callable[[int, int], None] | None = None) -> S3DISReport:
+                 normals: bool = True, progress: Progress | None = None) -> S3DISReport:
     """Import every room under ``src`` into ``out/Area_N/<room>``, with the 2D-3D-S frames of ``images``."""
     src, out = Path(src), Path(out)
     if max_frames is not None and max_frames < 1:
@@ -434,11 +423,9 @@ def import_s3dis(src: str | Path, out: str | Path, *, images: str | Path | None 
             report.frames_unmatched += len(group)
             report.unmatched_rooms.append(f"{key[0]}/{key[1]}")
     agreements: dict[str, list[float]] = {}
-    for index, room_dir in enumerate(rooms):
+    for room_dir in tracked(rooms, progress):
         area = room_dir.parent.name
         import_room(room_dir, out / area / room_dir.name, _evenly(frames.get((area, room_dir.name), []), max_frames),
                     report, root, normals=normals, min_agreement=min_agreement, agreements=agreements)
-        if progress is not None:
-            progress(index + 1, len(rooms))
     report.summarise_agreement(agreements, min_agreement)
     return report

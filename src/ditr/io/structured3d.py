@@ -26,7 +26,7 @@ holding every perspective view with its depth and its per-pixel ScanNet-20 label
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +34,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DitrError, SceneError
-from ..fileio import atomic_write_text
 from ..scene import COORD_FILE, Scene, View
+from .common import Progress, tracked
 from .scannet import SCANNET20_CLASSES
+from .splits import write_split
 
 #: NYU40 ids of the ScanNet-20 benchmark classes, in the order of SCANNET20_CLASSES.
 SCANNET20_NYU40_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
@@ -282,17 +283,13 @@ def find_rooms(src: Path, scenes: Iterable[str] | None = None) -> list[Path]:
 def write_splits(out: Path) -> dict[str, int]:
     """``OUT/splits/<split>.txt`` from every room scene under OUT, by the dataset's scene-number ranges."""
     names = sorted(p.name for p in out.glob("scene_*_room_*") if (p / COORD_FILE).is_file())
-    counts = {}
-    for split, (lo, hi) in SPLITS.items():
-        rows = [n for n in names if lo <= int(n.split("_")[1]) < hi]
-        atomic_write_text(out / "splits" / f"{split}.txt", "".join(f"{n}\n" for n in rows))
-        counts[split] = len(rows)
-    return counts
+    return {split: write_split(out, split, [n for n in names if lo <= int(n.split("_")[1]) < hi])
+            for split, (lo, hi) in SPLITS.items()}
 
 
 def import_structured3d(src: str | Path, out: str | Path, *, scenes: Iterable[str] | None = None,
                         voxel_size: float = 0.02, edge_threshold: float = 0.05,
-                        progress: Callable[[int, int], None] | None = None) -> Structured3DReport:
+                        progress: Progress | None = None) -> Structured3DReport:
     """Import every room with perspective renderings under ``src`` into ``out``; (re)write the split files."""
     src, out = Path(src), Path(out)
     if voxel_size <= 0:
@@ -301,10 +298,8 @@ def import_structured3d(src: str | Path, out: str | Path, *, scenes: Iterable[st
         raise DitrError(f"edge_threshold must be >= 0 (0 keeps every pixel), got {edge_threshold}")
     rooms = find_rooms(src, scenes)
     report = Structured3DReport()
-    for index, room in enumerate(rooms):
+    for room in tracked(rooms, progress):
         name = f"{room.parent.parent.name}_room_{room.name}"
         import_room(room, out / name, report, voxel_size=voxel_size, edge_threshold=edge_threshold)
-        if progress is not None:
-            progress(index + 1, len(rooms))
     report.splits = write_splits(out)
     return report

@@ -53,8 +53,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DitrError, SceneError
-from ..fileio import atomic_write_text
 from ..scene import Scene, View
+from .common import Progress, check_sampling
+from .splits import listed_scenes, write_split
 
 KEY_SEGMENT = "key.segment_context_name"
 KEY_TIME = "key.frame_timestamp_micros"
@@ -564,36 +565,28 @@ def _segments(split_dir: Path, labelled_only: bool) -> list[str]:
 
 
 def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True, frame_step: int = 1,
-                 max_frames: int | None = None, progress: bool = False) -> WaymoImportReport:
-    """Import every segment of SRC's splits into OUT/<context>_<timestamp>/ plus OUT/splits/<split>.txt."""
-    from ..engine.logging import ProgressBar
+                 max_frames: int | None = None, progress: Progress | None = None) -> WaymoImportReport:
+    """Import every segment of SRC's splits into OUT/<context>_<timestamp>/ plus OUT/splits/<split>.txt.
 
+    ``progress(done, total)`` counts segments. Each split file lists this import's scenes plus those
+    an earlier import listed that are still in OUT, so that imports of parts of a split add up.
+    """
     src, out = Path(src), Path(out)
-    if frame_step < 1 or (max_frames is not None and max_frames < 1):
-        raise DitrError(f"frame_step ({frame_step}) and max_frames ({max_frames}) must be >= 1")
+    check_sampling(frame_step, max_frames)
     if not src.is_dir():
         raise DitrError(f"{src}: source directory does not exist")
     _pyarrow_parquet()
     plan = [(name, split_dir, _segments(split_dir, labelled_only)) for name, split_dir in find_splits(src)]
     out.mkdir(parents=True, exist_ok=True)
     report = WaymoImportReport()
-    with ProgressBar(sum(len(c) for *_, c in plan), description="waymo", enabled=progress) as bar:
-        for name, split_dir, contexts in plan:
-            scenes = []
-            for context in contexts:
-                scenes += import_segment(split_dir, context, out, report, labelled_only=labelled_only,
-                                         frame_step=frame_step, max_frames=max_frames)
-                bar.update(1, info=f"{report.scenes} scenes")
-            report.splits[name] = write_split(out, name, scenes)
+    done, total = 0, sum(len(contexts) for *_, contexts in plan)
+    for name, split_dir, contexts in plan:
+        scenes = []
+        for context in contexts:
+            scenes += import_segment(split_dir, context, out, report, labelled_only=labelled_only,
+                                     frame_step=frame_step, max_frames=max_frames)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        report.splits[name] = write_split(out, name, sorted({*listed_scenes(out, name), *scenes}))
     return report
-
-
-def write_split(out: Path, name: str, scenes: list[str]) -> int:
-    """``OUT/splits/<name>.txt``: this import's scenes plus those an earlier import listed that are
-    still in OUT, so that imports of parts of a split add up; an empty split gets no file."""
-    path = out / "splits" / f"{name}.txt"
-    earlier = path.read_text().split() if path.is_file() else []
-    listed = sorted({s for s in [*earlier, *scenes] if (out / s).is_dir()})
-    if listed:
-        atomic_write_text(path, "".join(s + "\n" for s in listed))
-    return len(listed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .semantickitti import frame_progress
+from ._progress import import_progress
 
 NAME = "kitti"
 HELP = "KITTI object layout (training/{velodyne,image_2,calib}), unlabelled"
@@ -35,6 +35,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     from ...io.kitti import import_kitti_object
 
-    with frame_progress(NAME) as progress:
+    with import_progress(NAME, "frames") as progress:
         return import_kitti_object(args.src, args.out, split=args.split, frame_step=args.frame_step,
                                    max_frames=args.max_frames, progress=progress)

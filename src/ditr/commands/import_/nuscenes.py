@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._progress import import_progress
+
 NAME = "nuscenes"
 HELP = "nuScenes key frames (LIDAR_TOP + 6 cameras + lidarseg) from the JSON tables"
 DESCRIPTION = (
@@ -41,22 +43,16 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ...io.nuscenes import import_nuscenes
 
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]nuscenes"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
-                  disable=not console.is_terminal) as progress:
-        task = progress.add_task("samples", total=None)
+    with import_progress(NAME, "samples") as progress:
         report = import_nuscenes(args.src, args.out, version=args.version, scenes=args.scenes,
                                  max_samples=args.max_samples, sweeps=args.sweeps, split_file=args.split_file,
-                                 splits=not args.no_splits,
-                                 on_sample=lambda done, total: progress.update(task, completed=done, total=total))
+                                 splits=not args.no_splits, progress=progress)
     missing = sum(report.missing_cameras.values()) + report.missing_image_files
     if missing:
-        console.print(f"ditr import nuscenes: warning: {missing} camera views skipped "
-                      f"(no key frame per channel: {report.missing_cameras}; image files absent: "
-                      f"{report.missing_image_files})")
+        Console(stderr=True).print(f"ditr import nuscenes: warning: {missing} camera views skipped "
+                                   f"(no key frame per channel: {report.missing_cameras}; image files absent: "
+                                   f"{report.missing_image_files})")
     return report

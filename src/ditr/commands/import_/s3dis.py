@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from ._progress import import_progress
 
 NAME = "s3dis"
 HELP = "S3DIS rooms (Stanford3dDataset_v1.2) + 2D-3D-S rgb/depth/pose frames"
@@ -36,24 +36,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--no-normals", action="store_true", help="do not estimate normals (the presets need them)")
 
 
-@contextmanager
-def room_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a rich bar over rooms on stderr when it is a terminal."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("rooms"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def run(args: argparse.Namespace):
     from ...io.s3dis import import_s3dis
 
-    with room_progress(NAME) as progress:
+    with import_progress(NAME, "rooms") as progress:
         return import_s3dis(args.src, args.out, images=args.images, areas=args.areas, max_frames=args.max_frames,
                             min_agreement=args.min_agreement, normals=not args.no_normals, progress=progress)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from ._progress import import_progress
 
 NAME = "semantickitti"
 HELP = "SemanticKITTI sequences (velodyne + labels) with KITTI odometry image_2"
@@ -39,24 +39,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="do not (re)compute OUT/class_weights.yaml from the training split")
 
 
-@contextmanager
-def frame_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a rich bar on stderr when it is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task(label, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def run(args: argparse.Namespace):
     from ...io.kitti import import_semantickitti
 
-    with frame_progress(NAME) as progress:
+    with import_progress(NAME, "frames") as progress:
         return import_semantickitti(args.src, args.out, sequences=args.sequences, images=args.images,
                                     frame_step=args.frame_step, max_frames=args.max_frames,
                                     class_weights=args.class_weights, progress=progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .s3dis import room_progress
+from ._progress import import_progress
 
 NAME = "structured3d"
 HELP = "Structured3D perspective renderings -> one scene per room (points back-projected from depth)"
@@ -38,6 +38,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     from ...io.structured3d import import_structured3d
 
-    with room_progress(NAME) as progress:
+    with import_progress(NAME, "rooms") as progress:
         return import_structured3d(args.src, args.out, scenes=args.scenes, voxel_size=args.voxel_size,
                                    edge_threshold=args.edge_threshold, progress=progress)

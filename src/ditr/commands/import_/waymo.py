@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._progress import import_progress
+
 NAME = "waymo"
 HELP = "Waymo Open Dataset v2 (perception parquet files), one scene per LiDAR frame"
 DESCRIPTION = ("Waymo Open Dataset v2 perception components (SRC/{training,validation}/<component>/<context>.parquet: "
@@ -30,5 +32,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     from ...io.waymo import import_waymo
 
-    return import_waymo(args.src, args.out, labelled_only=args.labelled_only, frame_step=args.frame_step,
-                        max_frames=args.max_frames, progress=True)
+    with import_progress(NAME, "segments") as progress:
+        return import_waymo(args.src, args.out, labelled_only=args.labelled_only, frame_step=args.frame_step,
+                            max_frames=args.max_frames, progress=progress)
