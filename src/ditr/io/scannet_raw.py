@@ -21,10 +21,10 @@ the ScanNet++ importer, whose scans use the same segment/aggregation files.
 from __future__ import annotations
 
 import csv
-import json
 import re
 import tempfile
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +33,12 @@ from PIL import Image
 from plyfile import PlyData, PlyElementParseError
 
 from ..errors import DitrError, SceneError
-from ..scene import Scene, View
+from ..scene import COORD_FILE, Scene, View
+from .common import Progress, check_sampling, read_json_object, tracked
 from .scannet import SCANNET20_CLASSES
 from .scannet200 import SCANNET200_CLASSES, SCANNET200_IDS
 from .scannet_sens import COLOR_SUFFIX, SensFile
+from .splits import write_split
 
 #: NYU40 ids of the 20 ScanNet benchmark classes, in the order of ``SCANNET20_CLASSES`` (ids 0..19).
 SCANNET20_NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -117,6 +119,15 @@ def vertex_normals(coord: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0).astype(np.float32)
 
 
+def read_mesh_points(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A scan's points: the mesh vertices, with ``normal`` from the faces and ``color`` where the mesh has it."""
+    coord, color, faces = read_mesh(path)
+    attributes = {"normal": vertex_normals(coord, faces)}
+    if color is not None:
+        attributes["color"] = color
+    return coord, attributes
+
+
 # ---------------------------------------------------------------------------------------- annotations
 @dataclass
 class ObjectGroups:
@@ -127,22 +138,9 @@ class ObjectGroups:
     segments: list[np.ndarray]
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a file, with file-naming errors for missing or damaged files."""
-    if not path.is_file():
-        raise SceneError(path, None, "missing")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise SceneError(path, None, "must hold a JSON object")
-    return doc
-
-
 def read_segments(path: Path, num_vertices: int) -> np.ndarray:
     """The over-segmentation: one segment id per mesh vertex (``segIndices``)."""
-    seg = read_json(path).get("segIndices")
+    seg = read_json_object(path).get("segIndices")
     if not isinstance(seg, list):
         raise SceneError(path, "segIndices", "missing or not a list")
     if len(seg) != num_vertices:
@@ -155,7 +153,7 @@ def read_segments(path: Path, num_vertices: int) -> np.ndarray:
 
 def read_object_groups(path: Path) -> ObjectGroups:
     """The annotated objects (``segGroups``) of an aggregation / segments_anno file."""
-    groups = read_json(path).get("segGroups")
+    groups = read_json_object(path).get("segGroups")
     if not isinstance(groups, list):
         raise SceneError(path, "segGroups", "missing or not a list")
     ids, labels, segments = [], [], []
@@ -318,14 +316,9 @@ def import_raw_scene(scene_dir: Path, out_dir: Path, *, frame_step: int = 10, ma
     without one.
     """
     report = report if report is not None else RawImportReport()
-    if frame_step < 1 or (max_frames is not None and max_frames < 1):
-        raise DitrError(f"frame_step ({frame_step}) and max_frames ({max_frames}) must be >= 1")
+    check_sampling(frame_step, max_frames)
     name = scene_dir.name
-    coord, color, faces = read_mesh(scene_dir / f"{name}_vh_clean_2.ply")
-    normal = vertex_normals(coord, faces)
-    attributes: dict[str, np.ndarray] = {"normal": normal}
-    if color is not None:
-        attributes["color"] = color
+    coord, attributes = read_mesh_points(scene_dir / f"{name}_vh_clean_2.ply")
     attributes.update(_scene_labels(scene_dir, len(coord), labels, report))
 
     meta_file = scene_dir / f"{name}.txt"
@@ -335,7 +328,7 @@ def import_raw_scene(scene_dir: Path, out_dir: Path, *, frame_step: int = 10, ma
         if matrix is None:
             raise SceneError(meta_file, "axisAlignment", "missing; --axis-align needs the scan's alignment matrix")
         align = matrix
-        coord, attributes["normal"] = transform_points(align, coord, normal)
+        coord, attributes["normal"] = transform_points(align, coord, attributes["normal"])
 
     meta: dict = {"dataset": "scannet", "name": name, "ignore_index": -1, "class_names": SCANNET20_CLASSES,
                   "class_names_200": list(SCANNET200_CLASSES), "axis_aligned": axis_align}
@@ -403,28 +396,34 @@ def select_scenes(found: list[Path], names: Sequence[str] | None, src: Path) -> 
     return [by_name[n] for n in names]
 
 
-def write_splits(out: Path, lists: dict[str, Path], report_splits: dict[str, int]) -> None:
-    """Write ``OUT/splits/<split>.txt`` from official scene lists, keeping the scenes present in ``out``."""
+def write_splits(out: Path, lists: dict[str, Path]) -> dict[str, int]:
+    """``OUT/splits/<split>.txt`` from official scene lists (one name per line), keeping the scenes present in OUT."""
+    counts = {}
     for split, path in lists.items():
         if not path.is_file():
             raise DitrError(f"{path}: split file missing")
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        present = [n for n in names if (out / n / "coord.npy").is_file()]
-        (out / "splits").mkdir(parents=True, exist_ok=True)
-        (out / "splits" / f"{split}.txt").write_text("".join(f"{n}\n" for n in present))
-        report_splits[split] = len(present)
+        counts[split] = write_split(out, split, names)
+    return counts
 
 
-def already_imported(out_dir: Path) -> bool:
-    """A scene directory is complete once it exists: :meth:`Scene.save` moves it into place atomically."""
-    return (out_dir / "coord.npy").is_file()
+def import_scenes(todo: Sequence[Path], out: Path, convert: Callable[[Path, Path], object], *, skip_existing: bool,
+                  skipped: list[str], progress: Progress | None) -> None:
+    """``convert(scene_dir, OUT/<scene>)`` for every scene; with ``skip_existing`` (resuming an interrupted
+    import) scenes already in OUT are kept and listed in ``skipped``. A scene directory is complete once
+    it exists: :meth:`Scene.save` moves it into place atomically."""
+    for scene_dir in tracked(todo, progress):
+        target = out / scene_dir.name
+        if skip_existing and (target / COORD_FILE).is_file():
+            skipped.append(scene_dir.name)
+        else:
+            convert(scene_dir, target)
 
 
 def import_scannet_raw(src: str | Path, out: str | Path, *, frame_step: int = 10, max_frames: int | None = None,
                        labels_tsv: str | Path | None = None, axis_align: bool = False,
                        splits_dir: str | Path | None = None, scenes: Sequence[str] | None = None,
-                       skip_existing: bool = False, on_scene: Callable[[str], None] | None = None
-                       ) -> RawImportReport:
+                       skip_existing: bool = False, progress: Progress | None = None) -> RawImportReport:
     """Import raw ScanNet scans under ``src`` into ``out/<scene>`` (see the module docstring)."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -439,16 +438,11 @@ def import_scannet_raw(src: str | Path, out: str | Path, *, frame_step: int = 10
         return table[0]
 
     report = RawImportReport()
-    for scene_dir in todo:
-        if skip_existing and already_imported(out / scene_dir.name):
-            report.skipped_existing.append(scene_dir.name)
-        else:
-            import_raw_scene(scene_dir, out / scene_dir.name, frame_step=frame_step, max_frames=max_frames,
-                             labels=labels, axis_align=axis_align, report=report)
-        if on_scene is not None:
-            on_scene(scene_dir.name)
+    convert = partial(import_raw_scene, frame_step=frame_step, max_frames=max_frames, labels=labels,
+                      axis_align=axis_align, report=report)
+    import_scenes(todo, out, convert, skip_existing=skip_existing, skipped=report.skipped_existing, progress=progress)
     if splits_dir is not None:
         d = Path(splits_dir)
         lists = {s: d / f for s, f in SPLIT_FILES.items() if s != "test" or (d / f).is_file()}
-        write_splits(out, lists, report.splits)
+        report.splits = write_splits(out, lists)
     return report

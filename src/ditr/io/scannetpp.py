@@ -27,8 +27,9 @@ The iPhone stream (``iphone/rgb.mp4`` with ARKit poses) is not imported.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,15 @@ from PIL import Image
 
 from ..errors import DitrError, SceneError
 from ..scene import Scene, View
-from .scannet_raw import (already_imported, per_vertex, read_json, read_mesh, read_object_groups, read_segments,
-                          select_scenes, vertex_groups, vertex_normals, write_splits)
+from .capture import OPENGL_TO_OPENCV, pose_from_quaternion, rigid_pose
+from .colmap import read_images_text
+from .common import Progress, check_sampling, read_json_object
+from .scannet_raw import (import_scenes, per_vertex, read_mesh_points, read_object_groups, read_segments,
+                          select_scenes, vertex_groups, write_splits)
 
 IMAGE_DIRS = ("resized_undistorted_images", "undistorted_images")
 TRANSFORMS = Path("dslr") / "nerfstudio" / "transforms_undistorted.json"
 SPLIT_FILES = {"train": "nvs_sem_train.txt", "val": "nvs_sem_val.txt"}
-#: nerfstudio's OpenGL camera -> OpenCV camera (right-multiplied): flip the y and z axes.
-OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 #: World change of nerfstudio's original COLMAP export (swap x and y, negate z); its own inverse.
 NERFSTUDIO_COLMAP_WORLD = np.array([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, 0], [0, 0, 0, 1]])
 _DISTORTION = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -99,36 +101,13 @@ def _pinhole(doc: dict, frame: dict, file: Path, where: str) -> tuple[np.ndarray
 def _world(doc: dict, file: Path) -> np.ndarray:
     if "applied_transform" not in doc:
         return NERFSTUDIO_COLMAP_WORLD
-    m = np.asarray(doc["applied_transform"], dtype=np.float64)
-    if m.shape == (3, 4):
-        m = np.vstack([m, [0, 0, 0, 1]])
-    if m.shape != (4, 4) or not np.isfinite(m).all() or abs(np.linalg.det(m[:3, :3])) < 1e-6:
-        raise SceneError(file, "applied_transform", f"must be an invertible 3x4 or 4x4 matrix, got shape {m.shape}")
-    return m
-
-
-def _quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices from unit quaternions (w, x, y, z), as COLMAP stores them."""
-    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], axis=1)
+    return rigid_pose(doc["applied_transform"], file, "applied_transform")
 
 
 def read_colmap_poses(path: Path) -> dict[str, np.ndarray]:
-    """Camera-to-world (OpenCV) per image name from COLMAP's ``images.txt`` (world-to-camera q, t)."""
-    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
-    records = [line.split() for line in lines[0::2] if line.strip()]  # every other line lists 2D points
-    try:
-        q = np.array([r[1:5] for r in records], dtype=np.float64).reshape(-1, 4)
-        t = np.array([r[5:8] for r in records], dtype=np.float64).reshape(-1, 3)
-    except ValueError:
-        raise SceneError(path, None, "is not a COLMAP images.txt (IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME)") from None
-    names = [" ".join(r[9:]) for r in records]
-    w2c = np.tile(np.eye(4), (len(records), 1, 1))
-    w2c[:, :3, :3], w2c[:, :3, 3] = _quaternion_to_matrix(q), t
-    return {Path(n).name: m for n, m in zip(names, np.linalg.inv(w2c))}
+    """Camera-to-world (OpenCV) per image file name from COLMAP's ``images.txt`` (world-to-camera q, t)."""
+    return {Path(im.name).name: np.linalg.inv(pose_from_quaternion(im.qvec, im.tvec, path, f"image {im.id}"))
+            for im in read_images_text(path).values()}
 
 
 def _check_against_colmap(views: list[View], colmap: dict[str, np.ndarray], file: Path, colmap_file: Path) -> int:
@@ -156,7 +135,7 @@ def dslr_views(scene_dir: Path, *, frame_step: int, max_frames: int | None, imag
             raise SceneError(file, None, "missing: only the fisheye transforms.json exists; run the ScanNet++ toolkit's "
                                          "`python -m dslr.undistort` first (ditr projects through pinhole cameras)")
         return []
-    doc = read_json(file)
+    doc = read_json_object(file)
     images = _image_dir(scene_dir, image_dir)
     world = _world(doc, file)
     entries = [("frames", i, f) for i, f in enumerate(doc.get("frames", []))]
@@ -176,9 +155,7 @@ def dslr_views(scene_dir: Path, *, frame_step: int, max_frames: int | None, imag
         with Image.open(image) as im:
             if im.size != (w, h):
                 raise SceneError(image, f"{where}.image", f"is {im.size[0]}x{im.size[1]}, {file.name} declares {w}x{h}")
-        transform = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        if transform.shape != (4, 4) or not np.isfinite(transform).all():
-            raise SceneError(file, f"{where}.transform_matrix", "must be a finite 4x4 matrix")
+        transform = rigid_pose(frame["transform_matrix"], file, f"{where}.transform_matrix")
         views.append(View(name=image.stem, width=w, height=h, intrinsics=k,
                           cam_to_world=nerfstudio_to_opencv(transform, world), image_path=image))
         if max_frames is not None and len(views) >= max_frames:
@@ -214,13 +191,9 @@ def import_scannetpp_scene(scene_dir: Path, out_dir: Path, *, classes: Sequence[
                            report: ScanNetppReport | None = None) -> Scene:
     """Convert one ScanNet++ scene into a ditr scene directory at ``out_dir``."""
     report = report if report is not None else ScanNetppReport()
-    if frame_step < 1 or (max_frames is not None and max_frames < 1):
-        raise DitrError(f"frame_step ({frame_step}) and max_frames ({max_frames}) must be >= 1")
+    check_sampling(frame_step, max_frames)
     name, scans = scene_dir.name, scene_dir / "scans"
-    coord, color, faces = read_mesh(scans / "mesh_aligned_0.05.ply")
-    attributes: dict[str, np.ndarray] = {"normal": vertex_normals(coord, faces)}
-    if color is not None:
-        attributes["color"] = color
+    coord, attributes = read_mesh_points(scans / "mesh_aligned_0.05.ply")
     meta: dict = {"dataset": "scannetpp", "name": name, "ignore_index": -1}
     seg_file, anno_file = scans / "segments.json", scans / "segments_anno.json"
     if seg_file.is_file() and anno_file.is_file():
@@ -261,7 +234,7 @@ def find_scenes(src: Path) -> list[Path]:
 def import_scannetpp(src: str | Path, out: str | Path, *, classes: str | Path | None = None, frame_step: int = 1,
                      max_frames: int | None = None, image_dir: str | None = None,
                      scenes: Sequence[str] | None = None, skip_existing: bool = False,
-                     on_scene: Callable[[str], None] | None = None) -> ScanNetppReport:
+                     progress: Progress | None = None) -> ScanNetppReport:
     """Import ScanNet++ scenes under ``src`` into ``out/<scene>`` (see the module docstring)."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -272,14 +245,9 @@ def import_scannetpp(src: str | Path, out: str | Path, *, classes: str | Path | 
     todo = select_scenes(found, scenes, src)
     class_list = read_class_list(Path(classes)) if classes is not None else None
     report = ScanNetppReport()
-    for scene_dir in todo:
-        if skip_existing and already_imported(out / scene_dir.name):
-            report.skipped_existing.append(scene_dir.name)
-        else:
-            import_scannetpp_scene(scene_dir, out / scene_dir.name, classes=class_list, frame_step=frame_step,
-                                   max_frames=max_frames, image_dir=image_dir, report=report)
-        if on_scene is not None:
-            on_scene(scene_dir.name)
+    convert = partial(import_scannetpp_scene, classes=class_list, frame_step=frame_step, max_frames=max_frames,
+                      image_dir=image_dir, report=report)
+    import_scenes(todo, out, convert, skip_existing=skip_existing, skipped=report.skipped_existing, progress=progress)
     lists = {s: src / "splits" / f for s, f in SPLIT_FILES.items() if (src / "splits" / f).is_file()}
-    write_splits(out, lists, report.splits)
+    report.splits = write_splits(out, lists)
     return report

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ._progress import import_progress
 
 NAME = "scannet-raw"
 HELP = "ScanNet / ScanNet200 raw scans (.sens, _vh_clean_2.ply, segs/aggregation)"
@@ -43,26 +43,11 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--skip-existing", action="store_true", help="keep scenes already in OUT (resume an import)")
 
 
-@contextlib.contextmanager
-def scene_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar over scenes on stderr (only when stderr is a terminal); yields the advance callback."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("scenes"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda _name: progress.advance(task)
-
-
 def run(args: argparse.Namespace):
-    from ...io.scannet_raw import find_scans, import_scannet_raw, select_scenes
+    from ...io.scannet_raw import import_scannet_raw
 
-    total = len(select_scenes(find_scans(args.src), args.scenes, args.src)) if args.src.is_dir() else 0
-    with scene_progress("import scannet-raw", total) as advance:
+    with import_progress(NAME, "scenes") as progress:
         return import_scannet_raw(args.src, args.out, frame_step=args.frame_step, max_frames=args.max_frames,
                                   labels_tsv=args.labels_tsv, axis_align=args.axis_align,
                                   splits_dir=args.splits_dir, scenes=args.scenes,
-                                  skip_existing=args.skip_existing, on_scene=advance)
+                                  skip_existing=args.skip_existing, progress=progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .scannet_raw import scene_progress
+from ._progress import import_progress
 
 NAME = "scannetpp"
 HELP = "ScanNet++ (mesh_aligned_0.05.ply + annotations, undistorted DSLR images)"
@@ -40,10 +40,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ...io.scannetpp import find_scenes, import_scannetpp
+    from ...io.scannetpp import import_scannetpp
 
-    total = len(args.scenes or find_scenes(args.src)) if args.src.is_dir() else 0
-    with scene_progress("import scannetpp", total) as advance:
+    with import_progress(NAME, "scenes") as progress:
         return import_scannetpp(args.src, args.out, classes=args.classes, frame_step=args.frame_step,
                                 max_frames=args.max_frames, image_dir=args.images, scenes=args.scenes,
-                                skip_existing=args.skip_existing, on_scene=advance)
+                                skip_existing=args.skip_existing, progress=progress)
