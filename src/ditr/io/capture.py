@@ -22,17 +22,16 @@ z backward) and ``pose_direction`` (cam_to_world or world_to_cam) say how to rea
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import DitrError, SceneError
 from ..scene import Scene, View
+from .common import image_size, quaternion_to_rotation, read_json
 from .pointfile import PointFile, read_point_file
 
 #: Right-multiplying an OpenGL/Blender camera-to-world (x right, y up, z back) gives OpenCV's (x right, y down, z forward).
@@ -65,17 +64,6 @@ class CaptureReport:
 
 
 # --------------------------------------------------------------------------------- poses and cameras
-def quaternion_to_rotation(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) of Hamilton quaternions (..., 4) in (w, x, y, z) order, normalised."""
-    q = np.asarray(q, dtype=np.float64)
-    w, x, y, z = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
 def pose_from_quaternion(q: Any, t: Any, file: Path | str, where: str) -> np.ndarray:
     """4x4 rigid transform from a (w, x, y, z) quaternion and a translation, checked for sense."""
     q = _numbers(q, (4,), file, f"{where} quaternion")
@@ -129,15 +117,6 @@ def _numbers(values: Any, shape: tuple[int, ...], file: Path | str, where: str) 
     if not np.isfinite(array).all():
         raise SceneError(file, where, "contains NaN or infinite values")
     return array
-
-
-def image_size(path: Path, where: str) -> tuple[int, int]:
-    """(width, height) of an image from its header."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as exc:  # PIL raises several types for damaged or unknown files
-        raise SceneError(path, where, f"cannot be read as an image ({exc})") from None
 
 
 def distortion_shift_px(k: np.ndarray, width: int, height: int, radial: tuple[float, ...] = (),
@@ -299,10 +278,7 @@ def _read_poses_text(path: Path) -> list[PoseEntry]:
 
 
 def _read_poses_json(path: Path) -> tuple[list[PoseEntry], dict[str, str]]:
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
+    doc = read_json(path)
     doc = {"frames": doc} if isinstance(doc, list) else doc
     if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
         raise SceneError(path, "frames", "must be a list of frames (or the file a JSON list of frames)")

@@ -31,8 +31,9 @@ import numpy as np
 
 from ..errors import DitrError, SceneError
 from ..scene import View
-from .capture import (CaptureReport, assemble_scene, check_unique_names, distortion_shift_px, image_size,
-                      intrinsics_matrix, pose_from_quaternion, view_name)
+from .capture import (CaptureReport, assemble_scene, check_unique_names, distortion_shift_px, intrinsics_matrix,
+                      pose_from_quaternion, view_name)
+from .common import image_size
 from .pointfile import PointFile, read_point_file
 
 

@@ -24,7 +24,6 @@ What is applied, and what is not:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path, PurePosixPath
@@ -35,7 +34,8 @@ import numpy as np
 from ..errors import DitrError, SceneError
 from ..scene import View
 from .capture import (OPENGL_TO_OPENCV, CaptureReport, assemble_scene, check_unique_names, distortion_shift_px,
-                      image_size, intrinsics_matrix, rigid_pose, view_name)
+                      intrinsics_matrix, rigid_pose, view_name)
+from .common import image_size, read_json
 from .pointfile import PointFile, read_point_file
 
 POINTS_FRAMES = ("transforms", "colmap", "dataparser")
@@ -55,10 +55,7 @@ def find_transforms(src: Path, name: str | None = None) -> Path:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
         raise SceneError(path, "frames", "must be a list of frames")
     return doc
@@ -138,10 +135,7 @@ def _points_to_transforms_frame(cloud: PointFile, doc: dict[str, Any], file: Pat
 
 
 def _load_dataparser(path: Path) -> dict[str, Any]:
-    try:
-        dp = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SceneError(path, None, f"is not valid JSON ({exc})") from None
+    dp = read_json(path)
     if not isinstance(dp, dict) or "transform" not in dp:
         raise SceneError(path, "transform", "missing (expected nerfstudio's dataparser_transforms.json)")
     scale = dp.get("scale", 1.0)
