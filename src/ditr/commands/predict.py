@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--max-points", type=int, default=200_000, metavar="N",
-                   help="voxels per model forward, the memory budget (default 200000; ~2 GB of CPU memory "
-                        "for the ScanNet PTv3)")
+                   help="voxels per model forward, the memory budget (default 200000: 2.2 GB peak on the CPU "
+                        "with the ScanNet PTv3; see docs/predict.md)")
     p.add_argument("--overlap", type=float, default=1.0, metavar="M",
                    help="metres of context around each chunk, voted over where chunks overlap (default 1.0)")
     p.add_argument("--tta", action="store_true",
