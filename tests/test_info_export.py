@@ -125,7 +125,7 @@ def test_not_a_bundle_and_refused_formats(tmp_path, capsys):
         assert not (tmp_path / f"m.{fmt}").exists()
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:DeprecationWarning")
 def test_tracing_and_torch_export_still_fail(world):
     """docs/predict.md says TorchScript and torch.export cannot capture the forward; if this test
     starts failing, they can, and the export command and the docs should change."""

@@ -243,9 +243,10 @@ def inference_config(config: Mapping[str, Any], options: PredictOptions) -> dict
 # ------------------------------------------------------------------------------------------ predict
 @torch.no_grad()
 def predict(model: torch.nn.Module, config: Mapping[str, Any], scene_dir: str | Path,
-            options: PredictOptions = PredictOptions(), device: str | torch.device = "cpu",
+            options: PredictOptions | None = None, device: str | torch.device = "cpu",
             progress: Progress | None = None) -> Prediction:
     """Labels of every point of the scene in ``scene_dir`` (``config`` from :func:`inference_config`)."""
+    options = options or PredictOptions()
     if (config.get("model") or {}).get("name") == "d-ditr":
         raise DitrError("this is a distillation checkpoint (it predicts 2D features, not classes): "
                         "fine-tune it first (ditr train ... method/ptv3 --init CHECKPOINT)")
@@ -260,6 +261,8 @@ def predict(model: torch.nn.Module, config: Mapping[str, Any], scene_dir: str | 
     if progress is not None:
         progress("projection", 0, 1)
     passes, views, seen = data.voxelised(scene, rng)
+    if progress is not None:
+        progress("projection", 1, 1)
     seconds["load_project_voxelise"] = time.perf_counter() - timer
     timer = time.perf_counter()
     width = int(model.config.image_channels or 0)
