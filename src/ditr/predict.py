@@ -271,30 +271,7 @@ def predict(model: torch.nn.Module, config: Mapping[str, Any], scene_dir: str | 
         table = table.to(device)
         seconds["image_features"] = time.perf_counter() - timer
     timer = time.perf_counter()
-    plans = [plan_chunks(p["coord"], options.max_points, options.overlap) for p in passes]
-    total = sum(len(c) for c in plans)
-    num_classes = model.seg_head.out_features
-    scores = torch.zeros(scene.num_points, num_classes)
-    votes = torch.zeros(scene.num_points)
-    done = [0]
-
-    def tick() -> None:
-        done[0] += 1
-        if progress is not None:
-            progress("chunks", done[0], total)
-
-    for sample, chunks in zip(passes, plans):
-        probs = _vote_chunks(model, data, sample, chunks, table, device, rng, num_classes, tick)
-        if "inverse" in sample:
-            scores += probs[torch.from_numpy(sample["inverse"])]
-            votes += 1
-        else:
-            index = torch.from_numpy(sample["index"])
-            scores.index_add_(0, index, probs)
-            votes.index_add_(0, index, torch.ones(len(index)))
-    if not bool((votes > 0).all()):  # the chunk plan guarantees coverage; never return a silent gap
-        raise RuntimeError(f"{int((votes == 0).sum())} points got no prediction")
-    probs = scores / votes[:, None]
+    probs, total = _vote_passes(model, data, passes, table, options, device, rng, scene.num_points, progress)
     seconds["model"] = time.perf_counter() - timer
     pred = Prediction(labels=probs.argmax(1).numpy().astype(np.int64), probs=probs.numpy(), chunks=total,
                       passes=len(passes), voxels=len(passes[0]["coord"]),
@@ -306,6 +283,36 @@ def predict(model: torch.nn.Module, config: Mapping[str, Any], scene_dir: str | 
         pred.warnings.append("the scene has no normal.npy: normals were estimated from the points "
                              "(local covariance), an approximation of the normals the model was trained with")
     return pred
+
+
+def _vote_passes(model: torch.nn.Module, data: PredictionData, passes: list[Sample], table: torch.Tensor | None,
+                 options: PredictOptions, device: torch.device, rng: np.random.Generator, num_points: int,
+                 progress: Progress | None) -> tuple[torch.Tensor, int]:
+    """((N, C) mean probabilities of every point over all passes and chunks, number of chunks)."""
+    plans = [plan_chunks(p["coord"], options.max_points, options.overlap) for p in passes]
+    total = sum(len(c) for c in plans)
+    num_classes = model.seg_head.out_features
+    scores = torch.zeros(num_points, num_classes)
+    votes = torch.zeros(num_points)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress("chunks", done[0], total)
+
+    for sample, chunks in zip(passes, plans):
+        probs = _vote_chunks(model, data, sample, chunks, table, device, rng, num_classes, tick)
+        if "inverse" in sample:  # one voxelisation: every point takes its voxel's vote
+            scores += probs[torch.from_numpy(sample["inverse"])]
+            votes += 1
+        else:  # a test fragment: its points are rows ``index`` of the scene
+            index = torch.from_numpy(sample["index"])
+            scores.index_add_(0, index, probs)
+            votes.index_add_(0, index, torch.ones(len(index)))
+    if not bool((votes > 0).all()):  # the chunk plan guarantees coverage; never return a silent gap
+        raise RuntimeError(f"{int((votes == 0).sum())} points got no prediction")
+    return scores / votes[:, None], total
 
 
 def _vote_chunks(model: torch.nn.Module, data: PredictionData, sample: Sample, chunks: list[Chunk],
