@@ -76,7 +76,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
                 "training": json.dumps(to_jsonable(record))}
     path = atomic_write_bytes(out, save(weights, metadata=metadata))
     return {"bundle": str(path), "format": "bundle", "tensors": len(weights),
-            "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point()),
+            "float_values": sum(v.numel() for v in weights.values() if v.is_floating_point()),  # + BN stats
             "bytes": path.stat().st_size, "checkpoint_bytes": Path(checkpoint).stat().st_size}
 
 
