@@ -158,3 +158,17 @@ def test_demo_runs_start_afresh_when_settings_change(tmp_path):
     assert (runs / "ditr").is_dir()  # same settings: the runs resume
     _reset_runs_if_settings_changed(runs, DemoSettings(steps=8))
     assert not (runs / "ditr").exists() and (runs / "settings.json").is_file()
+
+
+def test_bad_engine_settings_are_one_line_errors(tmp_path, capsys):
+    """A config value the engine rejects reaches the user as one line with exit status 2."""
+    from ditr.demo import ensure_rooms
+
+    ensure_rooms(tmp_path / "rooms", 2, 0, 2000, 2)
+    common = ["train", "synthetic", "method/ptv3", f"dataset.root={tmp_path / 'rooms'}"]
+    options = ["--quiet", "--work-dir", str(tmp_path / "run")]
+    for override, message in [("trainer.amp=fp8", "amp must be"), ("trainer.max_steps=2", "needs at least 3 steps")]:
+        extra = [override] if "amp" in override else [override, "trainer.epochs=null"]
+        assert main(common + extra + options) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -22,3 +22,10 @@ class SceneError(DitrError, ValueError):
         self.problem = problem
         where = f"{self.file}" + (f": {field}" if field else "")
         super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(DitrError, ValueError):
+    """A configuration value the code cannot work with (a preset key, an override, an option).
+
+    Also a ``ValueError``, so that library callers may catch it as the invalid argument it is.
+    """

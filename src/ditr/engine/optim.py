@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
+from ..errors import ConfigError
+
 
 @dataclass
 class GroupRule:
@@ -85,7 +87,7 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
     demos) get a 2-step warm-up; real schedules (thousands of steps) are unaffected.
     """
     if total_steps < 3:
-        raise ValueError(f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
+        raise ConfigError(f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,

@@ -35,7 +35,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ..errors import DitrError
+from ..errors import ConfigError, DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
@@ -83,11 +83,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.max_steps is None):
-            raise ValueError("give exactly one of epochs and max_steps")
+            raise ConfigError("give exactly one of epochs and max_steps")
         if self.amp not in (None, "fp16", "bf16"):
-            raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {self.amp!r}")
+            raise ConfigError(f"amp must be None, 'fp16' or 'bf16', got {self.amp!r}")
         if self.best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+            raise ConfigError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
 
 
 class Callback:
@@ -130,7 +130,7 @@ class Trainer:
         self.run_config = dict(run_config or {})
         if (val_set is not None and config.num_classes is None
                 and type(self).eval_step is Trainer.eval_step):
-            raise ValueError("config.num_classes is needed to evaluate segmentation")
+            raise ConfigError("config.num_classes is needed to evaluate segmentation")
 
         world = self.info.world_size
         if config.batch_size % world:
@@ -141,7 +141,7 @@ class Trainer:
                                     config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(train_set)} training samples make no full batch of "
+            raise ConfigError(f"{len(train_set)} training samples make no full batch of "
                              f"{self.batch_per_rank} per rank")
         self.total_steps = (config.max_steps if config.max_steps is not None
                             else config.epochs * self.steps_per_epoch)
