@@ -25,7 +25,11 @@ class SceneError(DitrError, ValueError):
 
 
 class ConfigError(DitrError, ValueError):
-    """A configuration value the code cannot work with (a preset key, an override, an option).
+    """A configuration file, override or value that cannot be used; names where and the key.
 
     Also a ``ValueError``, so that library callers may catch it as the invalid argument it is.
     """
+
+    def __init__(self, where: str, key: str | None, problem: str):
+        self.where, self.key, self.problem = where, key, problem
+        super().__init__(f"{where}: {key + ': ' if key else ''}{problem}")

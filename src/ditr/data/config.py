@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import DitrError
+from ..errors import ConfigError
 
 BASE_KEY = "_base_"
 Number = (int, float)
@@ -43,14 +43,6 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9
 
 def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-class ConfigError(DitrError):
-    """A configuration file or override that cannot be used; names the file and the key."""
-
-    def __init__(self, where: str, key: str | None, problem: str):
-        self.where, self.key, self.problem = where, key, problem
-        super().__init__(f"{where}: {key + ': ' if key else ''}{problem}")
 
 
 # ------------------------------------------------------------------------------------------ schema

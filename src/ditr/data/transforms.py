@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
 from .config import ConfigError
 from .sample import Sample, num_points, take
 
@@ -48,7 +47,7 @@ def _rotation(axis: str, angle: float) -> np.ndarray:
 def _subset_guard(sample: Sample, name: str) -> None:
     """Subsetting after a full-resolution inverse map was recorded would silently break it."""
     if "inverse" in sample:
-        raise ConfigError(f"{name} after GridSample(return_inverse=True) would invalidate the inverse map; "
+        raise ValueError(f"{name} after GridSample(return_inverse=True) would invalidate the inverse map; "
                          "select points before grid sampling")
 
 
@@ -78,7 +77,7 @@ class RandomRotate:
     def __init__(self, angle: Sequence[float] = (-1.0, 1.0), axis: str = "z", center: Sequence[float] | None = None,
                  p: float = 0.5):
         if axis not in ("x", "y", "z"):
-            raise ConfigError(f"axis must be x, y or z, not {axis!r}")
+            raise ValueError(f"axis must be x, y or z, not {axis!r}")
         self.angle, self.axis, self.center, self.p = tuple(angle), axis, center, p
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
@@ -296,7 +295,7 @@ class GridSample:
 
     def __init__(self, grid_size: float = 0.02, mode: str = "train", return_inverse: bool = False):
         if mode not in ("train", "test"):
-            raise ConfigError(f"mode must be train or test, not {mode!r}")
+            raise ValueError(f"mode must be train or test, not {mode!r}")
         self.grid_size, self.mode, self.return_inverse = grid_size, mode, return_inverse
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | list[Sample]:
@@ -325,7 +324,7 @@ class SphereCrop:
 
     def __init__(self, point_max: int = 102400, mode: str = "random"):
         if mode not in ("random", "center"):
-            raise ConfigError(f"mode must be random or center, not {mode!r}")
+            raise ValueError(f"mode must be random or center, not {mode!r}")
         self.point_max, self.mode = point_max, mode
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

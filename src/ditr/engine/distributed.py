@@ -47,7 +47,7 @@ def init_distributed(backend: str | None = None, device: str | None = None,
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device not in (None, "cpu", "cuda"):
-        raise ConfigError(f"device must be None, 'cpu' or 'cuda', got {device!r}")
+        raise ConfigError("trainer", "device", f"must be None, 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise DitrError("device 'cuda' requested but CUDA is not available")
     if device != "cpu" and torch.cuda.is_available():
@@ -131,7 +131,7 @@ def shard_indices(num_items: int, rank: int, world_size: int, *, epoch: int = 0,
     and covers every item exactly once (evaluation, where repeats would be counted twice).
     """
     if mode not in ("pad", "truncate", "none"):
-        raise ConfigError(f"mode must be 'pad', 'truncate' or 'none', got {mode!r}")
+        raise ValueError(f"mode must be 'pad', 'truncate' or 'none', got {mode!r}")
     if shuffle:
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(num_items).tolist()

@@ -43,7 +43,7 @@ def as_output(output: Tensor | Mapping[str, Any]) -> Mapping[str, Any]:
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` ("fp16" / "bf16" / None); mixed precision is CUDA-only."""
     if amp not in (None, "fp16", "bf16"):
-        raise ConfigError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
+        raise ConfigError("trainer", "amp", f"must be None, 'fp16' or 'bf16', got {amp!r}")
     if amp is None or device.type != "cuda":
         return None
     return torch.float16 if amp == "fp16" else torch.bfloat16

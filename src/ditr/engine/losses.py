@@ -54,7 +54,7 @@ def lovasz_softmax_flat(probs: Tensor, labels: Tensor, classes: str = "present")
     column each), so there is no Python loop over points or classes.
     """
     if classes not in ("present", "all"):
-        raise ConfigError(f"classes must be 'present' or 'all', got {classes!r}")
+        raise ConfigError("loss", "classes", f"must be 'present' or 'all', got {classes!r}")
     fg = F.one_hot(labels.long(), probs.shape[1]).to(probs.dtype)
     if classes == "present":
         present = fg.sum(0) > 0

@@ -83,11 +83,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.max_steps is None):
-            raise ConfigError("give exactly one of epochs and max_steps")
+            raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them")
         if self.amp not in (None, "fp16", "bf16"):
-            raise ConfigError(f"amp must be None, 'fp16' or 'bf16', got {self.amp!r}")
+            raise ConfigError("trainer", "amp", f"must be None, 'fp16' or 'bf16', got {self.amp!r}")
         if self.best_mode not in ("max", "min"):
-            raise ConfigError(f"best_mode must be 'max' or 'min', got {self.best_mode!r}")
+            raise ConfigError("trainer", "best_mode", f"must be 'max' or 'min', got {self.best_mode!r}")
 
 
 class Callback:
@@ -130,7 +130,7 @@ class Trainer:
         self.run_config = dict(run_config or {})
         if (val_set is not None and config.num_classes is None
                 and type(self).eval_step is Trainer.eval_step):
-            raise ConfigError("config.num_classes is needed to evaluate segmentation")
+            raise ConfigError("dataset", "num_classes", "is needed to evaluate segmentation")
 
         world = self.info.world_size
         if config.batch_size % world:
@@ -141,8 +141,8 @@ class Trainer:
                                     config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
-            raise ConfigError(f"{len(train_set)} training samples make no full batch of "
-                             f"{self.batch_per_rank} per rank")
+            raise ConfigError("trainer", "batch_size", f"{len(train_set)} training samples make no full batch of "
+                                                         f"{self.batch_per_rank} per rank")
         self.total_steps = (config.max_steps if config.max_steps is not None
                             else config.epochs * self.steps_per_epoch)
 
