@@ -2,13 +2,15 @@
 
 The fixture: one segment, two frames (the first labelled), a TOP laser (8x32, non-uniform beams, yawed
 extrinsic, per-pixel poses of a car moving during the sweep) and a FRONT laser (4x16, uniform beams),
-both looking at a wall at x = 10 m of the frame's vehicle frame, and a FRONT camera (plus a calibrated
-SIDE_LEFT camera without images). Every expected point is computed from the wall, not from the
-importer's formulas.
+both looking at a wall at x = 10 m of the frame's vehicle frame, a FRONT camera (1920x1280) and a
+SIDE_RIGHT camera (1920x886) with images, plus a calibrated SIDE_LEFT camera without images. Every
+expected point is computed from the wall, and every expected pixel from the camera's definition, not
+from the importer's formulas.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -26,7 +28,8 @@ pc = pytest.importorskip("pyarrow.compute")
 from ditr.cli import main  # noqa: E402
 from ditr.configs import preset_path  # noqa: E402
 from ditr.errors import DitrError, SceneError  # noqa: E402
-from ditr.io.waymo import CLASS_NAMES, LABEL_MAP, SEGMENTATION_TYPES, import_waymo  # noqa: E402
+from ditr.io.waymo import (CLASS_NAMES, DEFAULT_CROP_FRONT_TOP, LABEL_MAP, SEGMENTATION_TYPES,  # noqa: E402
+                           import_waymo)
 from ditr.projection import project_points  # noqa: E402
 from ditr.scene import Scene  # noqa: E402
 
@@ -38,8 +41,16 @@ WALL_X, BACK_WALL_X = 10.0, 15.0
 TOP_SHAPE, FRONT_SHAPE = (8, 32), (4, 16)
 TOP_INCLINATIONS = np.radians([-17.0, -12.0, -8.0, -5.0, -3.0, -1.0, 0.5, 2.0])  # ascending, as Waymo stores them
 FRONT_INCLINATION = (-0.2, 0.2)
-CAMERA = {"f": 40.0, "cx": 32.0, "cy": 24.0, "width": 64, "height": 48, "position": (1.5, 0.0, 1.8)}
+CAMERA = {"f": 2000.0, "cx": 960.0, "cy": 640.0, "width": 1920, "height": 1280, "position": (1.5, 0.0, 1.8)}  # FRONT
+SIDE = {"f": 2000.0, "cx": 960.0, "cy": 443.0, "width": 1920, "height": 886}  # SIDE_LEFT, SIDE_RIGHT
 CAMERA_DRIFT = 0.3  # the car moved 0.3 m forward between the frame pose and the camera exposure
+CAMERAS = {  # Waymo camera id -> (intrinsics and size, extrinsic vehicle <- camera, has images)
+    1: (CAMERA, None, True),  # FRONT; extrinsic: a translation to CAMERA["position"]
+    4: (SIDE, (np.pi / 2, (1.0, 1.0, 1.8)), False),  # SIDE_LEFT: calibrated, no images
+    5: (SIDE, (-np.pi / 2, (1.0, -1.0, 1.8)), True),  # SIDE_RIGHT
+}
+KNOWN_POINT = np.array([10.0, 1.0, 2.3])  # in the frame's vehicle frame, seen by FRONT
+DESIGN_CROP = 394  # DESIGN 1.1: front cameras top-cropped by 394 rows (1280 -> 886)
 MOTION_PER_COLUMN = (0.02, 0.002)  # TOP sweep: metres forward and radians of yaw per column
 
 
@@ -109,6 +120,13 @@ def semantic_of(pixel: np.ndarray) -> np.ndarray:
     return pixel % 23
 
 
+def front_pixel(point: np.ndarray) -> tuple[float, float, float]:
+    """(u, v, depth) of a vehicle-frame point in the stored (uncropped) FRONT image, from the camera's
+    definition: Waymo camera frame x forward, y left, z up, at the exposure pose (the car drifted)."""
+    q = point - (np.array(CAMERA["position"]) + [CAMERA_DRIFT, 0, 0])
+    return CAMERA["f"] * -q[1] / q[0] + CAMERA["cx"], CAMERA["f"] * -q[2] / q[0] + CAMERA["cy"], q[0]
+
+
 # ------------------------------------------------------------------------------ fixture writer
 def transform_type():
     return pa.list_(pa.float64(), 16)
@@ -127,10 +145,24 @@ def write_component(root: Path, component: str, columns: dict, omit: dict, row_g
     pq.write_table(pa.table(columns), root / component / f"{CONTEXT}.parquet", row_group_size=row_group_size)
 
 
-def jpeg(width: int, height: int) -> bytes:
+@functools.cache
+def camera_jpeg(camera: int) -> bytes:
+    """A smooth colour ramp (red grows with the row, green with the column), so that each row's content
+    is recognisable after a crop; FRONT has a white 15x15 square centred on KNOWN_POINT's pixel."""
+    c = CAMERAS[camera][0]
+    rows, cols = np.mgrid[0:c["height"], 0:c["width"]]
+    image = np.stack([30 + 180 * rows / c["height"], 30 + 180 * cols / c["width"], np.full(rows.shape, 60.0 * camera)], -1)
+    if camera == 1:
+        u, v, _ = np.round(front_pixel(KNOWN_POINT)).astype(int)
+        image[v - 7:v + 8, u - 7:u + 8] = 255
     buf = io.BytesIO()
-    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buf, format="JPEG")
+    Image.fromarray(image.astype(np.uint8)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
+
+
+def camera_extrinsic(camera: int) -> np.ndarray:
+    pose = CAMERAS[camera][1]
+    return rigid(t=CAMERA["position"]) if pose is None else rigid(euler(0, 0, pose[0]), pose[1])
 
 
 def write_segment(root: Path, omit: dict | None = None) -> dict:
@@ -191,26 +223,28 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
         **image_columns("[LiDARSegmentationLabelComponent].range_image_return2", [labels[1]], pa.int32()),
     }, omit)
 
-    c = CAMERA
+    calibrated = list(CAMERAS)
+    intrinsic = {"f_u": "f", "f_v": "f", "c_u": "cx", "c_v": "cy"}
     write_component(root, "camera_calibration", {
-        "key.segment_context_name": pa.array([CONTEXT] * 2),
-        "key.camera_name": pa.array([1, 4], pa.int8()),
-        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([v, v], pa.float64())
-           for k, v in dict(f_u=c["f"], f_v=c["f"], c_u=c["cx"], c_v=c["cy"], k1=0.0, k2=0.0, p1=0.0, p2=0.0,
-                            k3=0.0).items()},
+        "key.segment_context_name": pa.array([CONTEXT] * len(calibrated)),
+        "key.camera_name": pa.array(calibrated, pa.int8()),
+        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([CAMERAS[i][0][v] for i in calibrated], pa.float64())
+           for k, v in intrinsic.items()},
+        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([0.0] * len(calibrated), pa.float64())
+           for k in ("k1", "k2", "p1", "p2", "k3")},
         "[CameraCalibrationComponent].extrinsic.transform": pa.array(
-            [rigid(t=c["position"]).ravel().tolist(), rigid(euler(0, 0, np.pi / 2), (1.0, 1.0, 1.8)).ravel().tolist()],
-            transform_type()),
-        "[CameraCalibrationComponent].width": pa.array([c["width"]] * 2, pa.int32()),
-        "[CameraCalibrationComponent].height": pa.array([c["height"]] * 2, pa.int32()),
+            [camera_extrinsic(i).ravel().tolist() for i in calibrated], transform_type()),
+        "[CameraCalibrationComponent].width": pa.array([CAMERAS[i][0]["width"] for i in calibrated], pa.int32()),
+        "[CameraCalibrationComponent].height": pa.array([CAMERAS[i][0]["height"] for i in calibrated], pa.int32()),
     }, omit)
     camera_pose = FRAME_POSE @ rigid(t=(CAMERA_DRIFT, 0.0, 0.0))
+    shots = [(t, i) for t in (T0, T1) for i in calibrated if CAMERAS[i][2]]
     write_component(root, "camera_image", {
-        "key.segment_context_name": pa.array([CONTEXT] * 2),
-        "key.frame_timestamp_micros": pa.array([T0, T1], pa.int64()),
-        "key.camera_name": pa.array([1, 1], pa.int8()),
-        "[CameraImageComponent].image": pa.array([jpeg(c["width"], c["height"])] * 2, pa.binary()),
-        "[CameraImageComponent].pose.transform": pa.array([camera_pose.ravel().tolist()] * 2, transform_type()),
+        "key.segment_context_name": pa.array([CONTEXT] * len(shots)),
+        "key.frame_timestamp_micros": pa.array([t for t, _ in shots], pa.int64()),
+        "key.camera_name": pa.array([i for _, i in shots], pa.int8()),
+        "[CameraImageComponent].image": pa.array([camera_jpeg(i) for _, i in shots], pa.binary()),
+        "[CameraImageComponent].pose.transform": pa.array([camera_pose.ravel().tolist()] * len(shots), transform_type()),
     }, omit)
     write_component(root, "vehicle_pose", {
         "key.segment_context_name": pa.array([CONTEXT] * 2),
@@ -282,22 +316,105 @@ def test_without_pixel_poses_the_top_points_would_be_off(waymo_src):
     assert np.abs(points - static).max() > 0.5
 
 
-def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path):
+def source_jpeg(src: Path, camera: int, t: int = T0) -> bytes:
+    table = pq.read_table(src / "training" / "camera_image" / f"{CONTEXT}.parquet")
+    keys = zip(table.column("key.camera_name").to_pylist(), table.column("key.frame_timestamp_micros").to_pylist())
+    return table.column("[CameraImageComponent].image")[[k == (camera, t) for k in keys].index(True)].as_py()
+
+
+def decoded(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize("crop", [None, 0, 100])  # None: the default, DESIGN 1.1's 394 rows
+def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path, crop):
+    src, _ = waymo_src
+    rows = DESIGN_CROP if crop is None else crop
+    report = import_waymo(src, tmp_path / "out", **({} if crop is None else {"crop_front_top": crop}))
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    assert [v.name for v in scene.views] == ["FRONT", "SIDE_RIGHT"] and report.missing_cameras == 1  # SIDE_LEFT: no image
+    view = scene.views[0]
+    assert (view.width, view.height) == (CAMERA["width"], CAMERA["height"] - rows)
+    image = view.read_image()
+    assert image.shape == (CAMERA["height"] - rows, CAMERA["width"], 3)
+    want_u, want_v, want_z = front_pixel(KNOWN_POINT)  # in the stored, uncropped image
+    uv, z = project_points(torch.from_numpy(KNOWN_POINT[None]), torch.from_numpy(view.world_to_cam)[None],
+                           torch.from_numpy(view.intrinsics)[None])
+    np.testing.assert_allclose(uv[0, 0].numpy(), [want_u, want_v - rows], atol=1e-6)
+    assert float(z[0, 0]) == pytest.approx(want_z)
+    # The image content there is the white square the fixture painted at the point's pixel.
+    u, v = np.round(uv[0, 0].numpy()).astype(int)
+    assert (image[v - 5:v + 6, u - 5:u + 6] > 235).all()
+    np.testing.assert_allclose(view.intrinsics, [[CAMERA["f"], 0, CAMERA["cx"]], [0, CAMERA["f"], CAMERA["cy"] - rows],
+                                                 [0, 0, 1]])
+
+
+def test_front_crop_keeps_the_content_of_each_row_and_leaves_side_cameras_alone(waymo_src, tmp_path):
     src, _ = waymo_src
     report = import_waymo(src, tmp_path / "out")
     scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
-    assert [v.name for v in scene.views] == ["FRONT"] and report.missing_cameras == 1  # SIDE_LEFT has no image
-    view = scene.views[0]
-    assert (view.width, view.height) == (CAMERA["width"], CAMERA["height"])
-    assert view.read_image().shape == (48, 64, 3)
-    point = np.array([10.0, 1.0, 2.3])
-    q = point - (np.array(CAMERA["position"]) + [CAMERA_DRIFT, 0, 0])  # Waymo camera frame: x fwd, y left, z up
-    want_u = CAMERA["f"] * -q[1] / q[0] + CAMERA["cx"]
-    want_v = CAMERA["f"] * -q[2] / q[0] + CAMERA["cy"]
-    uv, z = project_points(torch.from_numpy(point[None]), torch.from_numpy(view.world_to_cam)[None],
-                           torch.from_numpy(view.intrinsics)[None])
-    np.testing.assert_allclose(uv[0, 0].numpy(), [want_u, want_v], atol=1e-6)
-    assert float(z[0, 0]) == pytest.approx(q[0])
+    front, side = scene.views
+    # Cropped FRONT = the stored image without its top 394 rows (re-encoded as JPEG 95: a few levels).
+    original = decoded(source_jpeg(src, 1)).astype(np.int16)
+    diff = np.abs(front.read_image().astype(np.int16) - original[DESIGN_CROP:])
+    assert diff.mean() < 1.0 and diff.max() <= 16
+    # ... so that the five cameras share the side cameras' size (DESIGN 1.1: 1920x886).
+    assert (front.width, front.height) == (side.width, side.height) == (SIDE["width"], SIDE["height"])
+    assert front.image_path.suffix == ".jpg" and front.image_path.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    # SIDE_RIGHT: the stored JPEG byte for byte, its calibration unchanged.
+    assert side.image_path.read_bytes() == source_jpeg(src, 5)
+    np.testing.assert_array_equal(side.intrinsics, [[SIDE["f"], 0, SIDE["cx"]], [0, SIDE["f"], SIDE["cy"]], [0, 0, 1]])
+    # The pose of a cropped camera is the uncropped one's: only the principal point moved.
+    whole = import_waymo(src, tmp_path / "whole", crop_front_top=0)
+    assert whole.image_crop_top == {} and whole.cropped_views == 0
+    uncropped = Scene.load(tmp_path / "whole" / f"{CONTEXT}_{T0}").views[0]
+    np.testing.assert_array_equal(front.cam_to_world, uncropped.cam_to_world)
+    # The crop is recorded in meta.json and the report.
+    assert scene.meta["image_crop_top"] == {"FRONT": DESIGN_CROP}
+    assert report.image_crop_top == {"FRONT": DESIGN_CROP} and report.cropped_views == 1
+
+
+def test_no_crop_keeps_every_image_as_stored(waymo_src, tmp_path):
+    src, _ = waymo_src
+    import_waymo(src, tmp_path / "out", crop_front_top=0)
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    assert "image_crop_top" not in scene.meta
+    for view, camera in zip(scene.views, (1, 5)):
+        assert view.image_path.read_bytes() == source_jpeg(src, camera)
+        assert (view.width, view.height) == (CAMERAS[camera][0]["width"], CAMERAS[camera][0]["height"])
+
+
+def test_crop_option_and_its_errors(waymo_src, tmp_path, capsys):
+    src, _ = waymo_src
+    from ditr.commands.import_ import waymo as command
+
+    assert command.DEFAULT_CROP_FRONT_TOP == DEFAULT_CROP_FRONT_TOP == DESIGN_CROP
+    assert main(["import", "waymo", str(src), str(tmp_path / "out"), "--crop-front-top", "1000"]) == 0
+    assert json.loads(capsys.readouterr().out)["image_crop_top"] == {"FRONT": 1000}
+    assert Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}").views[0].height == 280
+    for rows in (1280, 5000):  # every row of the 1280-row FRONT camera, or more
+        with pytest.raises(DitrError, match=f"--crop-front-top {rows} removes every row of camera FRONT.*1280 rows"):
+            import_waymo(src, tmp_path / "bad", crop_front_top=rows)
+    assert not list((tmp_path / "bad").glob(f"{CONTEXT}_*"))  # refused before any frame is written
+    assert main(["import", "waymo", str(src), str(tmp_path / "bad"), "--crop-front-top", "1280"]) == 2
+    assert "--crop-front-top 1280" in capsys.readouterr().err
+    with pytest.raises(DitrError, match="--crop-front-top must be 0"):
+        import_waymo(src, tmp_path / "bad", crop_front_top=-1)
+
+
+def test_a_front_image_that_cannot_be_decoded_for_the_crop_is_a_missing_camera(waymo_src, tmp_path):
+    src, _ = waymo_src
+    path = src / "training" / "camera_image" / f"{CONTEXT}.parquet"
+    table = pq.read_table(path)
+    images = table.column("[CameraImageComponent].image").to_pylist()
+    images = [data[: len(data) // 2] if camera == 1 else data  # header intact, scan data truncated
+              for data, camera in zip(images, table.column("key.camera_name").to_pylist())]
+    index = table.schema.get_field_index("[CameraImageComponent].image")
+    pq.write_table(table.set_column(index, table.schema.field(index), pa.array(images, pa.binary())), path)
+    report = import_waymo(src, tmp_path / "out")
+    assert report.missing_cameras == 2 and report.cropped_views == 0 and report.image_crop_top == {}
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    assert [v.name for v in scene.views] == ["SIDE_RIGHT"] and "image_crop_top" not in scene.meta
 
 
 def test_unlabelled_frames_on_request(waymo_src, tmp_path):

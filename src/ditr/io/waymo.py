@@ -29,6 +29,13 @@ through the vehicle pose at the image's exposure (``[CameraImageComponent].pose`
 compensates the ego motion between the LiDAR sweep and the camera. Distortion and the cameras'
 rolling shutter are not modelled (the scene format is pinhole): see docs/datasets.md.
 
+Front-camera crop (DESIGN 1.1): the three front cameras (FRONT, FRONT_LEFT, FRONT_RIGHT, told apart
+by ``key.camera_name``) are 1920x1280, the two side cameras 1920x886. By default the importer drops
+the front images' top 394 rows, so all five cameras share 1920x886 (one aspect before the model's
+resize); the principal point moves up with the image (``c_v -= rows``), nothing else changes
+(focal lengths, ``c_u``, the pose). Cropped images are re-encoded as JPEG (see
+:func:`top_cropped_jpeg`); the side cameras' JPEGs are copied byte for byte.
+
 Labels: only the TOP laser is labelled (channel 1 of the label range image = semantic class;
 channel 0, the instance id, is not imported), on about one frame in five; points of the other
 lasers get -1 (ignore).
@@ -65,6 +72,12 @@ KEY_CAMERA = "key.camera_name"
 LASER_NAMES = {1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
 CAMERA_NAMES = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"}
 TOP_LASER = 1
+#: Cameras that ``crop_front_top`` applies to, by name (``CAMERA_NAMES`` of ``key.camera_name``).
+FRONT_CAMERAS = frozenset({"FRONT", "FRONT_LEFT", "FRONT_RIGHT"})
+#: DESIGN 1.1: 1280 - 394 = 886 rows, the side cameras' height.
+DEFAULT_CROP_FRONT_TOP = 394
+#: Quality of re-encoded (cropped) JPEGs; why JPEG and why 95: see :func:`top_cropped_jpeg`.
+CROP_JPEG_QUALITY = 95
 
 #: Waymo ``Segmentation.Type`` (the tuple index is the type's value) -> ditr class name; None = ignore.
 SEGMENTATION_TYPES: tuple[tuple[str, str | None], ...] = (
@@ -112,6 +125,8 @@ class WaymoImportReport:
     skipped_unlabelled: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> frames
     missing_cameras: int = 0
+    image_crop_top: dict[str, int] = field(default_factory=dict)  # camera -> top rows removed
+    cropped_views: int = 0
 
 
 class FrameSkipped(Exception):
@@ -310,6 +325,7 @@ class _Segment:
 
         self.context = context
         self.calibration_path = split_dir / "lidar_calibration" / f"{context}.parquet"
+        self.camera_calibration_path = split_dir / "camera_calibration" / f"{context}.parquet"
         self.lidar = open_("lidar", KEY_TIME, KEY_LASER)
         self.lidar_pose = open_("lidar_pose", KEY_TIME, KEY_LASER)
         self.camera = open_("camera_image", KEY_TIME, KEY_CAMERA)
@@ -448,8 +464,13 @@ def _map_labels(semantic: np.ndarray, seg: _Segment, ret: str, where: str) -> np
     return LABEL_MAP[semantic.astype(np.int64)]
 
 
-def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path) -> tuple[list[View], int]:
-    """The frame's camera images as views (fixed camera order), and how many calibrated cameras are missing."""
+def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path, crop_front_top: int
+                 ) -> tuple[list[View], int]:
+    """The frame's camera images as views (fixed camera order), and how many calibrated cameras are missing.
+
+    Front cameras lose their top ``crop_front_top`` rows; an image that cannot be decoded for the crop
+    counts as missing, like one whose header cannot be read.
+    """
     cf = seg.camera
     image_col, pose_col = _CAMERA + "image", _CAMERA + "pose.transform"
     table = cf.rows(cf.keys[KEY_TIME] == t, [KEY_CAMERA, image_col, pose_col])
@@ -459,8 +480,8 @@ def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path)
         camera, name = cameras[i], CAMERA_NAMES.get(cameras[i], f"CAMERA_{cameras[i]}")
         calib = seg.camera_calibrations.get(camera)
         if calib is None:
-            raise SceneError(cf.path.parent.parent / "camera_calibration" / f"{seg.context}.parquet",
-                             KEY_CAMERA, f"no calibration for camera {name}, which has images")
+            raise SceneError(seg.camera_calibration_path, KEY_CAMERA,
+                             f"no calibration for camera {name}, which has images")
         jpeg = _row_value(table, image_col, int(i))
         size = _jpeg_size(jpeg)
         if size is None:
@@ -469,9 +490,15 @@ def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path)
             raise SceneError(cf.path, image_col, f"frame {t} camera {name}: image is {size[0]}x{size[1]}, "
                                                  f"the calibration says {calib.width}x{calib.height}")
         world_from_vehicle = _transform(table, pose_col, int(i), cf.path, f"frame {t} camera {name}")
+        crop = crop_front_top if name in FRONT_CAMERAS else 0
+        if crop:
+            jpeg = top_cropped_jpeg(jpeg, crop)
+            if jpeg is None:
+                continue
         path = tmp / f"{name}.jpg"
         path.write_bytes(jpeg)
-        views.append(View(name=name, width=calib.width, height=calib.height, intrinsics=calib.intrinsics,
+        views.append(View(name=name, width=calib.width, height=calib.height - crop,
+                          intrinsics=crop_intrinsics(calib.intrinsics, crop),
                           cam_to_world=frame_from_world @ world_from_vehicle @ calib.extrinsic @ WAYMO_FROM_OPENCV,
                           image_path=path))
     return views, len(seg.camera_calibrations) - len(views)
@@ -489,8 +516,54 @@ def _jpeg_size(data: bytes | None) -> tuple[int, int] | None:
         return None
 
 
-def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: WaymoImportReport) -> None:
-    """Write one frame as a scene; raises FrameSkipped for a frame without a pose or without points."""
+def crop_intrinsics(intrinsics: np.ndarray, rows: int) -> np.ndarray:
+    """The intrinsics of an image without its top ``rows`` rows: pixel row v becomes v - rows, so only
+    the principal point's c_v moves (focal lengths, c_u and the pose are unchanged)."""
+    k = np.array(intrinsics, dtype=np.float64)
+    k[1, 2] -= rows
+    return k
+
+
+def top_cropped_jpeg(data: bytes, rows: int) -> bytes | None:
+    """The JPEG ``data`` without its top ``rows`` rows, re-encoded at quality 95; None if undecodable.
+
+    Why re-encode, and as JPEG: a crop inside the compressed data is lossless only at an offset on the
+    8- or 16-row block grid, which DESIGN 1.1's 394 rows is not. PNG would be lossless but, measured on
+    1920x886 crops of photo-like 1920x1280 JPEGs (docs/datasets.md), 4x larger than JPEG 95 (1.75-1.9 MB
+    vs 0.44-0.48 MB, about the size of the whole source JPEG) and 25-35x slower (0.7-0.9 s to encode vs
+    23-32 ms to decode, crop and encode), three times per frame. JPEG 95 is 47 dB PSNR from the decoded
+    source; an even crop keeps the 4:2:0 chroma grid aligned.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            cropped = im.crop((0, rows, im.width, im.height))
+            cropped.load()
+    except Exception:  # PIL raises several types for damaged images
+        return None
+    buf = io.BytesIO()
+    cropped.save(buf, format="JPEG", quality=CROP_JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def check_crop(seg: _Segment, crop_front_top: int) -> None:
+    """A crop must leave rows in every front camera: a clear error naming the option otherwise."""
+    for camera, calib in seg.camera_calibrations.items():
+        name = CAMERA_NAMES.get(camera)
+        if name in FRONT_CAMERAS and crop_front_top >= calib.height:
+            raise DitrError(f"--crop-front-top {crop_front_top} removes every row of camera {name}, whose "
+                            f"images have {calib.height} rows ({seg.camera_calibration_path}): use fewer rows, "
+                            "or 0 for no crop")
+
+
+def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: WaymoImportReport,
+                 crop_front_top: int = DEFAULT_CROP_FRONT_TOP) -> None:
+    """Write one frame as a scene; raises FrameSkipped for a frame without a pose or without points.
+
+    Cropped front cameras are listed in ``meta.json`` as ``image_crop_top`` (camera -> rows), since
+    views.json has no crop field: the images and intrinsics written are already the cropped ones.
+    """
     frame_pose = seg.vehicle_poses.get(t)
     if frame_pose is None:
         raise FrameSkipped("no vehicle pose")
@@ -504,18 +577,25 @@ def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: W
         meta["segment"] = "segment"
         report.labelled_points += int((points.segment >= 0).sum())
     with tempfile.TemporaryDirectory(prefix=".waymo-", dir=out_dir.parent) as tmp:
-        views, missing = _frame_views(seg, t, frame_from_world, Path(tmp))
+        views, missing = _frame_views(seg, t, frame_from_world, Path(tmp), crop_front_top)
+        cropped = {v.name: crop_front_top for v in views if crop_front_top and v.name in FRONT_CAMERAS}
+        if cropped:
+            meta["image_crop_top"] = cropped
         Scene(coord=points.coord, attributes=attributes, views=views, meta=meta).save(out_dir)
     report.scenes += 1
     report.points += len(points.coord)
     report.views += len(views)
     report.missing_cameras += missing
+    report.image_crop_top.update(cropped)
+    report.cropped_views += len(cropped)
 
 
 def import_segment(split_dir: Path, context: str, out: Path, report: WaymoImportReport, *,
-                   labelled_only: bool = True, frame_step: int = 1, max_frames: int | None = None) -> list[str]:
+                   labelled_only: bool = True, frame_step: int = 1, max_frames: int | None = None,
+                   crop_front_top: int = DEFAULT_CROP_FRONT_TOP) -> list[str]:
     """Import the chosen frames of one segment; returns the names of the scenes written."""
     seg = _Segment(split_dir, context)
+    check_crop(seg, crop_front_top)
     frames = seg.frames()
     labelled = seg.labelled_frames()
     if labelled_only:
@@ -527,7 +607,7 @@ def import_segment(split_dir: Path, context: str, out: Path, report: WaymoImport
     for t in frames.tolist():
         name = f"{context}_{t}"
         try:
-            import_frame(seg, int(t), out / name, t in labelled, report)
+            import_frame(seg, int(t), out / name, t in labelled, report, crop_front_top)
         except FrameSkipped as exc:
             skipped[str(exc)] += 1
             continue
@@ -565,14 +645,19 @@ def _segments(split_dir: Path, labelled_only: bool) -> list[str]:
 
 
 def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True, frame_step: int = 1,
-                 max_frames: int | None = None, progress: Progress | None = None) -> WaymoImportReport:
+                 max_frames: int | None = None, crop_front_top: int = DEFAULT_CROP_FRONT_TOP,
+                 progress: Progress | None = None) -> WaymoImportReport:
     """Import every segment of SRC's splits into OUT/<context>_<timestamp>/ plus OUT/splits/<split>.txt.
 
-    ``progress(done, total)`` counts segments. Each split file lists this import's scenes plus those
-    an earlier import listed that are still in OUT, so that imports of parts of a split add up.
+    ``crop_front_top`` rows are removed from the top of the front cameras' images (DESIGN 1.1: 394;
+    0 keeps every image as it is). ``progress(done, total)`` counts segments. Each split file lists
+    this import's scenes plus those an earlier import listed that are still in OUT, so that imports of
+    parts of a split add up.
     """
     src, out = Path(src), Path(out)
     check_sampling(frame_step, max_frames)
+    if crop_front_top < 0:
+        raise DitrError(f"--crop-front-top must be 0 (no crop) or a positive number of rows, got {crop_front_top}")
     if not src.is_dir():
         raise DitrError(f"{src}: source directory does not exist")
     _pyarrow_parquet()
@@ -584,7 +669,7 @@ def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True
         scenes = []
         for context in contexts:
             scenes += import_segment(split_dir, context, out, report, labelled_only=labelled_only,
-                                     frame_step=frame_step, max_frames=max_frames)
+                                     frame_step=frame_step, max_frames=max_frames, crop_front_top=crop_front_top)
             done += 1
             if progress is not None:
                 progress(done, total)
