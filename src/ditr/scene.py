@@ -81,13 +81,16 @@ def _load_npy(file: Path, name: str) -> np.ndarray:
         raise SceneError(file, name, f"cannot be read as a .npy array ({exc})") from None
 
 
-def _matrix(value: Any, shape: tuple[int, int], file: Path, field_name: str) -> np.ndarray:
+def finite_numbers(value: Any, shape: tuple[int, ...], file: Path | str, field_name: str) -> np.ndarray:
+    """``value`` as a float64 array of exactly ``shape`` with finite entries, else a SceneError
+    naming the file and field (what every matrix, pose or intrinsics read from a file must pass)."""
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise SceneError(file, field_name, f"must be a {shape[0]}x{shape[1]} matrix of numbers") from None
+        raise SceneError(file, field_name, f"must be numbers of shape {'x'.join(map(str, shape))}, "
+                                           f"got {value!r}") from None
     if m.shape != shape:
-        raise SceneError(file, field_name, f"shape {list(m.shape)}, expected {shape[0]}x{shape[1]}")
+        raise SceneError(file, field_name, f"shape {list(m.shape)}, expected {'x'.join(map(str, shape))}")
     if not np.isfinite(m).all():
         raise SceneError(file, field_name, "contains NaN or infinite values")
     return m
@@ -374,9 +377,9 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
     where = f"views[{i}] ({name})"
     width = _positive_int(entry["width"], file, f"{where}.width")
     height = _positive_int(entry["height"], file, f"{where}.height")
-    k = _matrix(entry["intrinsics"], (3, 3), file, f"{where}.intrinsics")
+    k = finite_numbers(entry["intrinsics"], (3, 3), file, f"{where}.intrinsics")
     _check_intrinsics(k, file, f"{where}.intrinsics")
-    pose = _matrix(entry["cam_to_world"], (4, 4), file, f"{where}.cam_to_world")
+    pose = finite_numbers(entry["cam_to_world"], (4, 4), file, f"{where}.cam_to_world")
     _check_pose(pose, file, f"{where}.cam_to_world")
 
     def existing(key: str) -> Path | None:
@@ -398,7 +401,7 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
             raise SceneError(file, f"{where}.depth_scale", f"must be a positive number (units per metre), got {scale!r}")
         view.depth_scale = float(scale)
         if "depth_intrinsics" in entry:
-            view.depth_intrinsics = _matrix(entry["depth_intrinsics"], (3, 3), file, f"{where}.depth_intrinsics")
+            view.depth_intrinsics = finite_numbers(entry["depth_intrinsics"], (3, 3), file, f"{where}.depth_intrinsics")
             _check_intrinsics(view.depth_intrinsics, file, f"{where}.depth_intrinsics")
             view.depth_width = _positive_int(entry.get("depth_width"), file, f"{where}.depth_width")
             view.depth_height = _positive_int(entry.get("depth_height"), file, f"{where}.depth_height")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DitrError, SceneError
-from ..scene import Scene, View
+from ..scene import Scene, View, finite_numbers
 from .common import image_size, quaternion_to_rotation, read_json
 from .pointfile import PointFile, read_point_file
 
@@ -66,8 +66,8 @@ class CaptureReport:
 # --------------------------------------------------------------------------------- poses and cameras
 def pose_from_quaternion(q: Any, t: Any, file: Path | str, where: str) -> np.ndarray:
     """4x4 rigid transform from a (w, x, y, z) quaternion and a translation, checked for sense."""
-    q = _numbers(q, (4,), file, f"{where} quaternion")
-    t = _numbers(t, (3,), file, f"{where} translation")
+    q = finite_numbers(q, (4,), file, f"{where} quaternion")
+    t = finite_numbers(t, (3,), file, f"{where} translation")
     if np.linalg.norm(q) < 1e-6:
         raise SceneError(file, f"{where} quaternion", "is zero; a rotation quaternion has unit length")
     pose = np.eye(4)
@@ -101,22 +101,10 @@ def rigid_pose(matrix: Any, file: Path | str, where: str) -> np.ndarray:
 
 
 def intrinsics_matrix(fx: Any, fy: Any, cx: Any, cy: Any, file: Path | str, where: str) -> np.ndarray:
-    fx, fy, cx, cy = _numbers([fx, fy, cx, cy], (4,), file, f"{where} fx/fy/cx/cy")
+    fx, fy, cx, cy = finite_numbers([fx, fy, cx, cy], (4,), file, f"{where} fx/fy/cx/cy")
     if fx <= 0 or fy <= 0:
         raise SceneError(file, where, f"focal lengths must be positive pixels, got fx={fx}, fy={fy}")
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-
-
-def _numbers(values: Any, shape: tuple[int, ...], file: Path | str, where: str) -> np.ndarray:
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SceneError(file, where, f"must be numbers, got {values!r}") from None
-    if array.shape != shape:
-        raise SceneError(file, where, f"shape {list(array.shape)}, expected {list(shape)}")
-    if not np.isfinite(array).all():
-        raise SceneError(file, where, "contains NaN or infinite values")
-    return array
 
 
 def distortion_shift_px(k: np.ndarray, width: int, height: int, radial: tuple[float, ...] = (),
@@ -308,7 +296,7 @@ def _json_intrinsics(value: Any, path: Path, where: str) -> np.ndarray:
         return intrinsics_matrix(value["fx"], value["fy"], value["cx"], value["cy"], path, where)
     if value is None:
         raise SceneError(path, where, 'missing: give "intrinsics" per frame or once at the top level')
-    k = _numbers(value, (3, 3), path, where)
+    k = finite_numbers(value, (3, 3), path, where)
     return intrinsics_matrix(k[0, 0], k[1, 1], k[0, 2], k[1, 2], path, where)
 
 
