@@ -103,7 +103,8 @@ def test_interrupted_training_resumes_to_the_same_step_count(world):
 
 
 def test_demo_writes_results_and_pictures(tmp_path, capsys):
-    settings = DemoSettings(train_rooms=2, val_rooms=1, points=2000, views=2, steps=4, batch_size=1)
+    settings = DemoSettings(train_rooms=2, val_rooms=1, points=2000, views=2, steps=4, batch_size=1,
+                            distill_rooms=1, distill_steps=6, distill_views="mean")
     results = run_demo(tmp_path, settings, quiet=True)
     saved = json.loads((tmp_path / "results.json").read_text())
     for method in ("3d-only", "ditr"):
@@ -114,6 +115,10 @@ def test_demo_writes_results_and_pictures(tmp_path, capsys):
     assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions", "distillation"}
     assert saved["runs"]["d-ditr"]["steps"] == 4 and not saved["runs"]["d-ditr"]["needs_images"]
     assert -1.0 <= saved["runs"]["d-ditr"]["teacher_cosine"] <= 1.0
+    # D-DITR pretraining also used the extra unlabelled room (room_0003), for its own step budget.
+    assert saved["runs"]["d-ditr"]["distill_steps"] == 6 and saved["runs"]["d-ditr"]["distill_rooms"] == 3
+    assert saved["runs"]["d-ditr"]["distill_views"] == "mean" and saved["rooms"]["val"] == ["room_0002"]
+    assert saved["rooms"]["unlabelled"] == ["room_0003"]
     for picture in results["pictures"].values():
         assert Path(picture).parent == tmp_path and Path(picture).stat().st_size > 10_000
     # The trained DITR model evaluates from the command line, reading the same feature cache.

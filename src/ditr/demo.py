@@ -49,6 +49,12 @@ class DemoSettings:
     seed: int = 0
     vfm_model: str = "dinov2-tiny-random-reg"
     vfm_checkpoint: str | None = None
+    #: D-DITR pretraining needs no labels: it may also distil on this many extra, unlabelled rooms,
+    #: for ``distill_steps`` steps (default: ``steps``), with targets fused over views as
+    #: ``distill_views`` ("last" = the reference's choice, "mean" = every view that sees a voxel).
+    distill_rooms: int = 0
+    distill_steps: int | None = None
+    distill_views: str = "last"
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
@@ -156,14 +162,16 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
     out = Path(out)
     console = Console(quiet=quiet)
     start = time.perf_counter()
-    total = settings.train_rooms + settings.val_rooms
+    total = settings.train_rooms + settings.val_rooms + settings.distill_rooms
     with Progress(console=console, transient=True, disable=quiet) as progress:
         task = progress.add_task("rooms", total=total)
         rooms = ensure_rooms(out / "rooms", total, settings.seed, settings.points, settings.views,
                              on_room=lambda: progress.advance(task))
         task = progress.add_task("2D features", total=total * settings.views * 2)
         vfm = fill_features(rooms, settings, out / "features", on_progress=lambda n: progress.advance(task, n))
-    train_rooms, val_rooms = rooms[:settings.train_rooms], rooms[settings.train_rooms:]
+    labelled = settings.train_rooms + settings.val_rooms
+    train_rooms, val_rooms = rooms[:settings.train_rooms], rooms[settings.train_rooms:labelled]
+    unlabelled_rooms = rooms[labelled:]
     if vfm["random_weights"]:
         console.print(f"[yellow]{settings.vfm_model}: random weights, not real DINO features[/yellow]")
     steps_per_epoch = -(-settings.train_rooms // settings.batch_size)
@@ -181,7 +189,8 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         if method == "d-ditr":
             from .distill import demo_distill
 
-            init, extra = demo_distill(config, out, vfm["feature_dim"], train_rooms, val_rooms, quiet, console)
+            init, extra = demo_distill(config, out, vfm["feature_dim"], train_rooms + unlabelled_rooms, val_rooms,
+                                       settings.distill_steps, settings.distill_views, quiet, console)
             pictures_extra["distillation"] = Path(extra.pop("picture"))
             t0 = time.perf_counter()
         summary = train(config, work_dirs[method], train_scenes=train_rooms, val_scenes=val_rooms, init=init,
@@ -213,7 +222,8 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         "runs": runs,
         "vfm": vfm,
         "settings": asdict(settings),
-        "rooms": {"train": [p.name for p in train_rooms], "val": [p.name for p in val_rooms]},
+        "rooms": {"train": [p.name for p in train_rooms], "val": [p.name for p in val_rooms],
+                  "unlabelled": [p.name for p in unlabelled_rooms]},
         "classes": list(CLASS_NAMES),
         "pictures": {k: str(v) for k, v in pictures.items()},
         "seconds": round(time.perf_counter() - start, 1),

@@ -414,20 +414,34 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
 
 
 # ------------------------------------------------------------------------------------------ demo
-def demo_distill_config(base: Mapping[str, Any], feature_dim: int) -> dict[str, Any]:
-    """The demo's distillation config: a 3D-only demo config (same budget) + method/d-ditr."""
+def demo_distill_config(base: Mapping[str, Any], feature_dim: int, rooms: int | None = None,
+                        steps: int | None = None, view_strategy: str = "last") -> dict[str, Any]:
+    """The demo's distillation config: a 3D-only demo config + method/d-ditr.
+
+    The budget is the base config's unless ``steps`` (with the number of distillation ``rooms``,
+    which sets the steps per epoch) asks for another; ``view_strategy`` fuses the teacher's targets.
+    """
     from .configs import load_preset
 
     config = merge(base, load_preset(["method/d-ditr"]))
     config["distill"]["head_channels"] = int(feature_dim)
     config["images"]["enabled"] = True
+    config["images"]["view_strategy"] = view_strategy
     config["model"]["image_channels"] = None
+    if steps is not None:
+        if rooms is None:
+            raise DitrError("demo_distill_config: steps needs the number of distillation rooms")
+        per_epoch = -(-rooms // int(config["trainer"]["batch_size"]))
+        config["trainer"]["epochs"] = max(1, steps // per_epoch)
+        config["trainer"]["eval_every_epochs"] = max(1, config["trainer"]["epochs"] // 5)
     return config
 
 
 def demo_distill(finetune_config: Mapping[str, Any], out: Path, feature_dim: int, train_rooms: Scenes,
-                 val_rooms: Scenes, quiet: bool = False, console: Any = None) -> tuple[Path, dict[str, Any]]:
-    """``ditr demo``'s D-DITR stage 1 on the training rooms, with the fine-tuning run's budget.
+                 val_rooms: Scenes, steps: int | None = None, view_strategy: str = "last", quiet: bool = False,
+                 console: Any = None) -> tuple[Path, dict[str, Any]]:
+    """``ditr demo``'s D-DITR stage 1 on ``train_rooms`` (labels unused: the training rooms plus any
+    unlabelled ones), for ``steps`` (default: the fine-tuning run's budget), targets fused by ``view_strategy``.
 
     Returns the student checkpoint (the fine-tuning ``init``) and what the results row adds: the
     teacher cosine on the held-out rooms, the distillation steps and time, the picture's path.
@@ -435,7 +449,7 @@ def demo_distill(finetune_config: Mapping[str, Any], out: Path, feature_dim: int
     import time
 
     work_dir = Path(out) / "runs" / "d-ditr-distill"
-    config = demo_distill_config(finetune_config, feature_dim)
+    config = demo_distill_config(finetune_config, feature_dim, len(train_rooms), steps, view_strategy)
     if console is not None:
         console.print(f"  distilling the 2D features into a 3D-only PTv3 ({work_dir})")
     t0 = time.perf_counter()
@@ -450,7 +464,8 @@ def demo_distill(finetune_config: Mapping[str, Any], out: Path, feature_dim: int
         console.print(f"  student cosine to the teacher on held-out rooms: {report['cosine']:.3f}")
     return checkpoint, {"teacher_cosine": report["cosine"],
                         "teacher_cosine_per_room": {k: v["cosine"] for k, v in report["per_scene"].items()},
-                        "distill_steps": summary["step"], "distill_seconds": round(seconds, 1),
+                        "distill_steps": summary["step"], "distill_rooms": len(train_rooms),
+                        "distill_views": view_strategy, "distill_seconds": round(seconds, 1),
                         "distill_checkpoint": str(checkpoint), "picture": str(picture)}
 
 

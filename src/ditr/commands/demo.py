@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   ditr demo --quick                     # about 10 minutes on 2 CPU cores, offline
   ditr demo --out demo_full             # the longer run (more rooms, more steps)
   ditr demo --vfm dinov2-vits14-reg --checkpoint ~/weights/dinov2_vits14_reg4_pretrain.pth
+  ditr demo --quick --distill-rooms 32 --distill-steps 1200 --distill-views mean
+      (D-DITR pretrains on 32 more rooms whose labels it never reads; see docs/distillation.md)
 
 Writes OUT/results.json ({"runs": {"3d-only": {"miou": ...}, "ditr": {"miou": ...}}, ...}),
 OUT/per_class_iou.png, OUT/training_curves.png, OUT/predictions_<room>.png; rooms, features and
@@ -29,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for torch (default 1: the demo's models are tiny, and one thread "
                         "was 2-3x faster than two here)")
+    g = p.add_argument_group("D-DITR pretraining (labels unused)")
+    g.add_argument("--distill-rooms", type=int, default=None, metavar="N",
+                   help="also distil on N extra unlabelled rooms (default 0)")
+    g.add_argument("--distill-steps", type=int, default=None, metavar="S",
+                   help="distillation steps (default: the fine-tuning budget, --steps)")
+    g.add_argument("--distill-views", choices=["last", "mean"], default=None,
+                   help="teacher targets: the last view that sees a voxel (reference) or the mean of all")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -46,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["vfm_model"] = args.vfm
     if args.checkpoint is not None:
         overrides["vfm_checkpoint"] = args.checkpoint
+    for name in ("distill_rooms", "distill_steps", "distill_views"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     settings = DemoSettings.quick(**overrides) if args.quick else dataclasses.replace(DemoSettings(), **overrides)
     results = run_demo(args.out, settings, quiet=args.quiet)
     print(json.dumps({m: {"miou": r["miou"]} for m, r in results["runs"].items()} | {"results": str(args.out / "results.json")}))
