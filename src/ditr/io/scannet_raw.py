@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -344,12 +345,17 @@ def import_raw_scene(scene_dir: Path, out_dir: Path, *, frame_step: int = 10, ma
         if sens_path.is_file():
             views = sens_views(sens_path, Path(stage), frame_step=frame_step, max_frames=max_frames,
                                align=align, report=report, scene=name)
-        if not views:
-            report.scenes_without_frames.append(name)
-        scene = Scene(coord=coord, attributes=attributes, views=views, meta=meta)
-        scene.save(out_dir)
+        return save_scene(Scene(coord=coord, attributes=attributes, views=views, meta=meta), out_dir, name, report)
+
+
+def save_scene(scene: Scene, out_dir: Path, name: str, report: Any) -> Scene:
+    """Write an imported scan and count it in ``report`` (any report with ``scenes``, ``frames`` and
+    ``scenes_without_frames``, as the ScanNet and ScanNet++ reports have); a scan without frames is listed."""
+    if not scene.views:
+        report.scenes_without_frames.append(name)
+    scene.save(out_dir)
     report.scenes.append(name)
-    report.frames += len(views)
+    report.frames += len(scene.views)
     return scene
 
 

@@ -41,7 +41,7 @@ from .capture import OPENGL_TO_OPENCV, pose_from_quaternion, rigid_pose
 from .colmap import read_images_text
 from .common import Progress, check_sampling, read_json_object
 from .scannet_raw import (import_scenes, per_vertex, read_mesh_points, read_object_groups, read_segments,
-                          select_scenes, vertex_groups, write_splits)
+                          save_scene, select_scenes, vertex_groups, write_splits)
 
 IMAGE_DIRS = ("resized_undistorted_images", "undistorted_images")
 TRANSFORMS = Path("dslr") / "nerfstudio" / "transforms_undistorted.json"
@@ -211,13 +211,7 @@ def import_scannetpp_scene(scene_dir: Path, out_dir: Path, *, classes: Sequence[
     else:
         report.scenes_without_labels.append(name)
     views = dslr_views(scene_dir, frame_step=frame_step, max_frames=max_frames, image_dir=image_dir, report=report)
-    if not views:
-        report.scenes_without_frames.append(name)
-    scene = Scene(coord=coord, attributes=attributes, views=views, meta=meta)
-    scene.save(out_dir)
-    report.scenes.append(name)
-    report.frames += len(views)
-    return scene
+    return save_scene(Scene(coord=coord, attributes=attributes, views=views, meta=meta), out_dir, name, report)
 
 
 def find_scenes(src: Path) -> list[Path]:
