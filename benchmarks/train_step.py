@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
@@ -43,12 +44,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ditr.configs import RunConfig  # noqa: E402
 from ditr.data import collate  # noqa: E402
 from ditr.demo import DemoSettings, ensure_rooms, fill_features, method_config  # noqa: E402
 from ditr.engine.losses import SegmentationCriterion  # noqa: E402
-from ditr.engine.optim import OptimConfig  # noqa: E402
 from ditr.engine.trainer import Trainer  # noqa: E402
-from ditr.training import _trainer_config, datasets_from_config, model_from_config  # noqa: E402
+from ditr.training import datasets_from_config, model_from_config, trainer_config  # noqa: E402
 
 CASES = ("3d-only", "ditr-cached", "ditr-online")
 
@@ -76,28 +77,28 @@ def vfm_settings(name: str, points: int, views: int, scratch: Path) -> DemoSetti
     return settings
 
 
-def case_config(case: str, settings: DemoSettings, cache: Path, vfm: dict[str, Any], backbone: str) -> dict:
+def case_config(case: str, settings: DemoSettings, cache: Path, vfm: dict[str, Any], backbone: str) -> RunConfig:
     config = method_config("3d-only" if case == "3d-only" else "ditr", settings, cache, vfm["feature_dim"],
                            vfm["precision"], steps_per_epoch=1)
-    config["trainer"].update(epochs=None, max_steps=10_000, plots=False)
-    config["model"]["backbone"] = backbone
+    config.trainer.epochs, config.trainer.max_steps, config.trainer.plots = None, 10_000, False
+    config.model.backbone = backbone
     if case == "ditr-online":
-        config["vfm"]["online"] = True
+        config.vfm.online = True
     return config
 
 
-def make_batch(config: dict, rooms: list[Path], seed: int) -> dict[str, Any]:
+def make_batch(config: RunConfig, rooms: list[Path], seed: int) -> dict[str, Any]:
     dataset, _ = datasets_from_config(config, rooms)
     return collate([dataset.get(i, np.random.default_rng([seed, i])) for i in range(len(rooms))])
 
 
-def make_trainer(config: dict, rooms: list[Path], work_dir: Path) -> Trainer:
+def make_trainer(config: RunConfig, rooms: list[Path], work_dir: Path) -> Trainer:
     torch.manual_seed(0)
     model = model_from_config(config)
     train_set, _ = datasets_from_config(config, rooms)
-    criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config["dataset"].get("ignore_index", -1))
-    return Trainer(model, criterion, train_set, _trainer_config(config, work_dir, quiet=True),
-                   collate_fn=collate, optim=OptimConfig.from_dict(config.get("optim", {})))
+    criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
+    return Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet=True),
+                   collate_fn=collate, optim=config.optim)
 
 
 def timed_step(trainer: Trainer, batch: dict[str, Any]) -> tuple[float, float]:
@@ -119,7 +120,7 @@ def profile(trainers: dict[str, Trainer], batches: dict[str, dict], steps: int, 
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr, flush=True)
 
 
-def bench(backbone: str, cases: dict[str, dict], rooms: list[Path], scratch: Path, args: argparse.Namespace,
+def bench(backbone: str, cases: dict[str, RunConfig], rooms: list[Path], scratch: Path, args: argparse.Namespace,
           vfm_name: str) -> None:
     batches = {case: make_batch(config, rooms, args.seed) for case, config in cases.items()}
     # The 3D-only model gets the cached case's batch (same points; it ignores the image fields).

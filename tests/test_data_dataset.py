@@ -35,7 +35,8 @@ def rooms(tmp_path_factory):
 def _config(root, **images) -> dict:
     return {
         "dataset": {"input_features": ["coord", "normal"], "segment": "segment"},
-        "images": {"enabled": True, "views_per_sample": 2, **images},
+        "model": {"name": "ditr"},
+        "images": {"views_per_sample": 2, **images},
         "vfm": {"model": MODEL, "cache": str(root / "features")},
         "transforms": {
             "train": [{"type": "CenterShift"}, {"type": "RandomDropout", "p": 1.0}, {"type": "RandomRotate", "p": 1.0},
@@ -115,7 +116,7 @@ def test_test_mode_fragments_of_every_variant_cover_every_point(rooms):
 def test_three_d_only_mode_has_no_image_keys(rooms):
     root, _ = rooms
     cfg = _config(root)
-    cfg["images"]["enabled"] = False
+    cfg["model"]["name"] = "ptv3"  # the 3D-only model kind: samples never carry views
     s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert not any(k.startswith("img_") or k.startswith("view_") for k in s)
     assert "img_table" not in collate([s, s])
@@ -163,8 +164,9 @@ def test_splits_and_input_checks(rooms, tmp_path):
     with pytest.raises(DitrError, match="strength"):
         SceneDataset(paths, None, cfg, "train").get(0, np.random.default_rng(0))
     cfg["images"]["train_views"] = "first"
-    with pytest.raises(DitrError, match="images.train_views must be one of"):
+    with pytest.raises(DitrError, match="images.train_views: must be one of"):
         SceneDataset(paths, None, cfg, "train")
+    cfg["images"]["train_views"] = "random"
     with pytest.raises(DitrError, match="split 'nope'"):
         SceneDataset(root / "scenes", "nope", cfg, "train")
 
@@ -172,7 +174,8 @@ def test_splits_and_input_checks(rooms, tmp_path):
 def test_trains_and_evaluates_with_the_engine(rooms, tmp_path):
     """The contract with ditr.engine and ditr.models: seeded loading, Mix3D batches, image lookup in
     the model, full-resolution validation through ``inverse`` / ``origin_segment``."""
-    from ditr.data import input_channels, lookup_image_features
+    from ditr.configs import input_channels
+    from ditr.data import lookup_image_features
     from ditr.engine.losses import SegmentationCriterion
     from ditr.engine.trainer import Trainer, TrainerConfig
     from ditr.models import create_segmentor

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ditr.data.color_jitter import color_jitter
-from ditr.data.config import ConfigError
+from ditr.errors import ConfigError
 from ditr.data.transforms import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, CenterShift,
                                   ElasticDistortion, GridSample, ImageFlip, NormalizeColor, RandomDropout,
                                   RandomFlip, RandomJitter, RandomRotate, RandomScale, SphereCrop,

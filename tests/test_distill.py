@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ditr.commands import distill as distill_command
-from ditr.configs import load_preset
+from ditr.configs import RunConfig, load_preset
 from ditr.demo import DemoSettings, ensure_rooms, fill_features
 from ditr.distill import (DistillCriterion, DistillStudent, checkpoint_requirements, cosine_distill_loss, distill,
                           evaluate_distillation, load_init, render_student_vs_teacher, source_configs)
@@ -31,7 +31,7 @@ def world(tmp_path_factory):
     return small_world(tmp_path_factory.mktemp("distill"))
 
 
-def student_config(root, vfm, *extra: str) -> dict:
+def student_config(root, vfm, *extra: str) -> RunConfig:
     return load_preset(["synthetic", "method/d-ditr"], [
         f"vfm.cache={root / 'features'}", f"distill.head_channels={vfm['feature_dim']}", "trainer.epochs=null",
         "trainer.batch_size=1", "trainer.eval_every_epochs=1000", "mix3d.p=0", *extra])
@@ -115,7 +115,7 @@ def test_distill_learns_resumes_and_fine_tunes_without_images(world, tmp_path):
     assert ft_req["init"]["format"] == "ditr.train_state" and ft_req["init"]["skipped"] == 2
     assert ft_req["classes"][0] == "wall" and ft_req["num_classes"] == 15
     _, stored = load_model(tmp_path / "ft" / "last.pt")
-    assert stored["images"]["enabled"] is False
+    assert stored.uses_images is False
     assert 0.0 <= evaluate(tmp_path / "ft" / "last.pt", rooms[:1]).metrics["miou"] <= 1.0
 
 
@@ -173,23 +173,23 @@ def test_reference_format_init(tmp_path):
 def test_multi_source_configs(world):
     root, rooms, vfm = world
     config = student_config(root, vfm)
-    config["distill"]["datasets"] = [{"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[0].name]}},
-                                      "images": {"views_per_sample": 2}},
-                                     {"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[1].name]}},
-                                      "images": {"views_per_sample": 4, "enabled": False}}]
+    config.distill.datasets = [{"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[0].name]}},
+                                "images": {"views_per_sample": 2}},
+                               {"dataset": {"root": str(root / "rooms"), "splits": {"train": [rooms[1].name]}},
+                                "images": {"views_per_sample": 4}}]
     sources = source_configs(config)
-    assert [s["images"]["views_per_sample"] for s in sources] == [2, 4]
-    assert all(s["images"]["enabled"] for s in sources)  # the teacher's features are the targets
+    assert [s.images.views_per_sample for s in sources] == [2, 4]
+    assert all(s.uses_images for s in sources)  # the teacher's features are the targets
     from ditr.distill import distill_datasets
 
     train_set, val_set = distill_datasets(config)
     assert len(train_set) == 2 and val_set is None
     views = [len(train_set[i]["view_names"]) for i in range(2)]
     assert views == [2, 4]
-    config["distill"]["datasets"].append({"vfm": {"model": "dinov2-small"}})
+    config.distill.datasets.append({"vfm": {"model": "dinov2-small"}})
     with pytest.raises(DitrError, match="teacher"):
         source_configs(config)
-    config["distill"]["datasets"] = [{"optim": {}}]
+    config.distill.datasets = [{"optim": {}}]
     with pytest.raises(DitrError, match="unknown sections"):
         source_configs(config)
 
@@ -218,7 +218,7 @@ def test_command_requirements_and_errors(world, tmp_path, capsys):
 DDP_SCRIPT = """
 import sys
 from pathlib import Path
-from ditr.configs import load_preset
+from ditr.configs import RunConfig, load_preset
 from ditr.distill import distill
 from ditr.engine import distributed
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ditr.cli import main
-from ditr.configs import load_preset
+from ditr.configs import RunConfig, load_preset
 from ditr.data import SceneDataset, collate
 from ditr.demo import DemoSettings, run_demo
 from ditr.engine.logging import read_jsonl
@@ -30,7 +30,7 @@ def world(tmp_path_factory):
     return small_world(tmp_path_factory.mktemp("ditr"))
 
 
-def ditr_config(root, vfm, *extra: str) -> dict:
+def ditr_config(root, vfm, *extra: str) -> RunConfig:
     return load_preset(["synthetic", "method/ditr"], [
         f"vfm.cache={root / 'features'}", f"model.image_channels={vfm['feature_dim']}", "trainer.epochs=null",
         "trainer.batch_size=1", "trainer.eval_every_epochs=1000", "mix3d.p=0", *extra])
@@ -42,16 +42,15 @@ def test_build_model_variants():
     assert isinstance(model, DITRSegmentor) and model.missing_embedding is None
     keys = model.state_dict().keys()
     assert {f"backbone.dec.dec{s}.up.proj_image_feat.1.weight" for s in range(4)} <= set(keys)  # reference names
-    config["model"]["injection"] = {"stages": [0, 1], "missing": "learned"}
+    config.model.injection.stages, config.model.injection.missing = [0, 1], "learned"
     partial = build_model(config, in_channels=6, num_classes=15)
     assert "missing_embedding" in partial.state_dict()
     assert "backbone.dec.dec3.up.proj_image_feat.1.weight" not in partial.state_dict()
     assert "backbone.dec.dec1.up.proj_image_feat.1.weight" in partial.state_dict()
     plain = build_model(load_preset(["synthetic", "method/ptv3"]), in_channels=6, num_classes=15)
     assert type(plain) is PTv3Segmentor and not any("image" in k for k in plain.state_dict())
-    config["model"]["injection"] = {"missing": "sometimes"}
     with pytest.raises(DitrError, match="missing"):
-        build_model(config, in_channels=6, num_classes=15)
+        load_preset(["synthetic", "method/ditr"], ["model.injection.missing=sometimes"])
 
 
 def test_image_features_reach_the_logits(world):
@@ -76,7 +75,7 @@ def test_overfits_a_single_room(world):
     assert result.metrics["miou"] >= 0.95, result.metrics
     # Test-time voting over every voxelisation fragment (this model never saw rotations, so the
     # preset's rotation / scale variants are left out here).
-    voted = evaluate(root / "overfit" / "last.pt", rooms[:1], tta=True, overrides={"test_time": {"variants": None}})
+    voted = evaluate(root / "overfit" / "last.pt", rooms[:1], tta=True, overrides=["test_time.variants=[]"])
     assert voted.confusion.sum() == result.confusion.sum()  # every labelled point scored once
     assert voted.metrics["miou"] >= 0.9, voted.metrics
 

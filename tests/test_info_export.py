@@ -33,12 +33,12 @@ def save_trained_like(path: Path, presets: list[str], *overrides: str, metrics: 
     config = load_preset(presets, list(overrides))
     torch.manual_seed(0)
     model = model_from_config(config)
-    state = {"model": model.state_dict(), "config": config, "step": 40, "epoch": 20, "total_steps": 60,
+    state = {"model": model.state_dict(), "config": config.to_dict(), "step": 40, "epoch": 20, "total_steps": 60,
              "world_size": 1, "best": None, "metrics": None}
     if metrics:
-        n = config["dataset"]["num_classes"]
+        n = config.dataset.num_classes
         conf = torch.eye(n, dtype=torch.int64) * 10 + 1
-        state["metrics"] = segmentation_metrics(conf, config["dataset"]["class_names"])
+        state["metrics"] = segmentation_metrics(conf, config.dataset.class_names)
         state["best"] = {"metric": "miou", "value": state["metrics"]["miou"], "step": 40}
     # the optimizer state a training checkpoint carries (AdamW: two moments per weight)
     state["optimizer"] = {"state": {i: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}

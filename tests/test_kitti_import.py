@@ -212,12 +212,12 @@ def test_class_weights_file_follows_the_formula_and_loads_as_a_config(kitti_src,
     weights = yaml.safe_load((out / CLASS_WEIGHTS_FILE).read_text())["loss"]["class_weights"]
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
     config = load_preset(["semantickitti", out / CLASS_WEIGHTS_FILE], [f"dataset.root={out}"])
-    np.testing.assert_allclose(config["loss"]["class_weights"], expected, rtol=1e-5)
-    assert config["dataset"]["class_names"] == SEMANTICKITTI_CLASSES
+    np.testing.assert_allclose(config.loss.class_weights, expected, rtol=1e-5)
+    assert config.dataset.class_names == SEMANTICKITTI_CLASSES
 
 
 def test_preset_class_names_match_the_learning_map_order():
-    assert load_preset(["semantickitti"])["dataset"]["class_names"] == SEMANTICKITTI_CLASSES
+    assert load_preset(["semantickitti"]).dataset.class_names == SEMANTICKITTI_CLASSES
     assert set(SEMANTICKITTI_LEARNING_MAP.values()) - {None} == set(SEMANTICKITTI_CLASSES)
 
 

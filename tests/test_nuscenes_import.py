@@ -195,7 +195,7 @@ def test_mapping_table_covers_the_32_categories_and_16_classes():
     assert sorted({c for c in LIDARSEG_TO_CLASS.values() if c}) == sorted(CLASS_NAMES)
     from ditr.configs import load_preset  # the preset's class order is the importer's
 
-    assert load_preset(["nuscenes"])["dataset"]["class_names"] == CLASS_NAMES
+    assert load_preset(["nuscenes"]).dataset.class_names == CLASS_NAMES
 
 
 def test_native_import_labels_cameras_and_splits(native, tmp_path, capsys):

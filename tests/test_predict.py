@@ -37,7 +37,7 @@ def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
     """A random-init model saved the way the trainer saves its state (config stored alongside)."""
     config = load_preset(presets, list(overrides))
     torch.manual_seed(0)
-    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": config, "step": 0})
+    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": config.to_dict(), "step": 0})
     return path
 
 
@@ -48,7 +48,7 @@ def demo_model(world):
     settings = DemoSettings(points=3000, views=4, steps=12, batch_size=1)
     config = method_config("ditr", settings, root / "features", vfm["feature_dim"], vfm["precision"],
                            steps_per_epoch=len(rooms))
-    config["trainer"]["eval_every_epochs"] = 1000
+    config.trainer.eval_every_epochs = 1000
     train(config, root / "demo_ditr", train_scenes=rooms, quiet=True)
     return root / "demo_ditr" / "last.pt"
 
@@ -150,7 +150,7 @@ def test_chunked_prediction_agrees_and_covers_every_point(world, demo_model):
     assert chunked.chunks > 3 and chunked.labels.shape == whole.labels.shape
     assert (chunked.labels == whole.labels).mean() > 0.95  # measured 0.97 after 12 training steps
     assert np.allclose(chunked.probs.sum(1), 1, atol=1e-4)
-    config["test_time"]["variants"] = config["test_time"]["variants"][1:3]  # two of the preset's 13
+    config.test_time.variants = config.test_time.variants[1:3]  # two of the preset's 13
     tta = predict(model, config, rooms[0], dataclasses.replace(whole_opts, tta=True, max_points=whole.voxels // 2))
     assert tta.passes > 1 and tta.chunks >= 2 * tta.passes and np.allclose(tta.probs.sum(1), 1, atol=1e-4)
     assert (tta.labels == whole.labels).mean() > 0.6  # rotated variants of a barely trained model: 0.8 measured

@@ -202,7 +202,7 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         runs[method] = {"miou": metrics["miou"], "macc": metrics["macc"], "allacc": metrics["allacc"],
                         "iou": dict(zip(CLASS_NAMES, metrics["iou"])), "steps": summary["step"],
                         "train_seconds": round(seconds, 1), "checkpoint": str(checkpoint),
-                        "needs_images": method == "ditr", **(extra or {})}
+                        "needs_images": config.kind.needs_images_at_inference, **(extra or {})}
         model, config = load_model(checkpoint)
         predictions[method] = predict_scene(model, config, val_rooms[0]).numpy()
         console.print(f"  {method}: mIoU {100 * metrics['miou']:.1f} on {len(val_rooms)} held-out rooms")

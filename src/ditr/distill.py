@@ -17,7 +17,6 @@ Stage 2 is ordinary 3D-only training (``method/ptv3``) with ``init=`` the studen
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,20 +28,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from .data import SceneDataset, collate, input_channels, lookup_image_features
-from .data.config import merge
+from .configs import ModelKind, RunConfig
+from .data import SceneDataset, collate, lookup_image_features
 from .data.image_lookup import image_table_from_grids
 from .engine.checkpoint import CheckpointError
 from .engine.checkpoint import load_checkpoint as load_train_state
 from .engine.evaluator import as_output
 from .engine.loading import move_to
-from .engine.optim import OptimConfig
 from .engine.trainer import Trainer
 from .errors import DitrError
 from .models.ptv3 import PointTransformerV3, PTv3Config
 
 Scenes = Sequence[str | Path]
-STUDENT = "d-ditr"
 #: Run-config sections a distillation source may set for itself (the rest is the run's).
 SOURCE_SECTIONS = ("dataset", "images", "projection", "transforms", "mix3d", "vfm")
 
@@ -72,9 +69,9 @@ class DistillStudent(nn.Module):
         return {"pred": self.distill_head(point.feat)}
 
 
-def head_channels(config: Mapping[str, Any]) -> int:
+def head_channels(config: RunConfig) -> int:
     """D of the distillation head: ``distill.head_channels``, else ``model.image_channels``."""
-    d = (config.get("distill") or {}).get("head_channels") or (config.get("model") or {}).get("image_channels")
+    d = config.distill.head_channels or config.model.image_channels
     if not d:
         raise DitrError("distill.head_channels is not set (the teacher's feature width, e.g. 1024 for ViT-L)")
     return int(d)
@@ -101,7 +98,7 @@ def teacher_features(batch: Mapping[str, Any], teacher: Any = None, device: torc
     if table is None:
         if batch.get("images") is None:
             raise DitrError("a distillation batch needs img_table (cached features) or images (online VFM); "
-                            "is images.enabled true?")
+                            "is it a d-ditr run (model.name: d-ditr)?")
         if teacher is None:
             raise DitrError("batches carry images for an online teacher, but none was loaded (vfm.online)")
         with torch.no_grad():
@@ -138,7 +135,7 @@ class DistillTrainer(Trainer):
 
 
 # ------------------------------------------------------------------------------------------ data
-def source_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+def source_configs(config: RunConfig) -> list[RunConfig]:
     """One run config per distillation source (``distill.datasets``; the run's own data if unset).
 
     An entry is a preset name / YAML file (its dataset, images, projection, transforms and mix3d
@@ -148,32 +145,29 @@ def source_configs(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """
     from .configs import load_preset
 
-    entries = (config.get("distill") or {}).get("datasets") or [{}]
+    entries = config.distill.datasets or [{}]
     sources = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             # A preset brings its data sections but not vfm: teacher, cache and precision stay the run's.
-            fragment = {k: v for k, v in load_preset([entry]).items() if k in SOURCE_SECTIONS and k != "vfm"}
-        elif isinstance(entry, Mapping):
+            preset = load_preset([entry]).to_dict()
+            fragment = {k: v for k, v in preset.items() if k in SOURCE_SECTIONS and k != "vfm"}
+        else:
             unknown = sorted(set(entry) - set(SOURCE_SECTIONS))
             if unknown:
                 raise DitrError(f"distill.datasets[{i}]: unknown sections {unknown} (allowed: {list(SOURCE_SECTIONS)})")
             fragment = dict(entry)
-        else:
-            raise DitrError(f"distill.datasets[{i}]: a preset name or a mapping, not {entry!r}")
-        source = merge(config, fragment)
-        source.setdefault("images", {})["enabled"] = True
-        sources.append(source)
+        sources.append(config.merged(fragment, f"distill.datasets[{i}]"))
     first = sources[0]
     for i, s in enumerate(sources[1:], 1):
-        for key, what in ((("vfm", "model"), "teacher (vfm.model)"), (("dataset", "input_features"), "3D input")):
-            a, b = first.get(key[0], {}).get(key[1]), s.get(key[0], {}).get(key[1])
+        for a, b, what in ((first.vfm.model, s.vfm.model, "teacher (vfm.model)"),
+                           (first.dataset.input_features, s.dataset.input_features, "3D input")):
             if a != b:
                 raise DitrError(f"distill.datasets[{i}]: {what} {b!r} differs from the first source's {a!r}")
     return sources
 
 
-def distill_datasets(config: Mapping[str, Any], train_scenes: Scenes | None = None,
+def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
                      val_scenes: Scenes | None = None) -> tuple[Dataset, Dataset | None]:
     """Training and validation sets over all sources (concatenated); explicit scenes: one source."""
     sources = source_configs(config)
@@ -186,59 +180,58 @@ def distill_datasets(config: Mapping[str, Any], train_scenes: Scenes | None = No
     trains, vals = [], []
     for s in sources:
         trains.append(SceneDataset.from_config(s, "train"))
-        if (s.get("dataset", {}).get("splits") or {}).get("val") is not None:
+        if s.dataset.splits.get("val") is not None:
             vals.append(SceneDataset.from_config(s, "val"))
     concat = lambda sets: sets[0] if len(sets) == 1 else ConcatDataset(sets)  # noqa: E731
     return concat(trains), (concat(vals) if vals else None)
 
 
-def load_teacher(config: Mapping[str, Any]) -> Any:
-    """The frozen VFM when some source computes its features online (``vfm.online``), else None."""
-    online = [s for s in source_configs(config) if s.get("vfm", {}).get("online")]
+def load_teacher(config: RunConfig) -> Any:
+    """The frozen VFM, on ``vfm.device``, when some source computes its features online
+    (``vfm.online``), else None."""
+    online = [s for s in source_configs(config) if s.vfm.online]
     if not online:
         return None
     from .vfm import VFMBackend, load_vfm
 
-    vfm = online[0]["vfm"]
-    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
-    return VFMBackend(handle, device=vfm.get("device", "auto"), precision=vfm.get("precision", "auto"),
-                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+    vfm = online[0].vfm
+    handle = load_vfm(vfm.model, vfm.checkpoint, allow_download=vfm.download)
+    return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
 
 
-def _check_student_config(config: Mapping[str, Any]) -> None:
-    name = (config.get("model") or {}).get("name")
-    if name != STUDENT:
-        raise DitrError(f"ditr distill needs model.name {STUDENT} (merge method/d-ditr), not {name!r}")
+def _check_student_config(config: RunConfig) -> None:
+    if config.kind is not ModelKind.D_DITR:
+        raise DitrError(f"ditr distill needs model.name {ModelKind.D_DITR.value} (merge method/d-ditr), "
+                        f"not {config.kind.value!r}")
 
 
 # ------------------------------------------------------------------------------------------ stage 1
-def distill(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
+def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
             val_scenes: Scenes | None = None, resume: bool = True, quiet: bool = False,
             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary."""
     from .training import fit, model_from_config, trainer_config
 
-    config = copy.deepcopy(dict(config))
+    config = RunConfig.coerce(config).copy()
     _check_student_config(config)
-    torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))
+    torch.manual_seed(config.trainer.seed)
     model = model_from_config(config)
     train_set, val_set = distill_datasets(config, train_scenes, val_scenes)
     settings = trainer_config(config, work_dir, quiet)
-    if "best_metric" not in config.get("trainer", {}):
+    if settings.best_metric == "miou":  # a segmentation metric: the student is judged by its cosine
         settings.best_metric, settings.best_mode = "val_cosine", "max"
     trainer = DistillTrainer(model, DistillCriterion(load_teacher(config)), train_set, settings,
                              collate_fn=collate, val_set=val_set, val_collate_fn=collate,
-                             optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks,
-                             run_config=config)
+                             optim=config.optim, callbacks=callbacks, run_config=config.to_dict())
     return fit(trainer, resume)
 
 
-def load_student(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[DistillStudent, dict[str, Any]]:
+def load_student(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[DistillStudent, RunConfig]:
     """The distilled student of a ``ditr distill`` checkpoint and its run config."""
     from .training import model_from_config
 
     state = load_train_state(checkpoint)
-    config = state.get("config") or {}
+    config = RunConfig.from_stored(state.get("config") or {}, f"{checkpoint} (stored run config)")
     _check_student_config(config)
     model = model_from_config(config)
     model.load_state_dict(state["model"])
@@ -274,7 +267,7 @@ def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, 
         total += count
         weighted += float(cos) * count if count else 0.0
     state = load_train_state(checkpoint)
-    result = {"checkpoint": str(checkpoint), "step": state.get("step"), "teacher": config.get("vfm", {}).get("model"),
+    result = {"checkpoint": str(checkpoint), "step": state.get("step"), "teacher": config.vfm.model,
               "cosine": weighted / total if total else float("nan"), "seen_voxels": total,
               "scenes": len(per_scene), "per_scene": per_scene}
     if out is not None:
@@ -329,30 +322,24 @@ def load_init(model: nn.Module, path: str | Path) -> dict[str, Any]:
 
 def checkpoint_requirements(path: str | Path) -> dict[str, Any]:
     """What a ``ditr train`` / ``ditr distill`` checkpoint needs: images or not, teacher, classes, inputs."""
-    from .training import needs_images
-
     state = load_train_state(path)
-    config = state.get("config") or {}
-    model = config.get("model") or {}
-    data = config.get("dataset") or {}
-    name = model.get("name", "ditr")
-    images = needs_images(config)
-    reads_images = name in ("ditr", STUDENT)
-    features = list(data.get("input_features", ["color", "normal"]))
+    config = RunConfig.from_stored(state.get("config") or {}, f"{path} (stored run config)")
+    kind = config.kind
+    data = config.dataset
     report = {
-        "checkpoint": str(path), "model": name,
-        "task": "distillation" if name == STUDENT else "segmentation",
-        "needs_images": images,                 # at inference
-        "needs_images_for_training": reads_images,
-        "vfm": (config.get("vfm") or {}).get("model") if reads_images else None,
-        "feature_dim": None if not reads_images else (head_channels(config) if name == STUDENT
-                                                      else model.get("image_channels")),
-        "backbone": model.get("backbone", "scannet"),
-        "input_features": features, "in_channels": input_channels(features),
-        "num_classes": None if name == STUDENT else data.get("num_classes"),
-        "classes": None if name == STUDENT else data.get("class_names"),
+        "checkpoint": str(path), "model": kind.value,
+        "task": "segmentation" if kind.segments else "distillation",
+        "needs_images": kind.needs_images_at_inference,
+        "needs_images_for_training": kind.uses_images,
+        "vfm": config.vfm.model if kind.uses_images else None,
+        "feature_dim": None if not kind.uses_images else (head_channels(config) if kind is ModelKind.D_DITR
+                                                          else config.model.image_channels),
+        "backbone": config.model.backbone,
+        "input_features": list(data.input_features), "in_channels": data.in_channels,
+        "num_classes": data.num_classes if kind.segments else None,
+        "classes": data.class_names if kind.segments else None,
         "step": state.get("step"), "total_steps": state.get("total_steps"),
-        "init": config.get("init"),
+        "init": config.init,
     }
     return report
 
@@ -414,26 +401,27 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
 
 
 # ------------------------------------------------------------------------------------------ demo
-def demo_distill_config(base: Mapping[str, Any], feature_dim: int, rooms: int | None = None,
-                        steps: int | None = None, view_strategy: str = "last") -> dict[str, Any]:
+def demo_distill_config(base: RunConfig, feature_dim: int, rooms: int | None = None,
+                        steps: int | None = None, view_strategy: str = "last") -> RunConfig:
     """The demo's distillation config: a 3D-only demo config + method/d-ditr.
 
     The budget is the base config's unless ``steps`` (with the number of distillation ``rooms``,
     which sets the steps per epoch) asks for another; ``view_strategy`` fuses the teacher's targets.
     """
-    from .configs import load_preset
+    from .configs import preset_path
+    from .configs.files import read_config_files
 
-    config = merge(base, load_preset(["method/d-ditr"]))
-    config["distill"]["head_channels"] = int(feature_dim)
-    config["images"]["enabled"] = True
-    config["images"]["view_strategy"] = view_strategy
-    config["model"]["image_channels"] = None
+    fragment = read_config_files([preset_path("method/d-ditr")])
+    config = base.merged(fragment, "method/d-ditr over the demo config")
+    config.distill.head_channels = int(feature_dim)
+    config.images.view_strategy = view_strategy  # type: ignore[assignment]
+    config.model.image_channels = None
     if steps is not None:
         if rooms is None:
             raise DitrError("demo_distill_config: steps needs the number of distillation rooms")
-        per_epoch = -(-rooms // int(config["trainer"]["batch_size"]))
-        config["trainer"]["epochs"] = max(1, steps // per_epoch)
-        config["trainer"]["eval_every_epochs"] = max(1, config["trainer"]["epochs"] // 5)
+        per_epoch = -(-rooms // config.trainer.batch_size)
+        config.trainer.epochs = max(1, steps // per_epoch)
+        config.trainer.eval_every_epochs = max(1, config.trainer.epochs // 5)
     return config
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .configs import RunConfig
 from .errors import DitrError
 
 FORMAT = "ditr.bundle"
@@ -66,9 +67,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     from .fileio import atomic_write_bytes
 
     state = load_checkpoint(checkpoint)
-    config = state.get("config") or {}
-    if not config:
+    if not state.get("config"):
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
+    config = RunConfig.from_stored(state["config"], f"{checkpoint} (stored run config)").to_dict()
     weights = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
     record = {"step": state.get("step"), "epoch": state.get("epoch"), "total_steps": state.get("total_steps"),
               "best": state.get("best"), "metrics": state.get("metrics"), "source": str(checkpoint)}
@@ -100,14 +101,13 @@ def read_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu",
-                prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-                ) -> tuple[torch.nn.Module, dict[str, Any]]:
+                prepare: Callable[[RunConfig], RunConfig] | None = None
+                ) -> tuple[torch.nn.Module, RunConfig]:
     """The model of a bundle, in eval mode, and its run config (``prepare`` as in ``load_model``)."""
-    from .training import model_from_config, needs_images
+    from .training import model_from_config
 
-    weights, config, _ = read_bundle(path)
-    if not needs_images(config):
-        config.setdefault("images", {})["enabled"] = False
+    weights, stored, _ = read_bundle(path)
+    config = RunConfig.from_stored(stored, f"{path} (bundled run config)")
     if prepare is not None:
         config = prepare(config)
     model = model_from_config(config)
@@ -116,8 +116,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu",
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu",
-             prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-             ) -> tuple[torch.nn.Module, dict[str, Any]]:
+             prepare: Callable[[RunConfig], RunConfig] | None = None
+             ) -> tuple[torch.nn.Module, RunConfig]:
     """A model from a training checkpoint or a bundle, whichever ``path`` is."""
     if is_bundle(path):
         return load_bundle(path, device, prepare)

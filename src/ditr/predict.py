@@ -20,9 +20,8 @@ features (or the learned "missing" embedding), as in training; how many they are
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .configs import RunConfig
 from .data import SceneDataset, collate, image_table_from_grids
 from .data.sample import Sample, take
 from .data.transforms import CenterShift, GridSample
@@ -216,38 +216,34 @@ class PredictionData(SceneDataset):
         return any(isinstance(t, CenterShift) for t in self.transforms.transforms)
 
 
-def inference_config(config: Mapping[str, Any], options: PredictOptions) -> dict[str, Any]:
+def inference_config(config: RunConfig, options: PredictOptions) -> RunConfig:
     """The checkpoint's config set up for prediction: feature source, views, no augmentation."""
-    from .training import needs_images
-
-    config = copy.deepcopy(dict(config))
-    images = config.setdefault("images", {})
-    if not needs_images(config):
-        images["enabled"] = False
+    config = config.copy()
+    if not config.kind.needs_images_at_inference:
         return config
-    vfm = config.setdefault("vfm", {})
+    vfm, images = config.vfm, config.images
     if options.features is not None:
-        vfm.update(cache=str(options.features), online=False)
+        vfm.cache, vfm.online = str(options.features), False
     else:
-        vfm["online"] = True
-    images["color_jitter"] = None
+        vfm.online = True
+    images.color_jitter = None
     if options.views == "all":
-        images["eval_views"] = "all"
+        images.eval_views = "all"
     elif options.views is not None:
         if int(options.views) < 1:
             raise DitrError(f"views must be 'all' or at least 1, got {options.views}")
-        images.update(views_per_sample=int(options.views), eval_views="evenly")
+        images.views_per_sample, images.eval_views = int(options.views), "evenly"
     return config
 
 
 # ------------------------------------------------------------------------------------------ predict
 @torch.no_grad()
-def predict(model: torch.nn.Module, config: Mapping[str, Any], scene_dir: str | Path,
+def predict(model: torch.nn.Module, config: RunConfig, scene_dir: str | Path,
             options: PredictOptions | None = None, device: str | torch.device = "cpu",
             progress: Progress | None = None) -> Prediction:
     """Labels of every point of the scene in ``scene_dir`` (``config`` from :func:`inference_config`)."""
     options = options or PredictOptions()
-    if (config.get("model") or {}).get("name") == "d-ditr":
+    if not config.kind.segments:
         raise DitrError("this is a distillation checkpoint (it predicts 2D features, not classes): "
                         "fine-tune it first (ditr train ... method/ptv3 --init CHECKPOINT)")
     device = torch.device(device)
@@ -353,7 +349,7 @@ def _visibility_warnings(scene: Scene, pred: Prediction, uses_images: bool) -> l
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def score(scene: Scene, labels: np.ndarray, config: Mapping[str, Any]) -> dict[str, Any]:
+def score(scene: Scene, labels: np.ndarray, config: RunConfig) -> dict[str, Any]:
     """mIoU of ``labels`` against the scene's ground truth, or why there is none.
 
     The ground truth is the config's segment key (``segment20`` ...) or the scene's own; it is
@@ -361,18 +357,18 @@ def score(scene: Scene, labels: np.ndarray, config: Mapping[str, Any]) -> dict[s
     """
     from .engine.metrics import confusion_matrix, segmentation_metrics
 
-    data = config.get("dataset", {})
-    key = data.get("segment")
+    data = config.dataset
+    key = data.segment
     gt = scene.segment(key) if key and key in scene.attributes else scene.segment()
     if gt is None:
         return {"scored": False, "reason": "the scene has no ground-truth labels (segment*.npy)"}
-    names = data.get("class_names")
+    names = data.class_names
     if names and scene.class_names and list(scene.class_names) != list(names):
         return {"scored": False, "reason": f"the scene's classes ({len(scene.class_names)}: "
                 f"{', '.join(scene.class_names[:4])}, ...) differ from the model's ({len(names)}: "
                 f"{', '.join(names[:4])}, ...)"}
-    num_classes = int(data["num_classes"])
-    ignore = int(data.get("ignore_index", -1))
+    num_classes = config.num_classes()
+    ignore = data.ignore_index
     bad = (gt != ignore) & ((gt < 0) | (gt >= num_classes))
     if bad.any():
         return {"scored": False, "reason": f"{int(bad.sum())} ground-truth labels are outside the model's "
@@ -390,7 +386,7 @@ def render_view_ids(num_views: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, num_views - 1, min(count, num_views))})
 
 
-def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, config: Mapping[str, Any],
+def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, config: RunConfig,
                   *, source: str, options: PredictOptions, device: str, render_views: int = 3,
                   save_probs: bool = False, html: bool = False, elapsed: float | None = None) -> dict[str, Any]:
     """Write labels, PLY, class table, legend, renders and ``summary.json`` into ``out_dir``; the summary.
@@ -401,16 +397,14 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
     from .engine.logging import to_jsonable
     from .fileio import atomic_save_npy, atomic_write_json
     from .io.ply import write_ply
-    from .projection import ProjectionConfig
     from .viz.render import label_colors, render_legend, render_topdown, render_view_labels
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = time.perf_counter()
     scene = Scene.load(scene_dir, check_images=False)
-    data = config.get("dataset", {})
     num_classes = pred.probs.shape[1]
-    names = list(data.get("class_names") or [f"class {i}" for i in range(num_classes)])
+    names = list(config.dataset.class_names or [f"class {i}" for i in range(num_classes)])
     counts = np.bincount(pred.labels, minlength=num_classes)
     files = {"labels": atomic_save_npy(out / "labels.npy", pred.labels)}
     if save_probs:
@@ -426,7 +420,7 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
     files["topdown"] = render_topdown(scene.coord, pred.labels, names, out / "topdown.png",
                                       title=f"{scene.name}: predicted classes")
     views = render_view_labels(scene, pred.labels, names, out, render_view_ids(len(scene.views), render_views),
-                               ProjectionConfig(**config.get("projection", {})))
+                               config.projection)
     if html:
         from .viz.viewer import write_viewer
 
@@ -435,14 +429,14 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
     seen = pred.points_seen
     summary = {
         "checkpoint": source, "scene": str(Path(scene_dir)), "points": scene.num_points,
-        "model": (config.get("model") or {}).get("name", "ditr"),
+        "model": config.kind.value,
         "uses_images": pred.points_seen is not None,
         "views_used": len(pred.views),
         "points_seen_by_camera": seen,
         "seen_by_camera_fraction": None if seen is None else round(seen / scene.num_points, 4),
         "points_unseen": None if seen is None else scene.num_points - seen,
         "image_features": None if seen is None else ("cache " + str(options.features) if options.features
-                                                     else "online " + str((config.get("vfm") or {}).get("model"))),
+                                                     else "online " + config.vfm.model),
         "voxels": pred.voxels, "chunks": pred.chunks, "passes": pred.passes,
         "max_points": options.max_points, "overlap_m": options.overlap, "tta": options.tta, "device": device,
         "normals_estimated": pred.normals_estimated,

@@ -9,19 +9,18 @@ trained model from a checkpoint alone (the run config is stored in it), which is
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import SceneDataset, collate, input_channels
+from .configs import RunConfig
+from .data import SceneDataset, collate
 from .engine.checkpoint import load_checkpoint
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
-from .engine.optim import OptimConfig
 from .engine.trainer import Trainer, TrainerConfig
 from .errors import DitrError
 from .models.ditr import build_model
@@ -30,34 +29,23 @@ from .models.ptv3 import PTv3Segmentor
 Scenes = Sequence[str | Path]
 
 
-def needs_images(config: Mapping[str, Any]) -> bool:
-    """Whether a model trained with this config reads images (DITR) or not (PTv3, D-DITR)."""
-    return config.get("model", {}).get("name", "ditr") == "ditr"
-
-
-def _vfm_backend(config: Mapping[str, Any]) -> Any:
-    """The frozen VFM for runs whose features are computed online (``vfm.online``)."""
-    vfm = config.get("vfm", {})
-    if not (needs_images(config) and vfm.get("online")):
+def _vfm_backend(config: RunConfig) -> Any:
+    """The frozen VFM for DITR runs whose features are computed online (``vfm.online``), on ``vfm.device``."""
+    vfm = config.vfm
+    if not (config.kind.needs_images_at_inference and vfm.online):
         return None
     from .vfm import VFMBackend, load_vfm
 
-    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
-    # The model's own device: vfm.device is where the data workers prepare images (the CPU).
-    return VFMBackend(handle, device="auto", precision=vfm.get("precision", "auto"),
-                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+    handle = load_vfm(vfm.model, vfm.checkpoint, allow_download=vfm.download)
+    return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
 
 
-def model_from_config(config: Mapping[str, Any]) -> PTv3Segmentor:
-    data = config.get("dataset", {})
-    num_classes = data.get("num_classes")
-    if not num_classes:
-        raise DitrError("dataset.num_classes is not set")
-    channels = input_channels(data.get("input_features", ["color", "normal"]))
-    return build_model(config, channels, int(num_classes), vfm=_vfm_backend(config))
+def model_from_config(config: RunConfig | Mapping[str, Any]) -> PTv3Segmentor:
+    config = RunConfig.coerce(config)
+    return build_model(config, config.dataset.in_channels, config.num_classes(), vfm=_vfm_backend(config))
 
 
-def datasets_from_config(config: Mapping[str, Any], train_scenes: Scenes | None = None,
+def datasets_from_config(config: RunConfig, train_scenes: Scenes | None = None,
                          val_scenes: Scenes | None = None) -> tuple[SceneDataset, SceneDataset | None]:
     """Train and validation datasets: explicit scene lists, else ``dataset.root`` with its splits."""
     if train_scenes is not None:
@@ -65,23 +53,19 @@ def datasets_from_config(config: Mapping[str, Any], train_scenes: Scenes | None 
         val = SceneDataset(list(val_scenes), None, config, "val") if val_scenes else None
         return train, val
     train = SceneDataset.from_config(config, "train")
-    splits = config.get("dataset", {}).get("splits") or {}
-    val = SceneDataset.from_config(config, "val") if splits.get("val") is not None else None
+    val = SceneDataset.from_config(config, "val") if config.dataset.splits.get("val") is not None else None
     return train, val
 
 
-def trainer_config(config: Mapping[str, Any], work_dir: str | Path, quiet: bool) -> TrainerConfig:
-    known = {f.name for f in fields(TrainerConfig)}
-    values = {k: v for k, v in dict(config.get("trainer", {})).items() if k in known}
-    data = config.get("dataset", {})
-    values.update(work_dir=str(work_dir), num_classes=data.get("num_classes"),
-                  class_names=data.get("class_names"), ignore_index=data.get("ignore_index", -1))
-    if quiet:
-        values["quiet"] = True
-    return TrainerConfig(**values)
+def trainer_config(config: RunConfig, work_dir: str | Path, quiet: bool) -> TrainerConfig:
+    """The run's ``trainer`` section with what the workflow knows: work directory, classes, quiet."""
+    data = config.dataset
+    return dataclasses.replace(config.trainer, work_dir=str(work_dir), num_classes=data.num_classes,
+                               class_names=data.class_names, ignore_index=data.ignore_index,
+                               quiet=quiet or config.trainer.quiet)
 
 
-def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
+def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
           val_scenes: Scenes | None = None, init: str | Path | None = None, resume: bool = True,
           quiet: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the model of ``config`` in ``work_dir`` (resuming there); returns the Trainer summary.
@@ -89,19 +73,19 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
     ``init`` loads backbone weights from a checkpoint first (e.g. a distilled student); keys that
     do not fit (another head) are left at their initialisation.
     """
-    config = copy.deepcopy(dict(config))
-    torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))  # the same initial weights every run
+    config = RunConfig.coerce(config).copy()
+    torch.manual_seed(config.trainer.seed)  # the same initial weights every run
     model = model_from_config(config)
     if init is not None:  # ditr train/distill state, ditr.ptv3 directory or reference format
         from .distill import load_init
 
         report = load_init(model, init)
-        config["init"] = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
+        config.init = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
-    criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config.get("dataset", {}).get("ignore_index", -1))
+    criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,
-                      optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks, run_config=config)
+                      optim=config.optim, callbacks=callbacks, run_config=config.to_dict())
     return fit(trainer, resume)
 
 
@@ -114,19 +98,17 @@ def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
-               prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-               ) -> tuple[PTv3Segmentor, dict[str, Any]]:
+               prepare: Callable[[RunConfig], RunConfig] | None = None
+               ) -> tuple[PTv3Segmentor, RunConfig]:
     """The trained model of a checkpoint and the run config it was trained with.
 
     ``prepare(config)`` may adjust the config before the model is built (``ditr predict`` sets
     ``vfm.online`` there, so that the model gets its VFM attached).
     """
     state = load_checkpoint(checkpoint)
-    config = state.get("config") or {}
-    if not config:
+    if not state.get("config"):
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
-    if not needs_images(config):  # the image-free path never loads features
-        config.setdefault("images", {})["enabled"] = False
+    config = RunConfig.from_stored(state["config"], f"{checkpoint} (stored run config)")
     if prepare is not None:
         config = prepare(config)
     model = model_from_config(config)
@@ -135,22 +117,20 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
 
 
 def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,
-             device: str | torch.device = "cpu", overrides: Mapping[str, Any] | None = None) -> EvalResult:
+             device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> EvalResult:
     """mIoU and friends of a trained model on scene directories, scored on every original point.
 
     Without ``tta`` one voxelisation is scored through the voxel inverse map; with it, the test
     pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
     scales, flips) all vote with their softmax probabilities (DESIGN 1.5).
     """
-    model, config = load_model(checkpoint, device)
-    for section, values in (overrides or {}).items():
-        config.setdefault(section, {}).update(values)
-    data = config.get("dataset", {})
-    evaluator = Evaluator(model, int(data["num_classes"]), ignore_index=data.get("ignore_index", -1),
-                          class_names=data.get("class_names"), batch_size=batch_size, device=torch.device(device))
+    model, config = load_model(checkpoint, device, prepare=lambda c: c.with_overrides(overrides, "--set"))
+    data = config.dataset
+    num_classes = config.num_classes()
+    evaluator = Evaluator(model, num_classes, ignore_index=data.ignore_index, class_names=data.class_names,
+                          batch_size=batch_size, device=torch.device(device))
     if not tta:
         return evaluator.run(SceneDataset(list(scenes), None, config, "val"), collate)
-    num_classes = int(data["num_classes"])
 
     def vote(item: Mapping[str, Any]) -> dict[str, Any]:
         from .engine.evaluator import as_output
@@ -168,7 +148,7 @@ def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch
 
 
 @torch.no_grad()
-def predict_scene(model: PTv3Segmentor, config: Mapping[str, Any], scene_dir: str | Path,
+def predict_scene(model: PTv3Segmentor, config: RunConfig, scene_dir: str | Path,
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """(N,) predicted class of every original point of a scene (one voxelisation, no voting)."""
     import numpy as np

@@ -39,20 +39,6 @@ def scene_dirs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    from ..data.config import parse_yaml
-    from ..errors import DitrError
-
-    out: dict[str, dict] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        section, _, field = key.partition(".")
-        if not field:
-            raise DitrError(f"--set {item}: expected section.key=value")
-        out.setdefault(section, {})[field] = parse_yaml(value)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..engine.logging import plot_class_iou, to_jsonable
@@ -64,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not scenes:
         raise DitrError(f"no scene directories (with coord.npy) in {', '.join(map(str, args.data))}")
     result = evaluate(args.checkpoint, scenes, tta=args.tta, device=resolve_device(args.device),
-                      overrides=parse_overrides(args.set))
+                      overrides=args.set)
     report = to_jsonable({"checkpoint": str(args.checkpoint), "scenes": len(scenes), "tta": args.tta,
                           **result.metrics})
     if args.out:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..configs import RunConfig
 
 NAME = "info"
 HELP = "Describe a checkpoint or .ditr bundle: model, parameters, VFM, classes, training state, metrics."
@@ -39,15 +42,16 @@ def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, An
     return "training checkpoint", state["config"], record, state["model"]
 
 
-def _parameters(config: Mapping[str, Any]) -> dict[str, int]:
+def _parameters(config: RunConfig) -> dict[str, int]:
     """Parameter counts by part, from the model built on the meta device (no memory, no weights)."""
     import torch
 
-    from ..data.config import merge
     from ..training import model_from_config
 
+    offline = config.copy()
+    offline.vfm.online = False  # count the point model only, never load a VFM for that
     with torch.device("meta"):
-        model = model_from_config(merge(config, {"vfm": {"online": False}}))
+        model = model_from_config(offline)
     parts = {"total": 0, "backbone": 0, "image_projections": 0, "head": 0}
     for name, p in model.named_parameters():
         parts["total"] += p.numel()
@@ -59,51 +63,46 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, int]:
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """Everything ``ditr info`` shows, as JSON-ready data."""
-    from ..data.dataset import input_channels
+    from ..configs import ModelKind, RunConfig
     from ..engine.logging import to_jsonable
     from ..models.ptv3 import get_config
-    from ..training import needs_images
 
-    kind, config, record, _ = _load(path)
-    model_cfg = config.get("model") or {}
-    data = config.get("dataset") or {}
-    vfm = config.get("vfm") or {}
-    images = config.get("images") or {}
-    name = model_cfg.get("name", "ditr")
-    backbone, _ = get_config(model_cfg.get("backbone", "scannet"), **(model_cfg.get("ptv3") or {}))
-    val = (config.get("transforms") or {}).get("val", [])
-    grid = [t.get("grid_size") for t in val if t.get("type") == "GridSample"]
-    features = list(data.get("input_features", ["color", "normal"]))
-    reads_images = name in ("ditr", "d-ditr")
+    kind, stored, record, _ = _load(path)
+    config = RunConfig.from_stored(stored, f"{path} (stored run config)")
+    model_cfg, data, vfm, images = config.model, config.dataset, config.vfm, config.images
+    model_kind = config.kind
+    backbone, _ = get_config(model_cfg.backbone, **model_cfg.ptv3)
+    grid = [t.get("grid_size") for t in config.transforms.val if t.get("type") == "GridSample"]
+    is_ditr = model_kind is ModelKind.DITR
+    needs_images = model_kind.needs_images_at_inference
     info = {
         "file": {"path": str(path), "kind": kind, "bytes": path.stat().st_size},
-        "model": {"name": name, "task": "distillation" if name == "d-ditr" else "segmentation",
-                  "backbone": model_cfg.get("backbone", "scannet"), "parameters": _parameters(config),
+        "model": {"name": model_kind.value, "task": "segmentation" if model_kind.segments else "distillation",
+                  "backbone": model_cfg.backbone, "parameters": _parameters(config),
                   "enc_channels": list(backbone.enc_channels), "enc_depths": list(backbone.enc_depths),
                   "dec_channels": list(backbone.dec_channels), "dec_depths": list(backbone.dec_depths),
-                  "image_channels": model_cfg.get("image_channels") if name == "ditr" else None,
-                  "injection": model_cfg.get("injection") if name == "ditr" else None,
+                  "image_channels": model_cfg.image_channels if is_ditr else None,
+                  "injection": dataclasses.asdict(model_cfg.injection) if is_ditr else None,
                   "voxel_size_m": grid[0] if grid else None},
-        "vfm": None if not reads_images else {
-            "model": vfm.get("model"), "checkpoint": vfm.get("checkpoint"), "cache": vfm.get("cache"),
-            "precision": vfm.get("precision"), "online": bool(vfm.get("online", False)),
-            "views_per_sample": images.get("views_per_sample"), "eval_views": images.get("eval_views"),
-            "resolution": images.get("resolution"), "view_strategy": images.get("view_strategy", "last")},
-        "data": {"dataset": data.get("name"), "root": data.get("root"), "splits": data.get("splits"),
-                 "segment": data.get("segment"), "num_classes": data.get("num_classes"),
-                 "class_names": data.get("class_names"), "ignore_index": data.get("ignore_index", -1),
-                 "input_features": features, "in_channels": input_channels(features)},
+        "vfm": None if not model_kind.uses_images else {
+            "model": vfm.model, "checkpoint": vfm.checkpoint, "cache": vfm.cache,
+            "precision": vfm.precision, "online": vfm.online,
+            "views_per_sample": images.views_per_sample, "eval_views": images.eval_views,
+            "resolution": images.resolution, "view_strategy": images.view_strategy},
+        "data": {"dataset": data.name, "root": data.root, "splits": data.splits,
+                 "segment": data.segment, "num_classes": data.num_classes,
+                 "class_names": data.class_names, "ignore_index": data.ignore_index,
+                 "input_features": list(data.input_features), "in_channels": data.in_channels},
         "training": {**{k: record.get(k) for k in ("step", "epoch", "total_steps", "world_size")},
-                     "epochs": (config.get("trainer") or {}).get("epochs"),
-                     "batch_size": (config.get("trainer") or {}).get("batch_size"),
-                     "lr": (config.get("optim") or {}).get("lr"), "init": config.get("init"),
+                     "epochs": config.trainer.epochs, "batch_size": config.trainer.batch_size,
+                     "lr": config.optim.lr, "init": config.init,
                      "scenes": "not recorded in checkpoints; see dataset root / splits"},
         "metrics": {"best": record.get("best"), "last": record.get("metrics")},
-        "inference": {"needs_images": needs_images(config),
-                      "needs": ("posed images of the scene + features of " + str(vfm.get("model"))
-                                if needs_images(config) else "points only (" + ", ".join(features) + ")"),
-                      "predicts": "2D features (distillation student: fine-tune before predicting classes)"
-                      if name == "d-ditr" else f"{data.get('num_classes')} classes"},
+        "inference": {"needs_images": needs_images,
+                      "needs": ("posed images of the scene + features of " + vfm.model
+                                if needs_images else "points only (" + ", ".join(data.input_features) + ")"),
+                      "predicts": f"{data.num_classes} classes" if model_kind.segments
+                      else "2D features (distillation student: fine-tune before predicting classes)"},
     }
     return to_jsonable(info)
 

@@ -85,22 +85,19 @@ class _Bar:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.config import merge
     from ..device import resolve_device
     from ..errors import DitrError
     from ..export import load_any
     from ..predict import PredictOptions, inference_config, predict, write_outputs
-    from .evaluate import parse_overrides
 
     start = time.perf_counter()
     if args.render_views < 0:
         raise DitrError(f"--render-views must be >= 0, got {args.render_views}")
     options = PredictOptions(max_points=args.max_points, overlap=args.overlap, tta=args.tta,
                              views=_views(args.views), features=args.features)
-    overrides = parse_overrides(args.set)
     device = resolve_device(args.device)
     model, config = load_any(args.checkpoint, device,
-                             prepare=lambda c: inference_config(merge(c, overrides), options))
+                             prepare=lambda c: inference_config(c.with_overrides(args.set, "--set"), options))
     bar = _Bar(enabled=not args.quiet)
     with bar.progress:
         pred = predict(model, config, args.scene, options, device, progress=bar)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not presets:
         raise DitrError("name at least one preset or YAML file before the key=value overrides")
     config = load_preset(presets, overrides)
-    work_dir = args.work_dir or Path("runs") / config.get("name", Path(presets[0]).stem)
+    work_dir = args.work_dir or Path("runs") / config.name or Path(presets[0]).stem
     summary = train(config, work_dir, init=args.init, resume=not args.no_resume, quiet=args.quiet)
     from ..engine import distributed
     from ..engine.logging import to_jsonable

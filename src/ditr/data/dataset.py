@@ -9,7 +9,8 @@ carry the correspondences along -> per-point model input ``feat`` and the image-
 Features come from the on-disk cache of ``ditr features`` (never computed silently: a missing
 entry is an error that says which command fills it), or, with ``vfm.online``, the sample carries
 the views' normalised network inputs and the model runs the VFM itself. With ``images.enabled:
-false`` the dataset is 3D-only (the PTv3 baseline and D-DITR fine-tuning).
+The run config's model kind says whether samples carry views at all (:attr:`RunConfig.uses_images`:
+not for the 3D-only PTv3, nor for D-DITR fine-tuning).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..configs import RunConfig
 from ..errors import DitrError
-from ..projection import VIEW_STRATEGIES, ProjectionConfig, project_scene
+from ..projection import project_scene
 from ..scene import COORD_FILE, Scene, View
 from .image_lookup import build_lookup
 from .image_source import FeatureGrids
@@ -33,12 +35,6 @@ from .transforms import Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
 VIEW_RULES = ("random", "evenly", "all")
-INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
-
-
-def input_channels(names: Sequence[str]) -> int:
-    """Width of ``feat`` for a list of input features (e.g. color + normal -> 6)."""
-    return sum(INPUT_FEATURES[n] for n in names)
 
 
 def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None = None
@@ -107,7 +103,7 @@ def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
 
 
 class SceneDataset(Dataset):
-    """Samples of scenes for ``mode`` train / val / test, configured by a run config (dict).
+    """Samples of scenes for ``mode`` train / val / test, configured by a :class:`RunConfig`.
 
     Items are dicts of tensors (see docs/data.md). In ``test`` mode with a fragmenting ``GridSample``
     or ``test_time.variants``, an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``:
@@ -117,50 +113,43 @@ class SceneDataset(Dataset):
     """
 
     def __init__(self, scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None,
-                 config: Mapping[str, Any], mode: str = "train", transforms: Compose | None = None):
+                 config: RunConfig | Mapping[str, Any], mode: str = "train", transforms: Compose | None = None):
         if mode not in MODES:
             raise DitrError(f"mode must be one of {MODES}, not {mode!r}")
+        config = RunConfig.coerce(config)
         self.mode = mode
         self.paths = resolve_scenes(scenes, split)
-        data = config.get("dataset", {})
-        self.segment_key = data.get("segment")
-        self.input_features = list(data.get("input_features", ["color", "normal"]))
-        unknown = [n for n in self.input_features if n not in INPUT_FEATURES]
-        if unknown:
-            raise DitrError(f"dataset.input_features: unknown {unknown}; choose from {sorted(INPUT_FEATURES)}")
-        self.loop = int(data.get("loop", 1)) if mode == "train" else 1
-        self.images = dict(config.get("images", {}))
-        self.use_images = bool(self.images.get("enabled", False))
-        for key, default in (("train_views", "random"), ("eval_views", "evenly")):
-            if self.images.get(key, default) not in VIEW_RULES:
-                raise DitrError(f"images.{key} must be one of {VIEW_RULES}, not {self.images[key]!r}")
-        self.strategy = self.images.get("view_strategy", "last")
-        if self.strategy not in VIEW_STRATEGIES:
-            raise DitrError(f"images.view_strategy must be one of {VIEW_STRATEGIES}, not {self.strategy!r}")
-        self.projection = ProjectionConfig(**config.get("projection", {}))
+        self.segment_key = config.dataset.segment
+        self.input_features = list(config.dataset.input_features)
+        self.loop = config.dataset.loop if mode == "train" else 1
+        self.images = config.images
+        self.use_images = config.uses_images
+        self.strategy = self.images.view_strategy
+        self.projection = config.projection
         self.transforms = transforms if transforms is not None else build_transforms(
-            config.get("transforms", {}).get(mode, []), f"transforms.{mode}")
-        variants = config.get("test_time", {}).get("variants") if mode == "test" else None
+            config.transforms.for_mode(mode), f"transforms.{mode}")
+        variants = config.test_time.variants if mode == "test" else None
         self.pipelines = [self.transforms] if not variants else [
             _with_variant(self.transforms, build_transforms(v, f"test_time.variants[{i}]"))
             for i, v in enumerate(variants)]
-        self.mix3d_p = float(config.get("mix3d", {}).get("p", 0.0)) if mode == "train" else 0.0
-        self.grids = FeatureGrids(config.get("vfm", {}), self.images.get("resolution")) if self.use_images else None
-        self.color_jitter = self.images.get("color_jitter") if mode == "train" and self.use_images else None
+        self.mix3d_p = config.mix3d.p if mode == "train" else 0.0
+        self.grids = FeatureGrids(config.vfm, self.images.resolution) if self.use_images else None
+        self.color_jitter = self.images.color_jitter if mode == "train" and self.use_images else None
         if self.color_jitter is not None and not self.grids.online:  # type: ignore[union-attr]
             raise DitrError("images.color_jitter changes the images, so their features cannot come from the cache: "
                             "set vfm.online: true, or images.color_jitter: null to train from cached features")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], mode: str = "train") -> SceneDataset:
+    def from_config(cls, config: RunConfig | Mapping[str, Any], mode: str = "train") -> SceneDataset:
         """The dataset of ``dataset.root`` and ``dataset.splits[mode]`` (the split for ``test``
         falls back to ``val``)."""
-        data = config.get("dataset", {})
-        if not data.get("root"):
+        config = RunConfig.coerce(config)
+        data = config.dataset
+        if not data.root:
             raise DitrError("dataset.root is not set (the directory of imported scenes)")
-        splits = data.get("splits") or {}
+        splits = data.splits
         split = splits.get(mode, splits.get("val")) if mode == "test" else splits.get(mode)
-        return cls(data["root"], split, config, mode)
+        return cls(data.root, split, config, mode)
 
     def __len__(self) -> int:
         return len(self.paths) * self.loop
@@ -220,11 +209,11 @@ class SceneDataset(Dataset):
         return sample, views
 
     def _views(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
-        count = self.images.get("views_per_sample")
-        rule = self.images.get("train_views", "random") if self.mode == "train" else self.images.get("eval_views", "evenly")
+        count = self.images.views_per_sample
+        rule = self.images.train_views if self.mode == "train" else self.images.eval_views
         picked: list[View | None] = [scene.views[i] for i in pick_views(len(scene.views), count, rule, rng)]
-        if self.images.get("pad_views", False) and count is not None and len(picked) < count:
-            if not scene.views and not self.images.get("resolution"):
+        if self.images.pad_views and count is not None and len(picked) < count:
+            if not scene.views and not self.images.resolution:
                 raise DitrError(f"scene {scene.path} has no views: padding needs images.resolution")
             picked += [None] * (count - len(picked))
         return picked
@@ -243,7 +232,8 @@ class SceneDataset(Dataset):
         pad = grids.grid_size(real[0]) if real else None
         if pad is None and len(real) < nv:  # only padding: its size comes from images.resolution
             p = grids.source.backend.patch_size
-            pad = (self.images["resolution"][0] // p, self.images["resolution"][1] // p)
+            resolution = self.images.resolution or [p, p]
+            pad = (resolution[0] // p, resolution[1] // p)
         sample.update(view_names=[v.name if v else "" for v in views],
                       pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
                       view_valid=slot,

@@ -9,13 +9,13 @@ data-loader worker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..cache import FeatureCache
+from ..configs import VFMConfig
 from ..errors import DitrError
 from ..scene import Scene, View
 from .color_jitter import color_jitter
@@ -29,22 +29,22 @@ class FeatureGrids:
     a GPU with ``--precision auto`` are bf16, so say ``precision: bf16`` to read them on the CPU).
     """
 
-    def __init__(self, vfm: Mapping[str, Any], resolution: Sequence[int] | None):
+    def __init__(self, vfm: VFMConfig, resolution: Sequence[int] | None):
         from ..vfm.backends import VFMBackend
         from ..vfm.extract import FeatureSource
         from ..vfm.loading import load_vfm
 
-        self.settings = dict(vfm)
-        self.online = bool(vfm.get("online", False))
-        cache_dir = vfm.get("cache")
+        self.settings = vfm
+        self.online = vfm.online
+        cache_dir = vfm.cache
         if not self.online and not cache_dir:
             raise DitrError("vfm.cache is not set: give the feature cache directory of `ditr features`, "
                             "or set vfm.online: true to run the VFM in the model")
         self.cache = FeatureCache(cache_dir) if cache_dir else None
-        handle = load_vfm(vfm["model"], vfm.get("checkpoint"),
-                          hash_memo=self.cache.hash_memo if self.cache else None)
-        backend = VFMBackend(handle, device=vfm.get("device", "cpu"), precision=vfm.get("precision", "auto"),
-                             pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+        handle = load_vfm(vfm.model, vfm.checkpoint, hash_memo=self.cache.hash_memo if self.cache else None)
+        # Data workers only resize and normalise here (the network runs on vfm.device, in the model).
+        backend = VFMBackend(handle, device=vfm.preprocess_device, precision=vfm.precision,
+                             pos_interpolation=vfm.pos_interpolation)
         self.resolution = tuple(resolution) if resolution else None
         self.source = FeatureSource(backend, self.cache, self.resolution)  # type: ignore[arg-type]
 
@@ -91,11 +91,11 @@ class FeatureGrids:
     def _missing(self, scene: Scene, view: View, flip: bool) -> str:
         s = self.settings
         res = self.source.backend.input_size(view.height, view.width, self.resolution)
-        cmd = (f"ditr features {scene.path} --model {s['model']} --cache {s['cache']} --resolution {res[0]}x{res[1]}"
-               + (f" --checkpoint {s['checkpoint']}" if s.get("checkpoint") else "")
+        cmd = (f"ditr features {scene.path} --model {s.model} --cache {s.cache} --resolution {res[0]}x{res[1]}"
+               + (f" --checkpoint {s.checkpoint}" if s.checkpoint else "")
                + (" --flip" if flip else "")
-               + (f" --precision {s['precision']}" if s.get("precision", "auto") != "auto" else ""))
+               + (f" --precision {s.precision}" if s.precision != "auto" else ""))
         return (f"scene {scene.name}: features of view {view.name!r}{' (flipped)' if flip else ''} for "
-                f"{s['model']} at {res[0]}x{res[1]} (settings {self.source.backend.settings}) are not in the "
-                f"cache {s['cache']}. Fill it first:\n  {cmd}\n(the image-flip augmentation needs --flip; "
+                f"{s.model} at {res[0]}x{res[1]} (settings {self.source.backend.settings}) are not in the "
+                f"cache {s.cache}. Fill it first:\n  {cmd}\n(the image-flip augmentation needs --flip; "
                 "vfm.precision must match the run that filled the cache)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
+from ..errors import ConfigError
 from .sample import Sample, num_points, take
 
 TRANSFORMS: dict[str, type] = {}

@@ -9,6 +9,7 @@ of what is being learnt (segmentation here, feature distillation in D-DITR).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,16 @@ def _lovasz_grad(fg_sorted: Tensor) -> Tensor:
     union = total + (1.0 - fg_sorted).cumsum(0)
     jaccard = 1.0 - intersection / union
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]], dim=0)
+
+
+@dataclass
+class LossConfig:
+    """The ``loss`` section of a run configuration: the weights of :class:`SegmentationCriterion`."""
+
+    ce_weight: float = 1.0
+    lovasz_weight: float = 1.0
+    class_weights: list[float] | None = None
+    label_smoothing: float = 0.0
 
 
 class SegmentationCriterion(nn.Module):

@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +57,20 @@ class TrainingInterrupted(DitrError):
 
 @dataclass
 class TrainerConfig:
-    """Loop settings. ``batch_size`` is global (split over ranks); give ``epochs`` or ``max_steps``."""
+    """Loop settings. ``batch_size`` is global (split over ranks); give ``epochs`` or ``max_steps``.
 
-    work_dir: str | Path
+    This is also the ``trainer`` section of a run configuration; the fields marked
+    ``run_config=False`` are filled in by the workflow (the work directory from the command line,
+    classes from the ``dataset`` section), not read from it.
+    """
+
+    work_dir: str | Path = field(default="", metadata={"run_config": False})
     batch_size: int = 12
     epochs: int | None = None
     max_steps: int | None = None
-    num_classes: int | None = None
-    class_names: list[str] | None = None
-    ignore_index: int = -1
+    num_classes: int | None = field(default=None, metadata={"run_config": False})
+    class_names: list[str] | None = field(default=None, metadata={"run_config": False})
+    ignore_index: int = field(default=-1, metadata={"run_config": False})
     val_batch_size: int = 1
     eval_every_epochs: int = 1
     checkpoint_every_steps: int | None = None
@@ -78,12 +83,12 @@ class TrainerConfig:
     best_mode: str = "max"
     find_unused_parameters: bool = False
     sync_bn: bool = False
-    quiet: bool = False
+    quiet: bool = field(default=False, metadata={"run_config": False})
     plots: bool = True
 
     def __post_init__(self) -> None:
-        if (self.epochs is None) == (self.max_steps is None):
-            raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them")
+        if self.epochs is not None and self.max_steps is not None:
+            raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them, not both")
         if self.amp not in (None, "fp16", "bf16"):
             raise ConfigError("trainer", "amp", f"must be None, 'fp16' or 'bf16', got {self.amp!r}")
         if self.best_mode not in ("max", "min"):
@@ -143,8 +148,10 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ConfigError("trainer", "batch_size", f"{len(train_set)} training samples make no full batch of "
                                                          f"{self.batch_per_rank} per rank")
+        if config.epochs is None and config.max_steps is None:
+            raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them (neither is set)")
         self.total_steps = (config.max_steps if config.max_steps is not None
-                            else config.epochs * self.steps_per_epoch)
+                            else int(config.epochs or 0) * self.steps_per_epoch)
 
         self.model = dist.wrap_ddp(model.to(self.device), self.info,
                                    config.find_unused_parameters, config.sync_bn)

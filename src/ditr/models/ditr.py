@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.image_lookup import image_table_from_grids, lookup_image_features
+from ..configs.run import ModelKind, RunConfig
 from ..errors import DitrError
 from .ptv3 import PTv3Config, PTv3Segmentor, get_config
 
@@ -68,32 +69,28 @@ class DITRSegmentor(PTv3Segmentor):
         return super().forward(data)
 
 
-def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
-    """The model a run config asks for: ``model.name`` ``ptv3`` (3D only) or ``ditr``.
+def build_model(config: RunConfig, in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
+    """The model a run config asks for: ``model.name`` ``ptv3`` (3D only), ``ditr`` or ``d-ditr``.
 
     ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``
     overrides its fields, and ``model.injection`` sets the DITR options (``stages``: which decoder
     stages receive image features, ``pool_reduce``, ``dropout``, ``missing``).
     """
-    model_cfg = dict(config.get("model", {}))
-    name = model_cfg.get("name", "ditr")
-    injection = dict(model_cfg.get("injection") or {})
-    overrides = dict(model_cfg.get("ptv3") or {})
-    backbone, _ = get_config(model_cfg.get("backbone", "scannet"), **overrides)
+    model_cfg = config.model
+    injection = model_cfg.injection
+    backbone, _ = get_config(model_cfg.backbone, **model_cfg.ptv3)
     backbone = dataclasses.replace(backbone, in_channels=in_channels)
-    if name == "ptv3":
+    if model_cfg.kind is ModelKind.PTV3:
         return PTv3Segmentor(dataclasses.replace(backbone, image_channels=None), num_classes)
-    if name == "d-ditr":  # the distillation student (ditr.distill): 3D only, Linear(out -> D) head
+    if model_cfg.kind is ModelKind.D_DITR:  # the distillation student (ditr.distill): 3D only, Linear(out -> D) head
         from ..distill import DistillStudent, head_channels
 
         return DistillStudent(dataclasses.replace(backbone, image_channels=None), head_channels(config))
-    if name != "ditr":
-        raise DitrError(f"model.name must be ptv3, ditr or d-ditr, not {name!r}")
     backbone = dataclasses.replace(
         backbone,
-        image_channels=model_cfg.get("image_channels") or backbone.image_channels,
-        image_reduce=injection.get("pool_reduce", backbone.image_reduce),
-        image_dropout=injection.get("dropout", backbone.image_dropout),
-        image_stages=tuple(injection["stages"]) if injection.get("stages") is not None else None,
+        image_channels=model_cfg.image_channels or backbone.image_channels,
+        image_reduce=injection.pool_reduce,
+        image_dropout=injection.dropout,
+        image_stages=tuple(injection.stages) if injection.stages is not None else None,
     )
-    return DITRSegmentor(backbone, num_classes, missing=injection.get("missing", "zeros"), vfm=vfm)
+    return DITRSegmentor(backbone, num_classes, missing=injection.missing, vfm=vfm)
