@@ -12,10 +12,6 @@ import importlib
 import os
 import sys
 
-# OpenMP threads that spin while waiting make torch many times slower as soon as another process
-# shares the cores (seen here: 2.4 s -> 12.6 s for one PTv3 forward). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from . import __version__
 from .errors import DitrError
 
@@ -43,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting make torch many times slower as soon as another process
+    # shares the cores (seen here: 2.4 s -> 12.6 s for one PTv3 forward). Set before a command
+    # imports torch (commands import it lazily), and only when ditr runs as a program.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):

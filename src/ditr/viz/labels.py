@@ -11,25 +11,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from ..fileio import atomic_write  # noqa: E402
-from ..projection import ProjectionConfig, project_scene  # noqa: E402
-from ..scene import Scene  # noqa: E402
+from ..fileio import atomic_write
+from ..projection import ProjectionConfig, project_scene
+from ..scene import Scene
 
 
 def class_colors(num_classes: int) -> np.ndarray:
     """A fixed (C, 3) float palette: tab20 first, then evenly spaced hues."""
-    import matplotlib.pyplot as plt
-
-    base = plt.get_cmap("tab20")(np.arange(20))[:, :3]
+    base = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
     if num_classes <= 20:
         return base[:num_classes]
-    extra = plt.get_cmap("hsv")(np.linspace(0, 1, num_classes - 20, endpoint=False))[:, :3]
+    extra = matplotlib.colormaps["hsv"](np.linspace(0, 1, num_classes - 20, endpoint=False))[:, :3]
     return np.concatenate([base, extra])
 
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..fileio import atomic_write  # noqa: E402
-from ..projection import Correspondences  # noqa: E402
-from ..scene import Scene  # noqa: E402
+from ..fileio import atomic_write
+from ..projection import Correspondences
+from ..scene import Scene
 
 #: At most this many markers per category per view keep the figure readable and fast.
 MAX_MARKERS = 60_000
@@ -42,7 +39,7 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         h, w = image.shape[:2]
         dpi = 100
         scale = 1280 / w if w > 1280 else max(1.0, 720 / w)  # small images are enlarged for the legend
-        fig = plt.figure(figsize=(w * scale / dpi, h * scale / dpi + 0.5), dpi=dpi)
+        fig = Figure(figsize=(w * scale / dpi, h * scale / dpi + 0.5), dpi=dpi)
         ax = fig.add_axes((0, 0, 1, h * scale / dpi / (h * scale / dpi + 0.5)))
         ax.imshow(image)
         ax.set_xlim(0, w)
@@ -66,6 +63,5 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
         path = out_dir / f"{safe}.png"
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
-        plt.close(fig)
         written.append(path)
     return written

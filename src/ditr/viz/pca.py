@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from ..fileio import atomic_write_bytes
 from ..io.ply import write_ply
@@ -51,25 +52,18 @@ def grid_to_rgb(grid: torch.Tensor, basis: tuple[torch.Tensor, ...] | None = Non
     return pca_colors(grid.reshape(d, -1).T, basis).reshape(h, w, 3)
 
 
-def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+def _save_figure(fig: Figure, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def save_patch_pca(path: str | Path, image: np.ndarray, grid: torch.Tensor, title: str,
                    basis: tuple[torch.Tensor, ...] | None = None) -> Path:
     """Side-by-side PNG: the image and its patch features' PCA (nearest-upsampled to the image)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rgb = grid_to_rgb(grid, basis)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image)
     axes[0].set_title("image")
     axes[1].imshow(rgb, interpolation="nearest", extent=(0, image.shape[1], image.shape[0], 0))
@@ -83,17 +77,13 @@ def save_patch_pca(path: str | Path, image: np.ndarray, grid: torch.Tensor, titl
 def save_point_pca(ply_path: str | Path, png_path: str | Path, coord: np.ndarray, features: torch.Tensor,
                    seen: torch.Tensor, title: str, basis: tuple[torch.Tensor, ...] | None = None) -> tuple[Path, Path]:
     """PCA-coloured points as PLY (unseen points grey) and a top-down orthographic PNG render."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = np.full((coord.shape[0], 3), 128, dtype=np.uint8)
     if bool(seen.any()):
         colors[seen.numpy()] = pca_colors(features[seen], basis)
     ply = write_ply(ply_path, coord, colors, seen=seen.numpy().astype(np.uint8))
     order = np.argsort(coord[:, 2])  # draw low points first so the top surface stays visible
-    fig, ax = plt.subplots(figsize=(7, 7))
+    fig = Figure(figsize=(7, 7))
+    ax = fig.subplots()
     ax.scatter(coord[order, 0], coord[order, 1], c=colors[order] / 255.0, s=2, linewidths=0)
     ax.set_aspect("equal")
     ax.set_xlabel("x (m)")

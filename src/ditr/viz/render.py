@@ -13,19 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.patches
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from PIL import Image
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ..fileio import atomic_write  # noqa: E402
-from ..projection import ProjectionConfig, estimate_point_spacing, project_scene  # noqa: E402
-from ..scene import Scene  # noqa: E402
-from .labels import class_colors  # noqa: E402
+from ..fileio import atomic_write
+from ..projection import ProjectionConfig, estimate_point_spacing, project_scene
+from ..scene import Scene
+from .labels import class_colors
 
 #: Longest side of the top-down raster in pixels before it is enlarged for display.
 TOPDOWN_PIXELS = 1024
