@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.data import SceneDataset, collate
-from ditr.engine.checkpoint import save_checkpoint
+from ditr.engine.checkpoint import save_training_state
 from ditr.engine.metrics import segmentation_metrics
 from ditr.errors import DitrError
 from ditr.export import is_bundle, load_bundle, read_bundle
@@ -43,7 +43,7 @@ def save_trained_like(path: Path, presets: list[str], *overrides: str, metrics: 
     # the optimizer state a training checkpoint carries (AdamW: two moments per weight)
     state["optimizer"] = {"state": {i: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                                     for i, p in enumerate(model.parameters())}}
-    save_checkpoint(path, state)
+    save_training_state(path, state)
     return path
 
 

@@ -16,7 +16,7 @@ from plyfile import PlyData
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.demo import DemoSettings, method_config
-from ditr.engine.checkpoint import save_checkpoint
+from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
 from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks, predict
 from ditr.scene import Scene
@@ -37,7 +37,7 @@ def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
     """A random-init model saved the way the trainer saves its state (config stored alongside)."""
     config = load_preset(presets, list(overrides))
     torch.manual_seed(0)
-    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": config, "step": 0})
+    save_training_state(path, {"model": model_from_config(config).state_dict(), "config": config, "step": 0})
     return path
 
 

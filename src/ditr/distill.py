@@ -32,8 +32,8 @@ from torch.utils.data import ConcatDataset, Dataset
 from .data import SceneDataset, collate, input_channels, lookup_image_features
 from .data.config import merge
 from .data.image_lookup import image_table_from_grids
-from .engine.checkpoint import CheckpointError
-from .engine.checkpoint import load_checkpoint as load_train_state
+from .engine.checkpoint import TrainingStateError
+from .engine.checkpoint import load_training_state as load_train_state
 from .engine.evaluator import as_output
 from .engine.loading import move_to
 from .engine.optim import OptimConfig
@@ -307,7 +307,7 @@ def load_init(model: nn.Module, path: str | Path) -> dict[str, Any]:
     else:
         try:
             state, fmt = load_train_state(path)["model"], "ditr.train_state"
-        except CheckpointError:
+        except TrainingStateError:
             try:
                 raw = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:

@@ -61,11 +61,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the model of a ``ditr train`` checkpoint as a ``.ditr`` bundle; a report."""
     from safetensors.torch import save
 
-    from .engine.checkpoint import load_checkpoint
+    from .engine.checkpoint import load_training_state
     from .engine.logging import to_jsonable
     from .fileio import atomic_write_bytes
 
-    state = load_checkpoint(checkpoint)
+    state = load_training_state(checkpoint)
     config = state.get("config") or {}
     if not config:
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .data import SceneDataset, collate, input_channels
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import load_training_state
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
 from .engine.optim import OptimConfig
@@ -121,7 +121,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
     ``prepare(config)`` may adjust the config before the model is built (``ditr predict`` sets
     ``vfm.online`` there, so that the model gets its VFM attached).
     """
-    state = load_checkpoint(checkpoint)
+    state = load_training_state(checkpoint)
     config = state.get("config") or {}
     if not config:
         raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")

@@ -25,14 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(kind, run config, training record, weights) of a checkpoint or a bundle."""
-    from ..engine.checkpoint import load_checkpoint
+    from ..engine.checkpoint import load_training_state
     from ..errors import DitrError
     from ..export import is_bundle, read_bundle
 
     if is_bundle(path):
         weights, config, record = read_bundle(path)
         return "bundle", config, record, weights
-    state = load_checkpoint(path)
+    state = load_training_state(path)
     if not state.get("config"):
         raise DitrError(f"{path}: no run configuration stored; was it written by ditr train?")
     record = {k: state.get(k) for k in ("step", "epoch", "total_steps", "world_size", "best", "metrics")}
