@@ -16,8 +16,8 @@ from ditr.data import SceneDataset, collate
 from ditr.engine.checkpoint import save_training_state
 from ditr.engine.metrics import segmentation_metrics
 from ditr.errors import DitrError
-from ditr.export import is_bundle, load_bundle, read_bundle
-from ditr.training import load_model, model_from_config
+from ditr.build import model_from_config
+from ditr.model_files import is_bundle, load_model, read_bundle
 from conftest import small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -96,7 +96,7 @@ def test_bundle_reproduces_the_eager_logits(world, tmp_path, capsys, method):
     assert is_bundle(bundle) and not is_bundle(ckpt)
     assert report["bytes"] < report["checkpoint_bytes"] / 2  # no optimizer state
     eager, config = load_model(ckpt)
-    exported, bundled_config = load_bundle(bundle)
+    exported, bundled_config = load_model(bundle)
     assert bundled_config == config
     batch = collate([SceneDataset(rooms[:1], None, config, "val").get(0, np.random.default_rng(0))])
     with torch.no_grad():

@@ -218,7 +218,7 @@ class PredictionData(SceneDataset):
 
 def inference_config(config: Mapping[str, Any], options: PredictOptions) -> dict[str, Any]:
     """The checkpoint's config set up for prediction: feature source, views, no augmentation."""
-    from .training import needs_images
+    from .build import needs_images
 
     config = copy.deepcopy(dict(config))
     images = config.setdefault("images", {})

@@ -1,60 +1,32 @@
 """From a run configuration to a trained, evaluated model: the glue between data, model and engine.
 
 ``train`` builds the datasets of the config (``dataset.root`` + splits, or explicit scene lists),
-the model (:func:`ditr.models.ditr.build_model`), the loss, optimizer and schedule, and runs the
-:class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``load_model`` rebuilds a
-trained model from a checkpoint alone (the run config is stored in it), which is what
-``ditr evaluate`` and ``ditr predict`` need.
+the model (:func:`ditr.build.model_from_config`), the loss, optimizer and schedule, and runs the
+:class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``evaluate`` scores a
+trained model rebuilt from its file alone (:func:`ditr.model_files.load_model`: the run config is
+stored in it).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data import SceneDataset, collate, input_channels
-from .engine.checkpoint import load_training_state
+from .build import model_from_config
+from .data import SceneDataset, collate
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
 from .engine.optim import OptimConfig
 from .engine.trainer import Trainer, TrainerConfig
-from .errors import DitrError
-from .models.ditr import build_model
+from .model_files import load_init, load_model
 from .models.ptv3 import PTv3Segmentor
 
 Scenes = Sequence[str | Path]
-
-
-def needs_images(config: Mapping[str, Any]) -> bool:
-    """Whether a model trained with this config reads images (DITR) or not (PTv3, D-DITR)."""
-    return config.get("model", {}).get("name", "ditr") == "ditr"
-
-
-def _vfm_backend(config: Mapping[str, Any]) -> Any:
-    """The frozen VFM for runs whose features are computed online (``vfm.online``)."""
-    vfm = config.get("vfm", {})
-    if not (needs_images(config) and vfm.get("online")):
-        return None
-    from .vfm import VFMBackend, load_vfm
-
-    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
-    # The model's own device: vfm.device is where the data workers prepare images (the CPU).
-    return VFMBackend(handle, device="auto", precision=vfm.get("precision", "auto"),
-                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
-
-
-def model_from_config(config: Mapping[str, Any]) -> PTv3Segmentor:
-    data = config.get("dataset", {})
-    num_classes = data.get("num_classes")
-    if not num_classes:
-        raise DitrError("dataset.num_classes is not set")
-    channels = input_channels(data.get("input_features", ["color", "normal"]))
-    return build_model(config, channels, int(num_classes), vfm=_vfm_backend(config))
 
 
 def datasets_from_config(config: Mapping[str, Any], train_scenes: Scenes | None = None,
@@ -92,9 +64,7 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
     config = copy.deepcopy(dict(config))
     torch.manual_seed(int(config.get("trainer", {}).get("seed", 0)))  # the same initial weights every run
     model = model_from_config(config)
-    if init is not None:  # ditr train/distill state, ditr.ptv3 directory or reference format
-        from .distill import load_init
-
+    if init is not None:  # ditr train/distill state, .ditr bundle or reference format
         report = load_init(model, init)
         config["init"] = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
@@ -111,27 +81,6 @@ def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
         return trainer.fit(resume=resume)
     finally:
         trainer.close()
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
-               prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-               ) -> tuple[PTv3Segmentor, dict[str, Any]]:
-    """The trained model of a checkpoint and the run config it was trained with.
-
-    ``prepare(config)`` may adjust the config before the model is built (``ditr predict`` sets
-    ``vfm.online`` there, so that the model gets its VFM attached).
-    """
-    state = load_training_state(checkpoint)
-    config = state.get("config") or {}
-    if not config:
-        raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
-    if not needs_images(config):  # the image-free path never loads features
-        config.setdefault("images", {})["enabled"] = False
-    if prepare is not None:
-        config = prepare(config)
-    model = model_from_config(config)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
 
 
 def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,

@@ -23,28 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
-def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(kind, run config, training record, weights) of a checkpoint or a bundle."""
-    from ..engine.checkpoint import load_training_state
-    from ..errors import DitrError
-    from ..export import is_bundle, read_bundle
-
-    if is_bundle(path):
-        weights, config, record = read_bundle(path)
-        return "bundle", config, record, weights
-    state = load_training_state(path)
-    if not state.get("config"):
-        raise DitrError(f"{path}: no run configuration stored; was it written by ditr train?")
-    record = {k: state.get(k) for k in ("step", "epoch", "total_steps", "world_size", "best", "metrics")}
-    return "training checkpoint", state["config"], record, state["model"]
-
-
 def _parameters(config: Mapping[str, Any]) -> dict[str, int]:
     """Parameter counts by part, from the model built on the meta device (no memory, no weights)."""
     import torch
 
+    from ..build import model_from_config
     from ..data.config import merge
-    from ..training import model_from_config
 
     with torch.device("meta"):
         model = model_from_config(merge(config, {"vfm": {"online": False}}))
@@ -59,12 +43,14 @@ def _parameters(config: Mapping[str, Any]) -> dict[str, int]:
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """Everything ``ditr info`` shows, as JSON-ready data."""
+    from ..build import needs_images
     from ..data.dataset import input_channels
     from ..engine.logging import to_jsonable
+    from ..model_files import read_model_file
     from ..models.ptv3 import get_config
-    from ..training import needs_images
 
-    kind, config, record, _ = _load(path)
+    file = read_model_file(path)
+    kind, config, record = file.kind, file.run_config(), file.record
     model_cfg = config.get("model") or {}
     data = config.get("dataset") or {}
     vfm = config.get("vfm") or {}

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.config import merge
     from ..device import resolve_device
     from ..errors import DitrError
-    from ..export import load_any
+    from ..model_files import load_model
     from ..predict import PredictOptions, inference_config, predict, write_outputs
     from .evaluate import parse_overrides
 
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
                              views=_views(args.views), features=args.features)
     overrides = parse_overrides(args.set)
     device = resolve_device(args.device)
-    model, config = load_any(args.checkpoint, device,
-                             prepare=lambda c: inference_config(merge(c, overrides), options))
+    model, config = load_model(args.checkpoint, device,
+                               prepare=lambda c: inference_config(merge(c, overrides), options))
     bar = _Bar(enabled=not args.quiet)
     with bar.progress:
         pred = predict(model, config, args.scene, options, device, progress=bar)

@@ -10,7 +10,6 @@ State-dict keys stay those of the reference (``backbone.*``, ``seg_head.*``) so 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 
 from ..data.image_lookup import image_table_from_grids, lookup_image_features
 from ..errors import DitrError
-from .ptv3 import PTv3Config, PTv3Segmentor, get_config
+from .ptv3 import PTv3Config, PTv3Segmentor
 
 MISSING_MODES = ("zeros", "learned")
 
@@ -66,34 +65,3 @@ class DITRSegmentor(PTv3Segmentor):
         if "image_feat" not in data:
             data = {**data, "image_feat": self.image_features(data)}
         return super().forward(data)
-
-
-def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
-    """The model a run config asks for: ``model.name`` ``ptv3`` (3D only) or ``ditr``.
-
-    ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``
-    overrides its fields, and ``model.injection`` sets the DITR options (``stages``: which decoder
-    stages receive image features, ``pool_reduce``, ``dropout``, ``missing``).
-    """
-    model_cfg = dict(config.get("model", {}))
-    name = model_cfg.get("name", "ditr")
-    injection = dict(model_cfg.get("injection") or {})
-    overrides = dict(model_cfg.get("ptv3") or {})
-    backbone, _ = get_config(model_cfg.get("backbone", "scannet"), **overrides)
-    backbone = dataclasses.replace(backbone, in_channels=in_channels)
-    if name == "ptv3":
-        return PTv3Segmentor(dataclasses.replace(backbone, image_channels=None), num_classes)
-    if name == "d-ditr":  # the distillation student (ditr.distill): 3D only, Linear(out -> D) head
-        from ..distill import DistillStudent, head_channels
-
-        return DistillStudent(dataclasses.replace(backbone, image_channels=None), head_channels(config))
-    if name != "ditr":
-        raise DitrError(f"model.name must be ptv3, ditr or d-ditr, not {name!r}")
-    backbone = dataclasses.replace(
-        backbone,
-        image_channels=model_cfg.get("image_channels") or backbone.image_channels,
-        image_reduce=injection.get("pool_reduce", backbone.image_reduce),
-        image_dropout=injection.get("dropout", backbone.image_dropout),
-        image_stages=tuple(injection["stages"]) if injection.get("stages") is not None else None,
-    )
-    return DITRSegmentor(backbone, num_classes, missing=injection.get("missing", "zeros"), vfm=vfm)
