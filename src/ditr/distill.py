@@ -219,8 +219,8 @@ def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, 
         total += count
         weighted += float(cos) * count if count else 0.0
     result = {"checkpoint": str(checkpoint), "step": file.record.get("step"),
-              "teacher": config.get("vfm", {}).get("model"), "cosine": weighted / total if total else float("nan"), "seen_voxels": total,
-              "scenes": len(per_scene), "per_scene": per_scene}
+              "teacher": config.get("vfm", {}).get("model"), "cosine": weighted / total if total else float("nan"),
+              "seen_voxels": total, "scenes": len(per_scene), "per_scene": per_scene}
     if out is not None:
         from .fileio import atomic_write_json
 
