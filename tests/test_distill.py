@@ -11,15 +11,17 @@ import torch
 
 from ditr.commands import distill as distill_command
 from ditr.configs import RunConfig, load_preset
-from ditr.demo import DemoSettings, ensure_rooms, fill_features
-from ditr.distill import (DistillCriterion, DistillStudent, checkpoint_requirements, cosine_distill_loss, distill,
-                          evaluate_distillation, load_init, render_student_vs_teacher, source_configs)
+from ditr.build import build_model
+from ditr.demo import DemoSettings, ensure_rooms, fill_features, render_student_vs_teacher
+from ditr.distill import DistillCriterion, distill, evaluate_distillation, source_configs
 from ditr.engine.logging import read_jsonl
+from ditr.engine.losses import cosine_distill_loss
 from ditr.engine.trainer import Callback
 from ditr.errors import DitrError
-from ditr.models.ditr import build_model
+from ditr.model_files import checkpoint_requirements, load_init, load_model
 from ditr.models.ptv3 import PTv3Segmentor
-from ditr.training import evaluate, load_model, train
+from ditr.models.student import DistillStudent
+from ditr.training import evaluate, train
 from conftest import NO_AUGMENTATION, small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ditr.build import build_model
 from ditr.cli import main
 from ditr.configs import RunConfig, load_preset
 from ditr.data import SceneDataset, collate
@@ -16,9 +17,10 @@ from ditr.demo import DemoSettings, run_demo
 from ditr.engine.logging import read_jsonl
 from ditr.engine.trainer import Callback
 from ditr.errors import DitrError
-from ditr.models.ditr import DITRSegmentor, build_model
+from ditr.model_files import load_model
+from ditr.models.ditr import DITRSegmentor
 from ditr.models.ptv3 import PTv3Segmentor
-from ditr.training import evaluate, load_model, train
+from ditr.training import evaluate, train
 from conftest import NO_AUGMENTATION, small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -140,7 +142,7 @@ def test_online_vfm_gives_the_cached_features(world):
     cached = collate([SceneDataset(rooms[:1], None, cached_cfg, "val").get(0, np.random.default_rng(0))])
     online = collate([SceneDataset(rooms[:1], None, online_cfg, "val").get(0, np.random.default_rng(0))])
     assert "img_table" in cached and "images" in online and "img_table" not in online
-    from ditr.training import model_from_config
+    from ditr.build import model_from_config
 
     model = model_from_config(online_cfg).eval()
     assert model.vfm is not None

@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ditr.engine.checkpoint import (CheckpointError, CheckpointManager, find_resume,
-                                    load_checkpoint, preserved_rng, rng_state, save_checkpoint,
-                                    set_rng_state)
+from ditr.engine.checkpoint import (CheckpointManager, TrainingStateError, find_resume, load_training_state,
+                                    preserved_rng, rng_state, save_training_state, set_rng_state)
 from ditr.engine.optim import GroupRule, OptimConfig, build, clip_gradients, param_groups
 
 
@@ -97,8 +96,8 @@ def test_rng_state_round_trip():
 def test_checkpoint_round_trip(tmp_path):
     net = Net()
     state = {"model": net.state_dict(), "step": 7, "rng": [rng_state()], "config": {"a": [1, 2]}}
-    save_checkpoint(tmp_path / "x.pt", state)
-    loaded = load_checkpoint(tmp_path / "x.pt")
+    save_training_state(tmp_path / "x.pt", state)
+    loaded = load_training_state(tmp_path / "x.pt")
     assert loaded["step"] == 7 and loaded["config"] == {"a": [1, 2]}
     assert all(torch.equal(loaded["model"][k], v) for k, v in net.state_dict().items())
     set_rng_state(loaded["rng"][0])
@@ -110,8 +109,8 @@ def test_rotation_fallback_and_best(tmp_path):
     assert manager.load_resume() is None and find_resume(tmp_path) is None
     manager.save({"step": 1}, is_best=True)
     manager.save({"step": 2})
-    assert load_checkpoint(manager.prev)["step"] == 1
-    assert load_checkpoint(manager.best)["step"] == 1
+    assert load_training_state(manager.prev)["step"] == 1
+    assert load_training_state(manager.best)["step"] == 1
     assert find_resume(tmp_path) == manager.last
 
     data = manager.last.read_bytes()
@@ -121,9 +120,9 @@ def test_rotation_fallback_and_best(tmp_path):
     assert path == manager.prev and state["step"] == 1
 
     manager.prev.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no readable"):
+    with pytest.warns(UserWarning), pytest.raises(TrainingStateError, match="no readable"):
         manager.load_resume()
 
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="format"):
-        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(TrainingStateError, match="format"):
+        load_training_state(tmp_path / "foreign.pt")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_engine_toy import NUM_CLASSES, ToyNet, ToyScenes, collate
 
-from ditr.engine.checkpoint import load_checkpoint
+from ditr.engine.checkpoint import load_training_state
 from ditr.engine.logging import read_jsonl
 from ditr.engine.losses import SegmentationCriterion
 from ditr.engine.metrics import confusion_matrix
@@ -57,7 +57,7 @@ def test_learns_and_writes_outputs(tmp_path):
     val = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "val"]
     assert [r["step"] for r in val] == [20, 40]
     assert summary["best"]["metric"] == "miou"
-    best = load_checkpoint(tmp_path / "best.pt")
+    best = load_training_state(tmp_path / "best.pt")
     assert best["step"] == summary["best"]["step"]
     assert best["metrics"]["miou"] == summary["best"]["value"]
     for name in ("last.pt", "last.prev.pt", "curves.png", "class_iou.png"):
@@ -72,8 +72,8 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     crashed = make_trainer(tmp_path / "run", callbacks=[StopAt(7)])
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.fit()
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 6
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_in_epoch"] == 1
+    assert load_training_state(tmp_path / "run" / "last.pt")["step"] == 6
+    assert load_training_state(tmp_path / "run" / "last.pt")["batch_in_epoch"] == 1
 
     resumed = make_trainer(tmp_path / "run", num_workers=2)  # workers must not change the data
     resumed.fit()
@@ -98,7 +98,7 @@ def test_resume_falls_back_when_last_checkpoint_is_damaged(tmp_path):
     ref_w, res_w = weights(reference), weights(resumed)
     assert resumed.step == 10 and all(torch.equal(ref_w[k], res_w[k]) for k in ref_w)
     assert (tmp_path / "run" / "last.pt.damaged").exists()  # set aside, not rotated into prev
-    assert load_checkpoint(tmp_path / "run" / "last.prev.pt")["step"] < 10
+    assert load_training_state(tmp_path / "run" / "last.prev.pt")["step"] < 10
 
 
 def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
@@ -112,7 +112,7 @@ def test_signal_stops_after_the_step_with_a_checkpoint(tmp_path):
     with pytest.raises(TrainingInterrupted, match="step 4/15"):
         trainer.fit()
     assert signal.getsignal(signal.SIGTERM) == previous
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    assert load_training_state(tmp_path / "last.pt")["step"] == 4
     resumed = make_trainer(tmp_path, val=False)
     assert resumed.fit()["step"] == 15
 

@@ -13,11 +13,11 @@ from safetensors.torch import save_file
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.data import SceneDataset, collate
-from ditr.engine.checkpoint import save_checkpoint
+from ditr.engine.checkpoint import save_training_state
 from ditr.engine.metrics import segmentation_metrics
 from ditr.errors import DitrError
-from ditr.export import is_bundle, load_bundle, read_bundle
-from ditr.training import load_model, model_from_config
+from ditr.build import model_from_config
+from ditr.model_files import is_bundle, load_model, read_bundle
 from conftest import small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,7 +43,7 @@ def save_trained_like(path: Path, presets: list[str], *overrides: str, metrics: 
     # the optimizer state a training checkpoint carries (AdamW: two moments per weight)
     state["optimizer"] = {"state": {i: {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                                     for i, p in enumerate(model.parameters())}}
-    save_checkpoint(path, state)
+    save_training_state(path, state)
     return path
 
 
@@ -96,7 +96,7 @@ def test_bundle_reproduces_the_eager_logits(world, tmp_path, capsys, method):
     assert is_bundle(bundle) and not is_bundle(ckpt)
     assert report["bytes"] < report["checkpoint_bytes"] / 2  # no optimizer state
     eager, config = load_model(ckpt)
-    exported, bundled_config = load_bundle(bundle)
+    exported, bundled_config = load_model(bundle)
     assert bundled_config == config
     batch = collate([SceneDataset(rooms[:1], None, config, "val").get(0, np.random.default_rng(0))])
     with torch.no_grad():

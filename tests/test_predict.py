@@ -13,14 +13,16 @@ import pytest
 import torch
 from plyfile import PlyData
 
+from ditr.build import model_from_config
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.demo import DemoSettings, method_config
-from ditr.engine.checkpoint import save_checkpoint
+from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
+from ditr.model_files import load_model
 from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks, predict
 from ditr.scene import Scene
-from ditr.training import load_model, model_from_config, predict_scene, train
+from ditr.training import predict_scene, train
 from ditr.viz.viewer import viewer_payload, write_viewer
 from conftest import look_at, small_world
 
@@ -37,7 +39,7 @@ def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
     """A random-init model saved the way the trainer saves its state (config stored alongside)."""
     config = load_preset(presets, list(overrides))
     torch.manual_seed(0)
-    save_checkpoint(path, {"model": model_from_config(config).state_dict(), "config": config.to_dict(), "step": 0})
+    save_training_state(path, {"model": model_from_config(config).state_dict(), "config": config.to_dict(), "step": 0})
     return path
 
 

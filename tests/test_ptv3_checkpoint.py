@@ -1,4 +1,4 @@
-"""Reference manifests, reference state-dict loading reports and our own checkpoint format."""
+"""Reference manifests and reference state-dict loading reports (ditr.models.reference)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import pytest
 import torch
 
 from ditr.models import (
-    CheckpointError,
+    ReferenceCheckpointError,
     create_segmentor,
-    load_checkpoint,
     load_reference_state_dict,
     manifest_report,
-    save_checkpoint,
 )
-from ditr.models.checkpoint import extract_state_dict
+from ditr.models.reference import extract_state_dict
 
 CHECKPOINTS = Path(__file__).parents[1].parent / "shared" / "checkpoints"
 
@@ -55,7 +53,7 @@ def test_reference_load_report_lists_missing_and_unexpected() -> None:
     state["module.backbone.extra.weight"] = torch.zeros(3)
     state["module.backbone.img_enc.vit.cls_token"] = torch.zeros(1, 1, 4)
     state["module.backbone.embedding.stem.conv.weight"] = torch.zeros(8, 3, 3, 3, 6)
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(ReferenceCheckpointError, match="missing"):
         load_reference_state_dict(model, {"state_dict": state})
     report = load_reference_state_dict(model, {"state_dict": state}, strict=False)
     assert report.missing == ["seg_head.bias"]
@@ -74,17 +72,3 @@ def test_backbone_only_state_dict_loads_into_backbone_and_segmentor_keys_drop() 
     assert torch.equal(target.embedding.stem["conv"].weight, source.backbone.embedding.stem["conv"].weight)
     assert set(extract_state_dict({"model": {"module.a": 1}})) == {"a"}
 
-
-def test_own_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = create_segmentor("tiny", image_channels=12, reference_compat=True).eval()
-    path = save_checkpoint(model, tmp_path / "ckpt", epoch=3)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
-    loaded = load_checkpoint(path).eval()
-    assert loaded.config == model.config and loaded.num_classes == model.num_classes
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert k == k2 and torch.equal(a, b)
-    save_checkpoint(loaded, path)  # overwriting an existing checkpoint replaces it whole
-    assert json.loads((path / "config.json").read_text())["meta"] == {}
-    (path / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="not a ditr.ptv3"):
-        load_checkpoint(path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .configs import load_preset
+from .configs import RunConfig, load_preset
 from .engine.logging import read_jsonl, to_jsonable
+from .errors import DitrError
 from .fileio import atomic_write_json
 from .io.synthetic import CLASS_NAMES, GENERATOR_VERSION, generate_room, room_seed
 from .scene import Scene
+
+Scenes = Sequence[str | Path]
 
 #: The methods compared, with the preset fragment each merges onto ``synthetic``.
 #: d-ditr fine-tunes with method/ptv3 from a student distilled first (ditr.distill).
@@ -151,12 +154,99 @@ def plot_curves(work_dirs: dict[str, Path], path: Path) -> Path:
     return path
 
 
+def demo_distill_config(base: RunConfig, feature_dim: int, rooms: int | None = None,
+                        steps: int | None = None, view_strategy: str = "last") -> RunConfig:
+    """The demo's distillation config: a 3D-only demo config + method/d-ditr.
+
+    The budget is the base config's unless ``steps`` (with the number of distillation ``rooms``,
+    which sets the steps per epoch) asks for another; ``view_strategy`` fuses the teacher's targets.
+    """
+    from .configs import preset_path
+    from .configs.files import read_config_files
+
+    config = base.merged(read_config_files([preset_path("method/d-ditr")]), "method/d-ditr over the demo config")
+    config.distill.head_channels = int(feature_dim)
+    config.images.view_strategy = view_strategy  # type: ignore[assignment]
+    config.model.image_channels = None
+    if steps is not None:
+        if rooms is None:
+            raise DitrError("demo_distill_config: steps needs the number of distillation rooms")
+        per_epoch = -(-rooms // config.trainer.batch_size)
+        config.trainer.epochs = max(1, steps // per_epoch)
+        config.trainer.eval_every_epochs = max(1, config.trainer.epochs // 5)
+    return config
+
+
+def demo_distill(finetune_config: RunConfig, out: Path, feature_dim: int, train_rooms: Scenes,
+                 val_rooms: Scenes, steps: int | None = None, view_strategy: str = "last", quiet: bool = False,
+                 console: Any = None) -> tuple[Path, dict[str, Any]]:
+    """``ditr demo``'s D-DITR stage 1 on ``train_rooms`` (labels unused: the training rooms plus any
+    unlabelled ones), for ``steps`` (default: the fine-tuning run's budget), targets fused by ``view_strategy``.
+
+    Returns the student checkpoint (the fine-tuning ``init``) and what the results row adds: the
+    teacher cosine on the held-out rooms, the distillation steps and time, the picture's path.
+    """
+    from .distill import distill, evaluate_distillation
+
+    work_dir = Path(out) / "runs" / "d-ditr-distill"
+    config = demo_distill_config(finetune_config, feature_dim, len(train_rooms), steps, view_strategy)
+    if console is not None:
+        console.print(f"  distilling the 2D features into a 3D-only PTv3 ({work_dir})")
+    t0 = time.perf_counter()
+    summary = distill(config, work_dir, train_scenes=train_rooms, val_scenes=val_rooms, quiet=quiet)
+    seconds = time.perf_counter() - t0
+    checkpoint = work_dir / "last.pt"
+    report = evaluate_distillation(checkpoint, val_rooms, out=work_dir / "distill_eval.json")
+    first = Path(val_rooms[0])
+    picture = render_student_vs_teacher(checkpoint, first, Path(out) / f"distillation_{first.name}.png",
+                                        title=f"{first.name} (held out): teacher vs distilled student, one PCA basis")
+    if console is not None:
+        console.print(f"  student cosine to the teacher on held-out rooms: {report['cosine']:.3f}")
+    return checkpoint, {"teacher_cosine": report["cosine"],
+                        "teacher_cosine_per_room": {k: v["cosine"] for k, v in report["per_scene"].items()},
+                        "distill_steps": summary["step"], "distill_rooms": len(train_rooms),
+                        "distill_views": view_strategy, "distill_seconds": round(seconds, 1),
+                        "distill_checkpoint": str(checkpoint), "picture": str(picture)}
+
+
+@torch.no_grad()
+def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, path: str | Path,
+                              title: str = "", device: str | torch.device = "cpu") -> Path:
+    """Top-down PNG of one scene: the teacher's lifted features beside the distilled student's prediction.
+
+    One PCA basis (fitted on the teacher's seen voxels) colours both panels
+    (:func:`ditr.viz.pca.save_student_vs_teacher`), so equal colours mean similar features.
+    """
+    from .data import SceneDataset, collate
+    from .distill import check_student_config, load_teacher, source_configs, teacher_features
+    from .engine.loading import move_to
+    from .engine.losses import cosine_distill_loss
+    from .model_files import load_model, read_model_file
+    from .viz.pca import save_student_vs_teacher
+
+    file = read_model_file(checkpoint)
+    check_student_config(file.run_config())
+    model, config = load_model(file, device)
+    dataset = SceneDataset([scene_dir], None, source_configs(config)[0], "val")
+    batch = move_to(collate([dataset.get(0, np.random.default_rng(0))]), torch.device(device))
+    pred = model(batch)["pred"].float().cpu()
+    target = teacher_features(batch, load_teacher(config), torch.device(device)).float().cpu()
+    seen = batch["img_seen"].cpu().bool()
+    _, cos, _ = cosine_distill_loss(pred, target, seen)
+    if not bool(seen.any()):
+        raise DitrError(f"{scene_dir}: no voxel is seen by a view; nothing to compare")
+    title = title or (f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher); "
+                      "top-down, ceiling hidden")
+    return save_student_vs_teacher(path, batch["coord"].cpu().numpy(), target, pred, seen, float(cos), title)
+
+
 def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> dict[str, Any]:
     """Run the demo into ``out``; returns (and writes) the results."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from .training import evaluate, load_model, predict_scene, train
+    from .model_files import load_model
+    from .training import evaluate, predict_scene, train
     from .viz.labels import plot_method_iou, render_label_comparison
 
     out = Path(out)
@@ -187,8 +277,6 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         t0 = time.perf_counter()
         init = extra = None
         if method == "d-ditr":
-            from .distill import demo_distill
-
             init, extra = demo_distill(config, out, vfm["feature_dim"], train_rooms + unlabelled_rooms, val_rooms,
                                        settings.distill_steps, settings.distill_views, quiet, console)
             pictures_extra["distillation"] = Path(extra.pop("picture"))

@@ -1,97 +1,54 @@
 """D-DITR (DESIGN 1.4): distil a frozen 2D foundation model into a plain 3D PTv3, then fine-tune it.
 
-Stage 1, :func:`distill`: a :class:`DistillStudent` (a 3D-only PTv3 backbone + ``distill_head =
-Linear(out_channels, D)``) regresses, for every voxel, the VFM feature lifted onto it by the usual
-projection pipeline (the teacher's ``img_table`` from the feature cache, or the frozen VFM run
-online on the batch's ``images``). The loss is the mean over voxels seen by at least one view of
-``1 - cos(pred, target)``; unseen voxels do not count. Several data sets can be distilled in one run
-(``distill.datasets``: each source its own dataset, views and resolution). The loop is the training
-engine's (:class:`~ditr.engine.trainer.Trainer`: resume, DDP, progress, logs, checkpoints);
+Stage 1, :func:`distill`: a :class:`~ditr.models.student.DistillStudent` (a 3D-only PTv3 backbone +
+``distill_head = Linear(out_channels, D)``) regresses, for every voxel, the VFM feature lifted onto
+it by the usual projection pipeline (the teacher's ``img_table`` from the feature cache, or the
+frozen VFM run online on the batch's ``images``). The loss is the mean over voxels seen by at least
+one view of ``1 - cos(pred, target)`` (:func:`~ditr.engine.losses.cosine_distill_loss`); unseen
+voxels do not count. Several data sets can be distilled in one run (``distill.datasets``: each
+source its own dataset, views and resolution). The loop is the training engine's
+(:class:`~ditr.engine.trainer.Trainer`: resume, DDP, progress, logs, checkpoints);
 validation reports the mean cosine similarity (``val_cosine``) and keeps ``best.pt`` by it.
 
 Stage 2 is ordinary 3D-only training (``method/ptv3``) with ``init=`` the student checkpoint:
-:func:`load_init` copies the ``backbone.*`` weights, drops ``distill_head.*`` and leaves the new
-``seg_head`` at its initialisation. The fine-tuned model never reads images.
-:func:`checkpoint_requirements` says what a checkpoint needs at inference (images or not).
+:func:`ditr.model_files.load_init` copies the ``backbone.*`` weights, drops ``distill_head.*`` and
+leaves the new ``seg_head`` at its initialisation. The fine-tuned model never reads images.
+:func:`ditr.model_files.checkpoint_requirements` says what a model file needs at inference (images or not).
+
+This module is the distillation workflow only: the teacher and criterion, the trainer, the source
+configs and data sets, :func:`distill` and :func:`evaluate_distillation`. The student model is built
+by :mod:`ditr.build`; the demo's distillation stage and its picture are in :mod:`ditr.demo`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
+from .build import model_from_config
 from .configs import ModelKind, RunConfig
 from .data import SceneDataset, collate, lookup_image_features
 from .data.image_lookup import image_table_from_grids
-from .engine.checkpoint import CheckpointError
-from .engine.checkpoint import load_checkpoint as load_train_state
 from .engine.evaluator import as_output
 from .engine.loading import move_to
+from .engine.losses import cosine_distill_loss
 from .engine.trainer import Trainer
 from .errors import DitrError
-from .models.ptv3 import PointTransformerV3, PTv3Config
+from .model_files import load_model, read_model_file
+from .training import fit, trainer_config
 
 Scenes = Sequence[str | Path]
 #: Run-config sections a distillation source may set for itself (the rest is the run's).
 SOURCE_SECTIONS = ("dataset", "images", "projection", "transforms", "mix3d", "vfm")
 
 
-# ------------------------------------------------------------------------------------------ model
-class DistillStudent(nn.Module):
-    """A 3D-only PTv3 whose final decoder features are mapped to the teacher's width.
-
-    ``forward(batch) -> {"pred": (N, D)}``. State-dict keys: ``backbone.*`` (those of
-    :class:`~ditr.models.ptv3.PTv3Segmentor`, so a segmentor fine-tunes from them) and
-    ``distill_head.*`` (dropped at fine-tuning).
-    """
-
-    def __init__(self, config: PTv3Config, head_channels: int) -> None:
-        super().__init__()
-        if config.image_channels is not None:
-            raise DitrError("the D-DITR student takes no image input (model.image_channels must be null)")
-        self.backbone = PointTransformerV3(config)
-        self.distill_head = nn.Linear(self.backbone.config.out_channels, int(head_channels))
-
-    @property
-    def config(self) -> PTv3Config:
-        return self.backbone.config
-
-    def forward(self, data: Mapping[str, Any]) -> dict[str, Tensor]:
-        point = self.backbone({k: v for k, v in data.items() if k != "image_feat"})
-        return {"pred": self.distill_head(point.feat)}
-
-
-def head_channels(config: RunConfig) -> int:
-    """D of the distillation head: ``distill.head_channels``, else ``model.image_channels``."""
-    d = config.distill.head_channels or config.model.image_channels
-    if not d:
-        raise DitrError("distill.head_channels is not set (the teacher's feature width, e.g. 1024 for ViT-L)")
-    return int(d)
-
-
-# ------------------------------------------------------------------------------------------ loss
-def cosine_distill_loss(pred: Tensor, target: Tensor, seen: Tensor) -> tuple[Tensor, Tensor, int]:
-    """(mean of 1 - cos over seen voxels, mean cos, number of seen voxels); unseen voxels are ignored.
-
-    A batch in which no voxel is seen gives a zero loss that still depends on ``pred`` (so DDP and
-    the optimizer see a graph) and a NaN cosine.
-    """
-    seen = seen.to(pred.device).bool()
-    count = int(seen.sum())
-    if count == 0:
-        return pred.sum() * 0.0, torch.tensor(float("nan"), device=pred.device), 0
-    cos = F.cosine_similarity(pred[seen].float(), target[seen].to(pred.device).float(), dim=1, eps=1e-8)
-    return (1.0 - cos).mean(), cos.mean().detach(), count
-
-
+# ------------------------------------------------------------------------------------------ teacher and loss
 def teacher_features(batch: Mapping[str, Any], teacher: Any = None, device: torch.device | None = None) -> Tensor:
     """(N, D) lifted teacher features of a batch: cached table, or the frozen VFM on ``images``."""
     table = batch.get("img_table")
@@ -157,7 +114,7 @@ def source_configs(config: RunConfig) -> list[RunConfig]:
             if unknown:
                 raise DitrError(f"distill.datasets[{i}]: unknown sections {unknown} (allowed: {list(SOURCE_SECTIONS)})")
             fragment = dict(entry)
-        sources.append(config.merged(fragment, f"distill.datasets[{i}]"))
+        sources.append(config.merged(fragment, f"distill.datasets[{i}]"))  # the same kind: images are used
     first = sources[0]
     for i, s in enumerate(sources[1:], 1):
         for a, b, what in ((first.vfm.model, s.vfm.model, "teacher (vfm.model)"),
@@ -199,7 +156,8 @@ def load_teacher(config: RunConfig) -> Any:
     return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
 
 
-def _check_student_config(config: RunConfig) -> None:
+def check_student_config(config: RunConfig) -> None:
+    """An error unless ``config`` is a D-DITR student's (``model.name: d-ditr``)."""
     if config.kind is not ModelKind.D_DITR:
         raise DitrError(f"ditr distill needs model.name {ModelKind.D_DITR.value} (merge method/d-ditr), "
                         f"not {config.kind.value!r}")
@@ -210,10 +168,8 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
             val_scenes: Scenes | None = None, resume: bool = True, quiet: bool = False,
             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary."""
-    from .training import fit, model_from_config, trainer_config
-
     config = RunConfig.coerce(config).copy()
-    _check_student_config(config)
+    check_student_config(config)
     torch.manual_seed(config.trainer.seed)
     model = model_from_config(config)
     train_set, val_set = distill_datasets(config, train_scenes, val_scenes)
@@ -226,18 +182,6 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
     return fit(trainer, resume)
 
 
-def load_student(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[DistillStudent, RunConfig]:
-    """The distilled student of a ``ditr distill`` checkpoint and its run config."""
-    from .training import model_from_config
-
-    state = load_train_state(checkpoint)
-    config = RunConfig.from_stored(state.get("config") or {}, f"{checkpoint} (stored run config)")
-    _check_student_config(config)
-    model = model_from_config(config)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
-
-
 @torch.no_grad()
 def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, *,
                           device: str | torch.device = "cpu", out: str | Path | None = None) -> dict[str, Any]:
@@ -246,7 +190,9 @@ def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, 
     ``cosine`` is the mean over all seen voxels of all scenes; ``per_scene`` the mean of each.
     Written to ``out`` (JSON) when given.
     """
-    model, config = load_student(checkpoint, device)
+    file = read_model_file(checkpoint)
+    check_student_config(file.run_config())
+    model, config = load_model(file, device)
     teacher = load_teacher(config)
     if scenes is not None:
         dataset: Dataset = SceneDataset(list(scenes), None, source_configs(config)[0], "val")
@@ -266,198 +212,11 @@ def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, 
                                        "voxels": int(batch["img_seen"].numel())}
         total += count
         weighted += float(cos) * count if count else 0.0
-    state = load_train_state(checkpoint)
-    result = {"checkpoint": str(checkpoint), "step": state.get("step"), "teacher": config.vfm.model,
-              "cosine": weighted / total if total else float("nan"), "seen_voxels": total,
-              "scenes": len(per_scene), "per_scene": per_scene}
+    result = {"checkpoint": str(checkpoint), "step": file.record.get("step"),
+              "teacher": config.vfm.model, "cosine": weighted / total if total else float("nan"),
+              "seen_voxels": total, "scenes": len(per_scene), "per_scene": per_scene}
     if out is not None:
         from .fileio import atomic_write_json
 
         atomic_write_json(Path(out), result)
     return result
-
-
-# ------------------------------------------------------------------------------------------ stage 2
-def load_init(model: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Initialise ``model`` from a checkpoint's matching weights (same name and shape); a report.
-
-    Heads of another shape (other classes) are skipped and reported; backbone tensors of another
-    shape (another backbone) are an error rather than a silently partial initialisation.
-
-    Accepts a ditr training state (``ditr train`` / ``ditr distill``: the student's ``backbone.*``
-    loads, ``distill_head.*`` is dropped, a new ``seg_head`` stays as initialised), a checkpoint
-    directory of :func:`ditr.models.checkpoint.save_checkpoint`, or a reference-format file
-    (``{"state_dict": ...}`` with ``module.`` / ``backbone.`` / ``seg_head.`` keys, mapped by
-    :func:`ditr.models.checkpoint.convert_reference_state_dict`).
-    """
-    from .models.checkpoint import WEIGHTS_FILE, convert_reference_state_dict
-
-    path = Path(path)
-    if path.is_dir() and (path / WEIGHTS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        state, fmt = dict(load_file(str(path / WEIGHTS_FILE))), "ditr.ptv3"
-    else:
-        try:
-            state, fmt = load_train_state(path)["model"], "ditr.train_state"
-        except CheckpointError:
-            try:
-                raw = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise DitrError(f"{path}: cannot read as an initialisation checkpoint ({exc})") from None
-            state, _ = convert_reference_state_dict(raw, model)
-            fmt = "reference"
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    skipped = sorted(k for k in state if k not in usable)
-    clash = [k for k in skipped if k in own and k.startswith("backbone.")]
-    if clash or not usable:
-        raise DitrError(f"{path}: its backbone does not fit this model ({len(clash)} tensors of another shape, "
-                        f"e.g. {clash[:3]}); was it trained with the same model.backbone / input features?")
-    model.load_state_dict(usable, strict=False)
-    return {"path": str(path), "format": fmt, "loaded": len(usable),
-            "new": sorted(k for k in own if k not in usable), "skipped": skipped,
-            "mismatched": sorted(k for k in skipped if k in own)}
-
-
-def checkpoint_requirements(path: str | Path) -> dict[str, Any]:
-    """What a ``ditr train`` / ``ditr distill`` checkpoint needs: images or not, teacher, classes, inputs."""
-    state = load_train_state(path)
-    config = RunConfig.from_stored(state.get("config") or {}, f"{path} (stored run config)")
-    kind = config.kind
-    data = config.dataset
-    report = {
-        "checkpoint": str(path), "model": kind.value,
-        "task": "segmentation" if kind.segments else "distillation",
-        "needs_images": kind.needs_images_at_inference,
-        "needs_images_for_training": kind.uses_images,
-        "vfm": config.vfm.model if kind.uses_images else None,
-        "feature_dim": None if not kind.uses_images else (head_channels(config) if kind is ModelKind.D_DITR
-                                                          else config.model.image_channels),
-        "backbone": config.model.backbone,
-        "input_features": list(data.input_features), "in_channels": data.in_channels,
-        "num_classes": data.num_classes if kind.segments else None,
-        "classes": data.class_names if kind.segments else None,
-        "step": state.get("step"), "total_steps": state.get("total_steps"),
-        "init": config.init,
-    }
-    return report
-
-
-def save_requirements(path: str | Path, out: str | Path) -> dict[str, Any]:
-    from .fileio import atomic_write_json
-
-    report = checkpoint_requirements(path)
-    atomic_write_json(Path(out), report)
-    return report
-
-
-# ------------------------------------------------------------------------------------------ picture
-@torch.no_grad()
-def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, path: str | Path,
-                              title: str = "", device: str | torch.device = "cpu") -> Path:
-    """Top-down PNG of one scene: teacher lifted features | student prediction, one PCA basis.
-
-    The basis is fitted on the teacher's seen voxels and applied to both, so equal colours mean
-    similar features; unseen voxels are grey in the teacher panel (no target) and coloured in the
-    student's (it predicts everywhere).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from .fileio import atomic_write
-    from .viz.pca import pca_basis, pca_colors
-
-    model, config = load_student(checkpoint, device)
-    dataset = SceneDataset([scene_dir], None, source_configs(config)[0], "val")
-    batch = move_to(collate([dataset.get(0, np.random.default_rng(0))]), torch.device(device))
-    pred = model(batch)["pred"].float().cpu()
-    target = teacher_features(batch, load_teacher(config), torch.device(device)).float().cpu()
-    seen = batch["img_seen"].cpu().bool()
-    _, cos, _ = cosine_distill_loss(pred, target, seen)
-    if not bool(seen.any()):
-        raise DitrError(f"{scene_dir}: no voxel is seen by a view; nothing to compare")
-    basis = pca_basis(target[seen])
-    coord = batch["coord"].cpu().numpy()
-    teacher_rgb = np.full((len(coord), 3), 128, np.uint8)
-    teacher_rgb[seen.numpy()] = pca_colors(target[seen], basis)
-    student_rgb = pca_colors(pred, basis)
-    z = coord[:, 2]
-    below = z < z.max() - 0.25  # hide the ceiling so the floor, furniture and walls show from above
-    order = np.argsort(z)
-    order = order[below[order]] if below.any() else order
-    fig = Figure(figsize=(12, 6.2), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, rgb, name in ((axes[0], teacher_rgb, "teacher: lifted 2D features (grey: unseen)"),
-                          (axes[1], student_rgb, f"student: predicted from 3D only (cos {float(cos):.3f} on seen)")):
-        ax.scatter(coord[order, 0], coord[order, 1], c=rgb[order] / 255.0, s=3, linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_title(name, fontsize=10)
-        ax.set_axis_off()
-    fig.suptitle(title or f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher); top-down, ceiling hidden", fontsize=11)
-    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
-
-
-# ------------------------------------------------------------------------------------------ demo
-def demo_distill_config(base: RunConfig, feature_dim: int, rooms: int | None = None,
-                        steps: int | None = None, view_strategy: str = "last") -> RunConfig:
-    """The demo's distillation config: a 3D-only demo config + method/d-ditr.
-
-    The budget is the base config's unless ``steps`` (with the number of distillation ``rooms``,
-    which sets the steps per epoch) asks for another; ``view_strategy`` fuses the teacher's targets.
-    """
-    from .configs import preset_path
-    from .configs.files import read_config_files
-
-    fragment = read_config_files([preset_path("method/d-ditr")])
-    config = base.merged(fragment, "method/d-ditr over the demo config")
-    config.distill.head_channels = int(feature_dim)
-    config.images.view_strategy = view_strategy  # type: ignore[assignment]
-    config.model.image_channels = None
-    if steps is not None:
-        if rooms is None:
-            raise DitrError("demo_distill_config: steps needs the number of distillation rooms")
-        per_epoch = -(-rooms // config.trainer.batch_size)
-        config.trainer.epochs = max(1, steps // per_epoch)
-        config.trainer.eval_every_epochs = max(1, config.trainer.epochs // 5)
-    return config
-
-
-def demo_distill(finetune_config: Mapping[str, Any], out: Path, feature_dim: int, train_rooms: Scenes,
-                 val_rooms: Scenes, steps: int | None = None, view_strategy: str = "last", quiet: bool = False,
-                 console: Any = None) -> tuple[Path, dict[str, Any]]:
-    """``ditr demo``'s D-DITR stage 1 on ``train_rooms`` (labels unused: the training rooms plus any
-    unlabelled ones), for ``steps`` (default: the fine-tuning run's budget), targets fused by ``view_strategy``.
-
-    Returns the student checkpoint (the fine-tuning ``init``) and what the results row adds: the
-    teacher cosine on the held-out rooms, the distillation steps and time, the picture's path.
-    """
-    import time
-
-    work_dir = Path(out) / "runs" / "d-ditr-distill"
-    config = demo_distill_config(finetune_config, feature_dim, len(train_rooms), steps, view_strategy)
-    if console is not None:
-        console.print(f"  distilling the 2D features into a 3D-only PTv3 ({work_dir})")
-    t0 = time.perf_counter()
-    summary = distill(config, work_dir, train_scenes=train_rooms, val_scenes=val_rooms, quiet=quiet)
-    seconds = time.perf_counter() - t0
-    checkpoint = work_dir / "last.pt"
-    report = evaluate_distillation(checkpoint, val_rooms, out=work_dir / "distill_eval.json")
-    first = Path(val_rooms[0])
-    picture = render_student_vs_teacher(checkpoint, first, Path(out) / f"distillation_{first.name}.png",
-                                        title=f"{first.name} (held out): teacher vs distilled student, one PCA basis")
-    if console is not None:
-        console.print(f"  student cosine to the teacher on held-out rooms: {report['cosine']:.3f}")
-    return checkpoint, {"teacher_cosine": report["cosine"],
-                        "teacher_cosine_per_room": {k: v["cosine"] for k, v in report["per_scene"].items()},
-                        "distill_steps": summary["step"], "distill_rooms": len(train_rooms),
-                        "distill_views": view_strategy, "distill_seconds": round(seconds, 1),
-                        "distill_checkpoint": str(checkpoint), "picture": str(picture)}
-
-
-def dump(result: Mapping[str, Any]) -> str:
-    from .engine.logging import to_jsonable
-
-    return json.dumps(to_jsonable(dict(result)))

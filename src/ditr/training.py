@@ -1,48 +1,31 @@
 """From a run configuration to a trained, evaluated model: the glue between data, model and engine.
 
 ``train`` builds the datasets of the config (``dataset.root`` + splits, or explicit scene lists),
-the model (:func:`ditr.models.ditr.build_model`), the loss, optimizer and schedule, and runs the
-:class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``load_model`` rebuilds a
-trained model from a checkpoint alone (the run config is stored in it), which is what
-``ditr evaluate`` and ``ditr predict`` need.
+the model (:func:`ditr.build.model_from_config`), the loss, optimizer and schedule, and runs the
+:class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``evaluate`` scores a
+trained model rebuilt from its file alone (:func:`ditr.model_files.load_model`: the run config is
+stored in it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .build import model_from_config
 from .configs import RunConfig
 from .data import SceneDataset, collate
-from .engine.checkpoint import load_checkpoint
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
 from .engine.trainer import Trainer, TrainerConfig
-from .errors import DitrError
-from .models.ditr import build_model
+from .model_files import load_init, load_model
 from .models.ptv3 import PTv3Segmentor
 
 Scenes = Sequence[str | Path]
-
-
-def _vfm_backend(config: RunConfig) -> Any:
-    """The frozen VFM for DITR runs whose features are computed online (``vfm.online``), on ``vfm.device``."""
-    vfm = config.vfm
-    if not (config.kind.needs_images_at_inference and vfm.online):
-        return None
-    from .vfm import VFMBackend, load_vfm
-
-    handle = load_vfm(vfm.model, vfm.checkpoint, allow_download=vfm.download)
-    return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
-
-
-def model_from_config(config: RunConfig | Mapping[str, Any]) -> PTv3Segmentor:
-    config = RunConfig.coerce(config)
-    return build_model(config, config.dataset.in_channels, config.num_classes(), vfm=_vfm_backend(config))
 
 
 def datasets_from_config(config: RunConfig, train_scenes: Scenes | None = None,
@@ -76,9 +59,7 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
     config = RunConfig.coerce(config).copy()
     torch.manual_seed(config.trainer.seed)  # the same initial weights every run
     model = model_from_config(config)
-    if init is not None:  # ditr train/distill state, ditr.ptv3 directory or reference format
-        from .distill import load_init
-
+    if init is not None:  # ditr train/distill state, .ditr bundle or reference format
         report = load_init(model, init)
         config.init = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
@@ -95,25 +76,6 @@ def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
         return trainer.fit(resume=resume)
     finally:
         trainer.close()
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu",
-               prepare: Callable[[RunConfig], RunConfig] | None = None
-               ) -> tuple[PTv3Segmentor, RunConfig]:
-    """The trained model of a checkpoint and the run config it was trained with.
-
-    ``prepare(config)`` may adjust the config before the model is built (``ditr predict`` sets
-    ``vfm.online`` there, so that the model gets its VFM attached).
-    """
-    state = load_checkpoint(checkpoint)
-    if not state.get("config"):
-        raise DitrError(f"{checkpoint}: no run configuration stored; was it written by ditr train?")
-    config = RunConfig.from_stored(state["config"], f"{checkpoint} (stored run config)")
-    if prepare is not None:
-        config = prepare(config)
-    model = model_from_config(config)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
 
 
 def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 NAME = "distill"
 HELP = "D-DITR: distil frozen 2D features into a 3D-only PTv3 student (then fine-tune with ditr train --init)."
@@ -30,26 +33,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluate", type=Path, default=None, metavar="CKPT",
                    help="only evaluate this student's cosine to the teacher (on the scenes given, else its val split)")
     p.add_argument("--requirements", type=Path, default=None, metavar="CKPT",
-                   help="print what a checkpoint needs at inference (images or not, teacher, classes) and exit")
+                   help="print what a checkpoint or .ditr bundle needs at inference (images or not, teacher, "
+                        "classes) and exit")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
     p.add_argument("--device", default="cpu", help="device for --evaluate")
 
 
+def _dump(result: Mapping[str, Any]) -> str:
+    """One JSON line: tensors and NumPy scalars as numbers, NaN / inf as null."""
+    from ..engine.logging import to_jsonable
+
+    return json.dumps(to_jsonable(dict(result)))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..configs import load_preset
-    from ..distill import (checkpoint_requirements, distill, dump, evaluate_distillation)
+    from ..distill import distill, evaluate_distillation
     from ..errors import DitrError
     from ..fileio import atomic_write_json
+    from ..model_files import checkpoint_requirements
 
     if args.requirements is not None:
         result = checkpoint_requirements(args.requirements)
-        print(dump(result))
+        print(_dump(result))
         if args.out:
             atomic_write_json(args.out, result)
         return 0
     if args.evaluate is not None:
         result = evaluate_distillation(args.evaluate, args.items or None, device=args.device, out=args.out)
-        print(dump({k: v for k, v in result.items() if k != "per_scene"}))
+        print(_dump({k: v for k, v in result.items() if k != "per_scene"}))
         return 0
     presets = [i for i in args.items if "=" not in i]
     overrides = [i for i in args.items if "=" in i]
@@ -62,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     if (Path(work_dir) / "last.pt").is_file() and summary.get("metrics") is not None:
         result["eval"] = {k: v for k, v in evaluate_distillation(
             Path(work_dir) / "last.pt", out=Path(work_dir) / "distill_eval.json").items() if k != "per_scene"}
-    print(dump(result))
+    print(_dump(result))
     return 0

@@ -18,7 +18,8 @@ from the feature cache the model was trained with (override with --set vfm.cache
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a checkpoint written by ditr train (best.pt / last.pt)")
+    p.add_argument("checkpoint", type=Path,
+                   help="a checkpoint written by ditr train (best.pt / last.pt) or a .ditr bundle")
     p.add_argument("data", type=Path, nargs="+", help="scene directories or directories of scenes")
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="override a setting of the stored run config (e.g. vfm.cache=feats)")

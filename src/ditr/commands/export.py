@@ -17,6 +17,15 @@ pickle by any safetensors reader, about a third of a training checkpoint (no opt
 --format torchscript / onnx are refused with the reason: the PTv3 forward builds its rulebooks
 with data-dependent shapes that tracing, scripting and torch.export cannot capture (docs/predict.md)."""
 
+#: Why the other formats are refused (the command prints it; docs/predict.md has the details).
+UNSUPPORTED = (
+    "{fmt} export of the PTv3 / DITR forward does not work: the network builds its sparse-conv "
+    "rulebooks, serialization orders and pooling clusters from the points with data-dependent shapes "
+    "(unique, nonzero, .tolist()), which tracing freezes to the example cloud and torch.export / the "
+    "ONNX exporter cannot capture. Use --format bundle (a safetensors file with the config, loadable "
+    "by ditr predict and ditr.model_files.load_model); see docs/predict.md."
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a ditr train checkpoint (best.pt / last.pt)")
@@ -27,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import DitrError
-    from ..export import UNSUPPORTED, export_bundle
+    from ..model_files import export_bundle
 
     if args.format != "bundle":
         raise DitrError(UNSUPPORTED.format(fmt={"torchscript": "TorchScript", "onnx": "ONNX"}[args.format]))

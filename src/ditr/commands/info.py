@@ -26,27 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
-def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(kind, run config, training record, weights) of a checkpoint or a bundle."""
-    from ..engine.checkpoint import load_checkpoint
-    from ..errors import DitrError
-    from ..export import is_bundle, read_bundle
-
-    if is_bundle(path):
-        weights, config, record = read_bundle(path)
-        return "bundle", config, record, weights
-    state = load_checkpoint(path)
-    if not state.get("config"):
-        raise DitrError(f"{path}: no run configuration stored; was it written by ditr train?")
-    record = {k: state.get(k) for k in ("step", "epoch", "total_steps", "world_size", "best", "metrics")}
-    return "training checkpoint", state["config"], record, state["model"]
-
-
 def _parameters(config: RunConfig) -> dict[str, int]:
     """Parameter counts by part, from the model built on the meta device (no memory, no weights)."""
     import torch
 
-    from ..training import model_from_config
+    from ..build import model_from_config
 
     offline = config.copy()
     offline.vfm.online = False  # count the point model only, never load a VFM for that
@@ -63,12 +47,13 @@ def _parameters(config: RunConfig) -> dict[str, int]:
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """Everything ``ditr info`` shows, as JSON-ready data."""
-    from ..configs import ModelKind, RunConfig
+    from ..configs import ModelKind
     from ..engine.logging import to_jsonable
+    from ..model_files import read_model_file
     from ..models.ptv3 import get_config
 
-    kind, stored, record, _ = _load(path)
-    config = RunConfig.from_stored(stored, f"{path} (stored run config)")
+    file = read_model_file(path)
+    kind, config, record = file.kind, file.run_config(), file.record
     model_cfg, data, vfm, images = config.model, config.dataset, config.vfm, config.images
     model_kind = config.kind
     backbone, _ = get_config(model_cfg.backbone, **model_cfg.ptv3)

@@ -87,7 +87,7 @@ class _Bar:
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import DitrError
-    from ..export import load_any
+    from ..model_files import load_model
     from ..predict import PredictOptions, inference_config, predict, write_outputs
 
     start = time.perf_counter()
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(max_points=args.max_points, overlap=args.overlap, tta=args.tta,
                              views=_views(args.views), features=args.features)
     device = resolve_device(args.device)
-    model, config = load_any(args.checkpoint, device,
-                             prepare=lambda c: inference_config(c.with_overrides(args.set, "--set"), options))
+    model, config = load_model(args.checkpoint, device,
+                               prepare=lambda c: inference_config(c.with_overrides(args.set, "--set"), options))
     bar = _Bar(enabled=not args.quiet)
     with bar.progress:
         pred = predict(model, config, args.scene, options, device, progress=bar)

@@ -8,7 +8,7 @@ carry the correspondences along -> per-point model input ``feat`` and the image-
 
 Features come from the on-disk cache of ``ditr features`` (never computed silently: a missing
 entry is an error that says which command fills it), or, with ``vfm.online``, the sample carries
-the views' normalised network inputs and the model runs the VFM itself. With ``images.enabled:
+the views' normalised network inputs and the model runs the VFM itself.
 The run config's model kind says whether samples carry views at all (:attr:`RunConfig.uses_images`:
 not for the 3D-only PTv3, nor for D-DITR fine-tuning).
 """

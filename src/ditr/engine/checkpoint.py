@@ -32,29 +32,29 @@ VERSION = 1
 LAST, PREV, BEST = "last.pt", "last.prev.pt", "best.pt"
 
 
-class CheckpointError(DitrError):
-    """A checkpoint file that cannot be read or is not a ditr training state."""
+class TrainingStateError(DitrError):
+    """A file that cannot be read or is not a ditr training state."""
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus format tag and version) to ``path`` atomically."""
     payload = {"format": FORMAT, "version": VERSION, **state}
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training state; any damage (truncation, wrong file) raises :class:`CheckpointError`."""
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training state; any damage (truncation, wrong file) raises :class:`TrainingStateError`."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
+        raise TrainingStateError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise TrainingStateError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a ditr training state (format tag missing)")
+        raise TrainingStateError(f"{path}: not a ditr training state (format tag missing)")
     if state.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {state['version']} is newer than "
+        raise TrainingStateError(f"{path}: checkpoint version {state['version']} is newer than "
                               f"this ditr ({VERSION})")
     return state
 
@@ -97,7 +97,7 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.last.exists():
             _link_or_copy(self.last, self.prev)
-        save_checkpoint(self.last, state)
+        save_training_state(self.last, state)
         if is_best:
             _link_or_copy(self.last, self.best)
         return self.last
@@ -117,14 +117,14 @@ class CheckpointManager:
             if not path.exists():
                 continue
             try:
-                return path, load_checkpoint(path, map_location)
-            except CheckpointError as exc:
+                return path, load_training_state(path, map_location)
+            except TrainingStateError as exc:
                 problems.append(str(exc))
                 warnings.warn(f"skipping damaged checkpoint: {exc}", stacklevel=2)
                 if quarantine:
                     os.replace(path, path.with_name(path.name + ".damaged"))
         if problems:
-            raise CheckpointError("no readable checkpoint to resume from: " + "; ".join(problems))
+            raise TrainingStateError("no readable checkpoint to resume from: " + "; ".join(problems))
         return None
 
 

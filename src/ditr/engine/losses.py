@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, Lovasz-softmax and their weighted sum (DESIGN 1.3).
+"""Losses: cross-entropy, Lovasz-softmax and their weighted sum (DESIGN 1.3); D-DITR's cosine (DESIGN 1.4).
 
 The reference trains with cross-entropy + Lovasz-softmax, weight 1 each, ignore index -1. A
 criterion in this engine maps ``(output, batch)`` to a dict of named scalar losses whose ``"loss"``
@@ -124,3 +124,17 @@ class SegmentationCriterion(nn.Module):
             losses["lovasz"] = lovasz_softmax(logits, target, self.ignore_index)
             total = total + self.lovasz_weight * losses["lovasz"]
         return {"loss": total, **losses}
+
+
+def cosine_distill_loss(pred: Tensor, target: Tensor, seen: Tensor) -> tuple[Tensor, Tensor, int]:
+    """(mean of 1 - cos over seen voxels, mean cos, number of seen voxels); unseen voxels are ignored.
+
+    A batch in which no voxel is seen gives a zero loss that still depends on ``pred`` (so DDP and
+    the optimizer see a graph) and a NaN cosine.
+    """
+    seen = seen.to(pred.device).bool()
+    count = int(seen.sum())
+    if count == 0:
+        return pred.sum() * 0.0, torch.tensor(float("nan"), device=pred.device), 0
+    cos = F.cosine_similarity(pred[seen].float(), target[seen].to(pred.device).float(), dim=1, eps=1e-8)
+    return (1.0 - cos).mean(), cos.mean().detach(), count

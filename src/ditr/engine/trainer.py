@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import ConfigError, DitrError
 from . import distributed as dist
-from .checkpoint import CheckpointManager, load_checkpoint, preserved_rng, rng_state, set_rng_state
+from .checkpoint import CheckpointManager, load_training_state, preserved_rng, rng_state, set_rng_state
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
 from .loading import (MODEL_STREAM, EpochSampler, SeededDataset, ignore_stop_signals, item_seed,
                       move_to, seed_all)
@@ -367,7 +367,7 @@ class Trainer:
         state = None
         if self.info.is_main:
             if path is not None:
-                state = load_checkpoint(path)
+                state = load_training_state(path)
             else:
                 found = self.checkpoints.load_resume(quarantine=True)
                 if found is not None:
@@ -376,7 +376,7 @@ class Trainer:
         if path is None:
             return False
         if state is None:
-            state = load_checkpoint(path)
+            state = load_training_state(path)
         try:
             self.load_state_dict(state)
         except (RuntimeError, ValueError, KeyError) as exc:

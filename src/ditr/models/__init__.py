@@ -1,13 +1,5 @@
-"""Point-cloud models: Point Transformer V3 (with optional DITR image injection) and its parts."""
+"""Point-cloud models: Point Transformer V3 (with optional DITR image injection), the D-DITR student, parts."""
 
-from .checkpoint import (
-    CheckpointError,
-    LoadReport,
-    load_checkpoint,
-    load_reference_state_dict,
-    manifest_report,
-    save_checkpoint,
-)
 from .point import Level, Point
 from .ptv3 import (
     PointTransformerV3,
@@ -18,9 +10,11 @@ from .ptv3 import (
     list_configs,
     register_config,
 )
+from .reference import LoadReport, ReferenceCheckpointError, load_reference_state_dict, manifest_report
+from .student import DistillStudent
 
 __all__ = [
-    "CheckpointError",
+    "DistillStudent",
     "Level",
     "LoadReport",
     "Point",
@@ -30,9 +24,8 @@ __all__ = [
     "create_segmentor",
     "get_config",
     "list_configs",
-    "load_checkpoint",
     "load_reference_state_dict",
     "manifest_report",
+    "ReferenceCheckpointError",
     "register_config",
-    "save_checkpoint",
 ]

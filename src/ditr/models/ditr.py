@@ -10,7 +10,6 @@ State-dict keys stay those of the reference (``backbone.*``, ``seg_head.*``) so 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..data.image_lookup import image_table_from_grids, lookup_image_features
-from ..configs.run import ModelKind, RunConfig
 from ..errors import DitrError
-from .ptv3 import PTv3Config, PTv3Segmentor, get_config
+from .ptv3 import PTv3Config, PTv3Segmentor
 
 MISSING_MODES = ("zeros", "learned")
 
@@ -67,30 +65,3 @@ class DITRSegmentor(PTv3Segmentor):
         if "image_feat" not in data:
             data = {**data, "image_feat": self.image_features(data)}
         return super().forward(data)
-
-
-def build_model(config: RunConfig, in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
-    """The model a run config asks for: ``model.name`` ``ptv3`` (3D only), ``ditr`` or ``d-ditr``.
-
-    ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``
-    overrides its fields, and ``model.injection`` sets the DITR options (``stages``: which decoder
-    stages receive image features, ``pool_reduce``, ``dropout``, ``missing``).
-    """
-    model_cfg = config.model
-    injection = model_cfg.injection
-    backbone, _ = get_config(model_cfg.backbone, **model_cfg.ptv3)
-    backbone = dataclasses.replace(backbone, in_channels=in_channels)
-    if model_cfg.kind is ModelKind.PTV3:
-        return PTv3Segmentor(dataclasses.replace(backbone, image_channels=None), num_classes)
-    if model_cfg.kind is ModelKind.D_DITR:  # the distillation student (ditr.distill): 3D only, Linear(out -> D) head
-        from ..distill import DistillStudent, head_channels
-
-        return DistillStudent(dataclasses.replace(backbone, image_channels=None), head_channels(config))
-    backbone = dataclasses.replace(
-        backbone,
-        image_channels=model_cfg.image_channels or backbone.image_channels,
-        image_reduce=injection.pool_reduce,
-        image_dropout=injection.dropout,
-        image_stages=tuple(injection.stages) if injection.stages is not None else None,
-    )
-    return DITRSegmentor(backbone, num_classes, missing=injection.missing, vfm=vfm)

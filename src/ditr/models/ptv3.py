@@ -2,7 +2,7 @@
 
 Module and parameter names mirror the reference PT-v3m1 / DITR PT-v3m1-image state dicts
 (``embedding.stem.conv``, ``enc.enc1.down.proj``, ``dec.dec0.up.proj_image_feat.1`` ...), so
-reference checkpoints load by name; see :mod:`ditr.models.checkpoint`.
+reference checkpoints load by name; see :mod:`ditr.models.reference`.
 """
 
 from __future__ import annotations

@@ -90,3 +90,36 @@ def save_point_pca(ply_path: str | Path, png_path: str | Path, coord: np.ndarray
     ax.set_ylabel("y (m)")
     ax.set_title(f"{title}\n{int(seen.sum())}/{coord.shape[0]} points seen (grey: unseen)", fontsize=10)
     return ply, _save_figure(fig, Path(png_path))
+
+
+def save_student_vs_teacher(path: str | Path, coord: np.ndarray, teacher: torch.Tensor, student: torch.Tensor,
+                            seen: torch.Tensor, cosine: float, title: str) -> Path:
+    """Top-down PNG of (N, 3) points: teacher features | student features, in one PCA basis.
+
+    The basis is fitted on the teacher's ``seen`` points and applied to both, so equal colours
+    mean similar features; unseen points are grey in the teacher panel (no target) and coloured
+    in the student's (it predicts everywhere). ``cosine`` is the panel's similarity label.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, safe off the main thread
+
+    from ..fileio import atomic_write
+
+    seen = seen.bool()
+    basis = pca_basis(teacher[seen])
+    teacher_rgb = np.full((len(coord), 3), 128, np.uint8)
+    teacher_rgb[seen.numpy()] = pca_colors(teacher[seen], basis)
+    student_rgb = pca_colors(student, basis)
+    z = coord[:, 2]
+    below = z < z.max() - 0.25  # hide the ceiling so the floor, furniture and walls show from above
+    order = np.argsort(z)
+    order = order[below[order]] if below.any() else order
+    fig = Figure(figsize=(12, 6.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, rgb, name in ((axes[0], teacher_rgb, "teacher: lifted 2D features (grey: unseen)"),
+                          (axes[1], student_rgb, f"student: predicted from 3D only (cos {cosine:.3f} on seen)")):
+        ax.scatter(coord[order, 0], coord[order, 1], c=rgb[order] / 255.0, s=3, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=10)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=11)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))

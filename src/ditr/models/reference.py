@@ -1,4 +1,4 @@
-"""Checkpoints: reference PTv3 / DITR state dicts in, our own safetensors + JSON format in and out.
+"""Reference PTv3 / DITR state dicts (Pointcept ``model_best.pth``, manifests) mapped onto our models.
 
 Our module names equal the reference's, so converting a reference state dict is a matter of
 unwrapping (``state_dict`` / ``model`` nesting, ``module.`` prefixes from DDP), adding or dropping
@@ -16,22 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import DitrError
-from ..fileio import atomic_directory
-from .ptv3 import PointTransformerV3, PTv3Config, PTv3Segmentor
+from .ptv3 import PTv3Segmentor
 
-FORMAT = "ditr.ptv3"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 # Keys of the image encoder that the reference may store next to the point model; not ours to load.
 IGNORED_PREFIXES = ("backbone.img_enc.",)
 
 
-class CheckpointError(DitrError):
-    """A checkpoint that cannot be loaded into the requested model."""
+class ReferenceCheckpointError(DitrError):
+    """A reference checkpoint that cannot be read or does not fit the requested model."""
 
 
 @dataclass
@@ -70,7 +65,7 @@ def extract_state_dict(obj: Any) -> dict[str, Any]:
         if isinstance(obj, Mapping) and nest in obj and isinstance(obj[nest], Mapping):
             obj = obj[nest]
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"expected a state dict (mapping), got {type(obj).__name__}")
+        raise ReferenceCheckpointError(f"expected a state dict (mapping), got {type(obj).__name__}")
     out: dict[str, Any] = {}
     for key, value in obj.items():
         while key.startswith("module."):
@@ -127,19 +122,19 @@ def load_reference_state_dict(
 
     Loading turns on ``reference_compat`` (the checkpoint was trained with the reference's
     behaviour); a DITR checkpoint (image projections present) also selects DITR's depth formula.
-    With ``strict`` any missing / unexpected / mis-shaped key raises :class:`CheckpointError`
+    With ``strict`` any missing / unexpected / mis-shaped key raises :class:`ReferenceCheckpointError`
     carrying the report; otherwise the matching tensors are loaded and the report returned.
     """
     if isinstance(source, (str, Path)):
         try:
             source = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as exc:  # unreadable or pickled with non-tensor objects
-            raise CheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
+            raise ReferenceCheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
     state, ignored = convert_reference_state_dict(source, model)
     report = compare_state(_shapes(model.state_dict()), _shapes(state))
     report.ignored = ignored
     if strict and not report.ok:
-        raise CheckpointError(f"reference checkpoint does not fit the model: {report}")
+        raise ReferenceCheckpointError(f"reference checkpoint does not fit the model: {report}")
     model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
     backbone = model.backbone if isinstance(model, PTv3Segmentor) else model
     backbone.reference_compat = reference_compat
@@ -158,47 +153,3 @@ def manifest_report(model: nn.Module, manifest: str | Path | Mapping[str, Any]) 
     report.ignored = ignored
     return report
 
-
-def save_checkpoint(model: PTv3Segmentor | PointTransformerV3, path: str | Path, **meta: Any) -> Path:
-    """Write ``path/model.safetensors`` and ``path/config.json`` as one atomic directory swap."""
-    from safetensors.torch import save_file
-
-    is_segmentor = isinstance(model, PTv3Segmentor)
-    config = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "kind": "segmentor" if is_segmentor else "backbone",
-        "num_classes": model.num_classes if is_segmentor else None,
-        "backbone": model.config.to_dict(),
-        "meta": meta,
-    }
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path = Path(path)
-    with atomic_directory(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> PTv3Segmentor | PointTransformerV3:
-    """Rebuild the model saved by :func:`save_checkpoint` and load its weights strictly."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: cannot read config: {exc}") from exc
-    if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG_FILE}: not a {FORMAT} v{FORMAT_VERSION} checkpoint")
-    backbone_config = PTv3Config.from_dict(config["backbone"])
-    if config["kind"] == "segmentor":
-        model: PTv3Segmentor | PointTransformerV3 = PTv3Segmentor(backbone_config, config["num_classes"])
-    else:
-        model = PointTransformerV3(backbone_config)
-    state: dict[str, Tensor] = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
-    report = compare_state(_shapes(model.state_dict()), _shapes(state))
-    if not report.ok:
-        raise CheckpointError(f"{path / WEIGHTS_FILE}: weights do not fit the saved config: {report}")
-    model.load_state_dict(state)
-    return model.to(map_location)
