@@ -1,6 +1,6 @@
 """PTv3 ScanNet-config speed and memory on surface-like synthetic rooms.
 
-Prints one JSON object per line (DESIGN 3.3): ``train_step_s`` (forward + loss + backward + AdamW
+Prints one JSON object per line (docs/design.md#benchmarks): ``train_step_s`` (forward + loss + backward + AdamW
 step), ``infer_s`` (eval forward under inference_mode) and ``peak_mb`` (peak resident memory of the
 process that ran the case). Every case runs in a fresh subprocess so peak memory is per case. The
 same cases with the attention written out as softmax(QK^T)V report with ``case`` prefixed

@@ -50,7 +50,7 @@ CAMERAS = {  # Waymo camera id -> (intrinsics and size, extrinsic vehicle <- cam
     5: (SIDE, (-np.pi / 2, (1.0, -1.0, 1.8)), True),  # SIDE_RIGHT
 }
 KNOWN_POINT = np.array([10.0, 1.0, 2.3])  # in the frame's vehicle frame, seen by FRONT
-DESIGN_CROP = 394  # DESIGN 1.1: front cameras top-cropped by 394 rows (1280 -> 886)
+DESIGN_CROP = 394  # docs/design.md#views-per-dataset: front cameras top-cropped by 394 rows (1280 -> 886)
 MOTION_PER_COLUMN = (0.02, 0.002)  # TOP sweep: metres forward and radians of yaw per column
 
 
@@ -326,7 +326,7 @@ def decoded(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-@pytest.mark.parametrize("crop", [None, 0, 100])  # None: the default, DESIGN 1.1's 394 rows
+@pytest.mark.parametrize("crop", [None, 0, 100])  # None: the default, the reference's 394 rows
 def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path, crop):
     src, _ = waymo_src
     rows = DESIGN_CROP if crop is None else crop
@@ -358,7 +358,7 @@ def test_front_crop_keeps_the_content_of_each_row_and_leaves_side_cameras_alone(
     original = decoded(source_jpeg(src, 1)).astype(np.int16)
     diff = np.abs(front.read_image().astype(np.int16) - original[DESIGN_CROP:])
     assert diff.mean() < 1.0 and diff.max() <= 16
-    # ... so that the five cameras share the side cameras' size (DESIGN 1.1: 1920x886).
+    # ... so that the five cameras share the side cameras' size (docs/design.md#views-per-dataset: 1920x886).
     assert (front.width, front.height) == (side.width, side.height) == (SIDE["width"], SIDE["height"])
     assert front.image_path.suffix == ".jpg" and front.image_path.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     # SIDE_RIGHT: the stored JPEG byte for byte, its calibration unchanged.

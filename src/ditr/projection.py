@@ -1,4 +1,4 @@
-"""Point -> pixel correspondences with visibility (DESIGN 1.2), batched over all views at once.
+"""Point -> pixel correspondences with visibility (docs/design.md#projection-and-visibility), batched over all views at once.
 
 For every (view, point) pair we compute the pixel ``(u, v)`` (u = column, v = row, continuous, in the
 original image), the camera depth ``z`` and whether the point is visible: in front of the camera,
@@ -118,7 +118,7 @@ class Correspondences:
         }
 
     def save_npz(self, path) -> None:
-        """Write the DESIGN 3.2 arrays (uv, visible, depth, views) plus in_frame and image sizes."""
+        """Write the docs/design.md#command-line arrays (uv, visible, depth, views) plus in_frame and image sizes."""
         from .fileio import atomic_save_npz
 
         atomic_save_npz(path, uv=self.uv.cpu().numpy(), visible=self.visible.cpu().numpy(),

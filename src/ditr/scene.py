@@ -1,4 +1,4 @@
-"""The scene format, version 1 (DESIGN 3.1): points plus posed, calibrated images in one directory.
+"""The scene format, version 1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
 
 A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
 that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an

@@ -45,7 +45,7 @@ def _resolution(text: str | None) -> tuple[int, int] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="scene directories (DESIGN 3.1 format)")
+    p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="scene directories (format: docs/design.md#scene-format)")
     p.add_argument("--model", required=True, metavar="NAME", help="model name, e.g. dinov2-vitl14-reg (see below)")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="weights: Hugging Face directory, or Meta's official .pth (keys converted)")

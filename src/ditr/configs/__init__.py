@@ -1,4 +1,4 @@
-"""The YAML presets shipped with ditr (DESIGN 1.1-1.5), found by name wherever ditr is installed.
+"""The YAML presets shipped with ditr (docs/design.md#method), found by name wherever ditr is installed.
 
 ``load_preset(["scannet", "method/ptv3"], ["optim.lr=0.001"])`` merges the named presets in order
 (a name is a file of this directory without ``.yaml``; a path to any YAML file works too) and

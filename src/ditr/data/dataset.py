@@ -2,7 +2,7 @@
 
 One item = one scene. Loading goes: read the scene -> pick the views of this sample (training:
 ``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
-stored order) -> project the RAW points into those views (DESIGN 1.2) -> 3D transforms, which
+stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility) -> 3D transforms, which
 carry the correspondences along -> per-point model input ``feat`` and the image-feature lookup
 (:mod:`ditr.data.image_lookup`) -> torch tensors.
 

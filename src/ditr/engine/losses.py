@@ -1,4 +1,4 @@
-"""Segmentation losses: cross-entropy, Lovasz-softmax and their weighted sum (DESIGN 1.3).
+"""Segmentation losses: cross-entropy, Lovasz-softmax and their weighted sum (docs/design.md#segmentation-loss).
 
 The reference trains with cross-entropy + Lovasz-softmax, weight 1 each, ignore index -1. A
 criterion in this engine maps ``(output, batch)`` to a dict of named scalar losses whose ``"loss"``

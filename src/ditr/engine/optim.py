@@ -1,4 +1,4 @@
-"""AdamW with name-based parameter groups, OneCycle schedule and gradient clipping (DESIGN 1.5).
+"""AdamW with name-based parameter groups, OneCycle schedule and gradient clipping (docs/design.md#training-recipe).
 
 The reference gives every parameter whose name contains ``"block"`` (the transformer blocks)
 a tenth of the base learning rate: indoor lr 0.006 / blocks 0.0006, weight decay 0.05; outdoor

@@ -43,7 +43,7 @@ from .common import Progress, image_size, quaternion_to_rotation, read_json, rea
 from .splits import write_split
 
 LIDAR = "LIDAR_TOP"
-#: Fixed camera order of every sample (DESIGN 1.1: the six cameras of the key frame, fixed order).
+#: Fixed camera order of every sample (docs/design.md#views-per-dataset: the six cameras of the key frame, fixed order).
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 #: Floats per point in a nuScenes ``.pcd.bin``: x, y, z, intensity, ring index.
 PCD_FIELDS = 5

@@ -1,4 +1,4 @@
-"""Patch features from a frozen DINOv2 / DINOv3 ViT, as the reference defines them (DESIGN 1.1).
+"""Patch features from a frozen DINOv2 / DINOv3 ViT, as the reference defines them (docs/design.md#2d-features).
 
 Images are resized (bilinear, antialiased) to a multiple of the patch size, scaled to [0, 1] and
 normalised with ImageNet statistics; the features are the last layer's tokens after the final
