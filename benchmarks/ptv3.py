@@ -50,7 +50,8 @@ def room_points(num_points: int, seed: int = 0) -> np.ndarray:
         dims = rng.uniform([0.3, 0.3, 0.3], [1.8, 1.2, 1.5])
         lo = np.append(rng.uniform([0, 0], size[:2] - dims[:2]), 0.0)
         dx, dy, dz = np.diag(dims)
-        for origin, u, v in ((lo, dx, dy), (lo + dz, dx, dy), (lo, dx, dz), (lo + dy, dx, dz), (lo, dy, dz), (lo + dx, dy, dz)):
+        for origin, u, v in ((lo, dx, dy), (lo + dz, dx, dy), (lo, dx, dz), (lo + dy, dx, dz),
+                             (lo, dy, dz), (lo + dx, dy, dz)):
             quads.append((origin, u, v))
     pts = []
     for origin, u, v in quads:

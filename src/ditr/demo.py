@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .configs import load_preset
 from .engine.logging import read_jsonl, to_jsonable

@@ -1,4 +1,5 @@
-"""D-DITR (docs/design.md#d-ditr-distillation): distil a frozen 2D foundation model into a plain 3D PTv3, then fine-tune it.
+"""D-DITR (docs/design.md#d-ditr-distillation): distil a frozen 2D foundation model into a plain 3D PTv3, then
+fine-tune it.
 
 Stage 1, :func:`distill`: a :class:`DistillStudent` (a 3D-only PTv3 backbone + ``distill_head =
 Linear(out_channels, D)``) regresses, for every voxel, the VFM feature lifted onto it by the usual
@@ -409,7 +410,8 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
-    fig.suptitle(title or f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher); top-down, ceiling hidden", fontsize=11)
+    fig.suptitle(title or f"{Path(scene_dir).name}: PCA of features (one basis, fitted on the teacher); "
+                          "top-down, ceiling hidden", fontsize=11)
     return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
 
 

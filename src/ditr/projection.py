@@ -1,4 +1,6 @@
-"""Point -> pixel correspondences with visibility (docs/design.md#projection-and-visibility), batched over all views at once.
+"""Point -> pixel correspondences with visibility, batched over all views at once.
+
+See docs/design.md#projection-and-visibility.
 
 For every (view, point) pair we compute the pixel ``(u, v)`` (u = column, v = row, continuous, in the
 original image), the camera depth ``z`` and whether the point is visible: in front of the camera,
@@ -414,7 +416,8 @@ def view_weights(corr: Correspondences, strategy: ViewStrategy = "last",
     if strategy == "last":
         score = torch.arange(1, nv + 1, device=vis.device, dtype=torch.float32)[:, None].expand(nv, n)
     elif strategy == "random":
-        score = torch.rand((nv, n), generator=generator, device="cpu" if generator is None else generator.device).to(vis.device) + 1.0
+        device = "cpu" if generator is None else generator.device
+        score = torch.rand((nv, n), generator=generator, device=device).to(vis.device) + 1.0
     elif strategy == "nearest":
         score = 1.0 / corr.depth.clamp(min=1e-6)
     else:

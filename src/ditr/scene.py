@@ -45,7 +45,8 @@ def _validate_attribute(name: str, array: np.ndarray, n: int, file: Path) -> np.
     """Check one per-point attribute against the format; returns it in its canonical dtype."""
     kind = _attribute_kind(name)
     if array.shape[:1] != (n,):
-        raise SceneError(file, name, f"has {array.shape[0] if array.ndim else 0} rows, expected {n} (one per point in {COORD_FILE})")
+        rows = array.shape[0] if array.ndim else 0
+        raise SceneError(file, name, f"has {rows} rows, expected {n} (one per point in {COORD_FILE})")
     if kind == "color":
         if array.shape != (n, 3):
             raise SceneError(file, name, f"shape {array.shape}, expected ({n}, 3)")
@@ -289,7 +290,8 @@ class Scene:
         finite = np.isfinite(coord).all(axis=1)
         if not finite.all():
             first = int(np.flatnonzero(~finite)[0])
-            raise SceneError(coord_file, "coord", f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
+            raise SceneError(coord_file, "coord",
+                             f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
         n = coord.shape[0]
         attributes = {}
         for file in sorted(path.glob("*.npy")):
@@ -328,7 +330,8 @@ class Scene:
         if not isinstance(doc, dict) or doc.get("format") != VIEWS_FORMAT:
             raise SceneError(file, "format", f'must be "{VIEWS_FORMAT}"')
         if doc.get("version") != VIEWS_VERSION:
-            raise SceneError(file, "version", f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
+            raise SceneError(file, "version",
+                             f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
         entries = doc.get("views")
         if not isinstance(entries, list):
             raise SceneError(file, "views", "must be a list")
@@ -359,7 +362,8 @@ class Scene:
                 atomic_write_json(tmp / META_FILE, self.meta)
             if self.views:
                 entries = [_write_view(v, tmp, image_format) for v in self.views]
-                atomic_write_json(tmp / VIEWS_FILE, {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
+                atomic_write_json(tmp / VIEWS_FILE,
+                                  {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
         self.path = path
         return path
 
@@ -398,7 +402,8 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
     if view.depth_path is not None:
         scale = entry.get("depth_scale", 1000.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-            raise SceneError(file, f"{where}.depth_scale", f"must be a positive number (units per metre), got {scale!r}")
+            raise SceneError(file, f"{where}.depth_scale",
+                             f"must be a positive number (units per metre), got {scale!r}")
         view.depth_scale = float(scale)
         if "depth_intrinsics" in entry:
             view.depth_intrinsics = finite_numbers(entry["depth_intrinsics"], (3, 3), file, f"{where}.depth_intrinsics")
@@ -429,7 +434,8 @@ def _check_size(p: Path, expected: tuple[int, int], file: Path, field_name: str)
     except Exception as exc:
         raise SceneError(p, field_name, f"cannot be read as an image ({exc})") from None
     if size != expected:
-        raise SceneError(p, field_name, f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
+        raise SceneError(p, field_name,
+                         f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
 
 
 def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
@@ -440,12 +446,16 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
     (root / "images").mkdir(exist_ok=True)
     if view.image is not None:
         rel = f"images/{safe}.{image_format}"
-        Image.fromarray(view.image).save(root / rel, quality=95) if image_format == "jpg" else Image.fromarray(view.image).save(root / rel)
+        if image_format == "jpg":
+            Image.fromarray(view.image).save(root / rel, quality=95)
+        else:
+            Image.fromarray(view.image).save(root / rel)
     elif view.image_path is not None:
         rel = f"images/{safe}{view.image_path.suffix}"
         shutil.copyfile(view.image_path, root / rel)
     else:
-        raise SceneError(root / VIEWS_FILE, f"views[{view.name}].image", "view has neither an image file nor an image array")
+        raise SceneError(root / VIEWS_FILE, f"views[{view.name}].image",
+                         "view has neither an image file nor an image array")
     entry["image"] = rel
     if view.has_depth:
         (root / "depth").mkdir(exist_ok=True)

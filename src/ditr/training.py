@@ -98,7 +98,8 @@ def train(config: Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scen
         report = load_init(model, init)
         config["init"] = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
-    criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config.get("dataset", {}).get("ignore_index", -1))
+    criterion = SegmentationCriterion(**config.get("loss", {}),
+                                      ignore_index=config.get("dataset", {}).get("ignore_index", -1))
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                       optim=OptimConfig.from_dict(config.get("optim", {})), callbacks=callbacks, run_config=config)

@@ -87,7 +87,8 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
     demos) get a 2-step warm-up; real schedules (thousands of steps) are unaffected.
     """
     if total_steps < 3:
-        raise ConfigError("trainer", "epochs / max_steps", f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
+        raise ConfigError("trainer", "epochs / max_steps",
+                          f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,

@@ -249,7 +249,8 @@ class NuScenesTables:
         root = src / version
         self.sample, self.sample_data = Table(root / "sample.json"), Table(root / "sample_data.json")
         self.calibrated_sensor, self.ego_pose = Table(root / "calibrated_sensor.json"), Table(root / "ego_pose.json")
-        self.sensor, self.scene, self.log = Table(root / "sensor.json"), Table(root / "scene.json"), Table(root / "log.json")
+        self.sensor, self.scene = Table(root / "sensor.json"), Table(root / "scene.json")
+        self.log = Table(root / "log.json")
         self.lidarseg = Table(root / "lidarseg.json") if (root / "lidarseg.json").is_file() else None
         self.category = Table(root / "category.json") if self.lidarseg is not None else None
         self.labels_of = {} if self.lidarseg is None else {

@@ -1,4 +1,6 @@
-"""DITR: a PTv3 segmentor whose decoder receives per-point 2D foundation-model features (docs/design.md#injection-into-the-decoder).
+"""DITR: a PTv3 segmentor whose decoder receives per-point 2D foundation-model features.
+
+See docs/design.md#injection-into-the-decoder.
 
 The data pipeline hands over, per batch, a table of patch features (``img_table``, one row per patch
 cell of every view, from the feature cache) or the network inputs of the views (``images``, when the

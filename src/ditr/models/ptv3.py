@@ -290,7 +290,8 @@ class PTv3Segmentor(nn.Module):
 _CONFIGS: dict[str, Callable[[], tuple[PTv3Config, int]]] = {}
 
 
-def register_config(name: str) -> Callable[[Callable[[], tuple[PTv3Config, int]]], Callable[[], tuple[PTv3Config, int]]]:
+def register_config(
+        name: str) -> Callable[[Callable[[], tuple[PTv3Config, int]]], Callable[[], tuple[PTv3Config, int]]]:
     """Register a named config: a function returning (backbone config, number of classes)."""
 
     def wrap(fn: Callable[[], tuple[PTv3Config, int]]) -> Callable[[], tuple[PTv3Config, int]]:

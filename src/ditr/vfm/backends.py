@@ -102,7 +102,8 @@ class VFMBackend:
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device)
+            x = x.permute(2, 0, 1)[None].float() / 255.0
             if tuple(x.shape[-2:]) != tuple(size):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             batch.append(x.flip(-1) if flip else x)

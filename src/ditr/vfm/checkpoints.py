@@ -56,21 +56,25 @@ def _rules(spec: VFMSpec) -> tuple[dict[str, _Rule], dict[str, _Rule]]:
                 _Rule("norm.weight", ("layernorm.weight",)), _Rule("norm.bias", ("layernorm.bias",))]
         if spec.num_registers:
             top.append(_Rule("register_tokens", ("embeddings.register_tokens",)))
-    block = [_Rule("attn.qkv.weight", ("attention.q_proj.weight", "attention.k_proj.weight", "attention.v_proj.weight")),
-             _Rule("attn.qkv.bias", ("attention.q_proj.bias", None if v3 else "attention.k_proj.bias", "attention.v_proj.bias")),
+    block = [_Rule("attn.qkv.weight",
+                   ("attention.q_proj.weight", "attention.k_proj.weight", "attention.v_proj.weight")),
+             _Rule("attn.qkv.bias",
+                   ("attention.q_proj.bias", None if v3 else "attention.k_proj.bias", "attention.v_proj.bias")),
              _Rule("ls1.gamma", ("layer_scale1.lambda1",)), _Rule("ls2.gamma", ("layer_scale2.lambda1",))]
     for part in ("weight", "bias"):
         block += [_Rule(f"norm1.{part}", (f"norm1.{part}",)), _Rule(f"norm2.{part}", (f"norm2.{part}",)),
                   _Rule(f"attn.proj.{part}", (f"attention.o_proj.{part}",))]
         if spec.swiglu and v3:  # DINOv3 SwiGLUFFN: w3(silu(w1 x) * w2 x)
-            block += [_Rule(f"mlp.w1.{part}", (f"mlp.gate_proj.{part}",)), _Rule(f"mlp.w2.{part}", (f"mlp.up_proj.{part}",)),
+            block += [_Rule(f"mlp.w1.{part}", (f"mlp.gate_proj.{part}",)),
+                      _Rule(f"mlp.w2.{part}", (f"mlp.up_proj.{part}",)),
                       _Rule(f"mlp.w3.{part}", (f"mlp.down_proj.{part}",))]
         elif spec.swiglu:  # DINOv2 fused SwiGLU: w12 = [gate; up]
             block += [_Rule(f"mlp.w12.{part}", (f"mlp.gate_proj.{part}", f"mlp.up_proj.{part}")),
                       _Rule(f"mlp.w3.{part}", (f"mlp.down_proj.{part}",))]
         else:
             fc1, fc2 = ("up_proj", "down_proj") if v3 else ("fc1", "fc2")
-            block += [_Rule(f"mlp.fc1.{part}", (f"mlp.{fc1}.{part}",)), _Rule(f"mlp.fc2.{part}", (f"mlp.{fc2}.{part}",))]
+            block += [_Rule(f"mlp.fc1.{part}", (f"mlp.{fc1}.{part}",)),
+                      _Rule(f"mlp.fc2.{part}", (f"mlp.{fc2}.{part}",))]
     return {r.meta: r for r in top}, {r.meta: r for r in block}
 
 
@@ -113,10 +117,12 @@ def _check_architecture(sd: Mapping[str, torch.Tensor], spec: VFMSpec, source: s
     if spec.family == "dinov2" and "rope_embed.periods" in sd:
         raise DitrError(f"{source}: this is a DINOv3 checkpoint (RoPE); use a dinov3-* model name")
     if spec.family == "dinov3" and "pos_embed" in sd:
-        raise DitrError(f"{source}: this is a DINOv2 checkpoint (learned position embeddings); use a dinov2-* model name")
+        raise DitrError(f"{source}: this is a DINOv2 checkpoint (learned position embeddings); "
+                        "use a dinov2-* model name")
 
 
-def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec,
+               source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Convert a Meta-layout state dict to transformers names; unknown keys are an error, not skipped."""
     sd = unwrap_state_dict(state_dict)
     _check_architecture(sd, spec, source)
@@ -128,7 +134,8 @@ def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec, source: st
             continue
         if key == "rope_embed.periods":
             if not torch.allclose(value.float().cpu(), rope_periods(spec), rtol=1e-4):
-                raise DitrError(f"{source}: RoPE periods differ from the standard DINOv3 ones (base 100); not supported")
+                raise DitrError(f"{source}: RoPE periods differ from the standard DINOv3 ones (base 100); "
+                                "not supported")
             continue
         m = _BLOCK_KEY.match(key)
         rule, prefix = (block.get(m.group(2)), _hf_block_prefix(spec, int(m.group(1)))) if m else (top.get(key), "")
@@ -207,7 +214,8 @@ def load_meta_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.
     unexpected = sorted(set(converted) - set(expected))
     if missing or wrong or unexpected:
         detail = "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
-                           for label, items in (("missing", missing), ("shape mismatch", wrong), ("unexpected", unexpected))
+                           for label, items in (("missing", missing), ("shape mismatch", wrong),
+                                                ("unexpected", unexpected))
                            if items)
         raise DitrError(f"{source}: does not fit model {spec.name!r} ({detail})")
     bad = [k for k, v in converted.items() if v.is_floating_point() and not torch.isfinite(v).all()]
