@@ -385,7 +385,8 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
     w2c = torch.from_numpy(np.stack([v.world_to_cam for v in views])).to(device)
     k = torch.from_numpy(np.stack([v.intrinsics for v in views])).to(device)
     sizes = torch.tensor([[v.height, v.width] for v in views], device=device)
-    depth_maps, depth_k = [None] * len(views), [None] * len(views)
+    depth_maps: list[torch.Tensor | None] = [None] * len(views)
+    depth_k: list[torch.Tensor | None] = [None] * len(views)
     if config.occlusion in ("auto", "depth"):
         for i, v in enumerate(views):
             d = v.read_depth()
@@ -393,8 +394,8 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                 depth_maps[i] = torch.from_numpy(d).to(device)
                 if v.depth_intrinsics is not None:
                     depth_k[i] = torch.from_numpy(v.depth_intrinsics).to(device)
-    normals = scene.attributes.get("normal")
-    normals = torch.from_numpy(normals).to(device) if normals is not None else None
+    normal_array = scene.attributes.get("normal")
+    normals = torch.from_numpy(normal_array).to(device) if normal_array is not None else None
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k,
                                    [v.name for v in views], normals)
 

@@ -411,6 +411,7 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
             view.depth_width = _positive_int(entry.get("depth_width"), file, f"{where}.depth_width")
             view.depth_height = _positive_int(entry.get("depth_height"), file, f"{where}.depth_height")
     if check_images:
+        assert view.image_path is not None  # "image" is a required key
         _check_size(view.image_path, (width, height), file, f"{where}.image")
         if view.depth_path is not None:
             _, dw, dh = view.depth_camera
@@ -463,6 +464,7 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
             rel = f"depth/{safe}.png"
             write_depth_image(root / rel, view.depth, view.depth_scale)
         else:
+            assert view.depth_path is not None  # has_depth without an array
             rel = f"depth/{safe}{view.depth_path.suffix}"
             shutil.copyfile(view.depth_path, root / rel)
         entry["depth"] = rel
@@ -476,6 +478,7 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
             rel = f"labels/{safe}.png"
             write_label_image(root / rel, view.label)
         else:
+            assert view.label_path is not None  # has_label without an array
             rel = f"labels/{safe}{view.label_path.suffix}"
             shutil.copyfile(view.label_path, root / rel)
         entry["label"] = rel

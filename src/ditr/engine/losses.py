@@ -86,6 +86,8 @@ class SegmentationCriterion(nn.Module):
     per-class CE weighting used for SemanticKITTI.
     """
 
+    class_weights: Tensor | None  # a buffer (registered in __init__)
+
     def __init__(self, ce_weight: float = 1.0, lovasz_weight: float = 1.0,
                  class_weights: Sequence[float] | Tensor | None = None,
                  ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0,

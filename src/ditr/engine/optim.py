@@ -92,7 +92,8 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,
-                      anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
+                      anneal_strategy=cfg.anneal_strategy,  # type: ignore[arg-type]  # OneCycleLR checks it
+                      div_factor=cfg.div_factor,
                       final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
 
 

@@ -64,13 +64,14 @@ class DITRSegmentor(PTv3Segmentor):
             feat = torch.where(seen, feat, self.missing_embedding.to(feat.dtype))
         return feat
 
-    def forward(self, data: Mapping[str, Any]) -> Tensor:
+    # A batch dict only (its image tables and indices), not a prebuilt Point as PTv3Segmentor also takes.
+    def forward(self, data: Mapping[str, Any]) -> Tensor:  # type: ignore[override]
         if "image_feat" not in data:
             data = {**data, "image_feat": self.image_features(data)}
         return super().forward(data)
 
 
-def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, vfm: Any = None) -> PTv3Segmentor:
+def build_model(config: Mapping[str, Any], in_channels: int, num_classes: int, vfm: Any = None) -> nn.Module:
     """The model a run config asks for: ``model.name`` ``ptv3`` (3D only) or ``ditr``.
 
     ``model.backbone`` names a registered PTv3 config (``scannet``, ``tiny`` ...), ``model.ptv3``

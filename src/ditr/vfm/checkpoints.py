@@ -39,6 +39,13 @@ class _Rule:
     meta: str
     hf: tuple[str | None, ...]
 
+    @property
+    def first(self) -> str:
+        """The first transformers tensor, always present: the Meta tensor is looked up by it."""
+        name = self.hf[0]
+        assert name is not None
+        return name
+
 
 def _rules(spec: VFMSpec) -> tuple[dict[str, _Rule], dict[str, _Rule]]:
     """(top-level rules, per-block rules relative to ``blocks.{i}.``) for one architecture."""
@@ -172,16 +179,16 @@ def hf_to_meta(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec) -> dict[st
         return torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].clone()
 
     for rule in top.values():
-        if rule.hf[0] in state_dict:
-            out[rule.meta] = gather(rule, "", rule.hf[0])
+        if rule.first in state_dict:
+            out[rule.meta] = gather(rule, "", rule.first)
     if spec.family == "dinov3":
         out["mask_token"] = out["mask_token"].reshape(1, -1)
         out["rope_embed.periods"] = rope_periods(spec)
     for i in range(spec.num_layers):
         prefix = _hf_block_prefix(spec, i)
         for rule in block.values():
-            if prefix + rule.hf[0] in state_dict:
-                out[f"blocks.{i}.{rule.meta}"] = gather(rule, prefix, rule.hf[0])
+            if prefix + rule.first in state_dict:
+                out[f"blocks.{i}.{rule.meta}"] = gather(rule, prefix, rule.first)
         if spec.family == "dinov3" and spec.qkv_bias:
             d = spec.hidden_size
             out[f"blocks.{i}.attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
