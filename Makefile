@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test demo bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
-test: setup
+# ruff (rules in pyproject.toml; checks only, never rewrites files) and mypy (its file list is
+# pyproject.toml's [tool.mypy] files).
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 demo: setup

@@ -1,4 +1,4 @@
-"""2D feature extraction speed (DESIGN 3.3): images/s of DINOv2 ViT-S/14 and ViT-B/14 at 420x560,
+"""2D feature extraction speed (docs/design.md#benchmarks): images/s of DINOv2 ViT-S/14 and ViT-B/14 at 420x560,
 and the per-scene time of a cached lookup against recomputing the features.
 
 The models have the real architectures with random weights (speed does not depend on the values;

@@ -1,4 +1,4 @@
-"""Projection throughput: point-views per second for 1M points x 10 views (DESIGN 3.3).
+"""Projection throughput: point-views per second for 1M points x 10 views (docs/design.md#benchmarks).
 
 Cases: geometry only (occlusion none), occlusion against depth maps, occlusion against the splatted
 z-buffer. A straightforward per-view NumPy implementation of the geometric test is timed in the

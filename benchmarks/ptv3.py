@@ -1,6 +1,6 @@
 """PTv3 ScanNet-config speed and memory on surface-like synthetic rooms.
 
-Prints one JSON object per line (DESIGN 3.3): ``train_step_s`` (forward + loss + backward + AdamW
+Prints one JSON object per line (docs/design.md#benchmarks): ``train_step_s`` (forward + loss + backward + AdamW
 step), ``infer_s`` (eval forward under inference_mode) and ``peak_mb`` (peak resident memory of the
 process that ran the case). Every case runs in a fresh subprocess so peak memory is per case. The
 same cases with the attention written out as softmax(QK^T)V report with ``case`` prefixed
@@ -50,7 +50,8 @@ def room_points(num_points: int, seed: int = 0) -> np.ndarray:
         dims = rng.uniform([0.3, 0.3, 0.3], [1.8, 1.2, 1.5])
         lo = np.append(rng.uniform([0, 0], size[:2] - dims[:2]), 0.0)
         dx, dy, dz = np.diag(dims)
-        for origin, u, v in ((lo, dx, dy), (lo + dz, dx, dy), (lo, dx, dz), (lo + dy, dx, dz), (lo, dy, dz), (lo + dx, dy, dz)):
+        for origin, u, v in ((lo, dx, dy), (lo + dz, dx, dy), (lo, dx, dz), (lo + dy, dx, dz),
+                             (lo, dy, dz), (lo + dx, dy, dz)):
             quads.append((origin, u, v))
     pts = []
     for origin, u, v in quads:

@@ -53,7 +53,8 @@ def test_text_quaternions_world_to_cam(capture):
 def test_csv_matrices_with_header(capture, rows):
     root, scene = capture
     lines = ["image,fx,fy,cx,cy," + ",".join(f"m{i}" for i in range(4 * rows))]
-    lines += [",".join([f"{v.name}.png", *map(repr, map(float, _k(v))), *map(repr, v.cam_to_world[:rows].ravel().tolist())])
+    lines += [",".join([f"{v.name}.png", *map(repr, map(float, _k(v))),
+                        *map(repr, v.cam_to_world[:rows].ravel().tolist())])
               for v in scene.views]
     (root / "poses.csv").write_text("\n".join(lines) + "\n")
     import_capture(root / "scan.ply", root / "frames", root / "poses.csv", root / "out")

@@ -82,7 +82,8 @@ def write_colmap_text(scene: Scene, model: Path, cameras: list[tuple[str, list[f
     lines += [f"{i + 1} {name} {v.width} {v.height} " + " ".join(repr(float(p)) for p in params)
               for i, (v, (name, params)) in enumerate(zip(scene.views, cameras))]
     (model / "cameras.txt").write_text("\n".join(lines) + "\n")
-    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+    lines = ["# Image list with two lines of data per image:",
+             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
              "#   POINTS2D[] as (X, Y, POINT3D_ID)"]
     for i, v in enumerate(scene.views):
         w2c = np.linalg.inv(v.cam_to_world)
@@ -183,7 +184,8 @@ def test_dense_workspace_is_preferred_with_fused_points(tmp_path):
 
 def test_distorted_cameras_are_refused_or_counted(tmp_path):
     scene = synthetic_room()
-    radial = [("SIMPLE_RADIAL", [v.intrinsics[0, 0], v.intrinsics[0, 2], v.intrinsics[1, 2], 0.05]) for v in scene.views]
+    radial = [("SIMPLE_RADIAL", [v.intrinsics[0, 0], v.intrinsics[0, 2], v.intrinsics[1, 2], 0.05])
+              for v in scene.views]
     root = sparse_project(tmp_path, cameras=radial)
     with pytest.raises(SceneError, match="image_undistorter") as err:
         import_colmap(root, tmp_path / "out")

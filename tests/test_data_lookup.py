@@ -22,7 +22,10 @@ def _tiny(seed: int = 0, views: int = 3, n: int = 40):
 
 
 def _brute_force(uv, visible, depth, sizes, grids, table, strategy):
-    """One point at a time, straight from DESIGN 1.2 (patch row = floor(v h / H), col = floor(u w / W))."""
+    """One point at a time, straight from docs/design.md#point-to-patch-lookup.
+
+    Patch row = floor(v h / H), col = floor(u w / W).
+    """
     starts = cell_offsets(grids)
     nv, n = visible.shape
     out = torch.zeros(n, table.shape[1])

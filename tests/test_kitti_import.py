@@ -91,7 +91,8 @@ def test_semantickitti_sample_imports_with_the_learning_map(tmp_path):
     assert counts[SEMANTICKITTI_CLASSES.index("road")] == 34228 + 1053
     assert counts[SEMANTICKITTI_CLASSES.index("motorcyclist")] == 88
     assert int((seg == -1).sum()) == 2184 + 4 + 1471 + 1227
-    np.testing.assert_array_equal(scene.attributes["instance"], np.where(raw >> 16 > 0, (raw >> 16).astype(np.int64), -1))
+    np.testing.assert_array_equal(scene.attributes["instance"],
+                                  np.where(raw >> 16 > 0, (raw >> 16).astype(np.int64), -1))
     vel = np.fromfile(src / "sequences" / "00" / "velodyne" / "000000.bin", np.float32).reshape(-1, 4)
     np.testing.assert_array_equal(scene.coord, vel[:, :3])
     np.testing.assert_array_equal(scene.attributes["strength"], vel[:, 3])
@@ -169,7 +170,8 @@ def test_labels_instances_and_views_of_a_generated_sequence(kitti_src, tmp_path)
     assert report.sequences == ["00", "08", "11"] and report.scenes == 4
     assert (report.views, report.frames_without_image, report.frames_without_labels) == (3, 1, 1)
     scene = Scene.load(tmp_path / "out" / "00_000001")
-    expected = [-1 if SEMANTICKITTI_LEARNING_MAP[r] is None else SEMANTICKITTI_CLASSES.index(SEMANTICKITTI_LEARNING_MAP[r])
+    expected = [-1 if SEMANTICKITTI_LEARNING_MAP[r] is None
+                else SEMANTICKITTI_CLASSES.index(SEMANTICKITTI_LEARNING_MAP[r])
                 for r in RAW_IDS.tolist()] * 2
     np.testing.assert_array_equal(scene.segment(), expected)
     moving = {252: "car", 253: "bicyclist", 254: "person", 255: "motorcyclist", 257: "other-vehicle", 258: "truck"}

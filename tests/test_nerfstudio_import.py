@@ -43,7 +43,8 @@ def write_nerfstudio(root, *, world: np.ndarray | None = None, per_frame: bool =
               "camera_model": "OPENCV", "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0}
     frames = []
     for i, (v, name) in enumerate(zip(scene.views, names)):
-        frame = {"file_path": f"images/{name}", "transform_matrix": (world @ v.cam_to_world @ OPENGL_TO_OPENCV).tolist()}
+        frame = {"file_path": f"images/{name}",
+                 "transform_matrix": (world @ v.cam_to_world @ OPENGL_TO_OPENCV).tolist()}
         if per_frame or i:
             k = v.intrinsics
             frame.update(fl_x=k[0, 0], fl_y=k[1, 1], cx=k[0, 2], cy=k[1, 2])
@@ -80,7 +81,8 @@ def test_instant_ngp_camera_angle_only(tmp_path):
     (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": angle, "aabb_scale": 4, "scale": 0.33,
                                                             "offset": [0.5, 0.5, 0.5], "frames": frames}))
     np.save(root / "points.npy", np.column_stack([scene.coord, scene.attributes["color"]]).astype(np.float64))
-    with pytest.raises(DitrError, match=r"transforms.json: transforms file not found \(found \['transforms_train.json'\]"):
+    with pytest.raises(DitrError,
+                       match=r"transforms.json: transforms file not found \(found \['transforms_train.json'\]"):
         import_nerfstudio(root, tmp_path / "out", points=root / "points.npy")
     report = import_nerfstudio(root, tmp_path / "out", transforms="transforms_train.json", points=root / "points.npy")
     assert "aabb_scale" in report.notes[0] and "not applied" in report.notes[0]
@@ -165,7 +167,8 @@ def test_distortion_size_and_fisheye_errors(tmp_path):
     report = import_nerfstudio(root, tmp_path / "out", ignore_distortion=True)
     assert report.distortion_ignored_views == 4 and report.distortion_ignored_max_px > 1.0
     (root / "transforms.json").write_text(json.dumps({**doc, "w": 320}))
-    with pytest.raises(SceneError, match=r"view_00.png: frames\[0\].w/h: the image is 160x120, transforms.json declares 320x120"):
+    with pytest.raises(SceneError, match=r"view_00.png: frames\[0\].w/h: the image is 160x120, "
+                                         r"transforms.json declares 320x120"):
         import_nerfstudio(root, tmp_path / "out")
     (root / "transforms.json").write_text(json.dumps({**doc, "camera_model": "OPENCV_FISHEYE"}))
     with pytest.raises(SceneError, match="camera_model: OPENCV_FISHEYE images are not pinhole images"):

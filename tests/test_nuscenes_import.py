@@ -176,7 +176,8 @@ def write_native(root, version: str = "v1.0-mini"):
                   {"token": "sc2", "name": "scene-0103", "log_token": "log1", "nbr_samples": 1}],
         "log": [{"token": "log1", "logfile": "n000", "vehicle": "n000", "location": "boston-seaport"}],
         "category": [{"token": f"cat{i}", "name": n, "description": "", "index": i} for n, i in CATEGORIES.items()],
-        "lidarseg": [{"token": "ls1", "sample_data_token": "lidar1", "filename": f"lidarseg/{version}/ls1_lidarseg.bin"}],
+        "lidarseg": [{"token": "ls1", "sample_data_token": "lidar1",
+                      "filename": f"lidarseg/{version}/ls1_lidarseg.bin"}],
     }
     for name, records in docs.items():
         (tables / f"{name}.json").write_text(json.dumps(records))
@@ -294,7 +295,8 @@ def test_bad_quaternion_and_dangling_token_name_the_record(native, tmp_path):
         import_nuscenes(native, tmp_path / "out")
     calibs[1]["rotation"], calibs[1]["sensor_token"] = Q_CAM_FRONT, "nope"
     calib_file.write_text(json.dumps(calibs))
-    with pytest.raises(SceneError, match=r"calibrated_sensor.json: cal_front.sensor_token: token 'nope' is not in sensor.json"):
+    with pytest.raises(SceneError,
+                       match=r"calibrated_sensor.json: cal_front.sensor_token: token 'nope' is not in sensor.json"):
         import_nuscenes(native, tmp_path / "out")
 
 

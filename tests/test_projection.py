@@ -25,7 +25,8 @@ def random_cameras(nv: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     w2c, k = [], []
     for _ in range(nv):
-        pose = look_at(rng.uniform(-1, 1, 3), rng.uniform(-0.2, 0.2, 3) + [0, 0, 0.0] + rng.normal(0, 0.01, 3) + [0, 0, 0])
+        pose = look_at(rng.uniform(-1, 1, 3),
+                       rng.uniform(-0.2, 0.2, 3) + [0, 0, 0.0] + rng.normal(0, 0.01, 3) + [0, 0, 0])
         w2c.append(np.linalg.inv(pose))
         f = rng.uniform(100, 300)
         k.append([[f, 0, rng.uniform(60, 100)], [0, f * rng.uniform(0.9, 1.1), rng.uniform(40, 80)], [0, 0, 1]])

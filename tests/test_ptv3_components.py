@@ -16,7 +16,8 @@ CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _random_voxels(seed: int, size: int = 8, clouds: int = 2, density: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+def _random_voxels(seed: int, size: int = 8, clouds: int = 2,
+                   density: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     occupied = (torch.rand(clouds, size, size, size, generator=gen) < density).nonzero()
     return occupied[:, 1:], occupied[:, 0]
@@ -88,7 +89,8 @@ def _attention_out(backend: str, data: dict[str, torch.Tensor], order_index: int
 @pytest.mark.parametrize("order_index", [0, 2])
 def test_attention_sdpa_matches_naive(order_index: int) -> None:
     data = _surface_batch(1)
-    assert torch.allclose(_attention_out("sdpa", data, order_index), _attention_out("naive", data, order_index), atol=1e-5)
+    assert torch.allclose(_attention_out("sdpa", data, order_index), _attention_out("naive", data, order_index),
+                          atol=1e-5)
 
 
 def test_default_inference_is_deterministic_and_training_runs() -> None:

@@ -118,7 +118,8 @@ def write_scan(root: Path, name: str = SCENE, *, labelled: bool = True, frames: 
     matrix = " ".join(str(x) for x in ALIGN.ravel())
     (scan / f"{name}.txt").write_text(f"axisAlignment = {matrix}\ncolorHeight = 968\nnumColorFrames = 3\n")
     if labelled:
-        (scan / f"{name}_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"sceneId": name, "segIndices": SEG_INDICES}))
+        (scan / f"{name}_vh_clean_2.0.010000.segs.json").write_text(
+            json.dumps({"sceneId": name, "segIndices": SEG_INDICES}))
         groups = [{"id": i, "objectId": i, "segments": segs, "label": label} for i, (label, segs) in enumerate(GROUPS)]
         (scan / f"{name}.aggregation.json").write_text(json.dumps({"sceneId": name, "segGroups": groups}))
     return scan

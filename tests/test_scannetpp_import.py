@@ -53,12 +53,14 @@ def colmap_line(i: int, eye: np.ndarray, name: str) -> str:
 
 
 def write_mesh(path: Path, coord: np.ndarray, faces: np.ndarray) -> None:
-    v = np.zeros(len(coord), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    v = np.zeros(len(coord),
+                 dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
     v["x"], v["y"], v["z"] = coord.T
     v["red"] = 50
     f = np.zeros(len(faces), dtype=[("vertex_indices", "i4", (3,))])
     f["vertex_indices"] = faces
-    PlyData([PlyElement.describe(v, "vertex"), PlyElement.describe(f, "face", len_types={"vertex_indices": "u1"})]).write(str(path))
+    PlyData([PlyElement.describe(v, "vertex"),
+             PlyElement.describe(f, "face", len_types={"vertex_indices": "u1"})]).write(str(path))
 
 
 def write_scene(root: Path, *, world: np.ndarray = NS_WORLD, colmap: bool = True, extra: dict | None = None) -> Path:
@@ -76,7 +78,8 @@ def write_scene(root: Path, *, world: np.ndarray = NS_WORLD, colmap: bool = True
     doc = {"camera_model": "OPENCV", "fl_x": F, "fl_y": F, "cx": CX, "cy": CY, "w": W, "h": H,
            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
            "frames": [{"file_path": "DSC00001.JPG", "transform_matrix": nerfstudio_pose(CAMERAS[0], world)},
-                      {"file_path": "DSC00002.JPG", "transform_matrix": nerfstudio_pose(CAMERAS[0], world), "is_bad": True}],
+                      {"file_path": "DSC00002.JPG", "transform_matrix": nerfstudio_pose(CAMERAS[0], world),
+                       "is_bad": True}],
            "test_frames": [{"file_path": "DSC00003.JPG", "transform_matrix": nerfstudio_pose(CAMERAS[1], world)}],
            **(extra or {})}
     (scene / "dslr" / "nerfstudio").mkdir()
@@ -114,7 +117,8 @@ def test_applied_transform_is_undone(tmp_path):
 
 def test_poses_disagreeing_with_colmap_are_an_error(tmp_path):
     write_scene(tmp_path / "src", world=np.eye(3))  # an OpenGL pose in the mesh frame: not ScanNet++'s convention
-    with pytest.raises(SceneError, match=r"transforms_undistorted\.json: frames\[DSC00001\]\.transform_matrix: .*images\.txt"):
+    with pytest.raises(SceneError,
+                       match=r"transforms_undistorted\.json: frames\[DSC00001\]\.transform_matrix: .*images\.txt"):
         import_scannetpp(tmp_path / "src", tmp_path / "out")
 
 
@@ -144,7 +148,8 @@ def test_distorted_or_missing_undistorted_cameras_are_errors(tmp_path):
     with pytest.raises(SceneError, match=r"transforms_undistorted\.json: missing.*dslr\.undistort"):
         import_scannetpp(tmp_path / "a", tmp_path / "out")
     scene = write_scene(tmp_path / "b", extra={"w": 64})
-    with pytest.raises(SceneError, match=r"DSC00001\.JPG: frames\[0\]\.image: is 128x96, transforms_undistorted\.json declares 64x96"):
+    with pytest.raises(SceneError, match=r"DSC00001\.JPG: frames\[0\]\.image: is 128x96, "
+                                         r"transforms_undistorted\.json declares 64x96"):
         import_scannetpp(tmp_path / "b", tmp_path / "out")
     with pytest.raises(DitrError, match="class list missing"):
         import_scannetpp(tmp_path / "b", tmp_path / "out", classes=tmp_path / "nope.txt")

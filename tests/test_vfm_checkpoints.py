@@ -104,14 +104,16 @@ def _meta_reference_forward(sd: dict, spec, pixels: torch.Tensor) -> torch.Tenso
         qkv = F.linear(h, sd[blk + "attn.qkv.weight"], bias).reshape(b, -1, 3, nh, d // nh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         if v3:
-            q = torch.cat([q[:, :, :prefix_tokens], _rope(q[:, :, prefix_tokens:], sd["rope_embed.periods"], gh, gw)], 2)
-            k = torch.cat([k[:, :, :prefix_tokens], _rope(k[:, :, prefix_tokens:], sd["rope_embed.periods"], gh, gw)], 2)
+            periods = sd["rope_embed.periods"]
+            q = torch.cat([q[:, :, :prefix_tokens], _rope(q[:, :, prefix_tokens:], periods, gh, gw)], 2)
+            k = torch.cat([k[:, :, :prefix_tokens], _rope(k[:, :, prefix_tokens:], periods, gh, gw)], 2)
         attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // nh), -1) @ v
-        attn = F.linear(attn.transpose(1, 2).reshape(b, -1, d), sd[blk + "attn.proj.weight"], sd[blk + "attn.proj.bias"])
+        attn = F.linear(attn.transpose(1, 2).reshape(b, -1, d), sd[blk + "attn.proj.weight"],
+                        sd[blk + "attn.proj.bias"])
         x = x + sd[blk + "ls1.gamma"] * attn
         h = _layer_norm(x, sd, blk + "norm2", eps)
 
-        def lin(name: str, t: torch.Tensor) -> torch.Tensor:
+        def lin(name: str, t: torch.Tensor, blk: str = blk) -> torch.Tensor:
             return F.linear(t, sd[blk + f"mlp.{name}.weight"], sd[blk + f"mlp.{name}.bias"])
 
         if spec.swiglu and v3:  # w3(silu(w1 x) * w2 x)
@@ -174,7 +176,7 @@ def test_wrong_size_family_or_extra_keys_are_clear_errors(tmp_path):
     assert set(meta_to_hf(nested, spec)) == set(meta_to_hf(meta, spec))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(DitrError, match="cannot be read"):
-        load_vfm("dinov2-tiny-random-reg", tmp_path / "junk.pth").model  # read on first use
+        _ = load_vfm("dinov2-tiny-random-reg", tmp_path / "junk.pth").model  # read on first use
     with pytest.raises(DitrError, match="does not exist"):
         load_vfm("dinov2-tiny-random-reg", tmp_path / "missing.pth")
 

@@ -57,8 +57,10 @@ def test_user_errors_are_ditr_errors(tmp_path, capsys, monkeypatch):
     scene = _scene(tmp_path / "a", 0)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DitrError, match="multiples of the patch size"):
-        _run([scene, "--model", "dinov2-tiny-random-reg", "--cache", str(tmp_path / "c"), "--resolution", "40x56"], capsys)
+        _run([scene, "--model", "dinov2-tiny-random-reg", "--cache", str(tmp_path / "c"), "--resolution", "40x56"],
+             capsys)
     with pytest.raises(DitrError, match="HEIGHTxWIDTH"):
-        _run([scene, "--model", "dinov2-tiny-random-reg", "--cache", str(tmp_path / "c"), "--resolution", "big"], capsys)
+        _run([scene, "--model", "dinov2-tiny-random-reg", "--cache", str(tmp_path / "c"), "--resolution", "big"],
+             capsys)
     with pytest.raises(DitrError, match="unknown model"):
         _run([scene, "--model", "dino-xl", "--cache", str(tmp_path / "c")], capsys)

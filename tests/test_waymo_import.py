@@ -50,7 +50,7 @@ CAMERAS = {  # Waymo camera id -> (intrinsics and size, extrinsic vehicle <- cam
     5: (SIDE, (-np.pi / 2, (1.0, -1.0, 1.8)), True),  # SIDE_RIGHT
 }
 KNOWN_POINT = np.array([10.0, 1.0, 2.3])  # in the frame's vehicle frame, seen by FRONT
-DESIGN_CROP = 394  # DESIGN 1.1: front cameras top-cropped by 394 rows (1280 -> 886)
+DESIGN_CROP = 394  # docs/design.md#views-per-dataset: front cameras top-cropped by 394 rows (1280 -> 886)
 MOTION_PER_COLUMN = (0.02, 0.002)  # TOP sweep: metres forward and radians of yaw per column
 
 
@@ -66,9 +66,9 @@ def euler(roll: float, pitch: float, yaw: float) -> np.ndarray:
     return axis(2, yaw) @ axis(1, pitch) @ axis(0, roll)
 
 
-def rigid(rot=np.eye(3), t=(0.0, 0.0, 0.0)) -> np.ndarray:
+def rigid(rot=None, t=(0.0, 0.0, 0.0)) -> np.ndarray:
     m = np.eye(4)
-    m[:3, :3], m[:3, 3] = rot, t
+    m[:3, :3], m[:3, 3] = np.eye(3) if rot is None else rot, t
     return m
 
 
@@ -151,7 +151,8 @@ def camera_jpeg(camera: int) -> bytes:
     is recognisable after a crop; FRONT has a white 15x15 square centred on KNOWN_POINT's pixel."""
     c = CAMERAS[camera][0]
     rows, cols = np.mgrid[0:c["height"], 0:c["width"]]
-    image = np.stack([30 + 180 * rows / c["height"], 30 + 180 * cols / c["width"], np.full(rows.shape, 60.0 * camera)], -1)
+    image = np.stack([30 + 180 * rows / c["height"], 30 + 180 * cols / c["width"], np.full(rows.shape, 60.0 * camera)],
+                     -1)
     if camera == 1:
         u, v, _ = np.round(front_pixel(KNOWN_POINT)).astype(int)
         image[v - 7:v + 8, u - 7:u + 8] = 255
@@ -199,7 +200,7 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
     }, omit)
 
     poses = []
-    for t in (T0, T1):
+    for _timestamp in (T0, T1):  # both frames get the same pixel poses
         image = np.zeros(TOP_SHAPE + (6,), np.float32)
         for col in range(TOP_SHAPE[1]):
             pixel_pose = FRAME_POSE @ sweep_motion(col)
@@ -244,7 +245,8 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
         "key.frame_timestamp_micros": pa.array([t for t, _ in shots], pa.int64()),
         "key.camera_name": pa.array([i for _, i in shots], pa.int8()),
         "[CameraImageComponent].image": pa.array([camera_jpeg(i) for _, i in shots], pa.binary()),
-        "[CameraImageComponent].pose.transform": pa.array([camera_pose.ravel().tolist()] * len(shots), transform_type()),
+        "[CameraImageComponent].pose.transform": pa.array([camera_pose.ravel().tolist()] * len(shots),
+                                                          transform_type()),
     }, omit)
     write_component(root, "vehicle_pose", {
         "key.segment_context_name": pa.array([CONTEXT] * 2),
@@ -285,7 +287,8 @@ def test_points_labels_and_intensity_are_reconstructed(waymo_src, tmp_path):
             want.append(points)
             want_strength.append(np.tanh(intensity.ravel()[pixel]))
             if laser == 1:  # only the TOP laser is labelled; return 2 is all road (Waymo 18)
-                want_label.append(LABEL_MAP[semantic_of(pixel)] if ret == 0 else np.full(len(pixel), CLASS_NAMES.index("road")))
+                want_label.append(LABEL_MAP[semantic_of(pixel)] if ret == 0
+                                  else np.full(len(pixel), CLASS_NAMES.index("road")))
             else:
                 want_label.append(np.full(len(pixel), -1))
     want, want_label, want_strength = sort_rows(np.concatenate(want), np.concatenate(want_label),
@@ -326,13 +329,14 @@ def decoded(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-@pytest.mark.parametrize("crop", [None, 0, 100])  # None: the default, DESIGN 1.1's 394 rows
+@pytest.mark.parametrize("crop", [None, 0, 100])  # None: the default, the reference's 394 rows
 def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path, crop):
     src, _ = waymo_src
     rows = DESIGN_CROP if crop is None else crop
     report = import_waymo(src, tmp_path / "out", **({} if crop is None else {"crop_front_top": crop}))
     scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
-    assert [v.name for v in scene.views] == ["FRONT", "SIDE_RIGHT"] and report.missing_cameras == 1  # SIDE_LEFT: no image
+    # SIDE_LEFT: no image
+    assert [v.name for v in scene.views] == ["FRONT", "SIDE_RIGHT"] and report.missing_cameras == 1
     view = scene.views[0]
     assert (view.width, view.height) == (CAMERA["width"], CAMERA["height"] - rows)
     image = view.read_image()
@@ -358,7 +362,7 @@ def test_front_crop_keeps_the_content_of_each_row_and_leaves_side_cameras_alone(
     original = decoded(source_jpeg(src, 1)).astype(np.int16)
     diff = np.abs(front.read_image().astype(np.int16) - original[DESIGN_CROP:])
     assert diff.mean() < 1.0 and diff.max() <= 16
-    # ... so that the five cameras share the side cameras' size (DESIGN 1.1: 1920x886).
+    # ... so that the five cameras share the side cameras' size (docs/design.md#views-per-dataset: 1920x886).
     assert (front.width, front.height) == (side.width, side.height) == (SIDE["width"], SIDE["height"])
     assert front.image_path.suffix == ".jpg" and front.image_path.read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     # SIDE_RIGHT: the stored JPEG byte for byte, its calibration unchanged.
@@ -487,7 +491,8 @@ def test_bad_range_image_shape_is_an_error(waymo_src, tmp_path):
         import_waymo(src, tmp_path / "out")
 
 
-@pytest.mark.parametrize("component, reason", [("vehicle_pose", "no vehicle pose"), ("lidar_pose", "no TOP pixel pose")])
+@pytest.mark.parametrize("component, reason",
+                         [("vehicle_pose", "no vehicle pose"), ("lidar_pose", "no TOP pixel pose")])
 def test_a_missing_pose_row_skips_and_counts_the_frame(waymo_src, tmp_path, component, reason):
     src, _ = waymo_src
     path = src / "training" / component / f"{CONTEXT}.parquet"
@@ -502,7 +507,8 @@ def test_column_names_are_matched_tolerantly(waymo_src, tmp_path):
     """Another case, or another spelling of the component prefix, still finds the field."""
     src, _ = waymo_src
     for component, rename in (("lidar", str.lower),
-                              ("camera_calibration", lambda n: n.replace("[CameraCalibrationComponent]", "[CameraCalib]"))):
+                              ("camera_calibration",
+                               lambda n: n.replace("[CameraCalibrationComponent]", "[CameraCalib]"))):
         path = src / "training" / component / f"{CONTEXT}.parquet"
         table = pq.read_table(path)
         pq.write_table(table.rename_columns([rename(n) for n in table.column_names]), path)

@@ -8,7 +8,7 @@
    The 3D input is geometry only (position + normal): classes that differ in appearance alone (door, window, picture and
    whiteboard panels on the wall, rugs on the floor) can be told apart only through the images.
 4. Evaluate all on held-out rooms (3d-only and d-ditr without images); write ``OUT/results.json``
-   (DESIGN 3.2), a per-class IoU chart, the training curves, top-down renders of ground truth vs the
+   (docs/design.md#command-line), a per-class IoU chart, the training curves, top-down renders of ground truth vs the
    predictions, and the distilled student's features beside the teacher's.
 """
 

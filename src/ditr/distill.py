@@ -1,4 +1,5 @@
-"""D-DITR (DESIGN 1.4): distil a frozen 2D foundation model into a plain 3D PTv3, then fine-tune it.
+"""D-DITR (docs/design.md#d-ditr-distillation): distil a frozen 2D foundation model into a plain 3D PTv3, then
+fine-tune it.
 
 Stage 1, :func:`distill`: a :class:`~ditr.models.student.DistillStudent` (a 3D-only PTv3 backbone +
 ``distill_head = Linear(out_channels, D)``) regresses, for every voxel, the VFM feature lifted onto

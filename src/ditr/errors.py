@@ -14,7 +14,7 @@ class DitrError(Exception):
 
 
 class SceneError(DitrError, ValueError):
-    """A scene directory that does not follow the scene format (DESIGN 3.1)."""
+    """A scene directory that does not follow the scene format (docs/design.md#scene-format)."""
 
     def __init__(self, file: str | Path, field: str | None, problem: str):
         self.file = Path(file)

@@ -2,7 +2,7 @@
 
 For a view of original size (H, W) whose feature grid is (D, h, w) (the image was resized to
 (h p, w p)), a point at pixel (u, v) falls in patch ``row = floor(v h / H)``, ``col = floor(u w / W)``
-(DESIGN 1.2: nearest patch, no upsampling). A horizontally flipped view's grid came from the
+(docs/design.md#point-to-patch-lookup: nearest patch, no upsampling). A horizontally flipped view's grid came from the
 mirrored image, so the point is looked up at ``u' = W - u``. Views are combined with the (V, N)
 weights of :func:`ditr.projection.view_weights` (one-hot for last / random / nearest, uniform for
 mean); points no view sees get zeros and ``seen = False``.

@@ -1,4 +1,6 @@
-"""Point -> pixel correspondences with visibility (DESIGN 1.2), batched over all views at once.
+"""Point -> pixel correspondences with visibility, batched over all views at once.
+
+See docs/design.md#projection-and-visibility.
 
 For every (view, point) pair we compute the pixel ``(u, v)`` (u = column, v = row, continuous, in the
 original image), the camera depth ``z`` and whether the point is visible: in front of the camera,
@@ -118,7 +120,7 @@ class Correspondences:
         }
 
     def save_npz(self, path) -> None:
-        """Write the DESIGN 3.2 arrays (uv, visible, depth, views) plus in_frame and image sizes."""
+        """Write the docs/design.md#command-line arrays (uv, visible, depth, views) plus in_frame and image sizes."""
         from .fileio import atomic_save_npz
 
         atomic_save_npz(path, uv=self.uv.cpu().numpy(), visible=self.visible.cpu().numpy(),
@@ -383,7 +385,8 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
     w2c = torch.from_numpy(np.stack([v.world_to_cam for v in views])).to(device)
     k = torch.from_numpy(np.stack([v.intrinsics for v in views])).to(device)
     sizes = torch.tensor([[v.height, v.width] for v in views], device=device)
-    depth_maps, depth_k = [None] * len(views), [None] * len(views)
+    depth_maps: list[torch.Tensor | None] = [None] * len(views)
+    depth_k: list[torch.Tensor | None] = [None] * len(views)
     if config.occlusion in ("auto", "depth"):
         for i, v in enumerate(views):
             d = v.read_depth()
@@ -391,8 +394,8 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                 depth_maps[i] = torch.from_numpy(d).to(device)
                 if v.depth_intrinsics is not None:
                     depth_k[i] = torch.from_numpy(v.depth_intrinsics).to(device)
-    normals = scene.attributes.get("normal")
-    normals = torch.from_numpy(normals).to(device) if normals is not None else None
+    normal_array = scene.attributes.get("normal")
+    normals = torch.from_numpy(normal_array).to(device) if normal_array is not None else None
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k,
                                    [v.name for v in views], normals)
 
@@ -414,7 +417,8 @@ def view_weights(corr: Correspondences, strategy: ViewStrategy = "last",
     if strategy == "last":
         score = torch.arange(1, nv + 1, device=vis.device, dtype=torch.float32)[:, None].expand(nv, n)
     elif strategy == "random":
-        score = torch.rand((nv, n), generator=generator, device="cpu" if generator is None else generator.device).to(vis.device) + 1.0
+        device = "cpu" if generator is None else generator.device
+        score = torch.rand((nv, n), generator=generator, device=device).to(vis.device) + 1.0
     elif strategy == "nearest":
         score = 1.0 / corr.depth.clamp(min=1e-6)
     else:

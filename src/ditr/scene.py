@@ -1,4 +1,4 @@
-"""The scene format, version 1 (DESIGN 3.1): points plus posed, calibrated images in one directory.
+"""The scene format, version 1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
 
 A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
 that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an
@@ -45,7 +45,8 @@ def _validate_attribute(name: str, array: np.ndarray, n: int, file: Path) -> np.
     """Check one per-point attribute against the format; returns it in its canonical dtype."""
     kind = _attribute_kind(name)
     if array.shape[:1] != (n,):
-        raise SceneError(file, name, f"has {array.shape[0] if array.ndim else 0} rows, expected {n} (one per point in {COORD_FILE})")
+        rows = array.shape[0] if array.ndim else 0
+        raise SceneError(file, name, f"has {rows} rows, expected {n} (one per point in {COORD_FILE})")
     if kind == "color":
         if array.shape != (n, 3):
             raise SceneError(file, name, f"shape {array.shape}, expected ({n}, 3)")
@@ -289,7 +290,8 @@ class Scene:
         finite = np.isfinite(coord).all(axis=1)
         if not finite.all():
             first = int(np.flatnonzero(~finite)[0])
-            raise SceneError(coord_file, "coord", f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
+            raise SceneError(coord_file, "coord",
+                             f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
         n = coord.shape[0]
         attributes = {}
         for file in sorted(path.glob("*.npy")):
@@ -328,7 +330,8 @@ class Scene:
         if not isinstance(doc, dict) or doc.get("format") != VIEWS_FORMAT:
             raise SceneError(file, "format", f'must be "{VIEWS_FORMAT}"')
         if doc.get("version") != VIEWS_VERSION:
-            raise SceneError(file, "version", f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
+            raise SceneError(file, "version",
+                             f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
         entries = doc.get("views")
         if not isinstance(entries, list):
             raise SceneError(file, "views", "must be a list")
@@ -359,7 +362,8 @@ class Scene:
                 atomic_write_json(tmp / META_FILE, self.meta)
             if self.views:
                 entries = [_write_view(v, tmp, image_format) for v in self.views]
-                atomic_write_json(tmp / VIEWS_FILE, {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
+                atomic_write_json(tmp / VIEWS_FILE,
+                                  {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
         self.path = path
         return path
 
@@ -398,7 +402,8 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
     if view.depth_path is not None:
         scale = entry.get("depth_scale", 1000.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-            raise SceneError(file, f"{where}.depth_scale", f"must be a positive number (units per metre), got {scale!r}")
+            raise SceneError(file, f"{where}.depth_scale",
+                             f"must be a positive number (units per metre), got {scale!r}")
         view.depth_scale = float(scale)
         if "depth_intrinsics" in entry:
             view.depth_intrinsics = finite_numbers(entry["depth_intrinsics"], (3, 3), file, f"{where}.depth_intrinsics")
@@ -406,6 +411,7 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
             view.depth_width = _positive_int(entry.get("depth_width"), file, f"{where}.depth_width")
             view.depth_height = _positive_int(entry.get("depth_height"), file, f"{where}.depth_height")
     if check_images:
+        assert view.image_path is not None  # "image" is a required key
         _check_size(view.image_path, (width, height), file, f"{where}.image")
         if view.depth_path is not None:
             _, dw, dh = view.depth_camera
@@ -429,7 +435,8 @@ def _check_size(p: Path, expected: tuple[int, int], file: Path, field_name: str)
     except Exception as exc:
         raise SceneError(p, field_name, f"cannot be read as an image ({exc})") from None
     if size != expected:
-        raise SceneError(p, field_name, f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
+        raise SceneError(p, field_name,
+                         f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
 
 
 def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
@@ -440,12 +447,16 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
     (root / "images").mkdir(exist_ok=True)
     if view.image is not None:
         rel = f"images/{safe}.{image_format}"
-        Image.fromarray(view.image).save(root / rel, quality=95) if image_format == "jpg" else Image.fromarray(view.image).save(root / rel)
+        if image_format == "jpg":
+            Image.fromarray(view.image).save(root / rel, quality=95)
+        else:
+            Image.fromarray(view.image).save(root / rel)
     elif view.image_path is not None:
         rel = f"images/{safe}{view.image_path.suffix}"
         shutil.copyfile(view.image_path, root / rel)
     else:
-        raise SceneError(root / VIEWS_FILE, f"views[{view.name}].image", "view has neither an image file nor an image array")
+        raise SceneError(root / VIEWS_FILE, f"views[{view.name}].image",
+                         "view has neither an image file nor an image array")
     entry["image"] = rel
     if view.has_depth:
         (root / "depth").mkdir(exist_ok=True)
@@ -453,6 +464,7 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
             rel = f"depth/{safe}.png"
             write_depth_image(root / rel, view.depth, view.depth_scale)
         else:
+            assert view.depth_path is not None  # has_depth without an array
             rel = f"depth/{safe}{view.depth_path.suffix}"
             shutil.copyfile(view.depth_path, root / rel)
         entry["depth"] = rel
@@ -466,6 +478,7 @@ def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
             rel = f"labels/{safe}.png"
             write_label_image(root / rel, view.label)
         else:
+            assert view.label_path is not None  # has_label without an array
             rel = f"labels/{safe}{view.label_path.suffix}"
             shutil.copyfile(view.label_path, root / rel)
         entry["label"] = rel

@@ -84,7 +84,7 @@ def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch
 
     Without ``tta`` one voxelisation is scored through the voxel inverse map; with it, the test
     pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
-    scales, flips) all vote with their softmax probabilities (DESIGN 1.5).
+    scales, flips) all vote with their softmax probabilities (docs/design.md#test-time-augmentation).
     """
     model, config = load_model(checkpoint, device, prepare=lambda c: c.with_overrides(overrides, "--set"))
     data = config.dataset

@@ -60,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     settings = DemoSettings.quick(**overrides) if args.quick else dataclasses.replace(DemoSettings(), **overrides)
     results = run_demo(args.out, settings, quiet=args.quiet)
-    print(json.dumps({m: {"miou": r["miou"]} for m, r in results["runs"].items()} | {"results": str(args.out / "results.json")}))
+    print(json.dumps({m: {"miou": r["miou"]} for m, r in results["runs"].items()}
+                     | {"results": str(args.out / "results.json")}))
     return 0

@@ -45,7 +45,8 @@ def _resolution(text: str | None) -> tuple[int, int] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="scene directories (DESIGN 3.1 format)")
+    p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE",
+                   help="scene directories (format: docs/design.md#scene-format)")
     p.add_argument("--model", required=True, metavar="NAME", help="model name, e.g. dinov2-vitl14-reg (see below)")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="weights: Hugging Face directory, or Meta's official .pth (keys converted)")
@@ -134,6 +135,6 @@ def _render(scenes: list[Scene], source: FeatureSource, args: argparse.Namespace
                                           f"{scene.name} / {view.name} - {tag}", basis))
         lifted = point_features(scene, source, args.view_strategy, projection_config(args))
         written += save_point_pca(out / "points_pca.ply", out / "points_pca.png", scene.coord, lifted.features,
-                                  lifted.seen, f"{scene.name}: lifted point features ({args.view_strategy} view) - {tag}",
-                                  basis)
+                                  lifted.seen,
+                                  f"{scene.name}: lifted point features ({args.view_strategy} view) - {tag}", basis)
     return written

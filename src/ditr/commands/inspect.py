@@ -64,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
     t.add_row("directory", str(scene.path))
     t.add_row("points", f"{summary['points']:,}")
     t.add_row("extent (m)", " x ".join(f"{x:.2f}" for x in summary["extent_m"]))
-    t.add_row("attributes", ", ".join(f"{k} {v['dtype']}{tuple(v['shape'])}" for k, v in summary["attributes"].items()) or "-")
+    t.add_row("attributes",
+              ", ".join(f"{k} {v['dtype']}{tuple(v['shape'])}" for k, v in summary["attributes"].items()) or "-")
     t.add_row("views", str(summary["views"]) + (f" ({', '.join(summary['view_sizes'])}; "
                                                f"{summary['views_with_depth']} with depth, "
-                                               f"{summary['views_with_labels']} with labels)" if scene.views else " (3D only)"))
+                                               f"{summary['views_with_labels']} with labels)"
+                                               if scene.views else " (3D only)"))
     if scene.views:
         seen = summary["seen_fraction"]
         style = "bold red" if seen == 0 else ""
-        t.add_row("seen by >= 1 view", f"[{style}]{100 * seen:.1f}% of points[/{style}]" if style else f"{100 * seen:.1f}% of points")
+        t.add_row("seen by >= 1 view",
+                  f"[{style}]{100 * seen:.1f}% of points[/{style}]" if style else f"{100 * seen:.1f}% of points")
     console.print(t)
     if "classes" in summary:
         ct = Table(title="classes")

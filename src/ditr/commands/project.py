@@ -23,7 +23,7 @@ A JSON summary line is printed to stdout."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("scene", type=Path, help="scene directory (DESIGN 3.1 format)")
+    p.add_argument("scene", type=Path, help="scene directory (format: docs/design.md#scene-format)")
     p.add_argument("--out", type=Path, required=True, help="output .npz file")
     p.add_argument("--render", type=Path, default=None, metavar="DIR",
                    help="also write one PNG per view: points over the image, coloured by depth")

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=320, metavar="W", help="image width in pixels (default 320)")
     p.add_argument("--height", type=int, default=240, metavar="H", help="image height in pixels (default 240)")
     p.add_argument("--image-format", choices=["png", "jpg"], default="png",
-                   help="RGB encoding: png keeps pixel colours equal to point colours (default); jpg files are ~2x smaller")
+                   help="RGB encoding: png keeps pixel colours equal to point colours (default); "
+                        "jpg files are ~2x smaller")
 
 
 def run(args: argparse.Namespace) -> int:

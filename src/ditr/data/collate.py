@@ -5,7 +5,7 @@ Image-feature tables are concatenated too, and each sample's ``img_index`` is sh
 cells of the samples before it, so ``lookup_image_features(img_table, img_index, img_weight)``
 works on the whole batch at once.
 
-Mix3D (DESIGN 1.5) happens here, as in the reference: two consecutive samples, each augmented on
+Mix3D (docs/design.md#training-recipe) happens here, as in the reference: two consecutive samples, each augmented on
 its own, become ONE cloud by dropping the offset between them. Each half keeps its own views: its
 points index only its own cells of the table, so a point of one half never sees the other half's
 images. Whether a pair is mixed was drawn by the dataset with the first sample's generator

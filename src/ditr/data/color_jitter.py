@@ -1,4 +1,4 @@
-"""Train-time colour jitter of the camera images (DESIGN 1.1: brightness 0.4, contrast 0.4,
+"""Train-time colour jitter of the camera images (docs/design.md#image-augmentation: brightness 0.4, contrast 0.4,
 saturation 0.2, hue 0.1), in the manner of torchvision's ``ColorJitter``.
 
 A jittered image has new features, so this only works when the VFM runs online (``vfm.online``);

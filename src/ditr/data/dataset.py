@@ -2,7 +2,8 @@
 
 One item = one scene. Loading goes: read the scene -> pick the views of this sample (training:
 ``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
-stored order) -> project the RAW points into those views (DESIGN 1.2) -> 3D transforms, which
+stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility) -> 3D
+transforms, which
 carry the correspondences along -> per-point model input ``feat`` and the image-feature lookup
 (:mod:`ditr.data.image_lookup`) -> torch tensors.
 
@@ -237,7 +238,8 @@ class SceneDataset(Dataset):
         sample.update(view_names=[v.name if v else "" for v in views],
                       pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
                       view_valid=slot,
-                      image_sizes=np.array([[v.height, v.width] if v else [1, 1] for v in views], np.int64).reshape(-1, 2),
+                      image_sizes=np.array([[v.height, v.width] if v else [1, 1] for v in views],
+                                           np.int64).reshape(-1, 2),
                       grid_sizes=np.array([grids.grid_size(v) if v else pad for v in views], np.int64).reshape(-1, 2))
 
     def _finish(self, sample: Sample, table: torch.Tensor | None, pixels: torch.Tensor | None,

@@ -1,4 +1,4 @@
-"""Point-cloud transforms of the reference recipe (DESIGN 1.5) that keep point-pixel links intact.
+"""Point-cloud transforms of the reference recipe (docs/design.md#training-recipe) that keep point-pixel links intact.
 
 Every transform is a small class called as ``t(sample, rng)`` with a ``numpy.random.Generator``:
 all randomness comes from ``rng``, so a sample is a pure function of its seed and training resumes
@@ -346,7 +346,7 @@ class SphereCrop:
 # ------------------------------------------------------------------------------------------ images
 @register
 class ImageFlip:
-    """Mirror each view horizontally with probability ``p`` (DESIGN 1.1).
+    """Mirror each view horizontally with probability ``p`` (docs/design.md#image-augmentation).
 
     The image itself is never touched here: the point's pixel moves to ``u' = W - u`` and the view
     is marked ``view_flipped``, so that the features of the mirrored image (cached by

@@ -100,7 +100,7 @@ class Evaluator:
         step_fn = step_fn or self.step
         rank, world = distributed.get_rank(), distributed.get_world_size()
         loader = DataLoader(SeededDataset(dataset), batch_size=self.batch_size,
-                            sampler=eval_keys(len(dataset), rank, world, self.seed),
+                            sampler=eval_keys(len(dataset), rank, world, self.seed),  # type: ignore[arg-type]
                             collate_fn=collate_fn, num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda",
                             worker_init_fn=ignore_stop_signals if self.num_workers else None)
@@ -133,10 +133,10 @@ class Evaluator:
         names = distributed.broadcast_object(sorted(loss_sums))
         totals = torch.tensor([loss_sums.get(n, 0.0) for n in names] + [batches],
                               dtype=torch.float64, device=self.device)
-        totals = distributed.all_reduce_sum(totals).tolist()
+        sums: list[float] = distributed.all_reduce_sum(totals).tolist()
         metrics: dict[str, Any] = {}
         if conf.sum() > 0:
             metrics.update(segmentation_metrics(conf, self.class_names))
-        if totals[-1] > 0:
-            metrics.update({f"val_{n}": v / totals[-1] for n, v in zip(names, totals)})
+        if sums[-1] > 0:
+            metrics.update({f"val_{n}": v / sums[-1] for n, v in zip(names, sums)})
         return EvalResult(metrics=metrics, confusion=conf)

@@ -60,7 +60,7 @@ class SeededDataset(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # map-style datasets have __len__
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key

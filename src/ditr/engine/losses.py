@@ -1,4 +1,5 @@
-"""Losses: cross-entropy, Lovasz-softmax and their weighted sum (DESIGN 1.3); D-DITR's cosine (DESIGN 1.4).
+"""Losses: cross-entropy, Lovasz-softmax and their weighted sum (docs/design.md#segmentation-loss); D-DITR's
+cosine (docs/design.md#d-ditr-distillation).
 
 The reference trains with cross-entropy + Lovasz-softmax, weight 1 each, ignore index -1. A
 criterion in this engine maps ``(output, batch)`` to a dict of named scalar losses whose ``"loss"``
@@ -96,6 +97,8 @@ class SegmentationCriterion(nn.Module):
     Defaults are the reference recipe (1 x CE + 1 x Lovasz, ignore -1). ``class_weights`` is the
     per-class CE weighting used for SemanticKITTI.
     """
+
+    class_weights: Tensor | None  # a buffer (registered in __init__)
 
     def __init__(self, ce_weight: float = 1.0, lovasz_weight: float = 1.0,
                  class_weights: Sequence[float] | Tensor | None = None,

@@ -1,4 +1,4 @@
-"""AdamW with name-based parameter groups, OneCycle schedule and gradient clipping (DESIGN 1.5).
+"""AdamW with name-based parameter groups, OneCycle schedule and gradient clipping (docs/design.md#training-recipe).
 
 The reference gives every parameter whose name contains ``"block"`` (the transformer blocks)
 a tenth of the base learning rate: indoor lr 0.006 / blocks 0.0006, weight decay 0.05; outdoor
@@ -87,11 +87,13 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
     demos) get a 2-step warm-up; real schedules (thousands of steps) are unaffected.
     """
     if total_steps < 3:
-        raise ConfigError("trainer", "epochs / max_steps", f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
+        raise ConfigError("trainer", "epochs / max_steps",
+                          f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,
-                      anneal_strategy=cfg.anneal_strategy, div_factor=cfg.div_factor,
+                      anneal_strategy=cfg.anneal_strategy,  # type: ignore[arg-type]  # OneCycleLR checks it
+                      div_factor=cfg.div_factor,
                       final_div_factor=cfg.final_div_factor, cycle_momentum=cfg.cycle_momentum)
 
 

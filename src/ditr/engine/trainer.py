@@ -142,11 +142,12 @@ class Trainer:
             raise TrainingError(f"trainer.batch_size {config.batch_size} (the global batch) is not divisible "
                                 f"by the {world} ranks")
         self.batch_per_rank = config.batch_size // world
-        self.sampler = EpochSampler(len(train_set), self.batch_per_rank, self.info.rank, world,
+        num_samples = len(train_set)  # type: ignore[arg-type]  # map-style datasets have __len__
+        self.sampler = EpochSampler(num_samples, self.batch_per_rank, self.info.rank, world,
                                     config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
-            raise ConfigError("trainer", "batch_size", f"{len(train_set)} training samples make no full batch of "
+            raise ConfigError("trainer", "batch_size", f"{num_samples} training samples make no full batch of "
                                                          f"{self.batch_per_rank} per rank")
         if config.epochs is None and config.max_steps is None:
             raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them (neither is set)")
@@ -187,7 +188,7 @@ class Trainer:
         """
         if self._closed:
             raise RuntimeError("this trainer was closed; make a new one to train again")
-        resumed = bool(resume) and self.resume(None if resume is True else resume)
+        resumed = bool(resume) and self.resume(resume if isinstance(resume, (str, Path)) else None)
         if not resumed:
             # The model's own randomness (dropout, drop path) starts from the run's seed, one
             # stream per rank; a resumed run restores the saved generator states instead.
@@ -423,9 +424,9 @@ class Trainer:
     def _log_train(self, losses: Mapping[str, Tensor], data_s: float, iter_s: float) -> None:
         names = sorted(losses)
         values = torch.stack([losses[n].float().reshape(()).to(self.device) for n in names])
-        values = (dist.all_reduce_sum(values) / self.info.world_size).tolist()
+        means: list[float] = (dist.all_reduce_sum(values) / self.info.world_size).tolist()
         record = {("loss" if n == "loss" else n if n == "grad_norm" else f"loss/{n}"): v
-                  for n, v in zip(names, values)}
+                  for n, v in zip(names, means)}
         if not math.isfinite(record["loss"]) and not self.scaler.is_enabled():
             raise TrainingError(f"loss is {record['loss']} at step {self.step}; lower the "
                                 f"learning rate or check the data (last checkpoint is kept)")
@@ -460,7 +461,7 @@ class Trainer:
 
         def handler(signum: int, frame: object) -> None:
             self._stop_signal = signum
-            signal.signal(signum, previous[signum])
+            signal.signal(signum, previous[signal.Signals(signum)])
 
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:

@@ -34,7 +34,8 @@ from ..scene import Scene, View, finite_numbers
 from .common import image_size, quaternion_to_rotation, read_json
 from .pointfile import PointFile, read_point_file
 
-#: Right-multiplying an OpenGL/Blender camera-to-world (x right, y up, z back) gives OpenCV's (x right, y down, z forward).
+#: Right-multiplying an OpenGL/Blender camera-to-world (x right, y up, z back) gives OpenCV's
+#: (x right, y down, z forward).
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 UP_CHOICES = ("keep", "cameras", "+x", "-x", "+y", "-y", "+z", "-z")
 CONVENTIONS = ("opencv", "opengl")

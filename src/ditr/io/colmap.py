@@ -227,7 +227,8 @@ def read_images_text(path: Path) -> dict[int, ColmapImage]:
         tokens = line.split()
         where = f"line {n}"
         if len(tokens) < 10:
-            raise SceneError(path, where, f"expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, got {line.strip()!r}")
+            raise SceneError(path, where,
+                             f"expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, got {line.strip()!r}")
         try:
             image_id, camera_id = int(tokens[0]), int(tokens[8])
             values = np.array([float(t) for t in tokens[1:8]])
@@ -337,7 +338,8 @@ def find_workspace(src: Path, model: Path | None = None, images: Path | None = N
     return Workspace(model=model, images=images, fused=fused)
 
 
-def camera_intrinsics(camera: ColmapCamera, file: Path, ignore_distortion: bool) -> tuple[np.ndarray, float | None, bool]:
+def camera_intrinsics(camera: ColmapCamera, file: Path,
+                      ignore_distortion: bool) -> tuple[np.ndarray, float | None, bool]:
     """(K, pixel shift at the corners if distortion is ignored, whether it is ignored) of a COLMAP camera."""
     model, p = camera.model, camera.params
     where = f"camera {camera.id} ({model.name})"
@@ -380,7 +382,8 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
         where = f"image {image.id} ({image.name})"
         camera = model.cameras.get(image.camera_id)
         if camera is None:
-            raise SceneError(images_file, f"{where}.CAMERA_ID", f"camera {image.camera_id} is not in {cameras_file.name}")
+            raise SceneError(images_file, f"{where}.CAMERA_ID",
+                             f"camera {image.camera_id} is not in {cameras_file.name}")
         path = images_dir / image.name
         if not path.is_file():
             report.skipped_missing_image += 1

@@ -55,7 +55,8 @@ SEMANTICKITTI_LEARNING_MAP: dict[int, str | None] = {
     60: "road",  # lane-marking
     70: "vegetation", 71: "trunk", 72: "terrain", 80: "pole", 81: "traffic-sign", 99: None,  # other-object
     252: "car", 253: "bicyclist", 254: "person", 255: "motorcyclist",  # moving-*
-    256: "other-vehicle", 257: "other-vehicle", 258: "truck", 259: "other-vehicle",  # moving on-rails, bus, truck, other
+    # moving on-rails, bus, truck, other
+    256: "other-vehicle", 257: "other-vehicle", 258: "truck", 259: "other-vehicle",
 }
 
 #: The benchmark's sequence split; 11-21 come without labels.
@@ -297,7 +298,8 @@ def _semantickitti_frame(seq: str, scan: Path, image: Path, camera: tuple[np.nda
         report.frames_without_labels += 1
     else:
         if not label_file.is_file():
-            raise SceneError(label_file, "labels", f"missing for scan {scan.name} (the sequence has a labels/ directory)")
+            raise SceneError(label_file, "labels",
+                             f"missing for scan {scan.name} (the sequence has a labels/ directory)")
         segment, instance, unknown = read_semantic_labels(label_file, len(coord))
         attributes.update(segment=segment, instance=instance)
         meta["segment"] = "segment"
@@ -370,7 +372,8 @@ def write_class_weights(out: Path) -> Path | None:
         f"# Use: ditr train semantickitti {out / CLASS_WEIGHTS_FILE} dataset.root={out}",
         "#",
         f"# {'class':<14} {'points':>14} {'frequency':>11} {'weight':>8}",
-        *(f"# {n:<14} {c:>14d} {c / total:>11.6f} {w:>8.4f}" for n, c, w in zip(SEMANTICKITTI_CLASSES, counts, weights)),
+        *(f"# {n:<14} {c:>14d} {c / total:>11.6f} {w:>8.4f}"
+          for n, c, w in zip(SEMANTICKITTI_CLASSES, counts, weights)),
         "loss:",
         f"  class_weights: [{', '.join(f'{w:.6g}' for w in weights)}]",
     ]

@@ -43,7 +43,7 @@ from .common import Progress, image_size, quaternion_to_rotation, read_json, rea
 from .splits import write_split
 
 LIDAR = "LIDAR_TOP"
-#: Fixed camera order of every sample (DESIGN 1.1: the six cameras of the key frame, fixed order).
+#: Fixed camera order of every sample (docs/design.md#views-per-dataset: the six cameras of the key frame, fixed order).
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 #: Floats per point in a nuScenes ``.pcd.bin``: x, y, z, intensity, ring index.
 PCD_FIELDS = 5
@@ -249,7 +249,8 @@ class NuScenesTables:
         root = src / version
         self.sample, self.sample_data = Table(root / "sample.json"), Table(root / "sample_data.json")
         self.calibrated_sensor, self.ego_pose = Table(root / "calibrated_sensor.json"), Table(root / "ego_pose.json")
-        self.sensor, self.scene, self.log = Table(root / "sensor.json"), Table(root / "scene.json"), Table(root / "log.json")
+        self.sensor, self.scene = Table(root / "sensor.json"), Table(root / "scene.json")
+        self.log = Table(root / "log.json")
         self.lidarseg = Table(root / "lidarseg.json") if (root / "lidarseg.json").is_file() else None
         self.category = Table(root / "category.json") if self.lidarseg is not None else None
         self.labels_of = {} if self.lidarseg is None else {

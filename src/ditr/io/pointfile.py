@@ -69,7 +69,7 @@ def read_point_file(path: str | Path) -> PointFile:
 def _drop_nonfinite(path: Path, coord: np.ndarray, attributes: dict[str, np.ndarray]) -> PointFile:
     """Drop points with a non-finite coordinate, normal or intensity (counted, never kept)."""
     good = np.isfinite(coord).all(axis=1)
-    for name, values in attributes.items():
+    for values in attributes.values():
         if np.issubdtype(values.dtype, np.floating):
             good &= np.isfinite(values).reshape(len(values), -1).all(axis=1)
     dropped = int((~good).sum())
@@ -184,7 +184,8 @@ def _pcd_header(path: Path, raw: bytes) -> _PcdHeader:
     if "POINTS" in keys:
         points = _header_int(keys["POINTS"][0] if keys["POINTS"] else "", path, "POINTS")
     elif "WIDTH" in keys:
-        points = _header_int(keys["WIDTH"][0], path, "WIDTH") * _header_int(keys.get("HEIGHT", ["1"])[0], path, "HEIGHT")
+        points = (_header_int(keys["WIDTH"][0], path, "WIDTH")
+                  * _header_int(keys.get("HEIGHT", ["1"])[0], path, "HEIGHT"))
     else:
         raise SceneError(path, "POINTS", "missing from the PCD header (and no WIDTH x HEIGHT)")
     data = keys["DATA"][0].lower() if keys["DATA"] else ""

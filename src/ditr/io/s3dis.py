@@ -183,7 +183,7 @@ def read_room(room_dir: Path, report: S3DISReport, src: Path) -> tuple[np.ndarra
 def estimate_normals(coord: np.ndarray, cell: float = 0.04, viewpoint: np.ndarray | None = None) -> np.ndarray:
     """Unit normals by PCA of each point's neighbourhood, oriented towards ``viewpoint``.
 
-    S3DIS ships no normals, yet the indoor recipe feeds colour + normal (DESIGN 1.5). The
+    S3DIS ships no normals, yet the indoor recipe feeds colour + normal (docs/design.md#training-recipe). The
     neighbourhood of a point is its 3x3x3 block of ``cell``-sized voxels: first and second moments
     are summed per voxel once, then over the 27 neighbours of every voxel, so the cost is a few
     passes over the voxels however dense the scan is; all points of a voxel share its normal. The

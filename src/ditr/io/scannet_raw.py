@@ -115,7 +115,8 @@ def vertex_normals(coord: np.ndarray, faces: np.ndarray) -> np.ndarray:
     tri = v[faces]
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     corner = faces.ravel()
-    acc = np.stack([np.bincount(corner, weights=np.repeat(face_n[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    acc = np.stack([np.bincount(corner, weights=np.repeat(face_n[:, c], 3), minlength=len(v)) for c in range(3)],
+                   axis=1)
     length = np.linalg.norm(acc, axis=1, keepdims=True)
     return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0).astype(np.float32)
 
@@ -216,7 +217,8 @@ def read_label_table(path: Path) -> LabelTable:
             ids[row["raw_category"]] = int(row["id"])
             nyu[row["raw_category"]] = int(row["nyu40id"]) if row["nyu40id"] else 0
         except (TypeError, ValueError):
-            raise SceneError(path, f"line {i}", f"id / nyu40id are not integers: {row.get('id')!r}, {row.get('nyu40id')!r}") from None
+            raise SceneError(path, f"line {i}",
+                             f"id / nyu40id are not integers: {row.get('id')!r}, {row.get('nyu40id')!r}") from None
     return LabelTable(ids, nyu)
 
 

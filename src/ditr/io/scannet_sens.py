@@ -117,7 +117,8 @@ class SensFile:
     def _read_header(self) -> SensHeader:
         (version,) = self._unpack("<I", "header.version")
         if version != SENS_VERSION:
-            raise SceneError(self.path, "header.version", f"is {version}; this reader reads .sens version {SENS_VERSION}")
+            raise SceneError(self.path, "header.version",
+                             f"is {version}; this reader reads .sens version {SENS_VERSION}")
         (name_len,) = self._unpack("<Q", "header.sensor_name")
         if name_len > 4096:
             raise SceneError(self.path, "header.sensor_name", f"length {name_len} is implausible: not a .sens file?")
@@ -148,7 +149,8 @@ class SensFile:
         for field_name in ("intrinsic_color", "intrinsic_depth"):
             k = getattr(h, field_name)
             if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
-                raise SceneError(self.path, f"header.{field_name}", f"is not a valid camera matrix: {k[:3, :3].tolist()}")
+                raise SceneError(self.path, f"header.{field_name}",
+                                 f"is not a valid camera matrix: {k[:3, :3].tolist()}")
 
     # ------------------------------------------------------------------ frames
     def frames(self, step: int = 1) -> Iterator[SensFrame]:

@@ -132,8 +132,9 @@ def dslr_views(scene_dir: Path, *, frame_step: int, max_frames: int | None, imag
     file = scene_dir / TRANSFORMS
     if not file.is_file():
         if (file.parent / "transforms.json").is_file():
-            raise SceneError(file, None, "missing: only the fisheye transforms.json exists; run the ScanNet++ toolkit's "
-                                         "`python -m dslr.undistort` first (ditr projects through pinhole cameras)")
+            raise SceneError(file, None, "missing: only the fisheye transforms.json exists; run the ScanNet++ "
+                                         "toolkit's `python -m dslr.undistort` first (ditr projects through pinhole "
+                                         "cameras)")
         return []
     doc = read_json_object(file)
     images = _image_dir(scene_dir, image_dir)

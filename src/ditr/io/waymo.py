@@ -29,8 +29,8 @@ through the vehicle pose at the image's exposure (``[CameraImageComponent].pose`
 compensates the ego motion between the LiDAR sweep and the camera. Distortion and the cameras'
 rolling shutter are not modelled (the scene format is pinhole): see docs/datasets.md.
 
-Front-camera crop (DESIGN 1.1): the three front cameras (FRONT, FRONT_LEFT, FRONT_RIGHT, told apart
-by ``key.camera_name``) are 1920x1280, the two side cameras 1920x886. By default the importer drops
+Front-camera crop (docs/design.md#views-per-dataset): the three front cameras (FRONT, FRONT_LEFT, FRONT_RIGHT,
+told apart by ``key.camera_name``) are 1920x1280, the two side cameras 1920x886. By default the importer drops
 the front images' top 394 rows, so all five cameras share 1920x886 (one aspect before the model's
 resize); the principal point moves up with the image (``c_v -= rows``), nothing else changes
 (focal lengths, ``c_u``, the pose). Cropped images are re-encoded as JPEG (see
@@ -74,7 +74,7 @@ CAMERA_NAMES = {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5
 TOP_LASER = 1
 #: Cameras that ``crop_front_top`` applies to, by name (``CAMERA_NAMES`` of ``key.camera_name``).
 FRONT_CAMERAS = frozenset({"FRONT", "FRONT_LEFT", "FRONT_RIGHT"})
-#: DESIGN 1.1: 1280 - 394 = 886 rows, the side cameras' height.
+#: docs/design.md#views-per-dataset: 1280 - 394 = 886 rows, the side cameras' height.
 DEFAULT_CROP_FRONT_TOP = 394
 #: Quality of re-encoded (cropped) JPEGs; why JPEG and why 95: see :func:`top_cropped_jpeg`.
 CROP_JPEG_QUALITY = 95
@@ -192,7 +192,7 @@ class ComponentFile:
             key = (int(g), wanted)
             table = self._cache.get(key)
             if table is None:
-                table = self._read(lambda columns: self._file.read_row_group(int(g), columns=columns), wanted)
+                table = self._read(lambda columns, g=g: self._file.read_row_group(int(g), columns=columns), wanted)
             cache[key] = table
             parts.append(table.take(pa.array(index[groups == g] - self._starts[g])))
         self._cache = cache  # the row groups of the last request: a pass in file order decodes each once
@@ -240,7 +240,8 @@ def _tensor(table, prefix: str, i: int, channels: int, path: Path, where: str) -
     data = values.values.to_numpy(zero_copy_only=False)
     if shape is None or len(shape) != 3 or shape[2] < channels or int(np.prod(shape)) != data.size:
         raise SceneError(path, prefix + ".values",
-                         f"{where}: {data.size} values do not fill the declared shape {shape} (H, W, >= {channels} channels)")
+                         f"{where}: {data.size} values do not fill the declared shape {shape} "
+                         f"(H, W, >= {channels} channels)")
     if not np.isfinite(data).all():
         raise SceneError(path, prefix + ".values", f"{where}: contains NaN or infinite values")
     return data.reshape(shape)
@@ -408,7 +409,8 @@ def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled:
         where = f"frame {t} laser {LASER_NAMES.get(laser, laser)}"
         calib = seg.laser_calibrations.get(laser)
         if calib is None:
-            raise SceneError(seg.calibration_path, KEY_LASER, f"no calibration for laser {LASER_NAMES.get(laser, laser)}")
+            raise SceneError(seg.calibration_path, KEY_LASER,
+                             f"no calibration for laser {LASER_NAMES.get(laser, laser)}")
         pose = _pixel_pose(seg, t, where) if laser == TOP_LASER else None
         labels = _labels(seg, t, where) if labelled and laser == TOP_LASER else (None, None)
         for ret, label in zip(RETURNS, labels):
@@ -528,7 +530,7 @@ def top_cropped_jpeg(data: bytes, rows: int) -> bytes | None:
     """The JPEG ``data`` without its top ``rows`` rows, re-encoded at quality 95; None if undecodable.
 
     Why re-encode, and as JPEG: a crop inside the compressed data is lossless only at an offset on the
-    8- or 16-row block grid, which DESIGN 1.1's 394 rows is not. PNG would be lossless but, measured on
+    8- or 16-row block grid, which the reference's 394 rows are not. PNG would be lossless but, measured on
     1920x886 crops of photo-like 1920x1280 JPEGs (docs/datasets.md), 4x larger than JPEG 95 (1.75-1.9 MB
     vs 0.44-0.48 MB, about the size of the whole source JPEG) and 25-35x slower (0.7-0.9 s to encode vs
     23-32 ms to decode, crop and encode), three times per frame. JPEG 95 is 47 dB PSNR from the decoded
@@ -649,10 +651,10 @@ def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True
                  progress: Progress | None = None) -> WaymoImportReport:
     """Import every segment of SRC's splits into OUT/<context>_<timestamp>/ plus OUT/splits/<split>.txt.
 
-    ``crop_front_top`` rows are removed from the top of the front cameras' images (DESIGN 1.1: 394;
-    0 keeps every image as it is). ``progress(done, total)`` counts segments. Each split file lists
-    this import's scenes plus those an earlier import listed that are still in OUT, so that imports of
-    parts of a split add up.
+    ``crop_front_top`` rows are removed from the top of the front cameras' images (394 in
+    docs/design.md#views-per-dataset; 0 keeps every image as it is). ``progress(done, total)`` counts
+    segments. Each split file lists this import's scenes plus those an earlier import listed that are
+    still in OUT, so that imports of parts of a split add up.
     """
     src, out = Path(src), Path(out)
     check_sampling(frame_step, max_frames)

@@ -113,7 +113,8 @@ class SerializedAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def extra_repr(self) -> str:
-        return f"heads={self.num_heads}, patch_size={self.patch_size}, order_index={self.order_index}, backend={self.backend!r}"
+        return (f"heads={self.num_heads}, patch_size={self.patch_size}, order_index={self.order_index}, "
+                f"backend={self.backend!r}")
 
     def _resolve_backend(self, x: Tensor) -> str:
         if self.backend == "auto":

@@ -71,7 +71,8 @@ class Block(nn.Module):
         super().__init__()
         self.pre_norm = pre_norm
         self.cpe = nn.ModuleList(
-            [SubMConv3d(channels, channels, 3, bias=True, backend=conv_backend), nn.Linear(channels, channels), nn.LayerNorm(channels)]
+            [SubMConv3d(channels, channels, 3, bias=True, backend=conv_backend), nn.Linear(channels, channels),
+             nn.LayerNorm(channels)]
         )
         self.norm1 = nn.Sequential(nn.LayerNorm(channels))
         self.attn = SerializedAttention(

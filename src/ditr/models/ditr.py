@@ -1,4 +1,6 @@
-"""DITR: a PTv3 segmentor whose decoder receives per-point 2D foundation-model features (DESIGN 1.3).
+"""DITR: a PTv3 segmentor whose decoder receives per-point 2D foundation-model features.
+
+See docs/design.md#injection-into-the-decoder.
 
 The data pipeline hands over, per batch, a table of patch features (``img_table``, one row per patch
 cell of every view, from the feature cache) or the network inputs of the views (``images``, when the
@@ -61,7 +63,8 @@ class DITRSegmentor(PTv3Segmentor):
             feat = torch.where(seen, feat, self.missing_embedding.to(feat.dtype))
         return feat
 
-    def forward(self, data: Mapping[str, Any]) -> Tensor:
+    # A batch dict only (its image tables and indices), not a prebuilt Point as PTv3Segmentor also takes.
+    def forward(self, data: Mapping[str, Any]) -> Tensor:  # type: ignore[override]
         if "image_feat" not in data:
             data = {**data, "image_feat": self.image_features(data)}
         return super().forward(data)

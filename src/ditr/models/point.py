@@ -108,6 +108,7 @@ class Point:
         if offset is None and batch is None:
             offset = torch.tensor([grid_coord.shape[0]], device=grid_coord.device)
         if batch is None:
+            assert offset is not None  # set above when neither was given
             batch = offset_to_batch(offset.long())
         if offset is None:
             offset = batch_to_offset(batch.long())
@@ -157,7 +158,9 @@ class Point:
     def fresh(self) -> Point:
         """A new carrier holding only this one's input level (a shallow copy of it, sharing the
         neighbour/patch caches), so a forward pass never alters what the caller passed in."""
-        return Point(feat=self.levels[0].input_feat, levels=[dataclasses.replace(self.levels[0])])
+        feat = self.levels[0].input_feat
+        assert feat is not None  # level 0 keeps the network input (from_dict)
+        return Point(feat=feat, levels=[dataclasses.replace(self.levels[0])])
 
     def permute_orders(self, perm: Tensor) -> None:
         """Reorder the serialization rows of the current level (order shuffling).

@@ -89,6 +89,7 @@ class SerializedPooling(nn.Module):
         parent = point.current
         level = pool_level(parent, self.stride)
         cluster, num = level.pooling_inverse, level.num_points
+        assert cluster is not None  # pool_level sets it
         feat = segment_reduce(self.proj(point.feat), cluster, num, self.reduce)
         if parent.image_feat is not None:
             level.image_feat = segment_reduce(parent.image_feat, cluster, num, image_reduce or self.reduce)

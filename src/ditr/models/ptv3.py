@@ -8,9 +8,9 @@ reference checkpoints load by name; see :mod:`ditr.models.reference`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -176,7 +176,7 @@ class PointTransformerV3(nn.Module):
         config = dataclasses.replace(config or PTv3Config(), **overrides)
         self.config = config
         c = config
-        block_args = dict(
+        block_args: dict[str, Any] = dict(
             mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, qk_scale=c.qk_scale, attn_drop=c.attn_drop,
             proj_drop=c.proj_drop, pre_norm=c.pre_norm, attn_backend=c.attn_backend, conv_backend=c.conv_backend,
         )
@@ -253,14 +253,14 @@ class PointTransformerV3(nn.Module):
                 raise ValueError(f"this model needs image_feat of shape (N, {c.image_channels})")
         self._maybe_shuffle(point, at_pooling=False)
         point.feat = self.embedding(point)
-        for s, stage in enumerate(self.enc.values()):
+        for s, stage in enumerate(cast("Iterable[Stage]", self.enc.values())):
             if s > 0:
                 stage.down(point, c.image_reduce)
                 self._maybe_shuffle(point, at_pooling=True)
             for block in stage.blocks():
                 point.feat = block(point.feat, point.current)
             point.current.enc_feat = point.feat
-        for stage in self.dec.values():
+        for stage in cast("Iterable[Stage]", self.dec.values()):
             point, skip = stage.up(point)
             for i, block in enumerate(stage.blocks()):
                 stale = skip if (i == 0 and c.reference_compat) else None
@@ -290,7 +290,8 @@ class PTv3Segmentor(nn.Module):
 _CONFIGS: dict[str, Callable[[], tuple[PTv3Config, int]]] = {}
 
 
-def register_config(name: str) -> Callable[[Callable[[], tuple[PTv3Config, int]]], Callable[[], tuple[PTv3Config, int]]]:
+def register_config(
+        name: str) -> Callable[[Callable[[], tuple[PTv3Config, int]]], Callable[[], tuple[PTv3Config, int]]]:
     """Register a named config: a function returning (backbone config, number of classes)."""
 
     def wrap(fn: Callable[[], tuple[PTv3Config, int]]) -> Callable[[], tuple[PTv3Config, int]]:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -127,7 +127,7 @@ def load_reference_state_dict(
     """
     if isinstance(source, (str, Path)):
         try:
-            source = torch.load(source, map_location="cpu", weights_only=True)
+            source = cast("Mapping[str, Any]", torch.load(source, map_location="cpu", weights_only=True))
         except Exception as exc:  # unreadable or pickled with non-tensor objects
             raise ReferenceCheckpointError(f"{source}: cannot read checkpoint: {exc}") from exc
     state, ignored = convert_reference_state_dict(source, model)
@@ -136,7 +136,7 @@ def load_reference_state_dict(
     if strict and not report.ok:
         raise ReferenceCheckpointError(f"reference checkpoint does not fit the model: {report}")
     model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
-    backbone = model.backbone if isinstance(model, PTv3Segmentor) else model
+    backbone = cast(PointTransformerV3, model.backbone if isinstance(model, PTv3Segmentor) else model)
     backbone.reference_compat = reference_compat
     if any(".proj_image_feat." in k for k in report.loaded):
         backbone.config.depth_formula = "ditr"
@@ -146,7 +146,7 @@ def load_reference_state_dict(
 def manifest_report(model: nn.Module, manifest: str | Path | Mapping[str, Any]) -> LoadReport:
     """Check a reference manifest (``[key, shape, dtype]`` entries) against a model, by name and shape."""
     if isinstance(manifest, (str, Path)):
-        manifest = json.loads(Path(manifest).read_text())
+        manifest = cast("Mapping[str, Any]", json.loads(Path(manifest).read_text()))
     shapes = {key: tuple(shape) for key, shape, _dtype in manifest["state_dict"]}
     converted, ignored = convert_reference_state_dict(shapes, model)
     report = compare_state(_shapes(model.state_dict()), converted)

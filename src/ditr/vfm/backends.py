@@ -1,4 +1,4 @@
-"""Patch features from a frozen DINOv2 / DINOv3 ViT, as the reference defines them (DESIGN 1.1).
+"""Patch features from a frozen DINOv2 / DINOv3 ViT, as the reference defines them (docs/design.md#2d-features).
 
 Images are resized (bilinear, antialiased) to a multiple of the patch size, scaled to [0, 1] and
 normalised with ImageNet statistics; the features are the last layer's tokens after the final
@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ def _resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"  # CPU autocast is slower than fp32 on most CPUs and changes the numbers
 
 
-def _interpolate_pos_encoding(embeddings: torch.nn.Module, tokens: torch.Tensor, height: int, width: int,
+def _interpolate_pos_encoding(embeddings: Any, tokens: torch.Tensor, height: int, width: int,
                               *, antialias: bool) -> torch.Tensor:
     """Learned position embeddings resized bicubically to the (height/p, width/p) patch grid."""
     pos = embeddings.position_embeddings
@@ -69,7 +70,8 @@ class VFMBackend:
         """The frozen model on this backend's device; weights are read on first use, so a run that
         finds everything in the cache never loads them."""
         if self._model is None:
-            self._model = self.handle.model.to(self.device).eval().requires_grad_(False)
+            model: torch.nn.Module = self.handle.model
+            self._model = model.to(self.device).eval().requires_grad_(False)
         return self._model
 
     @property
@@ -102,7 +104,8 @@ class VFMBackend:
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device)
+            x = x.permute(2, 0, 1)[None].float() / 255.0
             if tuple(x.shape[-2:]) != tuple(size):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             batch.append(x.flip(-1) if flip else x)
@@ -119,7 +122,7 @@ class VFMBackend:
         """(B, 3, H', W') normalised pixels -> (B, D, H'/p, W'/p) float32 features."""
         b, _, h, w = pixels.shape
         p = self.patch_size
-        model = self.model
+        model: Any = self.model  # a transformers DINOv2 / DINOv3 model
         if self.spec.family == "dinov2":  # set per call: backends may share one model
             model.embeddings.interpolate_pos_encoding = functools.partial(
                 _interpolate_pos_encoding, model.embeddings, antialias=self.pos_interpolation == "antialias")
@@ -133,5 +136,5 @@ class VFMBackend:
     def __call__(self, images: Sequence[np.ndarray], resolution: tuple[int, int] | None = None,
                  flip: bool = False) -> torch.Tensor:
         """Features of same-size images; without ``resolution`` the first image's size is rounded."""
-        size = self.input_size(*images[0].shape[:2], resolution)
+        size = self.input_size(images[0].shape[0], images[0].shape[1], resolution)
         return self.forward(self.preprocess(images, size, flip))

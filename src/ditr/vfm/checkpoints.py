@@ -39,6 +39,13 @@ class _Rule:
     meta: str
     hf: tuple[str | None, ...]
 
+    @property
+    def first(self) -> str:
+        """The first transformers tensor, always present: the Meta tensor is looked up by it."""
+        name = self.hf[0]
+        assert name is not None
+        return name
+
 
 def _rules(spec: VFMSpec) -> tuple[dict[str, _Rule], dict[str, _Rule]]:
     """(top-level rules, per-block rules relative to ``blocks.{i}.``) for one architecture."""
@@ -56,21 +63,25 @@ def _rules(spec: VFMSpec) -> tuple[dict[str, _Rule], dict[str, _Rule]]:
                 _Rule("norm.weight", ("layernorm.weight",)), _Rule("norm.bias", ("layernorm.bias",))]
         if spec.num_registers:
             top.append(_Rule("register_tokens", ("embeddings.register_tokens",)))
-    block = [_Rule("attn.qkv.weight", ("attention.q_proj.weight", "attention.k_proj.weight", "attention.v_proj.weight")),
-             _Rule("attn.qkv.bias", ("attention.q_proj.bias", None if v3 else "attention.k_proj.bias", "attention.v_proj.bias")),
+    block = [_Rule("attn.qkv.weight",
+                   ("attention.q_proj.weight", "attention.k_proj.weight", "attention.v_proj.weight")),
+             _Rule("attn.qkv.bias",
+                   ("attention.q_proj.bias", None if v3 else "attention.k_proj.bias", "attention.v_proj.bias")),
              _Rule("ls1.gamma", ("layer_scale1.lambda1",)), _Rule("ls2.gamma", ("layer_scale2.lambda1",))]
     for part in ("weight", "bias"):
         block += [_Rule(f"norm1.{part}", (f"norm1.{part}",)), _Rule(f"norm2.{part}", (f"norm2.{part}",)),
                   _Rule(f"attn.proj.{part}", (f"attention.o_proj.{part}",))]
         if spec.swiglu and v3:  # DINOv3 SwiGLUFFN: w3(silu(w1 x) * w2 x)
-            block += [_Rule(f"mlp.w1.{part}", (f"mlp.gate_proj.{part}",)), _Rule(f"mlp.w2.{part}", (f"mlp.up_proj.{part}",)),
+            block += [_Rule(f"mlp.w1.{part}", (f"mlp.gate_proj.{part}",)),
+                      _Rule(f"mlp.w2.{part}", (f"mlp.up_proj.{part}",)),
                       _Rule(f"mlp.w3.{part}", (f"mlp.down_proj.{part}",))]
         elif spec.swiglu:  # DINOv2 fused SwiGLU: w12 = [gate; up]
             block += [_Rule(f"mlp.w12.{part}", (f"mlp.gate_proj.{part}", f"mlp.up_proj.{part}")),
                       _Rule(f"mlp.w3.{part}", (f"mlp.down_proj.{part}",))]
         else:
             fc1, fc2 = ("up_proj", "down_proj") if v3 else ("fc1", "fc2")
-            block += [_Rule(f"mlp.fc1.{part}", (f"mlp.{fc1}.{part}",)), _Rule(f"mlp.fc2.{part}", (f"mlp.{fc2}.{part}",))]
+            block += [_Rule(f"mlp.fc1.{part}", (f"mlp.{fc1}.{part}",)),
+                      _Rule(f"mlp.fc2.{part}", (f"mlp.{fc2}.{part}",))]
     return {r.meta: r for r in top}, {r.meta: r for r in block}
 
 
@@ -113,10 +124,12 @@ def _check_architecture(sd: Mapping[str, torch.Tensor], spec: VFMSpec, source: s
     if spec.family == "dinov2" and "rope_embed.periods" in sd:
         raise DitrError(f"{source}: this is a DINOv3 checkpoint (RoPE); use a dinov3-* model name")
     if spec.family == "dinov3" and "pos_embed" in sd:
-        raise DitrError(f"{source}: this is a DINOv2 checkpoint (learned position embeddings); use a dinov2-* model name")
+        raise DitrError(f"{source}: this is a DINOv2 checkpoint (learned position embeddings); "
+                        "use a dinov2-* model name")
 
 
-def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec,
+               source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Convert a Meta-layout state dict to transformers names; unknown keys are an error, not skipped."""
     sd = unwrap_state_dict(state_dict)
     _check_architecture(sd, spec, source)
@@ -128,7 +141,8 @@ def meta_to_hf(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec, source: st
             continue
         if key == "rope_embed.periods":
             if not torch.allclose(value.float().cpu(), rope_periods(spec), rtol=1e-4):
-                raise DitrError(f"{source}: RoPE periods differ from the standard DINOv3 ones (base 100); not supported")
+                raise DitrError(f"{source}: RoPE periods differ from the standard DINOv3 ones (base 100); "
+                                "not supported")
             continue
         m = _BLOCK_KEY.match(key)
         rule, prefix = (block.get(m.group(2)), _hf_block_prefix(spec, int(m.group(1)))) if m else (top.get(key), "")
@@ -165,16 +179,16 @@ def hf_to_meta(state_dict: Mapping[str, torch.Tensor], spec: VFMSpec) -> dict[st
         return torch.cat(parts, dim=0) if len(parts) > 1 else parts[0].clone()
 
     for rule in top.values():
-        if rule.hf[0] in state_dict:
-            out[rule.meta] = gather(rule, "", rule.hf[0])
+        if rule.first in state_dict:
+            out[rule.meta] = gather(rule, "", rule.first)
     if spec.family == "dinov3":
         out["mask_token"] = out["mask_token"].reshape(1, -1)
         out["rope_embed.periods"] = rope_periods(spec)
     for i in range(spec.num_layers):
         prefix = _hf_block_prefix(spec, i)
         for rule in block.values():
-            if prefix + rule.hf[0] in state_dict:
-                out[f"blocks.{i}.{rule.meta}"] = gather(rule, prefix, rule.hf[0])
+            if prefix + rule.first in state_dict:
+                out[f"blocks.{i}.{rule.meta}"] = gather(rule, prefix, rule.first)
         if spec.family == "dinov3" and spec.qkv_bias:
             d = spec.hidden_size
             out[f"blocks.{i}.attn.qkv.bias_mask"] = torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)])
@@ -207,7 +221,8 @@ def load_meta_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.
     unexpected = sorted(set(converted) - set(expected))
     if missing or wrong or unexpected:
         detail = "; ".join(f"{label}: {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
-                           for label, items in (("missing", missing), ("shape mismatch", wrong), ("unexpected", unexpected))
+                           for label, items in (("missing", missing), ("shape mismatch", wrong),
+                                                ("unexpected", unexpected))
                            if items)
         raise DitrError(f"{source}: does not fit model {spec.name!r} ({detail})")
     bad = [k for k, v in converted.items() if v.is_floating_point() and not torch.isfinite(v).all()]

@@ -180,6 +180,8 @@ def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> VF
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if spec.hub_id is None:
+        raise DitrError(f"{spec.name!r} has no Hugging Face repository: give its weights with --checkpoint PATH")
     patterns = ["config.json", "*.safetensors"]
     try:
         local = snapshot_download(spec.hub_id, allow_patterns=patterns, local_files_only=True)

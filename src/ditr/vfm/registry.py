@@ -9,7 +9,7 @@ here, away from loading and forward code, means a new variant is one line and no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DitrError
 
@@ -72,7 +72,7 @@ class VFMSpec:
         from transformers import Dinov2Config, Dinov2WithRegistersConfig, DINOv3ViTConfig
 
         """The transformers configuration that builds this architecture."""
-        common = dict(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+        common: dict[str, Any] = dict(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
                       num_attention_heads=self.num_heads, patch_size=self.patch_size,
                       image_size=self.image_size, layerscale_value=1.0)
         if self.family == "dinov3":

@@ -62,6 +62,6 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
             cb.set_label("depth (m)", fontsize=7)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
         path = out_dir / f"{safe}.png"
-        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+        atomic_write(path, lambda fh, fig=fig, dpi=dpi: fig.savefig(fh, format="png", dpi=dpi))
         written.append(path)
     return written

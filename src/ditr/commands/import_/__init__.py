@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   ditr import scannet /data/scannet_preprocessed scenes/
   ditr import DATASET --help        (each format's layout, options and examples)"""
 
-FORMATS = ["scannet", "scannet_raw", "scannetpp", "semantickitti", "kitti", "nuscenes", "waymo", "colmap", "nerfstudio", "capture", "s3dis", "structured3d"]
+FORMATS = ["scannet", "scannet_raw", "scannetpp", "semantickitti", "kitti", "nuscenes", "waymo", "colmap", "nerfstudio",
+           "capture", "s3dis", "structured3d"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,8 @@ EXAMPLES = """examples:
   ditr import nuscenes /data/nuscenes data/nuscenes --split-file splits.json --sweeps 9
 
 splits.json: {"train": [scene names], "val": [...]}; the devkit writes it with
-  python -c "import json; from nuscenes.utils.splits import create_splits_scenes as c; print(json.dumps(c()))" > splits.json
+  python -c "import json; from nuscenes.utils.splits import create_splits_scenes as c; print(json.dumps(c()))" \\
+      > splits.json
 A JSON report is printed (samples, missing cameras per channel, unlabelled samples, seconds per sample)."""
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ._progress import import_progress
 
-#: DESIGN 1.1; equal to ditr.io.waymo.DEFAULT_CROP_FRONT_TOP (a test checks), which is not imported
-#: here so that ``ditr --help`` stays fast.
+#: docs/design.md#views-per-dataset; equal to ditr.io.waymo.DEFAULT_CROP_FRONT_TOP (a test checks), which is not
+#: imported here so that ``ditr --help`` stays fast.
 DEFAULT_CROP_FRONT_TOP = 394
 
 NAME = "waymo"
@@ -17,8 +17,8 @@ DESCRIPTION = ("Waymo Open Dataset v2 perception components (SRC/{training,valid
                "lidar, lidar_calibration, lidar_pose, lidar_segmentation, camera_image, camera_calibration, "
                "vehicle_pose). Writes OUT/<context>_<timestamp>/ per frame, in the frame's vehicle frame, with the "
                "five cameras as views, and OUT/splits/train.txt / val.txt. The three front cameras (FRONT, FRONT_LEFT, "
-               "FRONT_RIGHT, 1920x1280) lose their top 394 rows (DESIGN 1.1: 1920x886 like the side cameras; "
-               "--crop-front-top). Needs pyarrow (pip install 'ditr[waymo]').")
+               "FRONT_RIGHT, 1920x1280) lose their top 394 rows (1920x886 like the side cameras, "
+               "docs/design.md#views-per-dataset; --crop-front-top). Needs pyarrow (pip install 'ditr[waymo]').")
 EXAMPLES = """examples:
   ditr import waymo /data/waymo_v2 data/waymo
       (SRC/training/lidar/<context>.parquet ..., SRC/validation/...; labelled frames only)
@@ -32,12 +32,14 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("out", type=Path, help="output directory; one scene directory per frame plus splits/")
     s.add_argument("--labelled-only", action=argparse.BooleanOptionalAction, default=True,
                    help="import only frames with LiDAR segmentation labels (default; about one frame in five)")
-    s.add_argument("--frame-step", type=int, default=1, help="keep every k-th (labelled) frame of a segment (default 1)")
+    s.add_argument("--frame-step", type=int, default=1,
+                   help="keep every k-th (labelled) frame of a segment (default 1)")
     s.add_argument("--max-frames", type=int, default=None, help="at most this many frames per segment")
     s.add_argument("--crop-front-top", type=int, default=DEFAULT_CROP_FRONT_TOP, metavar="ROWS",
                    help=f"remove this many top rows of the FRONT, FRONT_LEFT and FRONT_RIGHT images (cy moves "
-                        f"up with them; the crops are re-encoded as JPEG quality 95) (default {DEFAULT_CROP_FRONT_TOP}, "
-                        f"DESIGN 1.1; 0 = no crop, the JPEGs are copied as stored)")
+                        f"up with them; the crops are re-encoded as JPEG quality 95) "
+                        f"(default {DEFAULT_CROP_FRONT_TOP}, docs/design.md#views-per-dataset; 0 = no crop, the JPEGs "
+                        f"are copied as stored)")
 
 
 def run(args: argparse.Namespace):

@@ -28,7 +28,8 @@ class Part:
 
 
 # ----------------------------------------------------------------------------- colours
-def hsv_color(rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]) -> np.ndarray:
+def hsv_color(rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float],
+              v: tuple[float, float]) -> np.ndarray:
     return hsv_to_rgb(np.array(rng.uniform(*h)), np.array(rng.uniform(*s)), np.array(rng.uniform(*v)))
 
 
@@ -50,7 +51,8 @@ def _table(rng: np.random.Generator) -> list[Part]:
     for sx in (-1, 1):
         for sy in (-1, 1):
             x, y = sx * (w / 2 - 0.05 - leg / 2), sy * (d / 2 - 0.05 - leg / 2)
-            parts.append(Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, h - t), Material.METAL, legs_a, legs_a))
+            parts.append(Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, h - t), Material.METAL,
+                              legs_a, legs_a))
     return parts
 
 
@@ -65,7 +67,8 @@ def _chair(rng: np.random.Generator) -> list[Part]:
     for sx in (-1, 1):
         for sy in (-1, 1):
             x, y = sx * (w / 2 - leg / 2), sy * (d / 2 - leg / 2)
-            parts.append(Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, seat - t), Material.METAL, legs, legs))
+            parts.append(Part((x - leg / 2, y - leg / 2, 0.0), (x + leg / 2, y + leg / 2, seat - t), Material.METAL,
+                              legs, legs))
     return parts
 
 
@@ -78,8 +81,10 @@ def _bed(rng: np.random.Generator) -> list[Part]:
     head = rng.uniform(0.75, 0.95)
     return [Part((-w / 2, -d / 2, 0.0), (w / 2, -d / 2 + 0.06, head), Material.WOOD, frame_a, frame_b),
             Part((-w / 2, -d / 2 + 0.06, 0.0), (w / 2, d / 2, 0.3), Material.WOOD, frame_a, frame_b),
-            Part((-w / 2 + 0.02, -d / 2 + 0.06, 0.3), (w / 2 - 0.02, d / 2 - 0.02, 0.52), Material.CHECK, cover_a, cover_b),
-            Part((-w / 2 + 0.12, -d / 2 + 0.1, 0.52), (w / 2 - 0.12, -d / 2 + 0.5, 0.64), Material.PILLOW, pillow, pillow)]
+            Part((-w / 2 + 0.02, -d / 2 + 0.06, 0.3), (w / 2 - 0.02, d / 2 - 0.02, 0.52), Material.CHECK,
+                 cover_a, cover_b),
+            Part((-w / 2 + 0.12, -d / 2 + 0.1, 0.52), (w / 2 - 0.12, -d / 2 + 0.5, 0.64), Material.PILLOW,
+                 pillow, pillow)]
 
 
 def _sofa(rng: np.random.Generator) -> list[Part]:
@@ -116,7 +121,8 @@ def _shelf(rng: np.random.Generator) -> list[Part]:
              Part((-w / 2 + t, -d / 2 + 0.015, 0.0), (w / 2 - t, d / 2, plinth), Material.WOOD, wood_a, wood_b)]
     levels = max(0, int(round((h - plinth) / 0.35)) - 1)
     for z in np.linspace(plinth, h - t, levels + 2)[1:-1]:
-        parts.append(Part((-w / 2 + t, -d / 2 + 0.015, z - t / 2), (w / 2 - t, d / 2, z + t / 2), Material.WOOD, wood_a, wood_b))
+        parts.append(Part((-w / 2 + t, -d / 2 + 0.015, z - t / 2), (w / 2 - t, d / 2, z + t / 2), Material.WOOD,
+                          wood_a, wood_b))
     return parts
 
 
@@ -149,12 +155,14 @@ def panel(kind: str, rng: np.random.Generator) -> tuple[float, float, float, flo
         return rng.uniform(0.8, 1.0), rng.uniform(2.0, 2.1), 0.0, thickness, Material.DOOR, a, b
     if kind == "window":
         frame = np.full(3, rng.uniform(0.85, 0.97))
-        return rng.uniform(0.9, 1.6), rng.uniform(1.0, 1.3), rng.uniform(0.8, 1.0), thickness, Material.WINDOW, frame, frame
+        return (rng.uniform(0.9, 1.6), rng.uniform(1.0, 1.3), rng.uniform(0.8, 1.0), thickness, Material.WINDOW,
+                frame, frame)
     if kind == "picture":
         w, h = rng.uniform(0.4, 1.0), rng.uniform(0.35, 0.8)
         frame = wood_colors(rng)[1] if rng.random() < 0.5 else np.array([0.75, 0.6, 0.25])
         return w, h, rng.uniform(1.45, 1.7) - h / 2, thickness, Material.PICTURE, np.zeros(3), frame
     if kind == "whiteboard":
         h = rng.uniform(0.9, 1.2)
-        return rng.uniform(1.2, 2.0), h, rng.uniform(0.85, 1.0), thickness, Material.WHITEBOARD, np.full(3, 0.97), np.full(3, 0.72)
+        return (rng.uniform(1.2, 2.0), h, rng.uniform(0.85, 1.0), thickness, Material.WHITEBOARD,
+                np.full(3, 0.97), np.full(3, 0.72))
     raise ValueError(kind)

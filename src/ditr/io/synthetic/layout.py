@@ -211,11 +211,14 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
     # big wall-backed furniture before the smaller wall panels, so that it finds a wall more often;
     # panels may then hang above it but never behind it
     add_panel("door")
-    for kind in ["bed"] * int(rng.random() < 0.75) + ["sofa"] * int(rng.random() < 0.8) + ["cabinet"] * int(rng.integers(1, 3)) + ["shelf"] * int(rng.integers(1, 3)):
+    for kind in (["bed"] * int(rng.random() < 0.75) + ["sofa"] * int(rng.random() < 0.8)
+                 + ["cabinet"] * int(rng.integers(1, 3)) + ["shelf"] * int(rng.integers(1, 3))):
         add_furniture(kind)
-    for kind in ["window"] * int(rng.integers(1, 3)) + ["whiteboard"] * int(rng.random() < 0.8) + ["picture"] * int(rng.integers(1, 4)):
+    for kind in (["window"] * int(rng.integers(1, 3)) + ["whiteboard"] * int(rng.random() < 0.8)
+                 + ["picture"] * int(rng.integers(1, 4))):
         add_panel(kind)
-    for kind in ["table"] * int(rng.integers(1, 3)) + ["chair"] * int(rng.integers(2, 5)) + ["lamp"] * int(rng.integers(1, 3)):
+    for kind in (["table"] * int(rng.integers(1, 3)) + ["chair"] * int(rng.integers(2, 5))
+                 + ["lamp"] * int(rng.integers(1, 3))):
         add_furniture(kind)
 
     if rng.random() < 0.85:  # rugs lie under furniture; hidden parts are dropped by RoomGeometry.hidden
@@ -261,9 +264,11 @@ def _shell(b: _Builder, rng: np.random.Generator) -> None:
     if rng.random() < 0.6:
         floor_material, fa, fb = Material.PLANKS, *wood_colors(rng, light=rng.random() < 0.5)
     else:
-        floor_material, fa, fb = Material.TILES, hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.55, 0.9)), hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.3, 0.6))
+        floor_material, fa, fb = (Material.TILES, hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.55, 0.9)),
+                                  hsv_color(rng, (0.0, 1.0), (0.0, 0.3), (0.3, 0.6)))
     zero, up = np.zeros(3), np.array([0.0, 0.0, 1.0])
-    entries = [((2, 1), "floor", floor_material, fa, fb, up), ((2, -1), "ceiling", Material.CEILING, np.full(3, 0.95), np.full(3, 0.95), -up),
+    entries = [((2, 1), "floor", floor_material, fa, fb, up),
+               ((2, -1), "ceiling", Material.CEILING, np.full(3, 0.95), np.full(3, 0.95), -up),
                ((1, 1), "wall", Material.PLASTER, plaster, plaster, np.array([0.0, 1.0, 0.0])),
                ((0, -1), "wall", Material.PLASTER, plaster, plaster, np.array([-1.0, 0.0, 0.0])),
                ((1, -1), "wall", Material.PLASTER, plaster, plaster, np.array([0.0, -1.0, 0.0])),

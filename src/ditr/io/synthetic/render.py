@@ -63,7 +63,8 @@ def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarr
         margin = 2 * CLEARANCE * 0.5 ** (attempts // 200)
         attempts += 1
         position = np.array([*rng.uniform(0.4, size[:2] - 0.4), rng.uniform(1.2, 1.8)])
-        if ((position >= geometry.part_lo[solid] - margin) & (position <= geometry.part_hi[solid] + margin)).all(axis=1).any():
+        inside = (position >= geometry.part_lo[solid] - margin) & (position <= geometry.part_hi[solid] + margin)
+        if inside.all(axis=1).any():
             continue
         if items and rng.random() < 0.5:
             item_lo, item_hi = items[int(rng.integers(len(items)))]

@@ -14,8 +14,9 @@ periods stay at centimetres or more so that one sample per pixel does not alias 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -238,7 +239,8 @@ def _window(s: Surface) -> np.ndarray:
     """White frame with a mullion cross; sky-blue glass with a vertical gradient and faint clouds."""
     sky = _mix(np.array([0.55, 0.72, 0.92]), np.array([0.25, 0.45, 0.8]), s.local[:, 1])
     sky = sky + 0.25 * np.clip(fbm(s.p, 3.0, s.seed) - 0.55, 0.0, 1.0)[:, None]
-    mullion = (np.abs(s.local[:, 0] - 0.5) * s.size[:, 0] < 0.025) | (np.abs(s.local[:, 1] - 0.55) * s.size[:, 1] < 0.025)
+    mullion = ((np.abs(s.local[:, 0] - 0.5) * s.size[:, 0] < 0.025)
+               | (np.abs(s.local[:, 1] - 0.55) * s.size[:, 1] < 0.025))
     frame = s.border(0.06) | mullion | ~s.front
     return np.where(frame[:, None], s.color_a, np.minimum(sky, 1.0))
 
@@ -301,6 +303,7 @@ def surface_color(geometry: RoomGeometry, points: np.ndarray, faces: np.ndarray)
         surface = Surface(points[idx], normal[idx], geometry.part_lo[pi], geometry.part_hi[pi], geometry.part_front[pi],
                           geometry.part_color_a[pi], geometry.part_color_b[pi], geometry.part_seed[pi])
         albedo = _MATERIALS[Material(m)](surface)
-        light = 1.0 if Material(m) in _UNLIT else AMBIENT + DIFFUSE * np.clip(normal[idx] @ LIGHT_DIRECTION, 0.0, None)[:, None]
+        light = (1.0 if Material(m) in _UNLIT
+                 else AMBIENT + DIFFUSE * np.clip(normal[idx] @ LIGHT_DIRECTION, 0.0, None)[:, None])
         rgb[idx] = albedo * light
     return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
