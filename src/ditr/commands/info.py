@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

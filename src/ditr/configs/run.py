@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..models.ptv3 import PTv3Config
 from ..projection import ProjectionConfig, ViewStrategy
 from .files import apply_override, merge, read_config_files
-from .schema import check_fields, from_mapping, to_mapping
+from .schema import check_fields, config_fields, from_mapping, to_mapping
 
 #: Per-point input features a dataset can feed the model, with their widths.
 INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
@@ -243,20 +243,18 @@ class RunConfig:
         and used ``vfm.device`` for where data workers preprocess images (now ``preprocess_device``;
         ``device`` is where the VFM runs, by default wherever is fastest).
         """
-        values = copy.deepcopy(dict(values))
-        images = values.get("images")
+        stored: dict[str, Any] = copy.deepcopy(dict(values))
+        images = stored.get("images")
         if isinstance(images, dict) and "enabled" in images:
             images.pop("enabled")
-            vfm = values.get("vfm")
+            vfm = stored.get("vfm")
             if isinstance(vfm, dict) and "device" in vfm and "preprocess_device" not in vfm:
                 vfm["preprocess_device"] = vfm.pop("device")
-        trainer = values.get("trainer")
+        trainer = stored.get("trainer")
         if isinstance(trainer, dict):
-            from .schema import config_fields
-
             keep = {f.name for f in config_fields(TrainerConfig)}
-            values["trainer"] = {k: v for k, v in trainer.items() if k in keep}
-        return cls.from_dict(values, where)
+            stored["trainer"] = {k: v for k, v in trainer.items() if k in keep}
+        return cls.from_dict(stored, where)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for checkpoints, bundles and ``--print-config``); :meth:`from_dict` reads it back."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import DitrError
-from .ptv3 import PTv3Segmentor
+from .ptv3 import PointTransformerV3, PTv3Segmentor
 
 # Keys of the image encoder that the reference may store next to the point model; not ours to load.
 IGNORED_PREFIXES = ("backbone.img_enc.",)

@@ -1,4 +1,5 @@
-"""The D-DITR distillation student (docs/design.md#d-ditr-distillation): a 3D-only PTv3 with a head to the teacher's feature width.
+"""The D-DITR distillation student: a 3D-only PTv3 with a head to the teacher's feature width
+(docs/design.md#d-ditr-distillation).
 
 It lives with the models, not with the distillation workflow (:mod:`ditr.distill`), because the
 model builder makes it from a run config like any other model and a fine-tuned segmentor loads its
