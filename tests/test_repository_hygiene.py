@@ -27,7 +27,8 @@ def _files(*roots: str) -> list[Path]:
         path = REPO / root
         candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for p in candidates:
-            if p.resolve() == THIS or "__pycache__" in p.parts or p.suffix not in TEXT_SUFFIXES:
+            generated = "__pycache__" in p.parts or any(part.endswith(".egg-info") for part in p.parts)
+            if p.resolve() == THIS or generated or p.suffix not in TEXT_SUFFIXES:
                 continue
             out.append(p)
     return out
