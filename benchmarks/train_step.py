@@ -48,7 +48,7 @@ from ditr.demo import DemoSettings, ensure_rooms, fill_features, method_config  
 from ditr.engine.losses import SegmentationCriterion  # noqa: E402
 from ditr.engine.optim import OptimConfig  # noqa: E402
 from ditr.engine.trainer import Trainer  # noqa: E402
-from ditr.training import _trainer_config, datasets_from_config, model_from_config  # noqa: E402
+from ditr.training import trainer_config, datasets_from_config, model_from_config  # noqa: E402
 
 CASES = ("3d-only", "ditr-cached", "ditr-online")
 
@@ -96,7 +96,7 @@ def make_trainer(config: dict, rooms: list[Path], work_dir: Path) -> Trainer:
     model = model_from_config(config)
     train_set, _ = datasets_from_config(config, rooms)
     criterion = SegmentationCriterion(**config.get("loss", {}), ignore_index=config["dataset"].get("ignore_index", -1))
-    return Trainer(model, criterion, train_set, _trainer_config(config, work_dir, quiet=True),
+    return Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet=True),
                    collate_fn=collate, optim=OptimConfig.from_dict(config.get("optim", {})))
 
 

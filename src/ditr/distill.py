@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from .data import SceneDataset, collate, input_channels, lookup_image_features
+from .data import SceneDataset, collate, input_channels
 from .data.config import merge
-from .data.image_lookup import image_table_from_grids
 from .engine.checkpoint import CheckpointError
 from .engine.checkpoint import load_checkpoint as load_train_state
 from .engine.evaluator import as_output
@@ -39,6 +38,8 @@ from .engine.loading import move_to
 from .engine.optim import OptimConfig
 from .engine.trainer import Trainer
 from .errors import DitrError
+from .image_features import batch_image_table
+from .lifting import lookup_image_features
 from .models.ptv3 import PointTransformerV3, PTv3Config
 
 Scenes = Sequence[str | Path]
@@ -96,16 +97,9 @@ def cosine_distill_loss(pred: Tensor, target: Tensor, seen: Tensor) -> tuple[Ten
 
 
 def teacher_features(batch: Mapping[str, Any], teacher: Any = None, device: torch.device | None = None) -> Tensor:
-    """(N, D) lifted teacher features of a batch: cached table, or the frozen VFM on ``images``."""
-    table = batch.get("img_table")
-    if table is None:
-        if batch.get("images") is None:
-            raise DitrError("a distillation batch needs img_table (cached features) or images (online VFM); "
-                            "is images.enabled true?")
-        if teacher is None:
-            raise DitrError("batches carry images for an online teacher, but none was loaded (vfm.online)")
-        with torch.no_grad():
-            table = image_table_from_grids(teacher.forward(batch["images"].to(teacher.device)).float())
+    """(N, D) lifted teacher features of a batch: cached table, or the frozen VFM on ``images``
+    (``teacher``: the online :class:`~ditr.image_features.ImageFeatureSource` of :func:`load_teacher`)."""
+    table = batch_image_table(batch, teacher, "distillation teacher")
     device = device or table.device
     return lookup_image_features(table.to(device), batch["img_index"].to(device), batch["img_weight"].to(device))
 
@@ -193,16 +187,17 @@ def distill_datasets(config: Mapping[str, Any], train_scenes: Scenes | None = No
 
 
 def load_teacher(config: Mapping[str, Any]) -> Any:
-    """The frozen VFM when some source computes its features online (``vfm.online``), else None."""
+    """The frozen VFM (an online image-feature source) when some source computes its features
+    online (``vfm.online``), else None."""
     online = [s for s in source_configs(config) if s.get("vfm", {}).get("online")]
     if not online:
         return None
-    from .vfm import VFMBackend, load_vfm
+    from .image_features import ImageFeatureSource
 
     vfm = online[0]["vfm"]
-    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
-    return VFMBackend(handle, device=vfm.get("device", "auto"), precision=vfm.get("precision", "auto"),
-                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+    device = vfm.get("device", "auto")  # the teacher runs where vfm.device says (the model's VFM: "auto")
+    return ImageFeatureSource(vfm, (online[0].get("images") or {}).get("resolution"), device=device,
+                              preprocess_device=device)
 
 
 def _check_student_config(config: Mapping[str, Any]) -> None:

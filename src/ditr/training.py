@@ -36,16 +36,16 @@ def needs_images(config: Mapping[str, Any]) -> bool:
 
 
 def _vfm_backend(config: Mapping[str, Any]) -> Any:
-    """The frozen VFM for runs whose features are computed online (``vfm.online``)."""
+    """The frozen VFM (an online image-feature source) for runs whose features are computed online
+    (``vfm.online``)."""
     vfm = config.get("vfm", {})
     if not (needs_images(config) and vfm.get("online")):
         return None
-    from .vfm import VFMBackend, load_vfm
+    from .image_features import ImageFeatureSource
 
-    handle = load_vfm(vfm["model"], vfm.get("checkpoint"), allow_download=bool(vfm.get("download", False)))
     # The model's own device: vfm.device is where the data workers prepare images (the CPU).
-    return VFMBackend(handle, device="auto", precision=vfm.get("precision", "auto"),
-                      pos_interpolation=vfm.get("pos_interpolation", "antialias"))
+    return ImageFeatureSource(vfm, (config.get("images") or {}).get("resolution"), device="auto",
+                              preprocess_device=vfm.get("device", "cpu"))
 
 
 def model_from_config(config: Mapping[str, Any]) -> PTv3Segmentor:

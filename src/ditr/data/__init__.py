@@ -3,8 +3,7 @@
 from .collate import collate
 from .config import ConfigError, load_config
 from .dataset import SceneDataset, input_channels, resolve_scenes
-from .image_lookup import build_lookup, image_table_from_grids, lookup_image_features
 from .transforms import TRANSFORMS, Compose, build_transforms
 
-__all__ = ["TRANSFORMS", "Compose", "ConfigError", "SceneDataset", "build_lookup", "build_transforms", "collate",
-           "image_table_from_grids", "input_channels", "load_config", "lookup_image_features", "resolve_scenes"]
+__all__ = ["TRANSFORMS", "Compose", "ConfigError", "SceneDataset", "build_transforms", "collate",
+           "input_channels", "load_config", "resolve_scenes"]
