@@ -73,13 +73,14 @@ def bench_lookup(n: int, views: int, repeats: int) -> None:
     uv, visible, depth, sizes, grids = sample(n, views)
     label = f"{n // 1000}k-points-x{views}-views"
     for fusion in FUSIONS:
-        t = best_of(lambda: build_lookup(uv, visible, depth, sizes, grids, fusion, np.random.default_rng(0)), repeats)
+        t = best_of(lambda f=fusion: build_lookup(uv, visible, depth, sizes, grids, f, np.random.default_rng(0)),
+                    repeats)
         emit(f"build_lookup/{fusion}/{label}", "ms", 1e3 * t, "ms")
     table = torch.randn(int(cell_offsets(grids)[-1]), 384).half()
     for fusion in ("last", "mean"):
         index, weight, _ = build_lookup(uv, visible, depth, sizes, grids, fusion, np.random.default_rng(0))
         index_t, weight_t = torch.from_numpy(index), torch.from_numpy(weight)
-        t = best_of(lambda: lookup_image_features(table, index_t, weight_t), repeats)
+        t = best_of(lambda i=index_t, w=weight_t: lookup_image_features(table, i, w), repeats)
         emit(f"lookup/{fusion}/{label}/D384", "ms", 1e3 * t, "ms")
     grid_list = [torch.randn(64, *PATCHES) for _ in range(views)]
     uv_t = torch.from_numpy(uv)
@@ -91,7 +92,7 @@ def bench_lookup(n: int, views: int, repeats: int) -> None:
     last *= vis_t.any(0, keepdim=True)
     mean = vis_t.float() / vis_t.sum(0, keepdim=True).clamp(min=1)
     for fusion, weights in (("last", last), ("mean", mean)):
-        t = best_of(lambda: lift(grid_list, uv_t, sizes_t, weights), repeats)
+        t = best_of(lambda w=weights: lift(grid_list, uv_t, sizes_t, w), repeats)
         emit(f"lift/{fusion}/{label}/D64", "ms", 1e3 * t, "ms")
 
 
