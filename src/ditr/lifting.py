@@ -27,7 +27,7 @@ This module depends on torch and numpy only, so the data pipeline and the models
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -135,17 +135,18 @@ def view_weights(visible: torch.Tensor | np.ndarray, depth: torch.Tensor | np.nd
     return weights * vis.amax(0, keepdim=True)  # amax: several times faster than any here
 
 
-def _cells_and_weights(cells: torch.Tensor, weights: torch.Tensor, one_hot: bool
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index (N, K), weight (N, K)) of (V, N) cells and weights: K = 1 when every column has at
-    most one non-zero weight (``one_hot``), else K = V; zero-weight entries point at row 0."""
+def _rows_and_weights(uv: torch.Tensor, image_sizes: Any, patch_grids: Any, weights: torch.Tensor, one_hot: bool,
+                      flips: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index (N, K), weight (N, K)) of (V, N) view weights: K = 1 when every column has at most
+    one non-zero weight (``one_hot``: only that view's cell is computed), else K = V; entries of
+    weight 0 read row 0."""
     if one_hot:
-        best = (weights != 0).to(torch.uint8).argmax(0, keepdim=True)
-        weight = weights.gather(0, best)
-        index = torch.where(weight != 0, cells.gather(0, best), 0)
-        return index.T.contiguous(), weight.T.contiguous()
-    index, weight = _transposed(cells), _transposed(weights)
-    return index.mul_(weight != 0), weight  # zero-weight entries read row 0
+        best = (weights != 0).to(torch.uint8).argmax(0)
+        weight = weights.gather(0, best[None])[0]
+        index = torch.where(weight != 0, view_cells(uv, image_sizes, patch_grids, flips, views=best), 0)
+        return index[:, None], weight[:, None]
+    index, weight = _transposed(view_cells(uv, image_sizes, patch_grids, flips)), _transposed(weights)
+    return index.mul_(weight != 0), weight
 
 
 def _transposed(x: torch.Tensor) -> torch.Tensor:
@@ -180,8 +181,7 @@ def build_lookup(pixel_uv: np.ndarray, visible: np.ndarray, view_depth: np.ndarr
         index = torch.where(seen, view_cells(uv, image_sizes, patch_grids, views=best), 0)[:, None]
         weight = seen.float()[:, None]
     else:
-        index, weight = _cells_and_weights(view_cells(uv, image_sizes, patch_grids),
-                                           view_weights(vis, None, fusion), one_hot=False)
+        index, weight = _rows_and_weights(uv, image_sizes, patch_grids, view_weights(vis, None, fusion), False)
     return index.numpy(), weight.numpy(), seen.numpy()
 
 
@@ -216,8 +216,8 @@ def lift(grids: Sequence[torch.Tensor], uv: torch.Tensor, image_sizes: torch.Ten
     if nv == 0:
         return torch.zeros((n, 0), dtype=torch.float32, device=weights.device), seen
     device = weights.device
-    cells = view_cells(uv.to(device), image_sizes.tolist(), [tuple(g.shape[1:]) for g in grids], flips)
     one_hot = bool(((weights != 0).sum(0) <= 1).all())
-    index, weight = _cells_and_weights(cells, weights.float(), one_hot)
+    index, weight = _rows_and_weights(uv.to(device), torch.as_tensor(image_sizes).tolist(),
+                                      [tuple(g.shape[1:]) for g in grids], weights.float(), one_hot, flips)
     table = image_table_from_grids([g.to(device, torch.float32) for g in grids])
     return lookup_image_features(table, index, weight), seen
