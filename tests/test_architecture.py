@@ -7,9 +7,12 @@ absolute module names; ``from package import name`` is an edge to ``package.name
 module, else to ``package``. Implicit imports of parent packages are not edges: every submodule
 "imports" its package, which is how packages work, not a cycle.
 
-Layers, bottom to top: ``models`` (networks: no configs, data, engine or workflows), ``engine``
-(model-agnostic loop: no models, data or workflows), ``data`` (no workflows), and the workflow
-modules, which alone may combine them and which nothing below them imports.
+Layers, bottom to top: ``lifting`` (pixel -> patch cell -> point, torch and numpy only),
+``image_features`` (cache or online VFM: no models, data, engine or configs), ``models`` (networks:
+no configs, data, engine or workflows), ``engine`` (model-agnostic loop: no models, data or
+workflows), ``configs`` (the typed run config, over the lower modules' own config classes: no
+data or workflows), ``data`` (no workflows), and the workflow modules, which alone may combine them
+and which nothing below them imports.
 """
 
 from __future__ import annotations
@@ -24,25 +27,16 @@ WORKFLOWS = ("ditr.training", "ditr.distill", "ditr.predict", "ditr.demo", "ditr
              "ditr.commands", "ditr.cli")
 #: (layer, what it must not import).
 LAYERS = (
+    ("ditr.lifting", ("ditr.image_features", "ditr.models", "ditr.data", "ditr.engine", "ditr.configs", *WORKFLOWS)),
+    ("ditr.image_features", ("ditr.models", "ditr.data", "ditr.engine", "ditr.configs", *WORKFLOWS)),
     ("ditr.models", ("ditr.data", "ditr.engine", "ditr.configs", *WORKFLOWS)),
     ("ditr.engine", ("ditr.models", "ditr.data", *WORKFLOWS)),
+    ("ditr.configs", ("ditr.data", "ditr.image_features", *WORKFLOWS)),
     ("ditr.data", WORKFLOWS),
 )
-#: Edges being removed right now by the lifting consolidation (one lifting module and one
-#: image-feature source, which the DITR model no longer reaches into ``data`` for). Remove these
-#: entries when that work lands; an entry that no longer occurs only warns.
-PENDING_EDGES = {("ditr.models.ditr", "ditr.data.image_lookup")}
-#: ... and any edge among these modules, which that work merges or rewires.
-PENDING_GROUP = {"ditr.lifting", "ditr.data.image_lookup", "ditr.data.image_source"}
-
-
 def within(module: str, prefix: str) -> bool:
     """``module`` is ``prefix`` or one of its submodules (``ditr.data`` holds ``ditr.data.x``, not ``ditr.dataset``)."""
     return module == prefix or module.startswith(prefix + ".")
-
-
-def pending(source: str, target: str) -> bool:
-    return (source, target) in PENDING_EDGES or (source in PENDING_GROUP and target in PENDING_GROUP)
 
 
 def package_modules() -> dict[str, tuple[Path, bool]]:
@@ -101,8 +95,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
-            if pending(node, nxt):
-                continue
             if state.get(nxt) == 1:
                 return path[path.index(nxt):] + [nxt]
             if nxt not in state and (cycle := visit(nxt)) is not None:
@@ -139,7 +131,7 @@ def test_find_cycle_reports_the_cycle():
 def test_layers_import_only_downwards():
     graph = import_graph()
     wrong = sorted((m, t) for layer, banned in LAYERS for m, targets in graph.items() if within(m, layer)
-                   for t in targets if any(within(t, b) for b in banned) and not pending(m, t))
+                   for t in targets if any(within(t, b) for b in banned))
     assert not wrong, "layering violations (module -> import):\n" + "\n".join(f"  {m} -> {t}" for m, t in wrong)
 
 
@@ -150,16 +142,5 @@ def is_workflow(module: str) -> bool:
 def test_nothing_below_the_workflows_imports_them():
     graph = import_graph()
     wrong = sorted((m, t) for m, targets in graph.items() if not is_workflow(m)
-                   for t in targets if is_workflow(t) and not pending(m, t))
+                   for t in targets if is_workflow(t))
     assert not wrong, "workflow modules imported from below:\n" + "\n".join(f"  {m} -> {t}" for m, t in wrong)
-
-
-def test_pending_edges_still_exist():
-    """A pending entry whose edge is gone is stale: say so (without failing) so it gets removed."""
-    import warnings
-
-    graph = import_graph()
-    for source, target in sorted(PENDING_EDGES):
-        if target not in graph.get(source, set()):
-            warnings.warn(f"PENDING edge {source} -> {target} no longer occurs: remove it from the list",
-                          stacklevel=1)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from ditr.cache import FeatureCache
-from ditr.data import SceneDataset, collate, lookup_image_features
+from ditr.data import SceneDataset, collate
 from ditr.errors import DitrError
 from ditr.io.synthetic import write_rooms
-from ditr.lifting import lift
-from ditr.projection import ProjectionConfig, project_scene, view_weights
+from ditr.lifting import lift, lookup_image_features, view_weights
+from ditr.projection import ProjectionConfig, project_scene
 from ditr.scene import Scene
 from ditr.vfm import VFMBackend, load_vfm
 from ditr.vfm.extract import FeatureSource, ImageJob, fill_cache
@@ -67,7 +67,7 @@ def test_train_sample_features_equal_lifting_the_raw_scene(rooms):
         corr = project_scene(dataclasses.replace(scene, views=views), ProjectionConfig())
         flips = s["view_flipped"].tolist()
         grids = FeatureSource(VFMBackend(load_vfm(MODEL)), FeatureCache(root / "features")).grids(views, flips)
-        expect, seen = lift(grids, corr.uv, corr.image_sizes, view_weights(corr, "last"), flips)
+        expect, seen = lift(grids, corr.uv, corr.image_sizes, view_weights(corr.visible, corr.depth, "last"), flips)
         got = lookup_image_features(s["img_table"], s["img_index"], s["img_weight"])
         torch.testing.assert_close(got, expect[s["index"]])
         assert s["img_seen"].tolist() == seen[s["index"]].tolist()
@@ -175,7 +175,7 @@ def test_trains_and_evaluates_with_the_engine(rooms, tmp_path):
     """The contract with ditr.engine and ditr.models: seeded loading, Mix3D batches, image lookup in
     the model, full-resolution validation through ``inverse`` / ``origin_segment``."""
     from ditr.configs import input_channels
-    from ditr.data import lookup_image_features
+    from ditr.lifting import lookup_image_features
     from ditr.engine.losses import SegmentationCriterion
     from ditr.engine.trainer import Trainer, TrainerConfig
     from ditr.models import create_segmentor

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ditr.data.collate import collate
-from ditr.data.image_lookup import build_lookup, cell_offsets, image_table_from_grids, lookup_image_features
+from ditr.lifting import build_lookup, cell_offsets, image_table_from_grids, lookup_image_features
 
 
 def _tiny(seed: int = 0, views: int = 3, n: int = 40):

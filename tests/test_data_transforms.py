@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ditr.data.color_jitter import color_jitter
+from ditr.vfm.color_jitter import color_jitter
 from ditr.errors import ConfigError
 from ditr.data.transforms import (ChromaticAutoContrast, ChromaticJitter, ChromaticTranslation, CenterShift,
                                   ElasticDistortion, GridSample, ImageFlip, NormalizeColor, RandomDropout,
@@ -30,7 +30,7 @@ def make_sample(n: int = 4000, views: int = 3, seed: int = 0) -> dict:
         "visible": rng.random((views, n)) < 0.5,
         "view_depth": rng.random((views, n)).astype(np.float32) + 1,
         "image_sizes": sizes,
-        "grid_sizes": np.array([[4, 5]] * views, np.int64),
+        "patch_grids": np.array([[4, 5]] * views, np.int64),
         "view_flipped": np.zeros(views, bool),
         "view_valid": np.ones(views, bool),
     }

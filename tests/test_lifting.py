@@ -1,13 +1,16 @@
-"""Per-point lifting: the nearest patch of the chosen view(s), flips, unseen points, whole scenes."""
+"""Per-point lifting: the nearest patch of the chosen view(s), view fusion, flips, unseen points, whole scenes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ditr.cache import FeatureCache
-from ditr.lifting import lift, patch_index, point_features
-from ditr.projection import ProjectionConfig, project_scene, view_weights
+from ditr.errors import DitrError
+from ditr.image_features import point_features
+from ditr.lifting import best_view, build_lookup, lift, patch_index, view_weights
+from ditr.projection import ProjectionConfig, project_scene
 from ditr.scene import Scene, View
 from ditr.vfm import VFMBackend, load_vfm
 from ditr.vfm.extract import FeatureSource
@@ -26,6 +29,51 @@ def test_patch_index_follows_the_resize_formula():
     assert idx.tolist() == [0, 0, 5, 7, 4]  # the last one is clamped into the grid
     flipped = patch_index(uv, (100, 200), (2, 4), flip=True)  # u' = W - u
     assert flipped.tolist() == [3, 3, 7, 4, 7]
+
+
+def test_view_strategies():
+    """View fusion over plain (V, N) arrays: visible and camera depth."""
+    vis = [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]]
+    depth = [[3.0, 1.0, 9, 9], [2.0, 9, 5.0, 9], [9, 2.0, 4.0, 9]]
+    visible, depth = torch.tensor([[bool(x) for x in row] for row in vis]), torch.tensor(depth)
+    last = view_weights(visible, depth, "last")
+    assert last.argmax(0)[:3].tolist() == [1, 2, 2] and last[:, 3].sum() == 0
+    nearest = view_weights(visible, depth, "nearest")
+    assert nearest.argmax(0)[:3].tolist() == [1, 0, 2]
+    mean = view_weights(visible, depth, "mean")
+    torch.testing.assert_close(mean[:, 0], torch.tensor([0.5, 0.5, 0.0]))
+    assert mean[:, 3].sum() == 0
+    for seed in range(5):
+        rnd = view_weights(visible, depth, "random", generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(rnd.sum(0), torch.tensor([1.0, 1, 1, 0]))
+        assert (rnd * ~visible).sum() == 0
+    a = view_weights(visible, depth, "random", generator=torch.Generator().manual_seed(3))
+    b = view_weights(visible, depth, "random", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(DitrError):
+        view_weights(visible, depth, "best")
+
+
+def test_view_weights_take_numpy_arrays_and_agree_with_the_lookup():
+    rng = np.random.default_rng(1)
+    visible = rng.random((4, 500)) < 0.4
+    depth = (rng.random((4, 500)) * 3 + 0.5).astype(np.float32)
+    for fusion in ("last", "nearest", "mean"):
+        from_numpy = view_weights(visible, depth, fusion)
+        from_torch = view_weights(torch.from_numpy(visible), torch.from_numpy(depth), fusion)
+        assert from_numpy.dtype == torch.float32 and torch.equal(from_numpy, from_torch)
+        assert torch.equal(from_numpy.sum(0) > 0, torch.from_numpy(visible.any(0)))
+    # the one-hot fusions: view_weights is one-hot at best_view, which is what build_lookup reads
+    uv = (rng.random((4, 500, 2)) * [64, 48]).astype(np.float32)
+    sizes, grids = np.array([[48, 64]] * 4), np.array([[3, 4]] * 4)
+    for fusion in ("last", "nearest"):
+        best = best_view(visible, depth, fusion)
+        seen = visible.any(0)
+        assert torch.equal(view_weights(visible, depth, fusion).argmax(0)[seen], best[seen])
+        index, weight, _ = build_lookup(uv, visible, depth, sizes, grids, fusion, np.random.default_rng(0))
+        assert (index[seen, 0] // 12 == best.numpy()[seen]).all() and (weight[seen] == 1).all()
+    with pytest.raises(DitrError, match="depth"):
+        view_weights(visible, None, "nearest")
 
 
 def test_lift_last_mean_and_unseen_points():
@@ -77,7 +125,7 @@ def test_point_features_of_a_scene(tmp_path):
     assert lifted.features[lifted.seen].abs().sum(1).min() > 0
     # the last view wins where both see a point: equal to lifting view 1's grid with its one-hot weights
     grids = source.grids(scene.views)
-    w = view_weights(corr, "last")
+    w = view_weights(corr.visible, corr.depth, "last")
     both = corr.visible.all(0)
     assert both.any()
     expected, _ = lift([torch.zeros_like(grids[0]), grids[1]], corr.uv, corr.image_sizes, w * both)

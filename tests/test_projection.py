@@ -1,4 +1,4 @@
-"""Projection and visibility: geometry, occlusion (depth maps and splatting), view strategies, real data."""
+"""Projection and visibility: geometry, occlusion (depth maps and splatting), real data (view fusion: test_lifting)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ditr.projection import (
     estimate_point_spacing,
     project_points,
     project_scene,
-    view_weights,
 )
 from ditr.scene import Scene
 from conftest import look_at, wall_and_box_scene
@@ -142,38 +141,6 @@ def test_point_spacing_estimate():
     scene = wall_and_box_scene(spacing=spacing)
     est = estimate_point_spacing(torch.from_numpy(scene.coord))
     assert 0.5 * spacing < est < 2 * spacing
-
-
-def _corr_from_masks(visible, depth=None):
-    visible = torch.tensor(visible)
-    nv, n = visible.shape
-    depth = torch.ones((nv, n)) if depth is None else torch.tensor(depth, dtype=torch.float32)
-    from ditr.projection import Correspondences
-
-    return Correspondences(uv=torch.zeros((nv, n, 2)), depth=depth, in_frame=visible, visible=visible,
-                           view_names=[str(i) for i in range(nv)], image_sizes=torch.zeros((nv, 2)))
-
-
-def test_view_strategies():
-    vis = [[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 0]]
-    depth = [[3.0, 1.0, 9, 9], [2.0, 9, 5.0, 9], [9, 2.0, 4.0, 9]]
-    corr = _corr_from_masks([[bool(x) for x in row] for row in vis], depth)
-    last = view_weights(corr, "last")
-    assert last.argmax(0)[:3].tolist() == [1, 2, 2] and last[:, 3].sum() == 0
-    nearest = view_weights(corr, "nearest")
-    assert nearest.argmax(0)[:3].tolist() == [1, 0, 2]
-    mean = view_weights(corr, "mean")
-    torch.testing.assert_close(mean[:, 0], torch.tensor([0.5, 0.5, 0.0]))
-    assert mean[:, 3].sum() == 0
-    for seed in range(5):
-        rnd = view_weights(corr, "random", generator=torch.Generator().manual_seed(seed))
-        assert torch.equal(rnd.sum(0), torch.tensor([1.0, 1, 1, 0]))
-        assert (rnd * ~corr.visible).sum() == 0
-    a = view_weights(corr, "random", generator=torch.Generator().manual_seed(3))
-    b = view_weights(corr, "random", generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
-    with pytest.raises(DitrError):
-        view_weights(corr, "best")
 
 
 def test_bad_projection_options():

@@ -17,6 +17,7 @@ from torch import nn
 
 from .configs import ModelKind, RunConfig
 from .errors import DitrError
+from .image_features import ImageFeatureSource
 from .models.ditr import DITRSegmentor
 from .models.ptv3 import PTv3Segmentor, get_config
 from .models.student import DistillStudent
@@ -57,15 +58,14 @@ def build_model(config: RunConfig | Mapping[str, Any], in_channels: int, num_cla
     return DITRSegmentor(backbone, num_classes, missing=injection.missing, vfm=vfm)
 
 
-def _vfm_backend(config: RunConfig) -> Any:
-    """The frozen VFM, on ``vfm.device``, for DITR runs whose features are computed online (``vfm.online``)."""
+def _vfm_backend(config: RunConfig) -> ImageFeatureSource | None:
+    """The frozen VFM (an online image-feature source, run on ``vfm.device``) for DITR runs whose
+    features are computed online (``vfm.online``)."""
     vfm = config.vfm
     if not (config.kind.needs_images_at_inference and vfm.online):
         return None
-    from .vfm import VFMBackend, load_vfm
-
-    handle = load_vfm(vfm.model, vfm.checkpoint, allow_download=vfm.download)
-    return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
+    return ImageFeatureSource(dataclasses.asdict(vfm), config.images.resolution, device=vfm.device,
+                              preprocess_device=vfm.preprocess_device)
 
 
 def model_from_config(config: RunConfig | Mapping[str, Any]) -> nn.Module:

@@ -87,12 +87,13 @@ def fill_features(rooms: list[Path], settings: DemoSettings, cache_dir: Path,
                   on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Features of every view and of its mirror image (for the flip augmentation) in the cache."""
     from .cache import FeatureCache
-    from .vfm import VFMBackend, load_vfm
+    from .vfm import build_backend
     from .vfm.extract import FeatureSource, ImageJob, fill_cache
 
     cache = FeatureCache(cache_dir)
-    handle = load_vfm(settings.vfm_model, settings.vfm_checkpoint, hash_memo=cache.hash_memo)
-    backend = VFMBackend(handle, device="auto")
+    backend = build_backend({"model": settings.vfm_model, "checkpoint": settings.vfm_checkpoint}, "auto",
+                            hash_memo=cache.hash_memo)
+    handle = backend.handle
     jobs = [ImageJob(room.name, view, flip) for room in rooms
             for view in Scene.load(room, check_images=False).views for flip in (False, True)]
     stats = fill_cache(jobs, FeatureSource(backend, cache), on_progress=on_progress)

@@ -23,6 +23,7 @@ by :mod:`ditr.build`; the demo's distillation stage and its picture are in :mod:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from .build import model_from_config
 from .configs import ModelKind, RunConfig
-from .data import SceneDataset, collate, lookup_image_features
-from .data.image_lookup import image_table_from_grids
+from .data import SceneDataset, collate
 from .engine.evaluator import as_output
 from .engine.loading import move_to
 from .engine.losses import cosine_distill_loss
 from .engine.trainer import Trainer
 from .errors import DitrError
+from .image_features import ImageFeatureSource, batch_image_table
+from .lifting import lookup_image_features
 from .model_files import load_model, read_model_file
 from .training import fit, trainer_config
 
@@ -51,16 +53,9 @@ SOURCE_SECTIONS = ("dataset", "images", "projection", "transforms", "mix3d", "vf
 
 # ------------------------------------------------------------------------------------------ teacher and loss
 def teacher_features(batch: Mapping[str, Any], teacher: Any = None, device: torch.device | None = None) -> Tensor:
-    """(N, D) lifted teacher features of a batch: cached table, or the frozen VFM on ``images``."""
-    table = batch.get("img_table")
-    if table is None:
-        if batch.get("images") is None:
-            raise DitrError("a distillation batch needs img_table (cached features) or images (online VFM); "
-                            "is it a d-ditr run (model.name: d-ditr)?")
-        if teacher is None:
-            raise DitrError("batches carry images for an online teacher, but none was loaded (vfm.online)")
-        with torch.no_grad():
-            table = image_table_from_grids(teacher.forward(batch["images"].to(teacher.device)).float())
+    """(N, D) lifted teacher features of a batch: cached table, or the frozen VFM on ``images``
+    (``teacher``: the online :class:`~ditr.image_features.ImageFeatureSource` of :func:`load_teacher`)."""
+    table = batch_image_table(batch, teacher, "distillation teacher")
     device = device or table.device
     return lookup_image_features(table.to(device), batch["img_index"].to(device), batch["img_weight"].to(device))
 
@@ -144,17 +139,15 @@ def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
     return concat(trains), (concat(vals) if vals else None)
 
 
-def load_teacher(config: RunConfig) -> Any:
-    """The frozen VFM, on ``vfm.device``, when some source computes its features online
-    (``vfm.online``), else None."""
+def load_teacher(config: RunConfig) -> ImageFeatureSource | None:
+    """The frozen VFM (an online image-feature source, on ``vfm.device``) when some source computes
+    its features online (``vfm.online``), else None."""
     online = [s for s in source_configs(config) if s.vfm.online]
     if not online:
         return None
-    from .vfm import VFMBackend, load_vfm
-
     vfm = online[0].vfm
-    handle = load_vfm(vfm.model, vfm.checkpoint, allow_download=vfm.download)
-    return VFMBackend(handle, device=vfm.device, precision=vfm.precision, pos_interpolation=vfm.pos_interpolation)
+    return ImageFeatureSource(dataclasses.asdict(vfm), online[0].images.resolution, device=vfm.device,
+                              preprocess_device=vfm.device)
 
 
 def check_student_config(config: RunConfig) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .configs import RunConfig
-from .data import SceneDataset, collate, image_table_from_grids
+from .data import SceneDataset, collate
 from .data.sample import Sample, take
 from .data.transforms import CenterShift, GridSample
 from .engine.evaluator import as_output
@@ -38,8 +38,6 @@ from .engine.loading import move_to
 from .errors import DitrError
 from .scene import Scene, View
 
-#: Views whose VFM features are computed in one forward (bounds the memory of the online VFM).
-VIEW_BATCH = 4
 #: Keys of a voxelised sample that index the raw points, not the voxels: never cut into chunks.
 FULL_RESOLUTION_KEYS = ("inverse", "origin_segment")
 
@@ -159,7 +157,7 @@ def estimate_normals(coord: np.ndarray, viewpoint: np.ndarray, cell: float = 0.0
     return normals.astype(np.float32)
 
 
-def _add_missing_normals(scene: Scene, input_features: list[str], grid_size: float) -> bool:
+def _add_missing_normals(scene: Scene, input_features: list[str], voxel_size: float) -> bool:
     """Estimate ``normal`` in memory when the model reads normals the scene does not have."""
     if "normal" not in input_features or "normal" in scene.attributes:
         return False
@@ -167,7 +165,7 @@ def _add_missing_normals(scene: Scene, input_features: list[str], grid_size: flo
         viewpoint = np.mean([v.cam_to_world[:3, 3] for v in scene.views], axis=0)
     else:
         viewpoint = (scene.coord.min(0) + scene.coord.max(0)) / 2
-    scene.attributes["normal"] = estimate_normals(scene.coord, viewpoint, cell=2.5 * grid_size)
+    scene.attributes["normal"] = estimate_normals(scene.coord, viewpoint, cell=2.5 * voxel_size)
     return True
 
 
@@ -183,29 +181,18 @@ class PredictionData(SceneDataset):
         results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
         return [f for r in results for f in (r if isinstance(r, list) else [r])], views, seen
 
-    def image_table(self, scene: Scene, views: list[View | None], first: Sample, vfm: Any,
-                    width: int, rng: np.random.Generator, progress: Progress | None) -> torch.Tensor | None:
-        """(M, D) patch features of the views: from the cache, or the VFM run once per view."""
-        if self.grids is None:
+    def image_table(self, scene: Scene, views: list[View | None], first: Sample,
+                    progress: Progress | None) -> torch.Tensor | None:
+        """(M, D) patch features of the views, once per scene: from the cache, or the VFM run now."""
+        if self.features is None:
             return None
-        flips, sizes = first["view_flipped"], first["grid_sizes"]
-        if not self.grids.online:
-            return self.grids.table(scene, views, flips, sizes)
-        if vfm is None:
-            raise DitrError("online image features need the model's VFM (vfm.online was not set when it was built)")
-        parts = [torch.zeros((0, width))]
-        for start in range(0, len(views), VIEW_BATCH):
-            stop = start + VIEW_BATCH
-            pixels = self.grids.pixels(views[start:stop], flips[start:stop], sizes[start:stop], None, rng)
-            parts.append(image_table_from_grids(vfm.forward(pixels.to(vfm.device)).float()).cpu())
-            if progress is not None:
-                progress("2D features", min(stop, len(views)), len(views))
-        return torch.cat(parts)
+        on_batch = None if progress is None else (lambda done, total: progress("2D features", done, total))
+        return self.features.table(scene, views, first["view_flipped"], first["patch_grids"], on_batch)
 
     def model_input(self, chunk: Sample, rng: np.random.Generator) -> dict[str, Any]:
         return self._finish(chunk, None, None, rng)
 
-    def grid_size(self) -> float | None:
+    def voxel_size(self) -> float | None:
         """Voxel size of the pipeline (its GridSample), for the normal estimate's neighbourhood."""
         steps = [t for t in self.transforms.transforms if isinstance(t, GridSample)]
         return steps[0].grid_size if steps else None
@@ -251,8 +238,13 @@ def predict(model: torch.nn.Module, config: RunConfig, scene_dir: str | Path,
     timer = time.perf_counter()
     seconds: dict[str, float] = {}
     scene = Scene.load(scene_dir, check_images=False)
-    data = PredictionData([scene.path], None, config, "test" if options.tta else "val")
-    normals = _add_missing_normals(scene, data.input_features, data.grid_size() or 0.02)
+    online = config.kind.needs_images_at_inference and config.vfm.online
+    if online and getattr(model, "vfm", None) is None:
+        raise DitrError("online image features need the model's VFM (vfm.online was not set when it was built)")
+    # Online, the model's own source runs the VFM (on its device): one model in memory, not two.
+    data = PredictionData([scene.path], None, config, "test" if options.tta else "val",
+                          features=model.vfm if online else None)
+    normals = _add_missing_normals(scene, data.input_features, data.voxel_size() or 0.02)
     rng = np.random.default_rng(0)
     if progress is not None:
         progress("projection", 0, 1)
@@ -261,8 +253,7 @@ def predict(model: torch.nn.Module, config: RunConfig, scene_dir: str | Path,
         progress("projection", 1, 1)
     seconds["load_project_voxelise"] = time.perf_counter() - timer
     timer = time.perf_counter()
-    width = int(model.config.image_channels or 0)
-    table = data.image_table(scene, views, passes[0], getattr(model, "vfm", None), width, rng, progress)
+    table = data.image_table(scene, views, passes[0], progress)
     if table is not None:
         table = table.to(device)
         seconds["image_features"] = time.perf_counter() - timer

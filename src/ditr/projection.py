@@ -29,8 +29,6 @@ from .errors import DitrError
 from .scene import Scene
 
 Occlusion = Literal["auto", "depth", "splat", "none"]
-ViewStrategy = Literal["last", "random", "nearest", "mean"]
-VIEW_STRATEGIES: tuple[str, ...] = ("last", "random", "nearest", "mean")
 
 #: Largest splat radius (in depth-buffer pixels); larger footprints use a coarser buffer instead.
 _MAX_SPLAT_RADIUS = 3
@@ -398,33 +396,3 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
     normals = torch.from_numpy(normal_array).to(device) if normal_array is not None else None
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k,
                                    [v.name for v in views], normals)
-
-
-# ---------------------------------------------------------------------------------------- view choice
-def view_weights(corr: Correspondences, strategy: ViewStrategy = "last",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """(V, N) weights with which each point combines the views that see it.
-
-    ``last`` (the reference: the last view in the list wins), ``random`` (a uniformly random seeing
-    view), ``nearest`` (the smallest camera depth) give one-hot columns; ``mean`` averages all
-    seeing views. Columns of points no view sees are all zero.
-    """
-    vis = corr.visible
-    nv, n = vis.shape
-    if strategy == "mean":
-        count = vis.sum(0, keepdim=True).clamp(min=1)
-        return vis.float() / count
-    if strategy == "last":
-        score = torch.arange(1, nv + 1, device=vis.device, dtype=torch.float32)[:, None].expand(nv, n)
-    elif strategy == "random":
-        device = "cpu" if generator is None else generator.device
-        score = torch.rand((nv, n), generator=generator, device=device).to(vis.device) + 1.0
-    elif strategy == "nearest":
-        score = 1.0 / corr.depth.clamp(min=1e-6)
-    else:
-        raise DitrError(f"view strategy must be one of {VIEW_STRATEGIES}, not {strategy!r}")
-    score = torch.where(vis, score, torch.zeros((), device=vis.device))
-    best = score.argmax(0)
-    weights = torch.zeros((nv, n), device=vis.device)
-    weights.scatter_(0, best[None], 1.0)
-    return weights * vis.any(0, keepdim=True)

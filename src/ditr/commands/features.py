@@ -73,15 +73,16 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cache import FeatureCache
     from ..scene import Scene
-    from ..vfm.backends import VFMBackend
+    from ..vfm.backends import build_backend
     from ..vfm.extract import FeatureSource, ImageJob, distributed_rank_world
-    from ..vfm.loading import load_vfm
 
     hf_logging.disable_progress_bar()
     resolution = _resolution(args.resolution)
     cache = FeatureCache(args.cache)
-    handle = load_vfm(args.model, args.checkpoint, allow_download=args.download, hash_memo=cache.hash_memo)
-    backend = VFMBackend(handle, device=args.device, precision=args.precision, pos_interpolation=args.pos_interpolation)
+    settings = {"model": args.model, "checkpoint": args.checkpoint, "download": args.download,
+                "precision": args.precision, "pos_interpolation": args.pos_interpolation}
+    backend = build_backend(settings, args.device, hash_memo=cache.hash_memo)
+    handle = backend.handle
     source = FeatureSource(backend, cache, resolution, args.batch_size)
     scenes = [Scene.load(path) for path in args.scenes]
     for scene in scenes:
@@ -118,7 +119,7 @@ def _fill_with_progress(jobs: list[ImageJob], source: FeatureSource, rank: int, 
 def _render(scenes: list[Scene], source: FeatureSource, args: argparse.Namespace) -> list[Path]:
     import torch
 
-    from ..lifting import point_features
+    from ..image_features import point_features
     from ..viz.pca import RANDOM_WEIGHTS_NOTE, pca_basis, save_patch_pca, save_point_pca
 
     handle = source.backend.handle

@@ -27,7 +27,8 @@ from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainerConfig
 from ..errors import ConfigError
 from ..models.ptv3 import PTv3Config
-from ..projection import ProjectionConfig, ViewStrategy
+from ..lifting import ViewFusion
+from ..projection import ProjectionConfig
 from .files import apply_override, merge, read_config_files
 from .schema import check_fields, config_fields, from_mapping, to_mapping
 
@@ -107,7 +108,7 @@ class ImagesConfig:
     eval_views: FrameSelection = "evenly"
     pad_views: bool = False
     resolution: list[int] | None = None
-    view_strategy: ViewStrategy = "last"
+    view_strategy: ViewFusion = "last"
     color_jitter: list[float] | None = None
 
 

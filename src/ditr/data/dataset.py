@@ -1,17 +1,17 @@
 """A dataset over scene directories: points, the views that saw them, their cached 2D features.
 
-One item = one scene. Loading goes: read the scene -> pick the views of this sample (training:
+One item = one scene. Loading goes: read the scene -> select the frames of this sample (training:
 ``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
-stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility) -> 3D
-transforms, which
+stored order) -> project the RAW points into those views (DESIGN 1.2) -> 3D transforms, which
 carry the correspondences along -> per-point model input ``feat`` and the image-feature lookup
-(:mod:`ditr.data.image_lookup`) -> torch tensors.
+(:func:`ditr.lifting.build_lookup`, whose view fusion decides which view a point reads) -> torch
+tensors.
 
-Features come from the on-disk cache of ``ditr features`` (never computed silently: a missing
-entry is an error that says which command fills it), or, with ``vfm.online``, the sample carries
-the views' normalised network inputs and the model runs the VFM itself.
-The run config's model kind says whether samples carry views at all (:attr:`RunConfig.uses_images`:
-not for the 3D-only PTv3, nor for D-DITR fine-tuning).
+Features come from an :class:`~ditr.image_features.ImageFeatureSource`: the on-disk cache of
+``ditr features`` (never computed silently: a missing entry is an error that says which command
+fills it), or, with ``vfm.online``, the sample carries the views' normalised network inputs and the
+model runs the VFM itself. The run config's model kind says whether samples carry views at all
+(:attr:`RunConfig.uses_images`: not for the 3D-only PTv3, nor for D-DITR fine-tuning).
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ from torch.utils.data import Dataset
 
 from ..configs import RunConfig
 from ..errors import DitrError
+from ..image_features import ImageFeatureSource
+from ..lifting import build_lookup
 from ..projection import project_scene
 from ..scene import COORD_FILE, Scene, View
-from .image_lookup import build_lookup
-from .image_source import FeatureGrids
 from .sample import Sample
 from .transforms import Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
-VIEW_RULES = ("random", "evenly", "all")
+#: How a sample selects its frames (``images.train_views`` / ``images.eval_views``).
+FRAME_RULES = ("random", "evenly", "all")
 
 
 def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None = None
@@ -77,8 +78,9 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
     raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
 
 
-def pick_views(num_frames: int, count: int | None, rule: str, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the frames a sample uses.
+def pick_frames(num_frames: int, count: int | None, rule: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the frames a sample uses (frame selection; which of them a point reads is the
+    view fusion of :mod:`ditr.lifting`).
 
     ``random``: ``count`` distinct frames in random order (so the reference's "last view wins"
     picks a random one); ``evenly``: ``count`` frames evenly spaced over the sequence; ``all``:
@@ -92,7 +94,7 @@ def pick_views(num_frames: int, count: int | None, rule: str, rng: np.random.Gen
         if num_frames <= count:
             return np.arange(num_frames)
         return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
-    raise DitrError(f"view selection {rule!r}: use one of {VIEW_RULES}")
+    raise DitrError(f"frame selection {rule!r}: use one of {FRAME_RULES}")
 
 
 def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
@@ -104,17 +106,21 @@ def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
 
 
 class SceneDataset(Dataset):
-    """Samples of scenes for ``mode`` train / val / test, configured by a :class:`RunConfig`.
+    """Samples of scenes for ``mode`` train / val / test, configured by a run config (dict).
 
     Items are dicts of tensors (see docs/data.md). In ``test`` mode with a fragmenting ``GridSample``
     or ``test_time.variants``, an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``:
     every fragment of every variant, each with ``index`` (its points' rows in the scene) for voting.
     ``__getitem__`` draws its randomness from NumPy's global generator, which the training engine
     seeds per (seed, epoch, position); :meth:`get` takes an explicit generator.
+
+    ``features`` is the image-feature source to use (``ditr predict`` passes the model's, whose
+    VFM runs on the model's device); by default one is built from the config's ``vfm`` section.
     """
 
     def __init__(self, scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None,
-                 config: RunConfig | Mapping[str, Any], mode: str = "train", transforms: Compose | None = None):
+                 config: RunConfig | Mapping[str, Any], mode: str = "train", transforms: Compose | None = None,
+                 features: ImageFeatureSource | None = None):
         if mode not in MODES:
             raise DitrError(f"mode must be one of {MODES}, not {mode!r}")
         config = RunConfig.coerce(config)
@@ -125,7 +131,7 @@ class SceneDataset(Dataset):
         self.loop = config.dataset.loop if mode == "train" else 1
         self.images = config.images
         self.use_images = config.uses_images
-        self.strategy = self.images.view_strategy
+        self.view_fusion = self.images.view_strategy
         self.projection = config.projection
         self.transforms = transforms if transforms is not None else build_transforms(
             config.transforms.for_mode(mode), f"transforms.{mode}")
@@ -134,11 +140,20 @@ class SceneDataset(Dataset):
             _with_variant(self.transforms, build_transforms(v, f"test_time.variants[{i}]"))
             for i, v in enumerate(variants)]
         self.mix3d_p = config.mix3d.p if mode == "train" else 0.0
-        self.grids = FeatureGrids(config.vfm, self.images.resolution) if self.use_images else None
+        self.features = None
+        if self.use_images:
+            self.features = features if features is not None else self._feature_source(config)
         self.color_jitter = self.images.color_jitter if mode == "train" and self.use_images else None
-        if self.color_jitter is not None and not self.grids.online:  # type: ignore[union-attr]
+        if self.color_jitter is not None and not self.features.online:  # type: ignore[union-attr]
             raise DitrError("images.color_jitter changes the images, so their features cannot come from the cache: "
                             "set vfm.online: true, or images.color_jitter: null to train from cached features")
+
+    def _feature_source(self, config: RunConfig) -> ImageFeatureSource:
+        """The data workers' source: they only read the cache or prepare images, on
+        ``vfm.preprocess_device`` (which is also what ``precision: auto`` means in the cache keys)."""
+        device = config.vfm.preprocess_device
+        return ImageFeatureSource(dataclasses.asdict(config.vfm), self.images.resolution, device=device,
+                                  preprocess_device=device)
 
     @classmethod
     def from_config(cls, config: RunConfig | Mapping[str, Any], mode: str = "train") -> SceneDataset:
@@ -168,14 +183,14 @@ class SceneDataset(Dataset):
         split = isinstance(results[0], list) or len(results) > 1
         fragments = [f for r in results for f in (r if isinstance(r, list) else [r])]
         table = pixels = None
-        if self.grids is not None:  # flips are known only now, after the transforms
-            flips, sizes = fragments[0]["view_flipped"], fragments[0]["grid_sizes"]
+        if self.features is not None:  # flips are known only now, after the transforms
+            flips, patch_grids = fragments[0]["view_flipped"], fragments[0]["patch_grids"]
             if any(not np.array_equal(f["view_flipped"], flips) for f in fragments):
                 raise DitrError("test-time variants flipped images differently; ImageFlip belongs to training only")
-            if self.grids.online and views:
-                pixels = self.grids.pixels(views, flips, sizes, self.color_jitter, rng)
-            elif not self.grids.online:
-                table = self.grids.table(scene, views, flips, sizes)
+            if self.features.online and views:
+                pixels = self.features.pixels(views, flips, patch_grids, self.color_jitter, rng)
+            elif not self.features.online:
+                table = self.features.cached_table(scene, views, flips, patch_grids)
         outs = [self._finish(s, table, pixels, rng) for s in fragments]
         if split:
             return {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
@@ -205,14 +220,14 @@ class SceneDataset(Dataset):
             sample["mix3d"] = bool(rng.random() < self.mix3d_p)
         views: list[View | None] = []
         if self.use_images:
-            views = self._views(scene, rng)
+            views = self._select_frames(scene, rng)
             self._add_correspondences(sample, scene, views)
         return sample, views
 
-    def _views(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
+    def _select_frames(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
         count = self.images.views_per_sample
         rule = self.images.train_views if self.mode == "train" else self.images.eval_views
-        picked: list[View | None] = [scene.views[i] for i in pick_views(len(scene.views), count, rule, rng)]
+        picked: list[View | None] = [scene.views[i] for i in pick_frames(len(scene.views), count, rule, rng)]
         if self.images.pad_views and count is not None and len(picked) < count:
             if not scene.views and not self.images.resolution:
                 raise DitrError(f"scene {scene.path} has no views: padding needs images.resolution")
@@ -228,19 +243,18 @@ class SceneDataset(Dataset):
         visible = np.zeros((nv, n), bool)
         depth = np.zeros((nv, n), np.float32)
         uv[slot], visible[slot], depth[slot] = corr.uv.numpy(), corr.visible.numpy(), corr.depth.numpy()
-        grids = self.grids
-        assert grids is not None
-        pad = grids.grid_size(real[0]) if real else None
+        features = self.features
+        assert features is not None
+        pad = features.patch_grid(real[0]) if real else None
         if pad is None and len(real) < nv:  # only padding: its size comes from images.resolution
-            p = grids.source.backend.patch_size
-            resolution = self.images.resolution or [p, p]
-            pad = (resolution[0] // p, resolution[1] // p)
+            pad = features.patch_grid(None)
         sample.update(view_names=[v.name if v else "" for v in views],
                       pixel_uv=uv, visible=visible, view_depth=depth, view_flipped=np.zeros(nv, bool),
                       view_valid=slot,
                       image_sizes=np.array([[v.height, v.width] if v else [1, 1] for v in views],
                                            np.int64).reshape(-1, 2),
-                      grid_sizes=np.array([grids.grid_size(v) if v else pad for v in views], np.int64).reshape(-1, 2))
+                      patch_grids=np.array([features.patch_grid(v) if v else pad for v in views],
+                                           np.int64).reshape(-1, 2))
 
     def _finish(self, sample: Sample, table: torch.Tensor | None, pixels: torch.Tensor | None,
                 rng: np.random.Generator) -> dict[str, Any]:
@@ -261,11 +275,11 @@ class SceneDataset(Dataset):
             out["mix3d"] = sample["mix3d"]
         if self.use_images:
             index, weight, seen = build_lookup(sample["pixel_uv"], sample["visible"], sample["view_depth"],
-                                               sample["image_sizes"], sample["grid_sizes"], self.strategy, rng)
+                                               sample["image_sizes"], sample["patch_grids"], self.view_fusion, rng)
             out.update(img_index=torch.from_numpy(index), img_weight=torch.from_numpy(weight),
                        img_seen=torch.from_numpy(seen), view_flipped=torch.from_numpy(sample["view_flipped"]),
                        view_valid=torch.from_numpy(sample["view_valid"]), view_names=sample["view_names"],
-                       num_cells=int((sample["grid_sizes"][:, 0] * sample["grid_sizes"][:, 1]).sum()))
+                       num_cells=int((sample["patch_grids"][:, 0] * sample["patch_grids"][:, 1]).sum()))
             if table is not None:
                 out["img_table"] = table
             if pixels is not None:

@@ -9,8 +9,8 @@ selects or reorders points (grid sampling, sphere crop, dropout) treats it:
 * per view and point, second axis N: ``pixel_uv`` (V, N, 2) float32, ``visible`` (V, N) bool,
   ``view_depth`` (V, N) float32 (the correspondences, computed on the raw points);
 * everything else is left alone: per view ``view_names``, ``image_sizes`` (V, 2) (H, W of the original image),
-  ``grid_sizes`` (V, 2) (h, w of the feature grid), ``view_flipped`` (V,) bool, ``view_valid`` (V,)
-  bool (False for padding); per scene ``name``,
+  ``patch_grids`` (V, 2) (h, w of the view's patch-feature grid), ``view_flipped`` (V,) bool,
+  ``view_valid`` (V,) bool (False for padding); per scene ``name``,
   ``inverse`` / ``origin_segment`` (full resolution, for evaluation), feature grids.
 
 Keeping correspondences indexed by point means that 3D augmentations (which only move points)

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.image_lookup import image_table_from_grids, lookup_image_features
 from ..errors import DitrError
+from ..image_features import batch_image_table
+from ..lifting import lookup_image_features
 from .ptv3 import PTv3Config, PTv3Segmentor
 
 MISSING_MODES = ("zeros", "learned")
@@ -28,8 +29,9 @@ MISSING_MODES = ("zeros", "learned")
 class DITRSegmentor(PTv3Segmentor):
     """PTv3 + image-feature injection; ``missing="learned"`` gives unseen points a learned feature.
 
-    ``vfm`` (a frozen :class:`ditr.vfm.VFMBackend`, not part of the state dict) is needed only when
-    batches carry ``images`` instead of a cached ``img_table``.
+    ``vfm`` (an online :class:`~ditr.image_features.ImageFeatureSource` with its frozen VFM, not
+    part of the state dict) is needed only when batches carry ``images`` instead of a cached
+    ``img_table``.
     """
 
     def __init__(self, config: PTv3Config, num_classes: int, missing: str = "zeros", vfm: Any = None) -> None:
@@ -43,16 +45,7 @@ class DITRSegmentor(PTv3Segmentor):
 
     def image_table(self, batch: Mapping[str, Any]) -> Tensor:
         """The batch's (M, D) patch-feature table: cached, or computed now by the online VFM."""
-        table = batch.get("img_table")
-        if table is not None:
-            return table
-        if batch.get("images") is None:
-            raise DitrError("a DITR batch needs img_table (cached features) or images (online VFM)")
-        if self.vfm is None:
-            raise DitrError("batches carry images for an online VFM, but the model has none attached")
-        with torch.no_grad():
-            grids = self.vfm.forward(batch["images"].to(self.vfm.device))
-        return image_table_from_grids(grids.float())
+        return batch_image_table(batch, self.vfm, "DITR model")
 
     def image_features(self, batch: Mapping[str, Any]) -> Tensor:
         device = self.seg_head.weight.device

@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"VFMBackend": "backends", "resolve_device": "backends", "VFMHandle": "loading", "load_vfm": "loading",
+_EXPORTS = {"VFMBackend": "backends", "build_backend": "backends", "resolve_device": "backends",
+            "VFMHandle": "loading", "load_vfm": "loading",
             "VFMSpec": "registry", "get_spec": "registry", "list_models": "registry"}
 __all__ = sorted(_EXPORTS)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import DitrError
-from .loading import VFMHandle
+from .loading import VFMHandle, load_vfm
 from .registry import IMAGENET_MEAN, IMAGENET_STD, POS_INTERPOLATIONS, PRECISIONS
 
 
@@ -98,18 +99,21 @@ class VFMBackend:
             return h, w
         return max(p, round(height / p) * p), max(p, round(width / p) * p)
 
-    def preprocess(self, images: Sequence[np.ndarray], size: tuple[int, int], flip: bool = False) -> torch.Tensor:
-        """Resize (bilinear, antialiased), optionally mirror, scale to [0, 1] and normalise."""
+    def preprocess(self, images: Sequence[np.ndarray], size: tuple[int, int], flip: bool = False,
+                   device: torch.device | None = None) -> torch.Tensor:
+        """Resize (bilinear, antialiased), optionally mirror, scale to [0, 1] and normalise, on
+        ``device`` (default: this backend's; data workers prepare images on the CPU)."""
+        device = self.device if device is None else device
         batch = []
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(self.device)
+            x = torch.from_numpy(np.array(image, copy=True, order="C")).to(device)
             x = x.permute(2, 0, 1)[None].float() / 255.0
             if tuple(x.shape[-2:]) != tuple(size):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
             batch.append(x.flip(-1) if flip else x)
-        return (torch.cat(batch) - self._mean) / self._std
+        return (torch.cat(batch) - self._mean.to(device)) / self._std.to(device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -138,3 +142,19 @@ class VFMBackend:
         """Features of same-size images; without ``resolution`` the first image's size is rounded."""
         size = self.input_size(images[0].shape[0], images[0].shape[1], resolution)
         return self.forward(self.preprocess(images, size, flip))
+
+
+def build_backend(settings: Mapping[str, Any], device: str | torch.device, *,
+                  hash_memo: Path | None = None) -> VFMBackend:
+    """The frozen VFM of a run's ``vfm`` settings, on ``device`` (``auto``: CUDA when available).
+
+    Reads ``model``, ``checkpoint``, ``download`` (may the weights be fetched from the hub),
+    ``precision`` and ``pos_interpolation``; the weights are located now and read on first use.
+    ``hash_memo`` remembers checkpoint digests (a feature cache's ``hash_memo``).
+    """
+    if not settings.get("model"):
+        raise DitrError("vfm.model is not set (the 2D foundation model, e.g. dinov2-vitl14-reg)")
+    handle = load_vfm(settings["model"], settings.get("checkpoint"),
+                      allow_download=bool(settings.get("download", False)), hash_memo=hash_memo)
+    return VFMBackend(handle, device=str(device), precision=settings.get("precision", "auto"),
+                      pos_interpolation=settings.get("pos_interpolation", "antialias"))
