@@ -105,16 +105,17 @@ def bench_lookup(n: int, views: int, repeats: int) -> None:
 
 def bench_dataset(repeats: int, points: int) -> None:
     from ditr.data import SceneDataset
-    from ditr.demo import DemoSettings, ensure_rooms, fill_features
+    from ditr.io.synthetic import ensure_rooms
+    from ditr.vfm.extract import fill_scene_features
 
     with tempfile.TemporaryDirectory(prefix="ditr-lifting-bench-") as tmp:
         root = Path(tmp)
-        settings = DemoSettings(points=points, views=8)
+        model = "dinov2-tiny-random-reg"
         rooms = ensure_rooms(root / "rooms", 1, 0, points, 8)
-        fill_features(rooms, settings, root / "features")
-        config = {"dataset": {"input_features": ["color", "normal"]},
-                  "images": {"enabled": True, "views_per_sample": 8, "view_strategy": "last"},
-                  "vfm": {"model": settings.vfm_model, "cache": str(root / "features")},
+        fill_scene_features(rooms, model, root / "features")
+        config = {"dataset": {"input_features": ["color", "normal"]}, "model": {"name": "ditr"},
+                  "images": {"views_per_sample": 8, "view_strategy": "last"},
+                  "vfm": {"model": model, "cache": str(root / "features")},
                   "transforms": {"val": [{"type": "CenterShift"},
                                          {"type": "GridSample", "grid_size": 0.02, "return_inverse": True}]}}
         ds = SceneDataset(rooms, None, config, "val")

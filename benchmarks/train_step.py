@@ -3,7 +3,7 @@
 One iteration = what ``Trainer.train_step`` does (forward, CE + Lovasz loss, backward, AdamW step,
 OneCycle step) on a fixed batch of 2 samples; data loading is excluded (the batch is built once).
 All three cases run in the same process on the same points (two synthetic rooms from
-``ditr.demo.ensure_rooms``, the ``synthetic`` preset's training transforms) and their steps are
+``ditr.io.synthetic.ensure_rooms``, the ``synthetic`` preset's training transforms) and their steps are
 interleaved, so each sees the same background load. Per case: median (``value``) and best of the
 timed steps after warm-up, and the CPU seconds per step (both threads together, load-independent).
 
@@ -46,7 +46,9 @@ import torch  # noqa: E402
 
 from ditr.configs import RunConfig  # noqa: E402
 from ditr.data import collate  # noqa: E402
-from ditr.demo import DemoSettings, ensure_rooms, fill_features, method_config  # noqa: E402
+from ditr.demo import DemoSettings, method_config  # noqa: E402
+from ditr.io.synthetic import ensure_rooms  # noqa: E402
+from ditr.vfm.extract import fill_scene_features  # noqa: E402
 from ditr.engine.losses import SegmentationCriterion  # noqa: E402
 from ditr.engine.trainer import Trainer  # noqa: E402
 from ditr.training import datasets_from_config, model_from_config, trainer_config  # noqa: E402
@@ -191,7 +193,7 @@ def main() -> None:
         rooms = ensure_rooms(data_dir / "rooms", 2, args.seed, args.points, args.views)
         settings = vfm_settings(args.vfm, args.points, args.views, data_dir)
         t0 = time.perf_counter()
-        vfm = fill_features(rooms, settings, data_dir / "features")
+        vfm = fill_scene_features(rooms, settings.vfm_model, data_dir / "features", checkpoint=settings.vfm_checkpoint)
         print(f"# {args.vfm}: {vfm['source'] if 'source' in vfm else vfm['weights']}, width {vfm['feature_dim']}, "
               f"{vfm['computed']} of {vfm['images']} cache entries computed in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)

@@ -90,11 +90,11 @@ NO_AUGMENTATION = ("transforms.train=[{type: CenterShift, apply_z: true}, {type:
 
 def small_world(root: Path) -> tuple[Path, list[Path], dict]:
     """Two small synthetic rooms with cached features of the tiny random DINOv2 under ``root``."""
-    from ditr.demo import DemoSettings, ensure_rooms, fill_features
+    from ditr.io.synthetic import ensure_rooms
+    from ditr.vfm.extract import fill_scene_features
 
-    settings = DemoSettings(points=3000, views=4)
-    rooms = ensure_rooms(root / "rooms", 2, 0, settings.points, settings.views)
-    return root, rooms, fill_features(rooms, settings, root / "features")
+    rooms = ensure_rooms(root / "rooms", 2, 0, points=3000, views=4)
+    return root, rooms, fill_scene_features(rooms, "dinov2-tiny-random-reg", root / "features")
 
 
 @pytest.fixture

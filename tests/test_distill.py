@@ -12,7 +12,9 @@ import torch
 from ditr.commands import distill as distill_command
 from ditr.configs import RunConfig, load_preset
 from ditr.build import build_model
-from ditr.demo import DemoSettings, ensure_rooms, fill_features, render_student_vs_teacher
+from ditr.demo import render_student_vs_teacher
+from ditr.io.synthetic import ensure_rooms
+from ditr.vfm.extract import fill_scene_features
 from ditr.distill import DistillCriterion, distill, evaluate_distillation, source_configs
 from ditr.engine.logging import read_jsonl
 from ditr.engine.losses import cosine_distill_loss
@@ -242,7 +244,7 @@ def test_distill_under_torchrun_two_ranks(tmp_path):
     from test_train_distributed import child_env, free_port
 
     rooms = ensure_rooms(tmp_path / "rooms", 3, 0, 2000, 3)
-    fill_features(rooms, DemoSettings(points=2000, views=3), tmp_path / "features")
+    fill_scene_features(rooms, "dinov2-tiny-random-reg", tmp_path / "features")
     script = tmp_path / "ddp_distill.py"
     script.write_text(DDP_SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

@@ -168,7 +168,7 @@ def test_demo_runs_start_afresh_when_settings_change(tmp_path):
 
 def test_bad_engine_settings_are_one_line_errors(tmp_path, capsys):
     """A config value the engine rejects reaches the user as one line with exit status 2."""
-    from ditr.demo import ensure_rooms
+    from ditr.io.synthetic import ensure_rooms
 
     ensure_rooms(tmp_path / "rooms", 2, 0, 2000, 2)
     common = ["train", "synthetic", "method/ptv3", f"dataset.root={tmp_path / 'rooms'}"]

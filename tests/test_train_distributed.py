@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from ditr.demo import DemoSettings, ensure_rooms, fill_features
+from ditr.io.synthetic import ensure_rooms
+from ditr.vfm.extract import fill_scene_features
 from ditr.engine import distributed
 from ditr.engine.metrics import segmentation_metrics
 
@@ -75,7 +76,7 @@ def train_cmd(base: Path, work: Path, steps: int) -> list[str]:
 def distributed_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     rooms = ensure_rooms(base / "rooms", len(VAL), seed=0, points=POINTS, views=VIEWS)
-    fill_features(rooms, DemoSettings(points=POINTS, views=VIEWS), base / "features")
+    fill_scene_features(rooms, "dinov2-tiny-random-reg", base / "features")
     work = base / "run"
     proc = run(train_cmd(base, work, STEPS))
     return base, work, proc

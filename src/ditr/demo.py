@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from .configs import RunConfig, load_preset
 from .engine.logging import read_jsonl, to_jsonable
 from .errors import DitrError
 from .fileio import atomic_write_json
-from .io.synthetic import CLASS_NAMES, GENERATOR_VERSION, generate_room, room_seed
+from .io.synthetic import CLASS_NAMES, ensure_rooms
 from .scene import Scene
+from .vfm.extract import fill_scene_features
 
 Scenes = Sequence[str | Path]
 
@@ -62,44 +63,6 @@ class DemoSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
         return cls(**{**dict(train_rooms=16, val_rooms=4, points=12000, steps=400), **overrides})
-
-
-def ensure_rooms(directory: Path, count: int, seed: int, points: int, views: int,
-                 on_room: Callable[[], None] | None = None) -> list[Path]:
-    """Rooms ``room_0000``... for this seed and size, generated only where missing or different."""
-    paths = []
-    for i in range(count):
-        path = directory / f"room_{i:04d}"
-        meta = path / "meta.json"
-        m = json.loads(meta.read_text()) if meta.is_file() else {}
-        if not (m.get("seed") == room_seed(seed, i) and m.get("generator_version") == GENERATOR_VERSION
-                and m.get("points") == points and len(Scene.load(path, check_images=False).views) == views):
-            scene = generate_room(room_seed(seed, i), num_points=points, num_views=views)
-            scene.meta.update(name=path.name, points=points)
-            scene.save(path, image_format="png")
-        paths.append(path)
-        if on_room is not None:
-            on_room()
-    return paths
-
-
-def fill_features(rooms: list[Path], settings: DemoSettings, cache_dir: Path,
-                  on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Features of every view and of its mirror image (for the flip augmentation) in the cache."""
-    from .cache import FeatureCache
-    from .vfm import build_backend
-    from .vfm.extract import FeatureSource, ImageJob, fill_cache
-
-    cache = FeatureCache(cache_dir)
-    backend = build_backend({"model": settings.vfm_model, "checkpoint": settings.vfm_checkpoint}, "auto",
-                            hash_memo=cache.hash_memo)
-    handle = backend.handle
-    jobs = [ImageJob(room.name, view, flip) for room in rooms
-            for view in Scene.load(room, check_images=False).views for flip in (False, True)]
-    stats = fill_cache(jobs, FeatureSource(backend, cache), on_progress=on_progress)
-    return {"model": settings.vfm_model, "weights": handle.source, "random_weights": handle.random_weights,
-            "feature_dim": backend.feature_dim, "precision": backend.precision, "device": str(backend.device),
-            "images": stats.images, "computed": stats.misses}
 
 
 def method_config(method: str, settings: DemoSettings, cache_dir: Path, feature_dim: int, precision: str,
@@ -259,7 +222,8 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
         rooms = ensure_rooms(out / "rooms", total, settings.seed, settings.points, settings.views,
                              on_room=lambda: progress.advance(task))
         task = progress.add_task("2D features", total=total * settings.views * 2)
-        vfm = fill_features(rooms, settings, out / "features", on_progress=lambda n: progress.advance(task, n))
+        vfm = fill_scene_features(rooms, settings.vfm_model, out / "features", checkpoint=settings.vfm_checkpoint,
+                                  on_progress=lambda n: progress.advance(task, n))
     labelled = settings.train_rooms + settings.val_rooms
     train_rooms, val_rooms = rooms[:settings.train_rooms], rooms[settings.train_rooms:labelled]
     unlabelled_rooms = rooms[labelled:]

@@ -14,12 +14,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..cache import FeatureCache, FeatureKey, image_digest
-from ..scene import View
-from .backends import VFMBackend
+from ..scene import Scene, View
+from .backends import VFMBackend, build_backend
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -127,3 +129,23 @@ def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, w
         torch.distributed.barrier()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def fill_scene_features(scenes: Sequence[str | Path], model: str, cache_dir: str | Path, *,
+                        checkpoint: str | None = None, flips: Sequence[bool] = (False, True), device: str = "auto",
+                        on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Cache the features of every view of the scene directories (and of their mirror images, for
+    the flip augmentation) with the VFM ``model``; what was used and done, for reports.
+
+    The library form of ``ditr features SCENES --model M --cache DIR --flip`` at the images' own
+    size rounded to the patch (no ``--resolution``), on one process.
+    """
+    cache = FeatureCache(cache_dir)
+    backend = build_backend({"model": model, "checkpoint": checkpoint}, device, hash_memo=cache.hash_memo)
+    jobs = [ImageJob(Path(scene).name, view, flip) for scene in scenes
+            for view in Scene.load(scene, check_images=False).views for flip in flips]
+    stats = fill_cache(jobs, FeatureSource(backend, cache), on_progress=on_progress)
+    handle = backend.handle
+    return {"model": model, "weights": handle.source, "random_weights": handle.random_weights,
+            "feature_dim": backend.feature_dim, "precision": backend.precision, "device": str(backend.device),
+            "images": stats.images, "computed": stats.misses}

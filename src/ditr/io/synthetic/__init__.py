@@ -13,6 +13,7 @@ from ``(seed, index)`` so a room does not change when more rooms are requested.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .layout import CLASS_NAMES, build_room
 from .render import place_cameras, render, sample_points
 from .textures import surface_color
 
-__all__ = ["CLASS_NAMES", "GENERATOR_VERSION", "generate_room", "room_seed", "write_rooms"]
+__all__ = ["CLASS_NAMES", "GENERATOR_VERSION", "ensure_rooms", "generate_room", "room_seed", "write_rooms"]
 
 #: Bumped whenever the same seed would produce a different room.
 GENERATOR_VERSION = 1
@@ -85,3 +86,23 @@ def write_rooms(out_dir: str | Path, scenes: int, seed: int, *, image_format: st
             on_room(i, path)
     return paths
 
+
+def ensure_rooms(directory: str | Path, count: int, seed: int, points: int, views: int,
+                 on_room: Callable[[], None] | None = None) -> list[Path]:
+    """Rooms ``room_0000``... of a set (``seed``) and size in ``directory``, generated only where
+    missing or made with other settings, so repeated runs (the demo, tests, benchmarks) reuse them."""
+    directory = Path(directory)
+    paths = []
+    for i in range(count):
+        path = directory / f"room_{i:04d}"
+        meta = path / "meta.json"
+        m = json.loads(meta.read_text()) if meta.is_file() else {}
+        if not (m.get("seed") == room_seed(seed, i) and m.get("generator_version") == GENERATOR_VERSION
+                and m.get("points") == points and len(Scene.load(path, check_images=False).views) == views):
+            scene = generate_room(room_seed(seed, i), num_points=points, num_views=views)
+            scene.meta.update(name=path.name, points=points)
+            scene.save(path, image_format="png")
+        paths.append(path)
+        if on_room is not None:
+            on_room()
+    return paths
