@@ -96,7 +96,7 @@ def test_batch_table_cached_online_and_errors(world):
     source = ImageFeatureSource(_settings(root, online=True), None)
     table = torch.randn(5, 32)
     assert batch_image_table({"img_table": table}, None) is table
-    with pytest.raises(DitrError, match="images.enabled"):
+    with pytest.raises(DitrError, match="model kind that uses images"):
         batch_image_table({}, source)
     pixels = torch.zeros(1, 3, 28, 28)
     with pytest.raises(DitrError, match="teacher has none"):

@@ -147,7 +147,7 @@ def load_teacher(config: RunConfig) -> ImageFeatureSource | None:
         return None
     vfm = online[0].vfm
     return ImageFeatureSource(dataclasses.asdict(vfm), online[0].images.resolution, device=vfm.device,
-                              preprocess_device=vfm.device)
+                              preprocess_device=vfm.preprocess_device)
 
 
 def check_student_config(config: RunConfig) -> None:

@@ -2,10 +2,10 @@
 
 One item = one scene. Loading goes: read the scene -> select the frames of this sample (training:
 ``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
-stored order) -> project the RAW points into those views (DESIGN 1.2) -> 3D transforms, which
-carry the correspondences along -> per-point model input ``feat`` and the image-feature lookup
-(:func:`ditr.lifting.build_lookup`, whose view fusion decides which view a point reads) -> torch
-tensors.
+stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility)
+-> 3D transforms, which carry the correspondences along -> per-point model input ``feat`` and the
+image-feature lookup (:func:`ditr.lifting.build_lookup`, whose view fusion decides which view a
+point reads) -> torch tensors.
 
 Features come from an :class:`~ditr.image_features.ImageFeatureSource`: the on-disk cache of
 ``ditr features`` (never computed silently: a missing entry is an error that says which command
