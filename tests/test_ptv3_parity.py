@@ -97,8 +97,7 @@ def test_reference_logits(name: str) -> None:
             assert (level.dec_feat - torch.from_numpy(arrays[f"inter.dec{s}.feat"])).abs().max() <= TOL
         if s == 0:
             continue
-        for key, ours in (("pooling_inverse", level.pooling_inverse), ("grid_coord", level.grid_coord),
-                          ("batch", level.batch)):
+        for key, ours in (("pooling_inverse", level.pooling_inverse), ("grid_coord", level.grid_coord), ("batch", level.batch)):
             assert torch.equal(ours, torch.from_numpy(arrays[f"inter.enc{s}.{key}"])), key
         assert level.depth == int(arrays[f"inter.enc{s}.serialized_depth"])
         if f"inter.enc{s}.image_feat" in arrays:
