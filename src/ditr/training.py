@@ -89,8 +89,8 @@ def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch
     test pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
     scales, flips) all vote with their softmax probabilities (docs/design.md#test-time-augmentation).
     Scenes are shared over the ranks of a distributed run (each scene scored once, the confusion
-    matrix summed) and drawn with the evaluation seeds of the trainer's validation;
-    ``batch_size`` scenes are scored per step, each forwarded on its own.
+    matrix summed) and drawn with fixed evaluation seeds (the trainer's validation draws with these
+    when ``trainer.seed`` is 0); ``batch_size`` scenes are scored per step, each forwarded on its own.
     """
     from .inference import Predictor
     from .predict import PredictOptions
