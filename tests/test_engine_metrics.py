@@ -1,4 +1,4 @@
-"""Confusion matrix, mIoU / mAcc / allAcc with absent classes, full-resolution mapping, voting."""
+"""Confusion matrix, mIoU / mAcc / allAcc with absent classes, full-resolution mapping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ditr.engine.metrics import (ConfusionMeter, LogitVoter, confusion_matrix,
+from ditr.engine.metrics import (ConfusionMeter, confusion_matrix,
                                  segmentation_metrics, to_full_resolution)
 
 
@@ -48,21 +48,9 @@ def test_invalid_ids_raise_and_meter_accumulates():
     assert int(meter.matrix.sum()) == 3 and int(meter.reduced().trace()) == 2
 
 
-def test_full_resolution_and_voting():
+def test_full_resolution():
     inverse = torch.tensor([0, 0, 1, 2, 2, 1])
     assert to_full_resolution(torch.tensor([7, 8, 9]), inverse).tolist() == [7, 7, 8, 9, 9, 8]
     logits = torch.randn(3, 4)
     assert torch.equal(to_full_resolution(logits, inverse), logits[inverse])
 
-    voter = LogitVoter(num_points=4, num_classes=3)
-    a = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
-    b = torch.tensor([[0, 0, 9.0], [0, 9.0, 0]])
-    voter.add(a, torch.tensor([0, 1, 2]))
-    voter.add(b, torch.tensor([0, 2]))
-    expected = torch.zeros(4, 3)
-    expected[[0, 1, 2]] += torch.softmax(a, 1)
-    expected[[0, 2]] += torch.softmax(b, 1)
-    assert torch.allclose(voter.scores, expected)
-    assert voter.covered.tolist() == [True, True, True, False]
-    assert voter.prediction()[:3].tolist() == [2, 1, 1]
-    assert torch.allclose(voter.probabilities()[0], expected[0] / 2)

@@ -109,7 +109,8 @@ def test_model_teacher_dataset_and_predict_share_one_source_type(world, tmp_path
     all come from ImageFeatureSource; predict uses the model's own source (one VFM in memory)."""
     from ditr.data import SceneDataset
     from ditr.distill import load_teacher
-    from ditr.predict import PredictionData, PredictOptions, inference_config, predict
+    from ditr.inference import Predictor
+    from ditr.predict import PredictOptions, inference_config
     from ditr.training import model_from_config
 
     _, rooms, vfm = world
@@ -124,17 +125,17 @@ def test_model_teacher_dataset_and_predict_share_one_source_type(world, tmp_path
     assert type(dataset.features) is type(model.vfm) is type(teacher)
 
     used = []
-    original = PredictionData.image_table
+    original = SceneDataset.feature_table
 
     def spy(self, *args, **kwargs):
         used.append(self.features)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(PredictionData, "image_table", spy)
+    monkeypatch.setattr(SceneDataset, "feature_table", spy)
     config = inference_config(online, PredictOptions(max_points=10**6))
-    pred = predict(model, config, rooms[0], PredictOptions(max_points=10**6))
+    pred = Predictor(model, config).predict(rooms[0], PredictOptions(max_points=10**6))
     assert used == [model.vfm] and used[0] is model.vfm and pred.points_seen
     with pytest.raises(DitrError, match="model's VFM"):
-        predict(model_from_config(load_preset(["synthetic", "method/ditr"],
-                                              [f"model.image_channels={vfm['feature_dim']}"])),
-                config, rooms[0], PredictOptions())
+        Predictor(model_from_config(load_preset(["synthetic", "method/ditr"],
+                                                [f"model.image_channels={vfm['feature_dim']}"])),
+                  config).predict(rooms[0], PredictOptions())

@@ -19,10 +19,11 @@ from ditr.configs import load_preset
 from ditr.demo import DemoSettings, method_config
 from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
+from ditr.inference import Predictor
 from ditr.model_files import load_model
-from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks, predict
+from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks
 from ditr.scene import Scene
-from ditr.training import predict_scene, train
+from ditr.training import train
 from ditr.viz.viewer import viewer_payload, write_viewer
 from conftest import look_at, small_world
 
@@ -126,9 +127,9 @@ def test_predict_room_with_views_writes_every_file(world, tmp_path, capsys):
                           "--html")
     assert (out / "pred.html").stat().st_size > 10_000 and "pred.html" in summary["files"]
     labels = check_outputs(out, scene.num_points, 15, renders=3)
-    # one chunk: exactly the evaluation forward (ditr.training.predict_scene)
+    # one chunk: exactly the evaluation forward (the stored config, the inference service)
     model, config = load_model(ckpt)
-    np.testing.assert_array_equal(labels, predict_scene(model, config, rooms[0]).numpy())
+    np.testing.assert_array_equal(labels, Predictor(model, config).predict(rooms[0]).labels)
     assert summary["chunks"] == 1 and summary["views_used"] == 4 and summary["uses_images"]
     assert 0 < summary["points_seen_by_camera"] < scene.num_points
     assert summary["points_unseen"] == scene.num_points - summary["points_seen_by_camera"]
@@ -146,14 +147,15 @@ def test_chunked_prediction_agrees_and_covers_every_point(world, demo_model):
     root, rooms, _ = world
     whole_opts = PredictOptions(features=root / "features")
     model, config = load_model(demo_model, prepare=lambda c: inference_config(c, whole_opts))
-    whole = predict(model, config, rooms[0], whole_opts)
+    whole = Predictor(model, config).predict(rooms[0], whole_opts)
     assert whole.chunks == 1
-    chunked = predict(model, config, rooms[0], dataclasses.replace(whole_opts, max_points=whole.voxels // 3))
+    chunked = Predictor(model, config).predict(rooms[0], dataclasses.replace(whole_opts, max_points=whole.voxels // 3))
     assert chunked.chunks > 3 and chunked.labels.shape == whole.labels.shape
     assert (chunked.labels == whole.labels).mean() > 0.95  # measured 0.97 after 12 training steps
     assert np.allclose(chunked.probs.sum(1), 1, atol=1e-4)
     config.test_time.variants = config.test_time.variants[1:3]  # two of the preset's 13
-    tta = predict(model, config, rooms[0], dataclasses.replace(whole_opts, tta=True, max_points=whole.voxels // 2))
+    tta = Predictor(model, config).predict(rooms[0], dataclasses.replace(whole_opts, tta=True,
+                                                                        max_points=whole.voxels // 2))
     assert tta.passes > 1 and tta.chunks >= 2 * tta.passes and np.allclose(tta.probs.sum(1), 1, atol=1e-4)
     assert (tta.labels == whole.labels).mean() > 0.6  # rotated variants of a barely trained model: 0.8 measured
 
@@ -168,9 +170,9 @@ def test_unseen_scenes_are_reported(world, tmp_path):
     dataclasses.replace(scene, views=[]).save(tmp_path / "blind")
     opts = PredictOptions()
     model, config = load_model(ckpt, prepare=lambda c: inference_config(c, opts))
-    away_pred = predict(model, config, tmp_path / "away", opts)
+    away_pred = Predictor(model, config).predict(tmp_path / "away", opts)
     assert away_pred.points_seen == 0 and any("no camera sees" in w for w in away_pred.warnings)
-    blind = predict(model, config, tmp_path / "blind", opts)
+    blind = Predictor(model, config).predict(tmp_path / "blind", opts)
     assert blind.views == [] and any("no views" in w for w in blind.warnings)
     assert blind.labels.shape == (scene.num_points,)
 

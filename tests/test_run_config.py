@@ -128,7 +128,7 @@ def world(tmp_path_factory):
 def test_injection_stages_from_the_command_line_trains(world, tmp_path):
     """``model.injection.stages=[0,1]`` given on the command line is accepted and used."""
     from ditr.cli import main
-    from ditr.training import load_model
+    from ditr.model_files import load_model
 
     root, rooms, vfm = world
     (root / "splits").mkdir(exist_ok=True)

@@ -181,20 +181,14 @@ def render_student_vs_teacher(checkpoint: str | Path, scene_dir: str | Path, pat
     One PCA basis (fitted on the teacher's seen voxels) colours both panels
     (:func:`ditr.viz.pca.save_student_vs_teacher`), so equal colours mean similar features.
     """
-    from .data import SceneDataset, collate
-    from .distill import check_student_config, load_teacher, source_configs, teacher_features
-    from .engine.loading import move_to
+    from .distill import load_student, teacher_features
     from .engine.losses import cosine_distill_loss
-    from .model_files import load_model, read_model_file
     from .viz.pca import save_student_vs_teacher
 
-    file = read_model_file(checkpoint)
-    check_student_config(file.run_config())
-    model, config = load_model(file, device)
-    dataset = SceneDataset([scene_dir], None, source_configs(config)[0], "val")
-    batch = move_to(collate([dataset.get(0, np.random.default_rng(0))]), torch.device(device))
-    pred = model(batch)["pred"].float().cpu()
-    target = teacher_features(batch, load_teacher(config), torch.device(device)).float().cpu()
+    predictors, teacher = load_student(checkpoint, device)
+    batch = predictors[0].batch(scene_dir)
+    pred = predictors[0].model(batch)["pred"].float().cpu()
+    target = teacher_features(batch, teacher, torch.device(device)).float().cpu()
     seen = batch["img_seen"].cpu().bool()
     _, cos, _ = cosine_distill_loss(pred, target, seen)
     if not bool(seen.any()):
@@ -209,8 +203,8 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
     from rich.console import Console
     from rich.progress import Progress
 
-    from .model_files import load_model
-    from .training import evaluate, predict_scene, train
+    from .inference import Predictor
+    from .training import evaluate, train
     from .viz.labels import plot_method_iou, render_label_comparison
 
     out = Path(out)
@@ -256,8 +250,7 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False) -> di
                         "iou": dict(zip(CLASS_NAMES, metrics["iou"])), "steps": summary["step"],
                         "train_seconds": round(seconds, 1), "checkpoint": str(checkpoint),
                         "needs_images": config.kind.needs_images_at_inference, **(extra or {})}
-        model, config = load_model(checkpoint)
-        predictions[method] = predict_scene(model, config, val_rooms[0]).numpy()
+        predictions[method] = Predictor.load(checkpoint).predict(val_rooms[0]).labels
         console.print(f"  {method}: mIoU {100 * metrics['miou']:.1f} on {len(val_rooms)} held-out rooms")
     pictures = {
         "per_class_iou": plot_method_iou({m: [r["iou"][c] for c in CLASS_NAMES] for m, r in runs.items()},

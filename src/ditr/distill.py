@@ -17,7 +17,8 @@ leaves the new ``seg_head`` at its initialisation. The fine-tuned model never re
 :func:`ditr.model_files.checkpoint_requirements` says what a model file needs at inference (images or not).
 
 This module is the distillation workflow only: the teacher and criterion, the trainer, the source
-configs and data sets, :func:`distill` and :func:`evaluate_distillation`. The student model is built
+configs and data sets, :func:`distill`, :func:`load_student` (the student behind the inference
+service, :class:`ditr.inference.Predictor`) and :func:`evaluate_distillation`. The student model is built
 by :mod:`ditr.build`; the demo's distillation stage and its picture are in :mod:`ditr.demo`.
 """
 
@@ -28,22 +29,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
 from .build import model_from_config
 from .configs import ModelKind, RunConfig
-from .data import SceneDataset, collate
+from .data import SceneDataset, collate, resolve_scenes
 from .engine.evaluator import as_output
-from .engine.loading import move_to
 from .engine.losses import cosine_distill_loss
 from .engine.trainer import Trainer
 from .errors import DitrError
 from .image_features import ImageFeatureSource, batch_image_table
+from .inference import Predictor
 from .lifting import lookup_image_features
-from .model_files import load_model, read_model_file
+from .model_files import ModelFile, load_model, read_model_file
 from .training import fit, trainer_config
 
 Scenes = Sequence[str | Path]
@@ -139,6 +139,13 @@ def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
     return concat(trains), (concat(vals) if vals else None)
 
 
+def _val_scenes(config: RunConfig) -> list[Path]:
+    """The scene directories of a source's validation split (``dataset.root`` + ``splits.val``)."""
+    if not config.dataset.root:
+        raise DitrError("dataset.root is not set (the directory of imported scenes)")
+    return resolve_scenes(config.dataset.root, config.dataset.splits["val"])
+
+
 def load_teacher(config: RunConfig) -> ImageFeatureSource | None:
     """The frozen VFM (an online image-feature source, on ``vfm.device``) when some source computes
     its features online (``vfm.online``), else None."""
@@ -176,36 +183,51 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
     return fit(trainer, resume)
 
 
+def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device = "cpu"
+                 ) -> tuple[list[Predictor], ImageFeatureSource | None]:
+    """A distilled student behind the inference service, and its teacher.
+
+    One :class:`~ditr.inference.Predictor` per distillation source (:func:`source_configs`: its
+    data settings, the one model shared), whose batches carry the teacher's feature table: from the
+    cache, or the frozen VFM run online (the returned teacher, None when every source is cached).
+    """
+    file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
+    check_student_config(file.run_config())
+    model, config = load_model(file, device)
+    teacher = load_teacher(config)
+    return [Predictor(model, s, device, features=teacher if s.vfm.online else None)
+            for s in source_configs(config)], teacher
+
+
 @torch.no_grad()
 def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, *,
                           device: str | torch.device = "cpu", out: str | Path | None = None) -> dict[str, Any]:
     """Cosine similarity of the student to the teacher on ``scenes`` (default: the run's val sets).
 
-    ``cosine`` is the mean over all seen voxels of all scenes; ``per_scene`` the mean of each.
-    Written to ``out`` (JSON) when given.
+    ``cosine`` is the mean over all seen voxels of all scenes; ``per_scene`` the mean of each. Each
+    scene is one batch of the inference service (:meth:`ditr.inference.Predictor.batch`, drawn with
+    seed 0). Written to ``out`` (JSON) when given.
     """
     file = read_model_file(checkpoint)
-    check_student_config(file.run_config())
-    model, config = load_model(file, device)
-    teacher = load_teacher(config)
+    predictors, teacher = load_student(file, device)
+    config = file.run_config()
     if scenes is not None:
-        dataset: Dataset = SceneDataset(list(scenes), None, source_configs(config)[0], "val")
+        work = [(predictors[0], [Path(s) for s in scenes])]
     else:
-        _, val = distill_datasets(config)
-        if val is None:
+        work = [(p, _val_scenes(p.config)) for p in predictors if p.config.dataset.splits.get("val") is not None]
+        if not work:
             raise DitrError("no scenes given and the run config has no validation split")
-        dataset = val
     total, weighted, per_scene = 0, 0.0, {}
-    for i in range(len(dataset)):
-        batch = move_to(collate([dataset[i] if not isinstance(dataset, SceneDataset)
-                                 else dataset.get(i, np.random.default_rng(0))]), torch.device(device))
-        pred = model(batch)["pred"]
-        target = teacher_features(batch, teacher, pred.device)
-        _, cos, count = cosine_distill_loss(pred, target, batch["img_seen"])
-        per_scene[batch["name"][0]] = {"cosine": float(cos), "seen_voxels": count,
-                                       "voxels": int(batch["img_seen"].numel())}
-        total += count
-        weighted += float(cos) * count if count else 0.0
+    for predictor, paths in work:
+        for path in paths:
+            batch = predictor.batch(path)
+            pred = predictor.model(batch)["pred"]
+            target = teacher_features(batch, teacher, pred.device)
+            _, cos, count = cosine_distill_loss(pred, target, batch["img_seen"])
+            per_scene[batch["name"][0]] = {"cosine": float(cos), "seen_voxels": count,
+                                           "voxels": int(batch["img_seen"].numel())}
+            total += count
+            weighted += float(cos) * count if count else 0.0
     result = {"checkpoint": str(checkpoint), "step": file.record.get("step"),
               "teacher": config.vfm.model, "cosine": weighted / total if total else float("nan"),
               "seen_voxels": total, "scenes": len(per_scene), "per_scene": per_scene}

@@ -1,16 +1,23 @@
-"""Labels for every point of a scene of any size, within a memory budget (``ditr predict``).
+"""``ditr predict``'s pieces around the forward: options, chunk plans, normals, scoring and output files.
 
-A scene goes through the loading steps of evaluation (:class:`~ditr.data.SceneDataset`): views
-picked, the RAW points projected into them, the config's ``val`` pipeline (or, with TTA, the
-``test`` pipeline: every voxelisation fragment of every ``test_time`` variant). Only then is it cut
-into chunks, because the model's memory grows with the voxels it sees, not with the raw points:
-the voxelised scene is split at the median of its longer horizontal axis, again and again, until
-every chunk (its core plus ``overlap`` metres of context around it) holds at most ``max_points``
-voxels. The cores partition the scene, so every voxel, and through the voxel inverse map every
-point, gets a prediction. Where chunks overlap, softmax probabilities are averaged with weights
-falling from 1 at the core's border to 0 at ``overlap`` metres out, so a voxel is decided mostly by
-the chunk in which it has context on all sides. A scene of at most ``max_points`` voxels is one
-chunk: exactly the forward of ``ditr evaluate``.
+The forward itself (a scene's loading steps, its chunks within the voxel budget, the model, the
+votes) is the inference service, :class:`ditr.inference.Predictor`, which ``ditr evaluate``, the
+demo and the distillation evaluation use as well. This module holds what it is configured with and
+what ``ditr predict`` makes of its result:
+
+* :class:`PredictOptions` and :func:`inference_config` (the stored run config set up for
+  prediction: feature source, views, no augmentation);
+* :func:`plan_chunks`: the model's memory grows with the voxels it sees, not with the raw points,
+  so a voxelised scene is split at the median of its longer horizontal axis, again and again, until
+  every chunk (its core plus ``overlap`` metres of context around it) holds at most ``max_points``
+  voxels. The cores partition the scene, so every voxel, and through the voxel inverse map every
+  point, gets a prediction. Where chunks overlap, their votes are weighted from 1 at the core's
+  border to 0 at ``overlap`` metres out, so a voxel is decided mostly by the chunk in which it has
+  context on all sides. A scene of at most ``max_points`` voxels is one chunk: exactly the forward
+  of ``ditr evaluate``;
+* :func:`estimate_normals` for scans stored without the normals a model reads;
+* :class:`Prediction` (per-point labels and probabilities, and what they took), :func:`score`
+  against the scene's ground truth and :func:`write_outputs` (labels, PLY, renders, summary).
 
 Image features (DITR): the patch features of the views are computed once per scene (online with
 the checkpoint's VFM, or read from a ``ditr features`` cache) into one table that every chunk
@@ -21,7 +28,6 @@ features (or the learned "missing" embedding), as in training; how many they are
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,30 +36,29 @@ import numpy as np
 import torch
 
 from .configs import RunConfig
-from .data import SceneDataset, collate
-from .data.sample import Sample, take
-from .data.transforms import CenterShift, GridSample
-from .engine.evaluator import as_output
-from .engine.loading import move_to
 from .errors import DitrError
-from .scene import Scene, View
-
-#: Keys of a voxelised sample that index the raw points, not the voxels: never cut into chunks.
-FULL_RESOLUTION_KEYS = ("inverse", "origin_segment")
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+from .scene import Scene
 
 
 @dataclass
 class PredictOptions:
-    """How to predict. ``views``: None keeps the checkpoint's evaluation views (e.g. 10 evenly
-    spaced), ``"all"`` takes every view of the scene, a number that many evenly spaced ones."""
+    """How to predict.
 
-    max_points: int = 200_000
+    ``max_points``: voxels per model forward (the memory budget); None forwards every voxelisation
+    whole, as ``ditr evaluate`` does. ``overlap``: metres of context around a chunk. ``tta``: vote
+    over every fragment of every ``test_time`` variant. ``estimate_normals``: estimate the normals
+    a model reads when the scene has none (else that is an error, as in training). ``views`` and
+    ``features`` set the config up (:func:`inference_config`): ``views`` None keeps the checkpoint's
+    evaluation views (e.g. 10 evenly spaced), ``"all"`` takes every view of the scene, a number that
+    many evenly spaced ones; ``features`` a ``ditr features`` cache (default: the VFM run online).
+    """
+
+    max_points: int | None = 200_000
     overlap: float = 1.0
     tta: bool = False
     views: str | int | None = None
     features: str | Path | None = None
+    estimate_normals: bool = True
 
 
 @dataclass
@@ -66,9 +71,9 @@ class Chunk:
 
 @dataclass
 class Prediction:
-    """Per-point result of :func:`predict` and what it took."""
+    """Per-point result of :meth:`ditr.inference.Predictor.predict` and what it took."""
 
-    labels: np.ndarray                 # (N,) int64
+    labels: np.ndarray                 # (N,) int64, arg-max of ``probs``
     probs: np.ndarray                  # (N, C) float32, mean softmax over chunks / fragments / variants
     chunks: int
     passes: int                        # voxelisations run (1, or fragments x variants with TTA)
@@ -78,23 +83,26 @@ class Prediction:
     normals_estimated: bool
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: (N,) int64 ground truth as the model's data reads it (``dataset.segment``; -1 where the scene has none)
+    segment: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------ chunks
-def plan_chunks(coord: np.ndarray, max_points: int, overlap: float) -> list[Chunk]:
-    """Chunks of at most ``max_points`` rows whose cores partition all rows of ``coord`` (M, 3).
+def plan_chunks(coord: np.ndarray, max_points: int | None, overlap: float) -> list[Chunk]:
+    """Chunks of at most ``max_points`` rows whose cores partition all rows of ``coord`` (M, 3);
+    ``max_points`` None: one chunk of every row.
 
     A core is split at the median of its longer horizontal axis while its chunk (core + context
     within ``overlap`` metres of the core's box) is over budget. A core of a quarter of the budget
     or less is not split further: its context is then the nearest rows that fit, so very dense
     context shrinks instead of multiplying the chunks.
     """
-    if max_points < 1:
+    if max_points is not None and max_points < 1:
         raise DitrError(f"max_points must be at least 1, got {max_points}")
     if overlap < 0:
         raise DitrError(f"overlap must be >= 0 metres, got {overlap}")
     n = len(coord)
-    if n <= max_points:
+    if max_points is None or n <= max_points:
         return [Chunk(np.arange(n), np.ones(n, np.float32))]
     xy = np.asarray(coord[:, :2], np.float64)
     chunks: list[Chunk] = []
@@ -157,8 +165,8 @@ def estimate_normals(coord: np.ndarray, viewpoint: np.ndarray, cell: float = 0.0
     return normals.astype(np.float32)
 
 
-def _add_missing_normals(scene: Scene, input_features: list[str], voxel_size: float) -> bool:
-    """Estimate ``normal`` in memory when the model reads normals the scene does not have."""
+def add_missing_normals(scene: Scene, input_features: list[str], voxel_size: float) -> bool:
+    """Estimate ``normal`` in memory when the model reads normals the scene does not have; whether it did."""
     if "normal" not in input_features or "normal" in scene.attributes:
         return False
     if scene.views:
@@ -169,40 +177,7 @@ def _add_missing_normals(scene: Scene, input_features: list[str], voxel_size: fl
     return True
 
 
-# ------------------------------------------------------------------------------------------ data
-class PredictionData(SceneDataset):
-    """The dataset's loading steps for one scene, split where chunking goes in between."""
-
-    def voxelised(self, scene: Scene, rng: np.random.Generator
-                  ) -> tuple[list[Sample], list[View | None], np.ndarray | None]:
-        """(voxelised samples of every pipeline, views used, per raw point: seen by a view)."""
-        sample, views = self._raw_sample(scene, rng)
-        seen = sample["visible"].any(0) if "visible" in sample else None
-        results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
-        return [f for r in results for f in (r if isinstance(r, list) else [r])], views, seen
-
-    def image_table(self, scene: Scene, views: list[View | None], first: Sample,
-                    progress: Progress | None) -> torch.Tensor | None:
-        """(M, D) patch features of the views, once per scene: from the cache, or the VFM run now."""
-        if self.features is None:
-            return None
-        on_batch = None if progress is None else (lambda done, total: progress("2D features", done, total))
-        return self.features.table(scene, views, first["view_flipped"], first["patch_grids"], on_batch)
-
-    def model_input(self, chunk: Sample, rng: np.random.Generator) -> dict[str, Any]:
-        return self._finish(chunk, None, None, rng)
-
-    def voxel_size(self) -> float | None:
-        """Voxel size of the pipeline (its GridSample), for the normal estimate's neighbourhood."""
-        steps = [t for t in self.transforms.transforms if isinstance(t, GridSample)]
-        return steps[0].grid_size if steps else None
-
-    def centres(self) -> bool:
-        """Whether the pipeline centres the scene: chunks are then centred likewise (training
-        centres every crop after SphereCrop, so a chunk looks like a training crop)."""
-        return any(isinstance(t, CenterShift) for t in self.transforms.transforms)
-
-
+# ------------------------------------------------------------------------------------------ config
 def inference_config(config: RunConfig, options: PredictOptions) -> RunConfig:
     """The checkpoint's config set up for prediction: feature source, views, no augmentation."""
     config = config.copy()
@@ -221,122 +196,6 @@ def inference_config(config: RunConfig, options: PredictOptions) -> RunConfig:
             raise DitrError(f"views must be 'all' or at least 1, got {options.views}")
         images.views_per_sample, images.eval_views = int(options.views), "evenly"
     return config
-
-
-# ------------------------------------------------------------------------------------------ predict
-@torch.no_grad()
-def predict(model: torch.nn.Module, config: RunConfig, scene_dir: str | Path,
-            options: PredictOptions | None = None, device: str | torch.device = "cpu",
-            progress: Progress | None = None) -> Prediction:
-    """Labels of every point of the scene in ``scene_dir`` (``config`` from :func:`inference_config`)."""
-    options = options or PredictOptions()
-    if not config.kind.segments:
-        raise DitrError("this is a distillation checkpoint (it predicts 2D features, not classes): "
-                        "fine-tune it first (ditr train ... method/ptv3 --init CHECKPOINT)")
-    device = torch.device(device)
-    model = model.to(device).eval()
-    timer = time.perf_counter()
-    seconds: dict[str, float] = {}
-    scene = Scene.load(scene_dir, check_images=False)
-    online = config.kind.needs_images_at_inference and config.vfm.online
-    if online and getattr(model, "vfm", None) is None:
-        raise DitrError("online image features need the model's VFM (vfm.online was not set when it was built)")
-    # Online, the model's own source runs the VFM (on its device): one model in memory, not two.
-    data = PredictionData([scene.path], None, config, "test" if options.tta else "val",
-                          features=model.vfm if online else None)
-    normals = _add_missing_normals(scene, data.input_features, data.voxel_size() or 0.02)
-    rng = np.random.default_rng(0)
-    if progress is not None:
-        progress("projection", 0, 1)
-    passes, views, seen = data.voxelised(scene, rng)
-    if progress is not None:
-        progress("projection", 1, 1)
-    seconds["load_project_voxelise"] = time.perf_counter() - timer
-    timer = time.perf_counter()
-    table = data.image_table(scene, views, passes[0], progress)
-    if table is not None:
-        table = table.to(device)
-        seconds["image_features"] = time.perf_counter() - timer
-    timer = time.perf_counter()
-    probs, total = _vote_passes(model, data, passes, table, options, device, rng, scene.num_points, progress)
-    seconds["model"] = time.perf_counter() - timer
-    pred = Prediction(labels=probs.argmax(1).numpy().astype(np.int64), probs=probs.numpy(), chunks=total,
-                      passes=len(passes), voxels=len(passes[0]["coord"]),
-                      views=[v.name for v in views if v is not None] if data.use_images else [],
-                      points_seen=None if seen is None else int(seen.sum()), normals_estimated=normals,
-                      seconds={k: round(v, 3) for k, v in seconds.items()})
-    pred.warnings += _visibility_warnings(scene, pred, data.use_images)
-    if normals:
-        pred.warnings.append("the scene has no normal.npy: normals were estimated from the points "
-                             "(local covariance), an approximation of the normals the model was trained with")
-    return pred
-
-
-def _vote_passes(model: torch.nn.Module, data: PredictionData, passes: list[Sample], table: torch.Tensor | None,
-                 options: PredictOptions, device: torch.device, rng: np.random.Generator, num_points: int,
-                 progress: Progress | None) -> tuple[torch.Tensor, int]:
-    """((N, C) mean probabilities of every point over all passes and chunks, number of chunks)."""
-    plans = [plan_chunks(p["coord"], options.max_points, options.overlap) for p in passes]
-    total = sum(len(c) for c in plans)
-    num_classes = model.seg_head.out_features
-    scores = torch.zeros(num_points, num_classes)
-    votes = torch.zeros(num_points)
-    done = [0]
-
-    def tick() -> None:
-        done[0] += 1
-        if progress is not None:
-            progress("chunks", done[0], total)
-
-    for sample, chunks in zip(passes, plans):
-        probs = _vote_chunks(model, data, sample, chunks, table, device, rng, num_classes, tick)
-        if "inverse" in sample:  # one voxelisation: every point takes its voxel's vote
-            scores += probs[torch.from_numpy(sample["inverse"])]
-            votes += 1
-        else:  # a test fragment: its points are rows ``index`` of the scene
-            index = torch.from_numpy(sample["index"])
-            scores.index_add_(0, index, probs)
-            votes.index_add_(0, index, torch.ones(len(index)))
-    if not bool((votes > 0).all()):  # the chunk plan guarantees coverage; never return a silent gap
-        raise RuntimeError(f"{int((votes == 0).sum())} points got no prediction")
-    return scores / votes[:, None], total
-
-
-def _vote_chunks(model: torch.nn.Module, data: PredictionData, sample: Sample, chunks: list[Chunk],
-                 table: torch.Tensor | None, device: torch.device, rng: np.random.Generator,
-                 num_classes: int, on_chunk: Callable[[], None]) -> torch.Tensor:
-    """(M, C) per-voxel softmax probabilities of one voxelisation, weighted over its chunks."""
-    voxels = {k: v for k, v in sample.items() if k not in FULL_RESOLUTION_KEYS}
-    m = len(voxels["coord"])
-    scores = torch.zeros(m, num_classes)
-    weights = torch.zeros(m)
-    for chunk in chunks:
-        part = take(voxels, chunk.members) if len(chunk.members) < m else dict(voxels)
-        if len(chunk.members) < m and data.centres():
-            part = CenterShift(apply_z=False)(part, rng)
-        batch = collate([data.model_input(part, rng)])
-        batch = move_to(batch, device)
-        if table is not None:
-            batch["img_table"] = table  # shared by every chunk, never copied per chunk
-        probs = torch.softmax(as_output(model(batch))["logits"].float(), 1).cpu()
-        w = torch.from_numpy(chunk.weight)
-        members = torch.from_numpy(chunk.members)
-        scores.index_add_(0, members, probs * w[:, None])
-        weights.index_add_(0, members, w)
-        on_chunk()
-    return scores / weights.clamp(min=1e-12)[:, None]
-
-
-def _visibility_warnings(scene: Scene, pred: Prediction, uses_images: bool) -> list[str]:
-    if not uses_images:
-        return []
-    if not scene.views:
-        return ["the scene has no views: a DITR model then predicts from 3D alone, with zero image "
-                "features for every point (expect lower accuracy than with images)"]
-    if not pred.points_seen:
-        return [f"no camera sees any point of the scene ({len(pred.views)} views used): check cam_to_world "
-                "(OpenCV camera -> scene frame) and the intrinsics; every point got zero image features"]
-    return []
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -377,11 +236,12 @@ def render_view_ids(num_views: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, num_views - 1, min(count, num_views))})
 
 
-def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, config: RunConfig,
+def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Prediction, config: RunConfig,
                   *, source: str, options: PredictOptions, device: str, render_views: int = 3,
                   save_probs: bool = False, html: bool = False, elapsed: float | None = None) -> dict[str, Any]:
     """Write labels, PLY, class table, legend, renders and ``summary.json`` into ``out_dir``; the summary.
 
+    ``scene`` is the scene predicted (loaded once by the caller; a directory is loaded here).
     ``source`` names the checkpoint (or bundle) in the summary; ``elapsed``: seconds the run took
     before writing (model loading included), for the total.
     """
@@ -393,7 +253,8 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = time.perf_counter()
-    scene = Scene.load(scene_dir, check_images=False)
+    if not isinstance(scene, Scene):
+        scene = Scene.load(scene, check_images=False)
     num_classes = pred.probs.shape[1]
     names = list(config.dataset.class_names or [f"class {i}" for i in range(num_classes)])
     counts = np.bincount(pred.labels, minlength=num_classes)
@@ -419,7 +280,7 @@ def write_outputs(out_dir: str | Path, scene_dir: str | Path, pred: Prediction, 
                                      rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes")
     seen = pred.points_seen
     summary = {
-        "checkpoint": source, "scene": str(Path(scene_dir)), "points": scene.num_points,
+        "checkpoint": source, "scene": str(scene.path), "points": scene.num_points,
         "model": config.kind.value,
         "uses_images": pred.points_seen is not None,
         "views_used": len(pred.views),

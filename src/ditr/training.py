@@ -3,8 +3,8 @@
 ``train`` builds the datasets of the config (``dataset.root`` + splits, or explicit scene lists),
 the model (:func:`ditr.build.model_from_config`), the loss, optimizer and schedule, and runs the
 :class:`~ditr.engine.trainer.Trainer` (resuming from its work directory). ``evaluate`` scores a
-trained model rebuilt from its file alone (:func:`ditr.model_files.load_model`: the run config is
-stored in it).
+trained model rebuilt from its file alone (the run config is stored in it) with the inference
+service's predictions (:class:`ditr.inference.Predictor`) on every original point.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset as TorchDataset
 
 from .build import model_from_config
 from .configs import RunConfig
-from .data import SceneDataset, collate
+from .data import SceneDataset, collate, resolve_scenes
+from .data.dataset import item_rng
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
 from .engine.trainer import Trainer, TrainerConfig
-from .model_files import load_init, load_model
-from .models.ptv3 import PTv3Segmentor
+from .model_files import load_init
 
 Scenes = Sequence[str | Path]
 
@@ -82,43 +84,45 @@ def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch
              device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> EvalResult:
     """mIoU and friends of a trained model on scene directories, scored on every original point.
 
-    Without ``tta`` one voxelisation is scored through the voxel inverse map; with it, the test
-    pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
+    Every scene goes whole through the inference service (:class:`ditr.inference.Predictor`, one
+    chunk). Without ``tta`` one voxelisation is scored through the voxel inverse map; with it, the
+    test pipeline's fragments (every point of every voxel) and ``test_time.variants`` (rotations,
     scales, flips) all vote with their softmax probabilities (docs/design.md#test-time-augmentation).
+    Scenes are shared over the ranks of a distributed run (each scene scored once, the confusion
+    matrix summed) and drawn with fixed evaluation seeds (the trainer's validation draws with these
+    when ``trainer.seed`` is 0); ``batch_size`` scenes are scored per step, each forwarded on its own.
     """
-    model, config = load_model(checkpoint, device, prepare=lambda c: c.with_overrides(overrides, "--set"))
+    from .inference import Predictor
+    from .predict import PredictOptions
+
+    predictor = Predictor.load(checkpoint, device, overrides=overrides)
+    config = predictor.config
     data = config.dataset
-    num_classes = config.num_classes()
-    evaluator = Evaluator(model, num_classes, ignore_index=data.ignore_index, class_names=data.class_names,
-                          batch_size=batch_size, device=torch.device(device))
-    if not tta:
-        return evaluator.run(SceneDataset(list(scenes), None, config, "val"), collate)
+    evaluator = Evaluator(predictor.model, config.num_classes(), ignore_index=data.ignore_index,
+                          class_names=data.class_names, batch_size=batch_size, device=torch.device(device))
+    # Whole scenes (no chunks) and no estimated normals: a scene without the model's inputs is an error.
+    options = PredictOptions(max_points=None, tta=tta, estimate_normals=False)
 
-    def vote(item: Mapping[str, Any]) -> dict[str, Any]:
-        from .engine.evaluator import as_output
-        from .engine.loading import move_to
-        from .engine.metrics import LogitVoter
+    def step(items: list[tuple[Path, np.random.Generator]]) -> dict[str, Any]:
+        labels, targets = [], []
+        for path, rng in items:
+            pred = predictor.predict(path, options, rng=rng)
+            assert pred.segment is not None
+            labels.append(pred.labels)
+            targets.append(pred.segment)
+        return {"pred": torch.from_numpy(np.concatenate(labels)), "target": torch.from_numpy(np.concatenate(targets))}
 
-        target = item["origin_segment"]
-        voter = LogitVoter(target.shape[0], num_classes, evaluator.device)
-        for fragment in item["fragments"]:
-            batch = move_to(collate([fragment]), evaluator.device)
-            voter.add(as_output(model(batch))["logits"], batch["index"])
-        return {"pred": voter.prediction(), "target": target}
-
-    return evaluator.run(SceneDataset(list(scenes), None, config, "test"), lambda items: items[0], vote)
+    return evaluator.run(_ScenesToScore(list(scenes)), list, step)
 
 
-@torch.no_grad()
-def predict_scene(model: PTv3Segmentor, config: RunConfig, scene_dir: str | Path,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """(N,) predicted class of every original point of a scene (one voxelisation, no voting)."""
-    import numpy as np
+class _ScenesToScore(TorchDataset):
+    """(scene directory, its generator) items: the evaluation seeds the engine gives every item."""
 
-    from .engine.evaluator import as_output
-    from .engine.loading import move_to
+    def __init__(self, paths: Scenes):
+        self.paths = resolve_scenes(paths)
 
-    dataset = SceneDataset([scene_dir], None, config, "val")
-    batch = move_to(collate([dataset.get(0, np.random.default_rng(0))]), torch.device(device))
-    logits = as_output(model.eval()(batch))["logits"]
-    return logits.argmax(1)[batch["inverse"]].cpu()
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Path, np.random.Generator]:
+        return self.paths[index], item_rng()

@@ -87,8 +87,9 @@ class _Bar:
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import DitrError
-    from ..model_files import load_model
-    from ..predict import PredictOptions, inference_config, predict, write_outputs
+    from ..inference import Predictor
+    from ..predict import PredictOptions, write_outputs
+    from ..scene import Scene
 
     start = time.perf_counter()
     if args.render_views < 0:
@@ -96,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(max_points=args.max_points, overlap=args.overlap, tta=args.tta,
                              views=_views(args.views), features=args.features)
     device = resolve_device(args.device)
-    model, config = load_model(args.checkpoint, device,
-                               prepare=lambda c: inference_config(c.with_overrides(args.set, "--set"), options))
+    predictor = Predictor.load(args.checkpoint, device, overrides=args.set, options=options)
+    scene = Scene.load(args.scene, check_images=False)
     bar = _Bar(enabled=not args.quiet)
     with bar.progress:
-        pred = predict(model, config, args.scene, options, device, progress=bar)
+        pred = predictor.predict(scene, options, progress=bar)
     for warning in pred.warnings:
         bar.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    summary = write_outputs(args.out, args.scene, pred, config, source=str(args.checkpoint), options=options,
+    summary = write_outputs(args.out, scene, pred, predictor.config, source=str(args.checkpoint), options=options,
                             device=str(device), render_views=args.render_views, save_probs=args.save_probs,
                             html=args.html, elapsed=time.perf_counter() - start)
     print(json.dumps(summary))

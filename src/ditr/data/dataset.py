@@ -17,7 +17,7 @@ model runs the VFM itself. The run config's model kind says whether samples carr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..lifting import build_lookup
 from ..projection import project_scene
 from ..scene import COORD_FILE, Scene, View
 from .sample import Sample
-from .transforms import Compose, GridSample, build_transforms
+from .transforms import CenterShift, Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
 #: How a sample selects its frames (``images.train_views`` / ``images.eval_views``).
@@ -95,6 +95,12 @@ def pick_frames(num_frames: int, count: int | None, rule: str, rng: np.random.Ge
             return np.arange(num_frames)
         return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
     raise DitrError(f"frame selection {rule!r}: use one of {FRAME_RULES}")
+
+
+def item_rng() -> np.random.Generator:
+    """The generator of one item, drawn from NumPy's global generator (which the training engine
+    seeds per item: :class:`~ditr.engine.loading.SeededDataset`)."""
+    return np.random.default_rng(np.random.randint(0, 2**31, size=4))
 
 
 def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
@@ -171,33 +177,36 @@ class SceneDataset(Dataset):
         return len(self.paths) * self.loop
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng(np.random.randint(0, 2**31, size=4))
-        return self.get(index, rng)
+        return self.get(index, item_rng())
 
-    # ------------------------------------------------------------------------------------------
+    # ------------------------------------------------------------------------------------------ stages
     def get(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
-        """The sample of scene ``index`` (modulo the number of scenes) drawn with ``rng``."""
+        """The sample of scene ``index`` (modulo the number of scenes) drawn with ``rng``.
+
+        The composition of the public stages: :meth:`raw_sample`, :meth:`voxelise`, the views'
+        image inputs (the cached table, or the network inputs of the online VFM, which the model
+        runs on the batch) and :meth:`finish`.
+        """
         scene = Scene.load(self.paths[index % len(self.paths)], check_images=False)
-        sample, views = self._raw_sample(scene, rng)
-        results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
-        split = isinstance(results[0], list) or len(results) > 1
-        fragments = [f for r in results for f in (r if isinstance(r, list) else [r])]
+        sample, views = self.raw_sample(scene, rng)
+        fragments, split = self._run_pipelines(sample, rng)
         table = pixels = None
-        if self.features is not None:  # flips are known only now, after the transforms
-            flips, patch_grids = fragments[0]["view_flipped"], fragments[0]["patch_grids"]
-            if any(not np.array_equal(f["view_flipped"], flips) for f in fragments):
-                raise DitrError("test-time variants flipped images differently; ImageFlip belongs to training only")
+        if self.features is not None:
+            flips, patch_grids = self._flips(fragments)
             if self.features.online and views:
                 pixels = self.features.pixels(views, flips, patch_grids, self.color_jitter, rng)
             elif not self.features.online:
                 table = self.features.cached_table(scene, views, flips, patch_grids)
-        outs = [self._finish(s, table, pixels, rng) for s in fragments]
+        outs = [self.finish(s, table, pixels, rng) for s in fragments]
         if split:
             return {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
                     "name": scene.name}
         return outs[0]
 
-    def _raw_sample(self, scene: Scene, rng: np.random.Generator) -> tuple[Sample, list[View | None]]:
+    def raw_sample(self, scene: Scene, rng: np.random.Generator) -> tuple[Sample, list[View | None]]:
+        """(the scene's points as a sample, the views it uses): the input attributes, ``segment``
+        (-1 where the scene has none; outside training also ``origin_segment``), Mix3D's draw and,
+        for a model that reads images, the selected frames with the RAW points projected into them."""
         sample: Sample = {"name": scene.name, "coord": scene.coord.copy(),
                           "index": np.arange(scene.num_points, dtype=np.int64)}
         attrs = scene.attributes
@@ -223,6 +232,49 @@ class SceneDataset(Dataset):
             views = self._select_frames(scene, rng)
             self._add_correspondences(sample, scene, views)
         return sample, views
+
+    def voxelise(self, sample: Sample, rng: np.random.Generator) -> list[Sample]:
+        """Every voxelised sample of a raw ``sample``: the mode's pipeline output (one sample; in
+        ``test`` mode every fragment of every ``test_time`` variant, each with ``index``, the rows
+        of its points in the scene)."""
+        return self._run_pipelines(sample, rng)[0]
+
+    def _run_pipelines(self, sample: Sample, rng: np.random.Generator) -> tuple[list[Sample], bool]:
+        """(voxelised samples, whether they are fragments: a pipeline returned a list, or several ran)."""
+        results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
+        split = isinstance(results[0], list) or len(results) > 1
+        return [f for r in results for f in (r if isinstance(r, list) else [r])], split
+
+    @staticmethod
+    def _flips(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        """(view flips, patch grids) of voxelised samples: flips are known only after the transforms."""
+        flips, patch_grids = samples[0]["view_flipped"], samples[0]["patch_grids"]
+        if any(not np.array_equal(s["view_flipped"], flips) for s in samples):
+            raise DitrError("test-time variants flipped images differently; ImageFlip belongs to training only")
+        return flips, patch_grids
+
+    def feature_table(self, scene: Scene, views: Sequence[View | None], samples: Sequence[Sample],
+                      on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor | None:
+        """(M, D) patch features of the views, on the CPU, once for all voxelised ``samples`` of a
+        scene: from the cache, or the feature source's VFM run now (online). None for a model that
+        reads no images. ``on_batch(done, total)`` reports the VFM's batches.
+
+        :meth:`get` does not call this: in a data-loader worker it hands the online VFM's network
+        inputs to the model instead of running the VFM itself."""
+        if self.features is None:
+            return None
+        flips, patch_grids = self._flips(samples)
+        return self.features.table(scene, views, flips, patch_grids, on_batch)
+
+    def voxel_size(self) -> float | None:
+        """Voxel size of the pipeline (its first GridSample), None without one."""
+        steps = [t for t in self.transforms.transforms if isinstance(t, GridSample)]
+        return steps[0].grid_size if steps else None
+
+    def centres(self) -> bool:
+        """Whether the pipeline centres the scene (a CenterShift): a part of a voxelised sample
+        (a chunk of ``ditr predict``) is then centred likewise, so that it looks like a training crop."""
+        return any(isinstance(t, CenterShift) for t in self.transforms.transforms)
 
     def _select_frames(self, scene: Scene, rng: np.random.Generator) -> list[View | None]:
         count = self.images.views_per_sample
@@ -256,9 +308,12 @@ class SceneDataset(Dataset):
                       patch_grids=np.array([features.patch_grid(v) if v else pad for v in views],
                                            np.int64).reshape(-1, 2))
 
-    def _finish(self, sample: Sample, table: torch.Tensor | None, pixels: torch.Tensor | None,
-                rng: np.random.Generator) -> dict[str, Any]:
-        """Model-ready tensors: ``feat`` from the input features, the image lookup, metadata."""
+    def finish(self, sample: Sample, table: torch.Tensor | None, pixels: torch.Tensor | None,
+               rng: np.random.Generator) -> dict[str, Any]:
+        """Model-ready tensors of a voxelised sample, one item for :func:`~ditr.data.collate`:
+        ``feat`` from the input features, the image lookup (``img_index`` / ``img_weight`` /
+        ``img_seen``, with ``img_table`` = ``table`` and ``images`` = ``pixels`` when given), the
+        evaluation keys (``index``, ``inverse``, ``origin_segment``) and metadata."""
         parts = [sample[name].reshape(len(sample["coord"]), -1) for name in self.input_features]
         out: dict[str, Any] = {
             "coord": torch.from_numpy(np.ascontiguousarray(sample["coord"], np.float32)),

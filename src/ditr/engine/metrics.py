@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix, full-resolution mapping and test-time voting.
+"""Segmentation metrics from a confusion matrix, and the full-resolution mapping of voxel predictions.
 
 Metrics are always computed from one confusion matrix summed over every batch and every rank: an
 average of per-batch or per-rank mIoUs is not the mIoU of the data set. Rows are ground truth,
@@ -104,44 +104,3 @@ def to_full_resolution(pred_voxel: Tensor, inverse: Tensor) -> Tensor:
     Works for labels (N_voxel,) and for logits/probabilities (N_voxel, C) alike.
     """
     return pred_voxel[inverse.long()]
-
-
-class LogitVoter:
-    """Test-time augmentation: sums softmax probabilities of every variant for each original point.
-
-    Each variant (rotation, scale, flip, voxelisation fragment) covers some of the original points
-    (``index``: their ids, e.g. fragment ids composed with the voxel inverse). Points that no variant
-    covers keep zero votes; ``covered`` tells which, so a caller can check full coverage.
-    """
-
-    def __init__(self, num_points: int, num_classes: int, device: torch.device | str = "cpu"):
-        self.scores = torch.zeros(num_points, num_classes, dtype=torch.float32, device=device)
-        self.votes = torch.zeros(num_points, dtype=torch.int32, device=device)
-
-    def add(self, logits: Tensor, index: Tensor | None = None) -> None:
-        """Add one variant's (M, C) logits for points ``index`` (M,), or all points when None.
-
-        An index may repeat (several voxels mapped to one point): every occurrence votes.
-        """
-        probs = torch.softmax(logits.float(), dim=1).to(self.scores.device)
-        if index is None:
-            if probs.shape[0] != self.scores.shape[0]:
-                raise ValueError(f"{probs.shape[0]} logits for {self.scores.shape[0]} points")
-            self.scores += probs
-            self.votes += 1
-            return
-        index = index.long().to(self.scores.device)
-        self.scores.index_add_(0, index, probs)
-        self.votes.index_add_(0, index, torch.ones_like(index, dtype=torch.int32))
-
-    @property
-    def covered(self) -> Tensor:
-        return self.votes > 0
-
-    def prediction(self) -> Tensor:
-        """Arg-max class per point (class 0 where uncovered; see ``covered``)."""
-        return self.scores.argmax(1)
-
-    def probabilities(self) -> Tensor:
-        """Mean probability per point over the variants that covered it."""
-        return self.scores / self.votes.clamp(min=1).unsqueeze(1).float()
