@@ -43,7 +43,7 @@ from .engine.trainer import Trainer
 from .errors import DitrError
 from .image_features import ImageFeatureSource, batch_image_table
 from .lifting import lookup_image_features
-from .model_files import load_model, read_model_file
+from .model_files import ModelFile, load_model, read_model_file
 from .training import fit, trainer_config
 
 Scenes = Sequence[str | Path]
@@ -177,7 +177,7 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
 
 
 @torch.no_grad()
-def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, *,
+def evaluate_distillation(checkpoint: str | Path | ModelFile, scenes: Scenes | None = None, *,
                           device: str | torch.device = "cpu", out: str | Path | None = None) -> dict[str, Any]:
     """Cosine similarity of the student to the teacher on ``scenes`` (default: the run's val sets).
 

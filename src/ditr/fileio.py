@@ -94,3 +94,38 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: Pickle globals a reference trainer checkpoint (Pointcept / DITR ``model_best.pth``) holds besides
+#: tensors and plain Python values: ``best_metric_value`` is a NumPy scalar (``np.mean`` of the IoUs),
+#: pickled as ``numpy.core.multiarray.scalar`` by NumPy 1 and ``numpy._core.multiarray.scalar`` by
+#: NumPy 2, plus its ``numpy.dtype``. These construct numbers, never run code; nothing else is allowed.
+def numpy_scalar_globals() -> list[Any]:
+    from numpy._core.multiarray import scalar  # type: ignore[attr-defined]  # NumPy >= 2: the one home
+
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+
+
+def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` that also reads NumPy scalars (:func:`numpy_scalar_globals`).
+
+    Never unpickles arbitrary objects; a file that needs more raises ``pickle.UnpicklingError``
+    (see :func:`torch_load_problem` for a one-line description).
+    """
+    import torch
+
+    with torch.serialization.safe_globals(numpy_scalar_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """One line for a failed weights-only load (torch's own text spans a dozen lines)."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it pickles the Python object {found.group(1)}, which ditr never unpickles "
+                "(model files are read as data, torch.load(weights_only=True))")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:300]}"
