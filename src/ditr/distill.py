@@ -178,15 +178,17 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
 
 @torch.no_grad()
 def evaluate_distillation(checkpoint: str | Path | ModelFile, scenes: Scenes | None = None, *,
-                          device: str | torch.device = "cpu", out: str | Path | None = None) -> dict[str, Any]:
+                          device: str | torch.device = "cpu", out: str | Path | None = None,
+                          overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Cosine similarity of the student to the teacher on ``scenes`` (default: the run's val sets).
 
     ``cosine`` is the mean over all seen voxels of all scenes; ``per_scene`` the mean of each.
-    Written to ``out`` (JSON) when given.
+    Written to ``out`` (JSON) when given. ``overrides`` (``key=value``) adjust the student's stored
+    run config first (a published student has no feature cache: ``vfm.cache=DIR`` or ``vfm.online=true``).
     """
     file = read_model_file(checkpoint)
     check_student_config(file.run_config())
-    model, config = load_model(file, device)
+    model, config = load_model(file, device, prepare=lambda c: c.with_overrides(overrides, "--set"))
     teacher = load_teacher(config)
     if scenes is not None:
         dataset: Dataset = SceneDataset(list(scenes), None, source_configs(config)[0], "val")

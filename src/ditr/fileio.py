@@ -96,14 +96,21 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise
 
 
-#: Pickle globals a reference trainer checkpoint (Pointcept / DITR ``model_best.pth``) holds besides
-#: tensors and plain Python values: ``best_metric_value`` is a NumPy scalar (``np.mean`` of the IoUs),
-#: pickled as ``numpy.core.multiarray.scalar`` by NumPy 1 and ``numpy._core.multiarray.scalar`` by
-#: NumPy 2, plus its ``numpy.dtype``. These construct numbers, never run code; nothing else is allowed.
+#: NumPy scalar types a checkpoint's numbers may have (their dtypes are rebuilt when it is read).
+NUMPY_SCALAR_TYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                      "float16", "float32", "float64")
+
+
 def numpy_scalar_globals() -> list[Any]:
+    """Pickle globals a reference trainer checkpoint (Pointcept / DITR ``model_best.pth``) holds besides
+    tensors and plain Python values: ``best_metric_value`` is a NumPy scalar (``np.mean`` of the IoUs),
+    pickled as ``numpy.core.multiarray.scalar`` by NumPy 1 and ``numpy._core.multiarray.scalar`` by
+    NumPy 2, with its ``numpy.dtype`` (an instance of the dtype's class, e.g. ``Float64DType``).
+    These build numbers, never run code; nothing else is allowed."""
     from numpy._core.multiarray import scalar  # type: ignore[attr-defined]  # NumPy >= 2: the one home
 
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    dtype_classes = [type(np.dtype(name)) for name in NUMPY_SCALAR_TYPES]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
 
 
 def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:

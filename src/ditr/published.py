@@ -395,6 +395,8 @@ class _Reader:
                 votes.append(("ditr", "config.py has DITR's dinov2 options"))
             elif "enc_mode" in keys:
                 votes.append(("pointcept", "config.py names enc_mode (Pointcept after its cls_mode rename)"))
+        if "distill" in str(self.model.get("type", "")).lower():
+            votes.append(("ditr", "config.py trains a distiller (D-DITR is the DITR release's)"))
         weight = self.ref.values.get("weight") if self.ref else None
         if isinstance(weight, str) and "distill" in weight.lower():
             votes.append(("ditr", "config.py starts from a D-DITR distillation checkpoint"))
@@ -453,7 +455,8 @@ class _Reader:
         if len(candidates) == 1:
             self.info.decided["vfm"] = f"the only VFM with {width}-wide features"
             return candidates[0]
-        options = " or ".join(f"--vfm {c}" for c in candidates) if candidates else "--vfm NAME (ditr features --list)"
+        options = (" or ".join(f"--vfm {c}" for c in candidates) if candidates
+                   else "--vfm NAME (ditr features --help lists the names)")
         self.info.unresolved["vfm"] = (f"{self.info.source}: cannot tell which VFM its {width}-wide {what} come "
                                        f"from: pass {options}")
         return None

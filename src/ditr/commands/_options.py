@@ -61,5 +61,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, deterministic: bool = F
 def load_options(args: argparse.Namespace) -> LoadOptions:
     from ..published import LoadOptions
 
-    return LoadOptions(origin=args.origin, vfm=args.vfm, download=args.download,
+    return LoadOptions(origin=getattr(args, "origin", None), vfm=getattr(args, "vfm", None),
+                       download=bool(getattr(args, "download", False)),
                        deterministic=bool(getattr(args, "deterministic", False)))

@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "classes) and exit")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
     p.add_argument("--device", default="cpu", help="device for --evaluate")
+    p.add_argument("--set", action="append", default=[], metavar="key=value",
+                   help="with --evaluate: override a setting of the student's run config (vfm.cache=DIR: the "
+                        "teacher's feature cache; vfm.online=true: run the teacher now)")
     add_model_arguments(p)
 
 
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.evaluate is not None:
         student = read_model_file(args.evaluate, load_options(args))
-        result = evaluate_distillation(student, args.items or None, device=args.device, out=args.out)
+        result = evaluate_distillation(student, args.items or None, device=args.device, out=args.out,
+                                       overrides=getattr(args, "set", None) or ())
         print(_dump({k: v for k, v in result.items() if k != "per_scene"}))
         return 0
     presets = [i for i in args.items if "=" not in i]
