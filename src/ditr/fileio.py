@@ -117,12 +117,19 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` that also reads NumPy scalars (:func:`numpy_scalar_globals`).
 
     Never unpickles arbitrary objects; a file that needs more raises ``pickle.UnpicklingError``
-    (see :func:`torch_load_problem` for a one-line description).
+    (see :func:`torch_load_problem` for a one-line description). The file is memory-mapped where
+    its format allows, so tensors nobody uses (a trainer checkpoint's optimizer moments, twice the
+    weights) are never read into memory.
     """
     import torch
 
     with torch.serialization.safe_globals(numpy_scalar_globals()):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError as exc:  # the legacy (non-zip) format cannot be mapped
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def torch_load_problem(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -475,13 +476,25 @@ class _Reader:
                 raise _contradiction(self.where, "classes", f"{how} {value}", f"the head (seg_head) has {classes} rows")
         return classes
 
-    def class_names(self, classes: int | None) -> list[str] | None:
+    def class_names(self, classes: int | None, preset: str) -> list[str] | None:
+        """config.py's ``data.names``; the preset's own spelling where they are the same names
+        (Pointcept writes "refridgerator"), so that scenes imported by ditr are scored."""
+        own = load_preset([preset]).dataset.class_names
         data = self.ref.values.get("data") if self.ref else None
         names = data.get("names") if isinstance(data, dict) else None
         if classes and isinstance(names, (list, tuple)) and len(names) == classes and all(
                 isinstance(n, str) for n in names):
+            if own and len(own) == classes and list(own) != list(names) and all(
+                    difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= 0.85 for a, b in zip(own, names)):
+                differ = [f"{a!r} for {b!r}" for a, b in zip(names, own) if a != b]
+                self.info.notes.append(f"config.py spells {', '.join(differ)}: the {preset} preset's names are used")
+                self.info.decided["class_names"] = f"config.py data.names (as the {preset} preset spells them)"
+                return list(own)
             self.info.decided["class_names"] = "config.py data.names"
             return list(names)
+        if own and len(own) == classes:
+            self.info.decided["class_names"] = f"the {preset} preset"
+            return list(own)
         return None
 
     def preset(self, classes: int | None) -> str:
@@ -574,6 +587,27 @@ def _config_vfm(backbone: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _config_resolution(values: Mapping[str, Any]) -> list[int] | None:
+    """(H, W) of the image resize in a reference config's validation / test pipeline, if it has one."""
+    data = values.get("data")
+    queue: list[Any] = [data.get(k) for k in ("val", "test")] if isinstance(data, dict) else []
+    while queue:
+        item = queue.pop(0)
+        if isinstance(item, dict):
+            kind = str(item.get("type", "")).lower()
+            if "image" in kind and "resize" in kind:
+                h, w = item.get("height"), item.get("width")
+                if isinstance(h, int) and isinstance(w, int):
+                    return [h, w]
+                size = item.get("size")
+                if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+                    return [int(size[0]), int(size[1])]
+            queue += [v for v in item.values() if isinstance(v, (dict, list, tuple))]
+        elif isinstance(item, (list, tuple)):
+            queue += list(item)
+    return None
+
+
 def _config_dataset(values: Mapping[str, Any]) -> str | None:
     """The dataset class a reference config trains on (``dataset_type`` or ``data.train.type``)."""
     if isinstance(values.get("dataset_type"), str):
@@ -637,8 +671,8 @@ def describe(raw: Any, weights_path: Path, source: str, options: LoadOptions, *,
                                     "distillation head): use it to initialise a model (ditr train ... --init)")
         return weights, None, record, info
     classes = reader.num_classes()
-    names = reader.class_names(classes)
     info.preset = reader.preset(classes)
+    names = reader.class_names(classes, info.preset)
     ptv3 = reader.ptv3()
     if ptv3 is None or info.origin is None or (info.vfm is None and kind is not ModelKind.PTV3):
         return weights, None, record, info
@@ -660,11 +694,13 @@ def describe(raw: Any, weights_path: Path, source: str, options: LoadOptions, *,
             injection["dropout"] = float(drop)
         fragment["model"]["injection"] = injection
     if kind.segments:
-        preset_data = load_preset([info.preset]).dataset
-        keep_names = names or (preset_data.class_names if preset_data.num_classes == classes else None)
-        fragment["dataset"] = {"num_classes": classes, "class_names": keep_names}
+        fragment["dataset"] = {"num_classes": classes, "class_names": names}
     if info.vfm is not None:
         fragment["vfm"] = {"model": info.vfm}
+    resolution = _config_resolution(ref.values) if ref is not None and kind.uses_images else None
+    if resolution is not None:
+        fragment["images"] = {"resolution": resolution}
+        info.decided["resolution"] = "config.py ImageResize"
     if kind is ModelKind.D_DITR:
         fragment["distill"] = {"head_channels": facts.head_channels}
     config = load_preset([info.preset, f"method/{kind.value}"]).merged(fragment, f"published model {source}")
