@@ -175,8 +175,8 @@ def _read_folder(folder: Path, source: str, options: LoadOptions, entry: zoo.Zoo
 def _read_file(path: Path, source: str, options: LoadOptions, *, config_py: Path | None = None,
                entry: zoo.ZooEntry | None = None) -> ModelFile:
     if is_bundle(path):
-        weights, config, record = read_bundle(path)
-        return ModelFile(path, BUNDLE, weights, config, record, source, options=options)
+        tensors, stored, training = read_bundle(path)
+        return ModelFile(path, BUNDLE, tensors, stored, training, source, options=options)
     try:
         raw = read_torch_file(path)
     except Exception as exc:  # not a torch file, or one that needs unpickling code
