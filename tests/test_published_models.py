@@ -465,7 +465,10 @@ def test_zoo_names_resolve_through_the_hub_cache(fake_hub, tmp_path, capsys, mon
     cli_json(capsys, "predict", "d-ditr-scannet-ptv3", str(scene), "--out", str(tmp_path / "p"), "--download",
              "--quiet", "--render-views", "0", "--device", "cpu")
     assert calls and all(c["allow_patterns"] == [f"{entry.path}/*"] for c in calls)
+    assert any(not c["local_files_only"] for c in calls)  # a download call, answered from the cache offline
     assert (tmp_path / "p" / "labels.npy").is_file()
+    assert "download of rwthvision/ditr/s3dis/semseg-ptv3_dino-L failed" in cli_error(
+        capsys, "info", "ditr-s3dis-dinov2-l", "--download")  # offline and not cached
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning

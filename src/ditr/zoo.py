@@ -198,14 +198,17 @@ def local_folder(entry: ZooEntry, cache_dir: str | Path | None = None) -> Path |
 
 
 def download(entry: ZooEntry, cache_dir: str | Path | None = None) -> Path:
-    """Fetch the entry's whole folder into the Hugging Face cache (what is there already is kept)."""
+    """Fetch the entry's whole folder into the Hugging Face cache: what is missing is downloaded,
+    what is there is kept (offline, or with ``HF_HUB_OFFLINE=1``, the cached folder is used)."""
     if not entry.supported:
         raise DitrError(f"{entry.name}: a {entry.backbone} model; ditr implements PTv3 only")
-    found = local_folder(entry, cache_dir)
-    if found is not None:
-        return found
     folder = _snapshot(entry, download=True, cache_dir=cache_dir)
     if folder is None:
+        from huggingface_hub.constants import is_offline_mode
+
+        if is_offline_mode():
+            raise DitrError(f"{entry.name}: download of {REPO_ID}/{entry.path} failed: HF_HUB_OFFLINE=1 forbids it "
+                            "and the folder is not in the Hugging Face cache")
         raise DitrError(f"{entry.name}: {REPO_ID}/{entry.path} was fetched but holds no model/*.pth")
     return folder
 
@@ -222,7 +225,7 @@ def resolve_entry(entry: ZooEntry, *, allow_download: bool = False, cache_dir: s
     found = local_folder(entry, cache_dir)
     if found is None:
         raise DitrError(f"{entry.name} is not in the Hugging Face cache: add --download (fetches {REPO_ID}/"
-                        f"{entry.path}, about 0.2-0.6 GB), or run: {entry.fetch_command()}")
+                        f"{entry.path}), or run: {entry.fetch_command()}")
     return found
 
 
