@@ -20,7 +20,7 @@ from ditr.engine.logging import read_jsonl
 from ditr.engine.losses import cosine_distill_loss
 from ditr.engine.trainer import Callback
 from ditr.errors import DitrError
-from ditr.model_files import checkpoint_requirements, load_init, load_model
+from ditr.model_files import LoadOptions, checkpoint_requirements, load_init, load_model, read_model_file
 from ditr.models.ptv3 import PTv3Segmentor
 from ditr.models.student import DistillStudent
 from ditr.training import evaluate, train
@@ -169,9 +169,13 @@ def test_reference_format_init(tmp_path):
     ft = load_preset(["synthetic", "method/ptv3"], ["trainer.epochs=null", "trainer.max_steps=3",
                                                    "trainer.batch_size=1", "optim.lr=0"])
     rooms = ensure_rooms(tmp_path / "rooms", 1, 0, 2000, 2)
-    train(ft, tmp_path / "ft", train_scenes=rooms, init=path, quiet=True)
+    with pytest.raises(DitrError, match="--origin"):  # a bare 3D-only state dict: DITR's or Pointcept's?
+        train(ft, tmp_path / "ft", train_scenes=rooms, init=path, quiet=True)
+    train(ft, tmp_path / "ft", train_scenes=rooms, init=read_model_file(path, LoadOptions(origin="pointcept")),
+          quiet=True)
     req = checkpoint_requirements(tmp_path / "ft" / "last.pt")
     assert req["init"]["format"] == "reference" and not req["needs_images"]
+    assert load_model(tmp_path / "ft" / "last.pt")[1].model.ptv3["reference_compat"]  # carried from the init
 
 
 def test_multi_source_configs(world):

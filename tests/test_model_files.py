@@ -50,7 +50,8 @@ def test_load_model_rebuilds_from_training_states_and_bundles_only(files):
         assert isinstance(model, PTv3Segmentor) and not model.training
         assert config.uses_images is False  # image-free model: no view is ever loaded
         assert all(torch.equal(v, files["model"].state_dict()[k]) for k, v in model.state_dict().items())
-    with pytest.raises(DitrError, match="no run configuration"):
+    # A bare reference state dict of a 3D-only model: whether it is DITR's or Pointcept's cannot be told.
+    with pytest.raises(DitrError, match="--origin ditr or --origin pointcept"):
         load_model(files["reference"])
 
 
@@ -77,5 +78,7 @@ def test_unreadable_files_are_errors_never_reference_weights(files, tmp_path):
     torch.save({"state_dict": {"a": "text"}}, tmp_path / "strings.pth")
     with pytest.raises(DitrError, match="not a state dict of tensors"):
         read_model_file(tmp_path / "strings.pth")
+    with pytest.raises(DitrError, match="not a published model folder"):
+        read_model_file(tmp_path)  # a directory without model/*.pth nor best.pt / last.pt
     with pytest.raises(DitrError, match="no such model file"):
-        read_model_file(tmp_path)  # a directory (the old ditr.ptv3 format) is no model file
+        read_model_file(tmp_path / "missing.pt")

@@ -16,7 +16,7 @@ from . import __version__
 from .errors import DitrError
 
 COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate", "demo", "distill", "predict",
-            "info", "export"]
+            "info", "export", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,34 +183,38 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
     return fit(trainer, resume)
 
 
-def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device = "cpu"
-                 ) -> tuple[list[Predictor], ImageFeatureSource | None]:
+def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device = "cpu",
+                 overrides: Sequence[str] = ()) -> tuple[list[Predictor], ImageFeatureSource | None]:
     """A distilled student behind the inference service, and its teacher.
 
     One :class:`~ditr.inference.Predictor` per distillation source (:func:`source_configs`: its
     data settings, the one model shared), whose batches carry the teacher's feature table: from the
     cache, or the frozen VFM run online (the returned teacher, None when every source is cached).
+    ``overrides`` (``key=value``) adjust the stored run config first.
     """
     file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
     check_student_config(file.run_config())
-    model, config = load_model(file, device)
+    model, config = load_model(file, device, prepare=lambda c: c.with_overrides(list(overrides), "--set"))
     teacher = load_teacher(config)
     return [Predictor(model, s, device, features=teacher if s.vfm.online else None)
             for s in source_configs(config)], teacher
 
 
 @torch.no_grad()
-def evaluate_distillation(checkpoint: str | Path, scenes: Scenes | None = None, *,
-                          device: str | torch.device = "cpu", out: str | Path | None = None) -> dict[str, Any]:
+def evaluate_distillation(checkpoint: str | Path | ModelFile, scenes: Scenes | None = None, *,
+                          device: str | torch.device = "cpu", out: str | Path | None = None,
+                          overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Cosine similarity of the student to the teacher on ``scenes`` (default: the run's val sets).
 
     ``cosine`` is the mean over all seen voxels of all scenes; ``per_scene`` the mean of each. Each
     scene is one batch of the inference service (:meth:`ditr.inference.Predictor.batch`, drawn with
-    seed 0). Written to ``out`` (JSON) when given.
+    seed 0). Written to ``out`` (JSON) when given. ``overrides`` (``key=value``) adjust the student's
+    stored run config first (a published student has no feature cache: ``vfm.cache=DIR`` or
+    ``vfm.online=true``).
     """
-    file = read_model_file(checkpoint)
-    predictors, teacher = load_student(file, device)
-    config = file.run_config()
+    file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
+    predictors, teacher = load_student(file, device, overrides)
+    config = predictors[0].config
     if scenes is not None:
         work = [(predictors[0], [Path(s) for s in scenes])]
     else:

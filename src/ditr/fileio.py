@@ -94,3 +94,52 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: NumPy scalar types a checkpoint's numbers may have (their dtypes are rebuilt when it is read).
+NUMPY_SCALAR_TYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                      "float16", "float32", "float64")
+
+
+def numpy_scalar_globals() -> list[Any]:
+    """Pickle globals a reference trainer checkpoint (Pointcept / DITR ``model_best.pth``) holds besides
+    tensors and plain Python values: ``best_metric_value`` is a NumPy scalar (``np.mean`` of the IoUs),
+    pickled as ``numpy.core.multiarray.scalar`` by NumPy 1 and ``numpy._core.multiarray.scalar`` by
+    NumPy 2, with its ``numpy.dtype`` (an instance of the dtype's class, e.g. ``Float64DType``).
+    These build numbers, never run code; nothing else is allowed."""
+    from numpy._core.multiarray import scalar  # type: ignore[attr-defined]  # NumPy >= 2: the one home
+
+    dtype_classes = [type(np.dtype(name)) for name in NUMPY_SCALAR_TYPES]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
+
+
+def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` that also reads NumPy scalars (:func:`numpy_scalar_globals`).
+
+    Never unpickles arbitrary objects; a file that needs more raises ``pickle.UnpicklingError``
+    (see :func:`torch_load_problem` for a one-line description). The file is memory-mapped where
+    its format allows, so tensors nobody uses (a trainer checkpoint's optimizer moments, twice the
+    weights) are never read into memory.
+    """
+    import torch
+
+    with torch.serialization.safe_globals(numpy_scalar_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError as exc:  # the legacy (non-zip) format cannot be mapped
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def torch_load_problem(exc: BaseException) -> str:
+    """One line for a failed weights-only load (torch's own text spans a dozen lines)."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it pickles the Python object {found.group(1)}, which ditr never unpickles "
+                "(model files are read as data, torch.load(weights_only=True))")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:300]}"

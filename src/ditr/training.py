@@ -25,7 +25,7 @@ from .data.dataset import item_rng
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
 from .engine.trainer import Trainer, TrainerConfig
-from .model_files import load_init
+from .model_files import ModelFile, init_model
 
 Scenes = Sequence[str | Path]
 
@@ -51,19 +51,21 @@ def trainer_config(config: RunConfig, work_dir: str | Path, quiet: bool) -> Trai
 
 
 def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
-          val_scenes: Scenes | None = None, init: str | Path | None = None, resume: bool = True,
+          val_scenes: Scenes | None = None, init: str | Path | ModelFile | None = None, resume: bool = True,
           quiet: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train the model of ``config`` in ``work_dir`` (resuming there); returns the Trainer summary.
 
-    ``init`` loads backbone weights from a checkpoint first (e.g. a distilled student); keys that
-    do not fit (another head) are left at their initialisation.
+    ``init`` loads backbone weights from a checkpoint first (e.g. a distilled student, a published
+    model: :func:`ditr.model_files.init_model`); keys that do not fit (another head) are left at
+    their initialisation, and the init model's behaviour (a published model's reference
+    compatibility and depth rule) is carried into the run config unless it sets them itself.
     """
     config = RunConfig.coerce(config).copy()
     torch.manual_seed(config.trainer.seed)  # the same initial weights every run
-    model = model_from_config(config)
-    if init is not None:  # ditr train/distill state, .ditr bundle or reference format
-        report = load_init(model, init)
-        config.init = {k: report[k] for k in ("path", "format", "loaded")} | {"skipped": len(report["skipped"])}
+    if init is not None:  # any model file or published model; how it computes is carried over
+        model, config, _ = init_model(config, init)
+    else:
+        model = model_from_config(config)
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
     criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
@@ -80,7 +82,7 @@ def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
         trainer.close()
 
 
-def evaluate(checkpoint: str | Path, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,
+def evaluate(checkpoint: str | Path | ModelFile, scenes: Scenes, *, tta: bool = False, batch_size: int = 1,
              device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> EvalResult:
     """mIoU and friends of a trained model on scene directories, scored on every original point.
 

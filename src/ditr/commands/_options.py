@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..projection import ProjectionConfig
+    from ..published import LoadOptions
 
 
 def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,3 +32,35 @@ def projection_config(args: argparse.Namespace) -> ProjectionConfig:
     return ProjectionConfig(occlusion=args.occlusion, depth_tolerance=args.depth_tolerance,
                             min_depth=args.min_depth, max_depth=args.max_depth,
                             point_spacing=args.point_spacing, splat_radius_px=args.splat_radius_px)
+
+
+#: The help of a command's model argument: everything ditr.model_files.read_model_file reads.
+MODEL_HELP = ("the model: a ditr train / distill checkpoint (best.pt / last.pt) or run directory, a .ditr bundle, "
+              "a published model's name (ditr models), a published folder (config.py + model/model_best.pth) or a "
+              "reference .pth")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, deterministic: bool = False) -> None:
+    """``--download``, ``--origin``, ``--vfm`` (and ``--deterministic``): how to read a published model."""
+    g = parser.add_argument_group("published models (docs/models.md)")
+    g.add_argument("--download", action="store_true",
+                   help="fetch what is missing from the Hugging Face hub into its cache: a published model's folder, "
+                        "a DITR model's VFM weights (default: offline, a missing file is an error naming it)")
+    g.add_argument("--origin", choices=["ditr", "pointcept"], default=None,
+                   help="where a reference model without config.py comes from (sets its serialization depth rule; "
+                        "asked for only where the weights cannot tell)")
+    g.add_argument("--vfm", default=None, metavar="NAME",
+                   help="the VFM of a reference DITR model without config.py, e.g. dinov3-vitl16 (asked for only "
+                        "where the feature width cannot tell: DINOv2 and DINOv3 ViT-L are both 1024 wide)")
+    if deterministic:
+        g.add_argument("--deterministic", action="store_true",
+                       help="a published model without the reference's random serialization-order shuffles "
+                            "(level 0 and every pooling): repeated runs give identical results (docs/models.md)")
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    from ..published import LoadOptions
+
+    return LoadOptions(origin=getattr(args, "origin", None), vfm=getattr(args, "vfm", None),
+                       download=bool(getattr(args, "download", False)),
+                       deterministic=bool(getattr(args, "deterministic", False)))

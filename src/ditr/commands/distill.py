@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._options import add_model_arguments, load_options
+
 NAME = "distill"
 HELP = "D-DITR: distil frozen 2D features into a 3D-only PTv3 student (then fine-tune with ditr train --init)."
 EXAMPLES = """examples:
@@ -17,6 +19,7 @@ EXAMPLES = """examples:
   ditr train scannet method/ptv3 dataset.root=data/scannet --init runs/dd-scannet/last.pt   # stage 2
   ditr distill --evaluate runs/dd-scannet/last.pt SCENE_DIR...       # teacher cosine on held-out scenes
   ditr distill --requirements runs/ptv3-ft/last.pt                     # what a checkpoint needs
+  ditr distill --evaluate d-ditr-distill-scannet-dinov2-l SCENE_DIR... --download   # a published student
 
 Features come from the cache of `ditr features` (or online with vfm.online=true). Each entry of
 distill.datasets (a preset name or a mapping of dataset/images/projection/transforms/vfm sections)
@@ -30,13 +33,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, default=None, help="run directory (default runs/<config name>-distill)")
     p.add_argument("--no-resume", action="store_true", help="do not resume from WORK_DIR/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--evaluate", type=Path, default=None, metavar="CKPT",
+    p.add_argument("--evaluate", default=None, metavar="MODEL",
                    help="only evaluate this student's cosine to the teacher (on the scenes given, else its val split)")
-    p.add_argument("--requirements", type=Path, default=None, metavar="CKPT",
+    p.add_argument("--requirements", default=None, metavar="MODEL",
                    help="print what a checkpoint or .ditr bundle needs at inference (images or not, teacher, "
                         "classes) and exit")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
     p.add_argument("--device", default="cpu", help="device for --evaluate")
+    p.add_argument("--set", action="append", default=[], metavar="key=value",
+                   help="with --evaluate: override a setting of the student's run config (vfm.cache=DIR: the "
+                        "teacher's feature cache; vfm.online=true: run the teacher now)")
+    add_model_arguments(p)
 
 
 def _dump(result: Mapping[str, Any]) -> str:
@@ -51,16 +58,18 @@ def run(args: argparse.Namespace) -> int:
     from ..distill import distill, evaluate_distillation
     from ..errors import DitrError
     from ..fileio import atomic_write_json
-    from ..model_files import checkpoint_requirements
+    from ..model_files import checkpoint_requirements, read_model_file
 
     if args.requirements is not None:
-        result = checkpoint_requirements(args.requirements)
+        result = checkpoint_requirements(args.requirements, load_options(args))
         print(_dump(result))
         if args.out:
             atomic_write_json(args.out, result)
         return 0
     if args.evaluate is not None:
-        result = evaluate_distillation(args.evaluate, args.items or None, device=args.device, out=args.out)
+        student = read_model_file(args.evaluate, load_options(args))
+        result = evaluate_distillation(student, args.items or None, device=args.device, out=args.out,
+                                       overrides=getattr(args, "set", None) or ())
         print(_dump({k: v for k, v in result.items() if k != "per_scene"}))
         return 0
     presets = [i for i in args.items if "=" not in i]

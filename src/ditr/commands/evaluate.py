@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._options import MODEL_HELP, add_model_arguments, load_options
+
 NAME = "evaluate"
 HELP = "Evaluate a trained checkpoint on scene directories (full-resolution mIoU, per-class IoU)."
 EXAMPLES = """examples:
@@ -18,8 +20,7 @@ from the feature cache the model was trained with (override with --set vfm.cache
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path,
-                   help="a checkpoint written by ditr train (best.pt / last.pt) or a .ditr bundle")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("data", type=Path, nargs="+", help="scene directories or directories of scenes")
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="override a setting of the stored run config (e.g. vfm.cache=feats)")
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a per-class IoU bar chart (PNG) here")
+    add_model_arguments(p, deterministic=True)
 
 
 def scene_dirs(paths: list[Path]) -> list[Path]:
@@ -45,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.logging import plot_class_iou, to_jsonable
     from ..errors import DitrError
     from ..fileio import atomic_write_json
+    from ..model_files import read_model_file
     from ..training import evaluate
 
     scenes = scene_dirs(args.data)
     if not scenes:
         raise DitrError(f"no scene directories (with coord.npy) in {', '.join(map(str, args.data))}")
-    result = evaluate(args.checkpoint, scenes, tta=args.tta, device=resolve_device(args.device),
-                      overrides=args.set)
+    model = read_model_file(args.checkpoint, load_options(args))
+    result = evaluate(model, scenes, tta=args.tta, device=resolve_device(args.device), overrides=args.set)
     report = to_jsonable({"checkpoint": str(args.checkpoint), "scenes": len(scenes), "tta": args.tta,
                           **result.metrics})
     if args.out:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ._options import MODEL_HELP, add_model_arguments, load_options
+
 NAME = "export"
 HELP = "Export a trained model as a .ditr bundle (safetensors weights + run config), for ditr predict."
 EXAMPLES = """examples:
@@ -28,10 +30,11 @@ UNSUPPORTED = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a ditr train checkpoint (best.pt / last.pt)")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out", type=Path, help="the bundle to write (e.g. model.ditr)")
     p.add_argument("--format", default="bundle", choices=["bundle", "torchscript", "onnx"],
                    help="bundle (default); torchscript and onnx do not work for this network (see above)")
+    add_model_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format != "bundle":
         raise DitrError(UNSUPPORTED.format(fmt={"torchscript": "TorchScript", "onnx": "ONNX"}[args.format]))
-    print(json.dumps(export_bundle(args.checkpoint, args.out)))
+    print(json.dumps(export_bundle(args.checkpoint, args.out, load_options(args))))
     return 0

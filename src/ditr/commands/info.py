@@ -1,4 +1,4 @@
-"""``ditr info CHECKPOINT``: what a checkpoint or bundle holds and what it needs at inference."""
+"""``ditr info MODEL``: what a checkpoint, bundle or published model holds and what it needs at inference."""
 
 from __future__ import annotations
 
@@ -9,22 +9,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._options import MODEL_HELP, add_model_arguments, load_options
+
 if TYPE_CHECKING:
     from ..configs import RunConfig
+    from ..published import LoadOptions
 
 NAME = "info"
-HELP = "Describe a checkpoint or .ditr bundle: model, parameters, VFM, classes, training state, metrics."
+HELP = ("Describe a checkpoint, .ditr bundle or published model: model, parameters, VFM, classes, training state, "
+        "metrics.")
 EXAMPLES = """examples:
   ditr info runs/ditr-scannet/best.pt
   ditr info model.ditr --json | jq .inference
+  ditr info ditr-scannet200-dinov2-l --download          # a published model (ditr models lists them)
+  ditr info exp/scannet/semseg-ptv3/                      # a published folder: config.py + model/model_best.pth
 
-The --json object has the sections file, model, vfm, data, training, metrics and inference
-(inference.needs_images: whether ditr predict / evaluate need the scene's images)."""
+The --json object has the sections file, model, vfm, data, training, metrics, inference
+(inference.needs_images: whether ditr predict / evaluate need the scene's images) and, for a
+published model, published (zoo entry, origin, how each setting was decided; docs/models.md)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a ditr train / distill checkpoint or a .ditr bundle")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_model_arguments(p)
 
 
 def _parameters(config: RunConfig) -> dict[str, int]:
@@ -46,14 +54,14 @@ def _parameters(config: RunConfig) -> dict[str, int]:
     return parts
 
 
-def checkpoint_info(path: Path) -> dict[str, Any]:
-    """Everything ``ditr info`` shows, as JSON-ready data."""
+def checkpoint_info(path: str | Path, options: LoadOptions | None = None) -> dict[str, Any]:
+    """Everything ``ditr info`` shows, as JSON-ready data (``path``: anything ``read_model_file`` reads)."""
     from ..configs import ModelKind
     from ..engine.logging import to_jsonable
     from ..model_files import read_model_file
     from ..models.ptv3 import get_config
 
-    file = read_model_file(path)
+    file = read_model_file(path, options)
     kind, config, record = file.kind, file.run_config(), file.record
     model_cfg, data, vfm, images = config.model, config.dataset, config.vfm, config.images
     model_kind = config.kind
@@ -62,7 +70,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     is_ditr = model_kind is ModelKind.DITR
     needs_images = model_kind.needs_images_at_inference
     info = {
-        "file": {"path": str(path), "kind": kind, "bytes": path.stat().st_size},
+        "file": {"path": str(file.path), "source": file.source, "kind": kind, "bytes": file.path.stat().st_size},
         "model": {"name": model_kind.value, "task": "segmentation" if model_kind.segments else "distillation",
                   "backbone": model_cfg.backbone, "parameters": _parameters(config),
                   "enc_channels": list(backbone.enc_channels), "enc_depths": list(backbone.enc_depths),
@@ -89,8 +97,26 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
                                 if needs_images else "points only (" + ", ".join(data.input_features) + ")"),
                       "predicts": f"{data.num_classes} classes" if model_kind.segments
                       else "2D features (distillation student: fine-tune before predicting classes)"},
+        "published": _published(file.published, config) if file.published is not None else None,
     }
     return to_jsonable(info)
+
+
+def _published(published: Any, config: RunConfig) -> dict[str, Any]:
+    """The provenance of a published model, plus what to fetch for its VFM."""
+    from ..vfm.registry import get_spec
+
+    out = published.to_dict()
+    ptv3 = config.model.ptv3
+    out["behaviour"] = {"reference_compat": ptv3.get("reference_compat", False),
+                        "depth_formula": ptv3.get("depth_formula", "pointcept"),
+                        "order_shuffles": not published.deterministic}
+    if config.kind.needs_images_at_inference:
+        spec = get_spec(config.vfm.model)
+        out["vfm_weights"] = {"model": spec.name, "hub": spec.hub_id,
+                              "fetch": "ditr predict ... --download (into the Hugging Face cache), or "
+                                       "--set vfm.checkpoint=PATH"}
+    return out
 
 
 def _table(title: str, rows: Mapping[str, Any]) -> Any:
@@ -116,6 +142,19 @@ def _print(info: Mapping[str, Any]) -> None:
     needs = info["inference"]
     console.print(f"[bold]{info['file']['path']}[/bold]: {info['file']['kind']}, "
                   f"{info['file']['bytes'] / 2**20:.1f} MiB")
+    published = info.get("published")
+    if published:
+        console.print(_table("published model", {
+            "name": published["zoo"], "source": published["source"], "config.py": published["config_py"],
+            "reported mIoU": published["reported_miou"], "origin": published["origin"],
+            "behaviour": ("reference-compatible (order shuffles on)" if published["behaviour"]["order_shuffles"]
+                          else "reference-compatible, --deterministic (no order shuffles)")
+            + f", depth rule {published['behaviour']['depth_formula']}",
+            "VFM weights needed": (f"{published['vfm_weights']['model']} ({published['vfm_weights']['hub']}); "
+                                   + published["vfm_weights"]["fetch"]) if published.get("vfm_weights") else None,
+            "decided by": "; ".join(f"{k}: {v}" for k, v in published["decided"].items()),
+            "notes": "; ".join(published["notes"]) or None,
+            "config.py not read": ", ".join(published["config_ignored"]) or None}))
     console.print(f"needs images at inference: [bold]{'yes' if needs['needs_images'] else 'no'}[/bold] "
                   f"({needs['needs']}); predicts {needs['predicts']}")
     console.print(_table("model", {
@@ -135,7 +174,8 @@ def _print(info: Mapping[str, Any]) -> None:
     console.print(_table("training", {k.replace("_", " "): v for k, v in training.items()}))
     best, last = info["metrics"]["best"], info["metrics"]["last"] or {}
     if best:
-        console.print(f"best {best['metric']}: [bold]{best['value']:.4f}[/bold] at step {best['step']}")
+        at = f" at step {best['step']}" if best.get("step") is not None else ""
+        console.print(f"best {best['metric']}: [bold]{best['value']:.4f}[/bold]{at}")
     if last.get("iou"):
         t = Table(title=f"last evaluation: mIoU {100 * last['miou']:.2f}, mAcc {100 * last['macc']:.2f}, "
                         f"allAcc {100 * last['allacc']:.2f}", title_justify="left")
@@ -150,7 +190,7 @@ def _print(info: Mapping[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = checkpoint_info(args.checkpoint)
+    info = checkpoint_info(args.checkpoint, load_options(args))
     if args.json:
         print(json.dumps(info))
     else:

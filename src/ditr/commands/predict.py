@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from ._options import MODEL_HELP, add_model_arguments, load_options
+
 NAME = "predict"
 HELP = "Predict per-point classes of a scene with a trained model: labels, coloured PLY, renders, summary."
 EXAMPLES = """examples:
@@ -14,6 +16,7 @@ EXAMPLES = """examples:
   ditr predict model.ditr my_scan --out pred/my_scan --views all         # a bundle from ditr export
   ditr predict runs/ditr-scannet/best.pt big_scan --out pred/big --max-points 100000 --device cuda
   ditr predict runs/ptv3-scannet/best.pt scan --out pred/scan --tta      # vote over fragments + variants
+  ditr predict d-ditr-scannet-ptv3 my_scan --out pred/my_scan --download  # a published model (ditr models)
 
 Writes OUT/labels.npy (int64 per point), pred.ply (points coloured by class, with label and confidence
 fields), classes.json + legend.png (per-class point counts), topdown.png, view_<name>.png (a few of the
@@ -27,7 +30,7 @@ Scenes of more than --max-points voxels are predicted in overlapping chunks (the
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a ditr train checkpoint (best.pt / last.pt) or a .ditr bundle")
+    p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("scene", type=Path, help="scene directory (coord.npy, views.json ...)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
@@ -51,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", action="store_true",
                    help="also write pred.html, a self-contained 3D viewer (WebGL; up to 300k points embedded)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(p, deterministic=True)
 
 
 def _views(value: str | None) -> str | int | None:
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import DitrError
     from ..inference import Predictor
+    from ..model_files import read_model_file
     from ..predict import PredictOptions, write_outputs
     from ..scene import Scene
 
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(max_points=args.max_points, overlap=args.overlap, tta=args.tta,
                              views=_views(args.views), features=args.features)
     device = resolve_device(args.device)
-    predictor = Predictor.load(args.checkpoint, device, overrides=args.set, options=options)
+    model = read_model_file(args.checkpoint, load_options(args))
+    predictor = Predictor.load(model, device, overrides=args.set, options=options)
     scene = Scene.load(args.scene, check_images=False)
     bar = _Bar(enabled=not args.quiet)
     with bar.progress:

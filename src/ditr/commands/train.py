@@ -6,12 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from ._options import add_model_arguments, load_options
+
 NAME = "train"
 HELP = "Train a model (DITR or 3D-only PTv3) from YAML presets with key=value overrides."
 EXAMPLES = """examples:
   ditr train scannet dataset.root=data/scannet vfm.cache=feats --work-dir runs/ditr-scannet
   ditr train scannet method/ptv3 dataset.root=data/scannet --work-dir runs/ptv3-scannet
   ditr train synthetic dataset.root=rooms trainer.epochs=5 trainer.batch_size=2
+  ditr train scannet method/ptv3 dataset.root=data/scannet --init d-ditr-scannet-ptv3 --download   # fine-tune
   torchrun --nproc_per_node 8 -m ditr.cli train scannet dataset.root=data/scannet trainer.batch_size=16
       (trainer.batch_size is the global batch: it must divide by the number of processes)
 
@@ -25,9 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("items", nargs="+", metavar="CONFIG|key=value",
                    help="presets / YAML files, then dotted key=value overrides")
     p.add_argument("--work-dir", type=Path, default=None, help="run directory (default runs/<config name>)")
-    p.add_argument("--init", type=Path, default=None, help="initialise from this checkpoint's matching weights")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="initialise from this model's matching weights (a checkpoint, bundle, published model name "
+                        "or folder, reference .pth); a published model's reference behaviour is carried over")
     p.add_argument("--no-resume", action="store_true", help="do not resume from WORK_DIR/last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(p)
 
 
 def split_items(items: list[str]) -> tuple[list[str], list[str]]:
@@ -38,6 +44,7 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from ..configs import load_preset
     from ..errors import DitrError
+    from ..model_files import read_model_file
     from ..training import train
 
     presets, overrides = split_items(args.items)
@@ -45,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise DitrError("name at least one preset or YAML file before the key=value overrides")
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / config.name or Path(presets[0]).stem
-    summary = train(config, work_dir, init=args.init, resume=not args.no_resume, quiet=args.quiet)
+    init = read_model_file(args.init, load_options(args)) if args.init is not None else None
+    summary = train(config, work_dir, init=init, resume=not args.no_resume, quiet=args.quiet)
     from ..engine import distributed
     from ..engine.logging import to_jsonable
 

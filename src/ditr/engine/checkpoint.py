@@ -51,6 +51,11 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
         raise TrainingStateError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError...
         raise TrainingStateError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    return check_training_state(state, path)
+
+
+def check_training_state(state: Any, path: str | Path) -> dict[str, Any]:
+    """``state`` (a file's content, already read) if it is a training state this ditr can read."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingStateError(f"{path}: not a ditr training state (format tag missing)")
     if state.get("version", 0) > VERSION:

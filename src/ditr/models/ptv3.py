@@ -33,7 +33,9 @@ class PTv3Config:
     * the first block of every decoder stage feeds its positional conv with the projected skip
       features instead of the fused ones (a stale sparse tensor in the reference);
     * every pooling re-shuffles the serialization rows with ``torch.randperm`` on the global RNG,
-      in eval too (disable just this with ``compat_pooling_shuffle=False``).
+      in eval too (disable just this with ``compat_pooling_shuffle=False``);
+    * level 0's rows are shuffled whenever ``shuffle_orders`` is set, in eval too. Repeatable
+      inference needs both ``shuffle_orders=False`` and ``compat_pooling_shuffle=False``.
 
     Without it the model is deterministic at inference: orders are shuffled only in training
     (``shuffle_orders``). ``depth_formula`` selects the serialization depth rule ("pointcept":

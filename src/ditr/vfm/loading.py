@@ -36,6 +36,15 @@ _MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "dinov3_vit": DINOv3ViTModel,
 }
 _META_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+class WeightsNotFound(DitrError):
+    """No weights for a model offline (and no download allowed): the message lists the ways to give them."""
+
+    def __init__(self, spec: VFMSpec, message: str):
+        self.spec = spec
+        super().__init__(message)
+
 _HF_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
 
@@ -188,7 +197,7 @@ def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> VF
     except (LocalEntryNotFoundError, OSError):
         local = None
     if local is None and not allow_download:
-        raise DitrError(
+        raise WeightsNotFound(spec,
             f"no weights for {spec.name!r} found offline. Provide them with --checkpoint PATH "
             f"(a Hugging Face directory, or Meta's official .pth file), put them at "
             f"${MODELS_ENV}/{spec.name}/ or ${MODELS_ENV}/{spec.name}.pth, or allow a download of "
