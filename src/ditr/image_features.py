@@ -191,6 +191,9 @@ def batch_image_table(batch: Mapping[str, Any], source: ImageFeatureSource | Non
     table = batch.get("img_table")
     if table is not None:
         return table
+    views = batch.get("num_views")
+    if batch.get("images") is None and source is not None and views is not None and int(views.sum()) == 0:
+        return torch.zeros((0, source.feature_dim))  # online, and no sample of the batch has a view
     if batch.get("images") is None:
         raise DitrError(f"the {owner}'s batch needs img_table (cached features) or images (online VFM); "
                         "was it built for a model kind that uses images (ditr, d-ditr)?")
