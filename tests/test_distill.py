@@ -194,7 +194,7 @@ def test_multi_source_configs(world):
     assert len(train_set) == 2 and val_set is None
     views = [len(train_set[i]["view_names"]) for i in range(2)]
     assert views == [2, 4]
-    config.distill.datasets.append({"vfm": {"model": "dinov2-small"}})
+    config.distill.datasets.append({"vfm": {"model": "dinov2-vits14"}})  # another (registered) teacher
     with pytest.raises(DitrError, match="teacher"):
         source_configs(config)
     config.distill.datasets = [{"optim": {}}]

@@ -173,7 +173,7 @@ def test_bad_engine_settings_are_one_line_errors(tmp_path, capsys):
     ensure_rooms(tmp_path / "rooms", 2, 0, 2000, 2)
     common = ["train", "synthetic", "method/ptv3", f"dataset.root={tmp_path / 'rooms'}"]
     options = ["--quiet", "--work-dir", str(tmp_path / "run")]
-    for override, message in [("trainer.amp=fp8", "trainer: amp: must be"),
+    for override, message in [("trainer.amp=fp8", "trainer.amp: must be"),
                               ("trainer.max_steps=2", "needs at least 3 steps")]:
         extra = [override] if "amp" in override else [override, "trainer.epochs=null"]
         assert main(common + extra + options) == 2

@@ -28,8 +28,11 @@ class ConfigError(DitrError, ValueError):
     """A configuration file, override or value that cannot be used; names where and the key.
 
     Also a ``ValueError``, so that library callers may catch it as the invalid argument it is.
+    A config section's own check does not know the file it came from: it leaves ``where`` empty
+    and names its key relative to the section, and the schema reader adds both
+    (:func:`ditr.configs.schema.from_mapping`).
     """
 
     def __init__(self, where: str, key: str | None, problem: str):
         self.where, self.key, self.problem = where, key, problem
-        super().__init__(f"{where}: {key + ': ' if key else ''}{problem}")
+        super().__init__(": ".join(part for part in (where, key, problem) if part))

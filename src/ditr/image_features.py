@@ -131,9 +131,9 @@ class ImageFeatureSource:
             if view is None:
                 parts.append(torch.zeros((self.feature_dim, int(h), int(w)), dtype=torch.float16))
                 continue
-            grid = self.cache.get(self.extractor.key(view, bool(flip)))
+            grid, state = self.cache.read(self.extractor.key(view, bool(flip)))
             if grid is None:
-                raise DitrError(self._missing(scene, view, bool(flip)))
+                raise DitrError(self._missing(scene, view, bool(flip), damaged=state == "corrupt"))
             parts.append(grid)
         return image_table_from_grids(parts) if parts else torch.zeros((0, self.feature_dim), dtype=torch.float16)
 
@@ -169,17 +169,20 @@ class ImageFeatureSource:
         """(D, h, w) float32 grid per view: cached, else computed (and cached when there is a cache)."""
         return self.extractor.grids(views, flips)
 
-    def _missing(self, scene: Scene, view: View, flip: bool) -> str:
+    def _missing(self, scene: Scene, view: View, flip: bool, damaged: bool = False) -> str:
         s = self.settings
         res = self.input_size(view)
         cmd = (f"ditr features {scene.path} --model {s['model']} --cache {s['cache']} --resolution {res[0]}x{res[1]}"
                + (f" --checkpoint {s['checkpoint']}" if s.get("checkpoint") else "")
                + (" --flip" if flip else "")
                + (f" --precision {s['precision']}" if s.get("precision", "auto") != "auto" else ""))
-        return (f"scene {scene.name}: features of view {view.name!r}{' (flipped)' if flip else ''} for "
-                f"{s['model']} at {res[0]}x{res[1]} (settings {self.backend.settings}) are not in the "
-                f"cache {s['cache']}. Fill it first:\n  {cmd}\n(the image-flip augmentation needs --flip; "
-                "vfm.precision must match the run that filled the cache)")
+        where = (f"scene {scene.name}: features of view {view.name!r}{' (flipped)' if flip else ''} for "
+                 f"{s['model']} at {res[0]}x{res[1]} (settings {self.backend.settings})")
+        if damaged:
+            return (f"{where}: the entry in the cache {s['cache']} is damaged (its checksum does not match: "
+                    f"never served). Recompute it:\n  {cmd}")
+        return (f"{where} are not in the cache {s['cache']}. Fill it first:\n  {cmd}\n(the image-flip "
+                "augmentation needs --flip; vfm.precision must match the run that filled the cache)")
 
 
 def batch_image_table(batch: Mapping[str, Any], source: ImageFeatureSource | None, owner: str = "model"
@@ -191,6 +194,9 @@ def batch_image_table(batch: Mapping[str, Any], source: ImageFeatureSource | Non
     table = batch.get("img_table")
     if table is not None:
         return table
+    views = batch.get("num_views")
+    if batch.get("images") is None and source is not None and views is not None and int(views.sum()) == 0:
+        return torch.zeros((0, source.feature_dim))  # online, and no sample of the batch has a view
     if batch.get("images") is None:
         raise DitrError(f"the {owner}'s batch needs img_table (cached features) or images (online VFM); "
                         "was it built for a model kind that uses images (ditr, d-ditr)?")

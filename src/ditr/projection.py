@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DitrError
+from . import checks
+from .errors import ConfigError, DitrError
 from .scene import Scene
 
 Occlusion = Literal["auto", "depth", "splat", "none"]
@@ -64,10 +65,17 @@ class ProjectionConfig:
     chunk_size: int = 1 << 18
 
     def __post_init__(self) -> None:
-        if self.occlusion not in ("auto", "depth", "splat", "none"):
-            raise DitrError(f"occlusion must be auto, depth, splat or none, not {self.occlusion!r}")
+        """Ranges: a negative or NaN tolerance would hide every point, a NaN gate would pass none."""
+        checks.one_of("occlusion", self.occlusion, ("auto", "depth", "splat", "none"))
+        checks.number("depth_tolerance", self.depth_tolerance, low=0)
+        checks.number("min_depth", self.min_depth, low=0)
+        checks.number("max_depth", self.max_depth, low=0, low_open=True, optional=True)
         if self.max_depth is not None and self.max_depth <= self.min_depth:
-            raise DitrError(f"max_depth ({self.max_depth}) must exceed min_depth ({self.min_depth})")
+            raise ConfigError("", "max_depth", f"({self.max_depth}) must exceed min_depth ({self.min_depth})")
+        checks.number("point_spacing", self.point_spacing, low=0, low_open=True, optional=True)
+        checks.number("splat_radius_px", self.splat_radius_px, low=0, low_open=True, optional=True)
+        checks.number("splat_scale", self.splat_scale, low=0, low_open=True)
+        checks.positive_int("chunk_size", self.chunk_size)
 
 
 @dataclass

@@ -30,6 +30,20 @@ COORD_FILE = "coord.npy"
 
 #: Label-image value meaning "ignore" (class -1) for 8-bit and 16-bit PNG label images.
 LABEL_IGNORE_PNG = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+#: Largest |R R^T - I| entry of a camera pose's rotation part (ScanNet's 6-decimal poses are ~1e-6 off).
+POSE_TOLERANCE = 1e-3
+#: Image modes (Pillow's) and how :meth:`View.read_image` makes 8-bit RGB of them: 8-bit modes by
+#: Pillow's own conversion, 16-bit greyscale by keeping the high byte (Pillow would clip it to white).
+IMAGE_MODES_8BIT = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "La", "RGBa")
+IMAGE_MODES_16BIT = ("I;16", "I;16B", "I;16L", "I")
+#: Depth images: single-channel 16-bit (``I`` is how some Pillow versions open a 16-bit PNG) or 32-bit float.
+DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+#: Label images: single-channel 8-bit (255 = ignore) or 16-bit (65535 = ignore) class ids.
+LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
+
+
+class ImageFormatError(ValueError):
+    """A file that decodes but holds the wrong kind of image (8-bit depth, colour labels, ...)."""
 
 
 def _attribute_kind(name: str) -> str | None:
@@ -104,12 +118,26 @@ def _check_intrinsics(k: np.ndarray, file: Path, field_name: str) -> None:
         raise SceneError(file, field_name, f"last row must be [0, 0, 1], got {k[2].tolist()}")
 
 
-def _check_pose(t: np.ndarray, file: Path, field_name: str) -> None:
+def check_rigid_pose(t: np.ndarray, file: Path | str, field_name: str) -> None:
+    """A camera pose is rigid: last row ``[0, 0, 0, 1]``, rotation part orthonormal within
+    :data:`POSE_TOLERANCE` and det +1. Scaled, sheared or mirrored poses are a SceneError naming
+    ``file`` and ``field_name`` (they would project every point to the wrong pixel, silently)."""
     if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0]):
         raise SceneError(file, field_name, f"last row must be [0, 0, 0, 1], got {t[3].tolist()}")
-    det = float(np.linalg.det(t[:3, :3]))
-    if not math.isfinite(det) or abs(det) < 1e-9 or np.linalg.cond(t[:3, :3]) > 1e8:
+    r = t[:3, :3]
+    det = float(np.linalg.det(r))
+    if not math.isfinite(det) or abs(det) < 1e-9 or np.linalg.cond(r) > 1e8:
         raise SceneError(file, field_name, f"is not invertible (det of the rotation part = {det:.3g})")
+    error = float(np.abs(r @ r.T - np.eye(3)).max())
+    if error > POSE_TOLERANCE:
+        scales = np.linalg.norm(r, axis=0)
+        raise SceneError(file, field_name, f"is not rigid: its rotation part is not orthonormal (|R R^T - I| = "
+                                           f"{error:.3g}, column lengths {np.round(scales, 4).tolist()}): a camera "
+                                           "pose has no scale or shear")
+    if det < 0:
+        raise SceneError(file, field_name, "is mirrored (det of the rotation part = -1): a handedness mix-up, e.g. "
+                                           "one axis flipped between the OpenGL and OpenCV conventions")
+
 
 
 def _positive_int(value: Any, file: Path, field_name: str) -> int:
@@ -121,12 +149,18 @@ def _positive_int(value: Any, file: Path, field_name: str) -> int:
 def read_label_image(path: Path) -> np.ndarray:
     """Read a per-pixel class-id image (PNG: 255 / 65535 = ignore; ``.npy``: -1 = ignore) as int64."""
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False).astype(np.int64)
-    raw = np.asarray(Image.open(path))
-    ignore = LABEL_IGNORE_PNG.get(raw.dtype)
+        raw = np.load(path, allow_pickle=False)
+        if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+            raise ImageFormatError(f"a label array is (H, W) integers, got {raw.dtype} {raw.shape}")
+        return raw.astype(np.int64)
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode not in LABEL_MODES:
+            raise ImageFormatError(f"a label image is single-channel 8- or 16-bit class ids, got mode {mode}")
+        raw = np.asarray(im)
+    ignore = 255 if mode in ("L", "P") else 65535  # mode I: a 16-bit PNG as older Pillow versions open it
     labels = raw.astype(np.int64)
-    if ignore is not None:
-        labels[raw == ignore] = -1
+    labels[raw == ignore] = -1
     return labels
 
 
@@ -137,11 +171,46 @@ def write_label_image(path: Path, labels: np.ndarray) -> None:
 
 
 def read_depth_image(path: Path, depth_scale: float) -> np.ndarray:
-    """Read a depth map (uint16 PNG or ``.npy``) and return metres as float32; 0 marks no depth."""
-    raw = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.asarray(Image.open(path))
+    """Read a depth map (uint16 PNG or ``.npy``) and return metres as float32; 0 marks no depth.
+
+    An 8-bit (or colour) image is refused: read in millimetres every depth would be under 0.26 m.
+    """
+    if path.suffix == ".npy":
+        raw = np.load(path, allow_pickle=False)
+        if raw.ndim != 2 or not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)):
+            raise ImageFormatError(f"a depth array is (H, W) numbers, got {raw.dtype} {raw.shape}")
+    else:
+        with Image.open(path) as im:
+            _check_depth_mode(im.mode)
+            raw = np.asarray(im)
     depth = raw.astype(np.float32) / float(depth_scale)
     depth[~np.isfinite(depth)] = 0.0
     return depth
+
+
+def _check_depth_mode(mode: str) -> None:
+    if mode in DEPTH_MODES:
+        return
+    if mode in ("L", "P", "1", "LA", "PA"):
+        raise ImageFormatError(f"is an 8-bit image (mode {mode}); depth maps are 16-bit PNGs in units of "
+                               "1/depth_scale metres (read as millimetres, 8 bits would put every depth under "
+                               "0.26 m): write it as uint16")
+    raise ImageFormatError(f"has mode {mode}; depth maps are single-channel 16-bit PNGs (uint16) or .npy arrays")
+
+
+def image_to_rgb(im: Image.Image) -> np.ndarray:
+    """8-bit RGB (H, W, 3) of a Pillow image: 16-bit greyscale keeps its high byte (Pillow's own
+    conversion clips it, making it nearly all white), 8-bit modes convert as Pillow does."""
+    if im.mode in IMAGE_MODES_16BIT:
+        raw = np.asarray(im)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise ImageFormatError(f"mode {im.mode} with values outside 0..65535: not a 16-bit image")
+        grey = np.round(raw.astype(np.float32) / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode not in IMAGE_MODES_8BIT:
+        raise ImageFormatError(f"unsupported image mode {im.mode} (expected 8-bit RGB / greyscale or 16-bit "
+                               "greyscale)")
+    return np.asarray(im.convert("RGB"))
 
 
 def write_depth_image(path: Path, depth_m: np.ndarray, depth_scale: float = 1000.0) -> None:
@@ -201,7 +270,9 @@ class View:
             raise SceneError(VIEWS_FILE, f"views[{self.name}].image", "no image file or array")
         try:
             with Image.open(self.image_path) as im:
-                rgb = np.asarray(im.convert("RGB"))
+                rgb = image_to_rgb(im)
+        except ImageFormatError as exc:
+            raise SceneError(self.image_path, f"views[{self.name}].image", str(exc)) from None
         except Exception as exc:  # PIL raises several types for damaged files
             raise SceneError(self.image_path, f"views[{self.name}].image", f"cannot be decoded ({exc})") from None
         if rgb.shape[:2] != (self.height, self.width):
@@ -217,6 +288,8 @@ class View:
             return None
         try:
             depth = read_depth_image(self.depth_path, self.depth_scale)
+        except ImageFormatError as exc:
+            raise SceneError(self.depth_path, f"views[{self.name}].depth", str(exc)) from None
         except Exception as exc:
             raise SceneError(self.depth_path, f"views[{self.name}].depth", f"cannot be decoded ({exc})") from None
         _, w, h = self.depth_camera
@@ -233,6 +306,8 @@ class View:
             return None
         try:
             return read_label_image(self.label_path)
+        except ImageFormatError as exc:
+            raise SceneError(self.label_path, f"views[{self.name}].label", str(exc)) from None
         except Exception as exc:
             raise SceneError(self.label_path, f"views[{self.name}].label", f"cannot be decoded ({exc})") from None
 
@@ -271,8 +346,17 @@ class Scene:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path, *, check_images: bool = True) -> Scene:
-        """Load and validate a scene directory; ``check_images`` also verifies every image's size."""
+    def load(cls, path: str | Path, *, check_images: bool = True, num_classes: int | None = None,
+             segment: str | None = None, allow_external_files: bool = False) -> Scene:
+        """Load and validate a scene directory.
+
+        ``check_images`` also reads every image, depth and label file's header (size and mode: a
+        few ms per hundred views). ``num_classes`` checks that the label array (``segment``, else
+        the scene's own choice, see :meth:`segment`) holds ids in ``0 .. num_classes - 1`` or -1.
+        Files named in ``views.json`` must lie inside the scene directory (no ``..``, no absolute
+        path) unless ``allow_external_files``: for scenes that share an image folder on purpose.
+        Symbolic links inside the scene directory are followed (a user made them, not the data).
+        """
         path = Path(path)
         if not path.is_dir():
             raise SceneError(path, None, "scene directory does not exist")
@@ -300,8 +384,28 @@ class Scene:
                 continue
             attributes[name] = _validate_attribute(name, _load_npy(file, name), n, file)
         meta = cls._load_meta(path / META_FILE)
-        views = cls._load_views(path, check_images) if (path / VIEWS_FILE).exists() else []
-        return cls(coord=coord, attributes=attributes, views=views, meta=meta, path=path)
+        views = cls._load_views(path, check_images, allow_external_files) if (path / VIEWS_FILE).exists() else []
+        scene = cls(coord=coord, attributes=attributes, views=views, meta=meta, path=path)
+        if num_classes is not None:
+            scene.check_labels(num_classes, segment)
+        return scene
+
+    def check_labels(self, num_classes: int, segment: str | None = None) -> None:
+        """The label array (``segment``, else the scene's choice) holds ids ``0 .. num_classes - 1``
+        or -1 (ignore); a SceneError naming the file otherwise. A scene without that array passes:
+        whether labels are required is the caller's decision."""
+        key = segment or self.meta.get("segment")
+        labels = self.segment(segment)
+        if labels is None or not labels.size:
+            return
+        top = int(labels.max())
+        if top >= num_classes:
+            name = key or next((k for k, v in self.attributes.items() if v is labels), "segment")
+            file = (self.path / f"{name}.npy") if self.path else Path(f"{name}.npy")
+            count = int((labels >= num_classes).sum())
+            raise SceneError(file, name, f"holds class id {top} ({count} points >= {num_classes}) but the run has "
+                                         f"{num_classes} classes (ids 0..{num_classes - 1}, -1 = ignore): "
+                                         "another label set than dataset.segment / dataset.num_classes say?")
 
     @staticmethod
     def _load_meta(file: Path) -> dict[str, Any]:
@@ -321,7 +425,7 @@ class Scene:
         return meta
 
     @staticmethod
-    def _load_views(path: Path, check_images: bool) -> list[View]:
+    def _load_views(path: Path, check_images: bool, allow_external_files: bool = False) -> list[View]:
         file = path / VIEWS_FILE
         try:
             doc = json.loads(file.read_text())
@@ -337,7 +441,7 @@ class Scene:
             raise SceneError(file, "views", "must be a list")
         views, seen = [], set()
         for i, entry in enumerate(entries):
-            views.append(_parse_view(entry, i, path, file, check_images))
+            views.append(_parse_view(entry, i, path, file, check_images, allow_external_files))
             if views[-1].name in seen:
                 raise SceneError(file, f"views[{i}].name", f"duplicate view name {views[-1].name!r}")
             seen.add(views[-1].name)
@@ -354,6 +458,14 @@ class Scene:
         n = self.num_points
         for name, array in self.attributes.items():
             _validate_attribute(name, np.asarray(array), n, path / f"{name}.npy")
+        names: set[str] = set()
+        for i, view in enumerate(self.views):  # what load would refuse is not written
+            where = f"views[{i}] ({view.name})"
+            if view.name in names:
+                raise SceneError(path / VIEWS_FILE, f"{where}.name", f"duplicate view name {view.name!r}")
+            names.add(view.name)
+            pose = finite_numbers(view.cam_to_world, (4, 4), path / VIEWS_FILE, f"{where}.cam_to_world")
+            check_rigid_pose(pose, path / VIEWS_FILE, f"{where}.cam_to_world")
         with atomic_directory(path) as tmp:
             atomic_save_npy(tmp / COORD_FILE, np.ascontiguousarray(self.coord, dtype=np.float32))
             for name, array in self.attributes.items():
@@ -361,14 +473,16 @@ class Scene:
             if self.meta:
                 atomic_write_json(tmp / META_FILE, self.meta)
             if self.views:
-                entries = [_write_view(v, tmp, image_format) for v in self.views]
+                stems: set[str] = set()
+                entries = [_write_view(v, tmp, image_format, stems) for v in self.views]
                 atomic_write_json(tmp / VIEWS_FILE,
                                   {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
         self.path = path
         return path
 
 
-def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) -> View:
+def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool,
+                allow_external_files: bool = False) -> View:
     where = f"views[{i}]"
     if not isinstance(entry, dict):
         raise SceneError(file, where, "must be a JSON object")
@@ -384,14 +498,18 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
     k = finite_numbers(entry["intrinsics"], (3, 3), file, f"{where}.intrinsics")
     _check_intrinsics(k, file, f"{where}.intrinsics")
     pose = finite_numbers(entry["cam_to_world"], (4, 4), file, f"{where}.cam_to_world")
-    _check_pose(pose, file, f"{where}.cam_to_world")
+    check_rigid_pose(pose, file, f"{where}.cam_to_world")
 
     def existing(key: str) -> Path | None:
         rel = entry.get(key)
         if rel is None:
             return None
-        if not isinstance(rel, str):
+        if not isinstance(rel, str) or not rel:
             raise SceneError(file, f"{where}.{key}", "must be a path string relative to the scene directory")
+        if not allow_external_files and _leaves_directory(rel):
+            raise SceneError(file, f"{where}.{key}", f"{rel!r} points outside the scene directory; views.json "
+                                                     "names files inside it (Scene.load(..., allow_external_files="
+                                                     "True) reads shared image folders on purpose)")
         p = root / rel
         if not p.is_file():
             raise SceneError(file, f"{where}.{key}", f"file not found: {p}")
@@ -412,38 +530,74 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool) 
             view.depth_height = _positive_int(entry.get("depth_height"), file, f"{where}.depth_height")
     if check_images:
         assert view.image_path is not None  # "image" is a required key
-        _check_size(view.image_path, (width, height), file, f"{where}.image")
+        _check_size(view.image_path, (width, height), file, f"{where}.image", "image")
         if view.depth_path is not None:
             _, dw, dh = view.depth_camera
-            _check_size(view.depth_path, (dw, dh), file, f"{where}.depth")
+            _check_size(view.depth_path, (dw, dh), file, f"{where}.depth", "depth")
         if view.label_path is not None:
-            _check_size(view.label_path, (width, height), file, f"{where}.label")
+            _check_size(view.label_path, (width, height), file, f"{where}.label", "label")
     return view
 
 
-def _image_size(p: Path) -> tuple[int, int]:
+def _leaves_directory(rel: str) -> bool:
+    """Whether a views.json path is absolute or climbs out with ``..`` (either separator, any drive)."""
+    parts = rel.replace("\\", "/").split("/")
+    return rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":") or ".." in parts
+
+
+def _image_header(p: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and the Pillow mode (for ``.npy``: the dtype's name) of a file, from its header."""
     if p.suffix == ".npy":
-        shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
-        return int(shape[1]), int(shape[0])
+        array = np.load(p, mmap_mode="r", allow_pickle=False)
+        if array.ndim != 2:
+            raise ValueError(f"an image array is (H, W), got shape {array.shape}")
+        return (int(array.shape[1]), int(array.shape[0])), array.dtype.name
     with Image.open(p) as im:  # reads the header only
-        return im.size
+        return im.size, im.mode
 
 
-def _check_size(p: Path, expected: tuple[int, int], file: Path, field_name: str) -> None:
+def _check_mode(mode: str, kind: str, npy: bool) -> None:
+    if npy:
+        if kind == "label" and not mode.startswith(("int", "uint")):
+            raise ValueError(f"a label array holds integer class ids, got {mode}")
+        if kind != "label" and not mode.startswith(("int", "uint", "float")):
+            raise ValueError(f"a depth array holds numbers, got {mode}")
+        if kind == "image":
+            raise ValueError("images are image files (JPEG, PNG, ...), not .npy arrays")
+        return
+    if kind == "image" and mode not in IMAGE_MODES_8BIT + IMAGE_MODES_16BIT:
+        raise ValueError(f"unsupported image mode {mode} (expected 8-bit RGB / greyscale or 16-bit greyscale)")
+    if kind == "depth":
+        _check_depth_mode(mode)
+    if kind == "label" and mode not in LABEL_MODES:
+        raise ImageFormatError(f"a label image is single-channel 8- or 16-bit class ids, got mode {mode}")
+
+
+def _check_size(p: Path, expected: tuple[int, int], file: Path, field_name: str, kind: str = "image") -> None:
     try:
-        size = _image_size(p)
+        size, mode = _image_header(p)
     except Exception as exc:
         raise SceneError(p, field_name, f"cannot be read as an image ({exc})") from None
+    try:
+        _check_mode(mode, kind, p.suffix == ".npy")
+    except ValueError as exc:
+        raise SceneError(p, field_name, str(exc)) from None
     if size != expected:
         raise SceneError(p, field_name,
                          f"is {size[0]}x{size[1]} pixels, {file.name} declares {expected[0]}x{expected[1]}")
 
 
-def _write_view(view: View, root: Path, image_format: str) -> dict[str, Any]:
+def _write_view(view: View, root: Path, image_format: str, stems: set[str]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": view.name, "width": view.width, "height": view.height,
                              "intrinsics": np.asarray(view.intrinsics).tolist(),
                              "cam_to_world": np.asarray(view.cam_to_world).tolist()}
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name) or "view"
+    stem, k = safe, 1
+    while stem.lower() in stems:  # "a/b" and "a_b" must not write one file (case-insensitive file systems too)
+        k += 1
+        stem = f"{safe}_{k}"
+    stems.add(stem.lower())
+    safe = stem
     (root / "images").mkdir(exist_ok=True)
     if view.image is not None:
         rel = f"images/{safe}.{image_format}"

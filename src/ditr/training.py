@@ -67,6 +67,9 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
     else:
         model = model_from_config(config)
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
+    for dataset in (train_set, val_set):  # label arrays and ids checked before any work, naming the file
+        if dataset is not None:
+            dataset.check_labels()
     criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,

@@ -18,17 +18,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
+from .. import checks
 from ..engine.losses import LossConfig
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainerConfig
-from ..errors import ConfigError
-from ..models.ptv3 import PTv3Config
+from ..errors import ConfigError, DitrError
+from ..models.ptv3 import MAX_CHANNELS, PTv3Config, get_config
 from ..lifting import ViewFusion
 from ..projection import ProjectionConfig
+from ..vfm.registry import POS_INTERPOLATIONS, get_spec
 from .files import apply_override, merge, read_config_files
 from .schema import check_fields, config_fields, from_mapping, to_mapping
 
@@ -37,6 +42,15 @@ INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
 
 #: How a sample picks its frames: ``random`` (training), ``evenly`` spaced, ``all`` (fixed rigs).
 FrameSelection = Literal["random", "evenly", "all"]
+#: Dataset modes a split can be given for.
+SPLIT_MODES = ("train", "val", "test")
+#: The scene format's ignore label (docs/scene-format.md): the only ``dataset.ignore_index``.
+IGNORE_LABEL = -1
+#: Most classes a label set can have: 16-bit label images keep 65535 for "ignore".
+MAX_CLASSES = 65535
+#: Largest network input side (pixels) and views per sample: sanity limits against typos.
+MAX_RESOLUTION = 8192
+MAX_VIEWS = 4096
 
 
 class ModelKind(str, enum.Enum):
@@ -90,7 +104,37 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         unknown = [n for n in self.input_features if n not in INPUT_FEATURES]
         if unknown:
-            raise ValueError(f"input_features: unknown {unknown}; choose from {sorted(INPUT_FEATURES)}")
+            raise ConfigError("", "input_features", f"unknown {unknown}; choose from {sorted(INPUT_FEATURES)}")
+        if not self.input_features:
+            raise ConfigError("", "input_features", f"is empty: give at least one of {sorted(INPUT_FEATURES)}")
+        checks.distinct("input_features", self.input_features)
+        checks.non_empty("root", self.root, optional=True)
+        for mode, split in self.splits.items():
+            if mode not in SPLIT_MODES:
+                raise ConfigError("", f"splits.{mode}", f"unknown mode; splits are given for {', '.join(SPLIT_MODES)}")
+            if isinstance(split, list):
+                if not split:
+                    raise ConfigError("", f"splits.{mode}", "is an empty list of scenes")
+                for i, entry in enumerate(split):
+                    checks.non_empty(f"splits.{mode}[{i}]", entry)
+            else:
+                checks.non_empty(f"splits.{mode}", split, optional=True)
+        if self.segment is not None and not re.fullmatch(r"segment[A-Za-z0-9_-]*", self.segment):
+            raise ConfigError("", "segment", f"must name a label array of the scenes (segment, segment20, ...: a "
+                                             f"segment*.npy file), got {self.segment!r}")
+        checks.positive_int("num_classes", self.num_classes, optional=True, high=MAX_CLASSES)
+        if self.class_names is not None:
+            if not self.class_names:
+                raise ConfigError("", "class_names", "is an empty list (give one name per class, or null)")
+            checks.distinct("class_names", self.class_names)
+            if self.num_classes is not None and len(self.class_names) != self.num_classes:
+                raise ConfigError("", "class_names", f"has {len(self.class_names)} names for num_classes = "
+                                                     f"{self.num_classes}: give one name per class")
+        if self.ignore_index != IGNORE_LABEL or isinstance(self.ignore_index, bool):
+            raise ConfigError("", "ignore_index", f"must be {IGNORE_LABEL} (the scene format's ignore label; another "
+                                                  f"value would drop a real class or crash on -1), "
+                                                  f"got {self.ignore_index!r}")
+        checks.positive_int("loop", self.loop, high=10_000)
 
     @property
     def in_channels(self) -> int:
@@ -110,6 +154,14 @@ class ImagesConfig:
     resolution: list[int] | None = None
     view_strategy: ViewFusion = "last"
     color_jitter: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        checks.positive_int("views_per_sample", self.views_per_sample, optional=True, high=MAX_VIEWS)
+        if self.resolution is not None:
+            checks.numbers("resolution", self.resolution, length=2, low=1, high=MAX_RESOLUTION, integer=True)
+        if self.color_jitter is not None:  # (brightness, contrast, saturation, hue) as torchvision's ColorJitter
+            checks.numbers("color_jitter", self.color_jitter, length=4, low=0, high=1)
+            checks.number("color_jitter[3]", self.color_jitter[3], low=0, high=0.5)
 
 
 @dataclass
@@ -132,6 +184,17 @@ class VFMConfig:
     preprocess_device: str = "cpu"
     download: bool = False
 
+    def __post_init__(self) -> None:
+        try:
+            get_spec(self.model)
+        except DitrError as exc:
+            raise ConfigError("", "model", str(exc)) from None
+        checks.non_empty("checkpoint", self.checkpoint, optional=True)
+        checks.non_empty("cache", self.cache, optional=True)
+        checks.one_of("pos_interpolation", self.pos_interpolation, POS_INTERPOLATIONS)
+        for key in ("device", "preprocess_device"):
+            _check_device(key, getattr(self, key))
+
 
 @dataclass
 class TransformsConfig:
@@ -148,6 +211,9 @@ class TransformsConfig:
 @dataclass
 class Mix3DConfig:
     p: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks.number("p", self.p, low=0, high=1)
 
 
 @dataclass
@@ -167,6 +233,16 @@ class InjectionConfig:
     pool_reduce: Literal["max", "mean", "sum", "min"] = "max"
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.stages is not None:
+            if not self.stages:
+                raise ConfigError("", "stages", "is empty: no decoder stage would see an image (null means all "
+                                                "stages; a model without images is model.name: ptv3)")
+            for i, stage in enumerate(self.stages):
+                checks.number(f"stages[{i}]", stage, low=0, integer=True)
+            checks.distinct("stages", self.stages)
+        checks.number("dropout", self.dropout, low=0, high=1, high_open=True)
+
 
 @dataclass
 class ModelConfig:
@@ -180,7 +256,18 @@ class ModelConfig:
     ptv3: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ptv3 = check_fields(PTv3Config, self.ptv3, "", "model.ptv3.")  # from_mapping names the file
+        self.ptv3 = check_fields(PTv3Config, self.ptv3, "", "ptv3.")  # from_mapping names the file and section
+        checks.positive_int("image_channels", self.image_channels, optional=True, high=MAX_CHANNELS)
+        try:  # the backbone with its overrides: every field's range and the stages' relations
+            backbone, _ = get_config(self.backbone, **self.ptv3)
+        except KeyError as exc:
+            raise ConfigError("", "backbone", str(exc.args[0])) from None
+        except ConfigError as exc:
+            raise ConfigError("", f"ptv3.{exc.key}" if exc.key else "ptv3", exc.problem) from None
+        stages = len(backbone.dec_depths)
+        if self.injection.stages is not None and any(s >= stages for s in self.injection.stages):
+            raise ConfigError("", "injection.stages", f"{list(self.injection.stages)}: backbone {self.backbone!r} "
+                                                      f"has decoder stages 0..{stages - 1}")
 
     @property
     def kind(self) -> ModelKind:
@@ -195,6 +282,12 @@ class DistillConfig:
     head_channels: int | None = None
     loss: Literal["cosine"] = "cosine"
     datasets: list[str | dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        checks.positive_int("head_channels", self.head_channels, optional=True, high=MAX_CHANNELS)
+        for i, source in enumerate(self.datasets or []):
+            if isinstance(source, str):
+                checks.non_empty(f"datasets[{i}]", source)
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -219,6 +312,20 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     #: Written by training, never by users: where a fine-tuned model started (a model file's report).
     init: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        """Relations between sections (each section checks its own ranges)."""
+        classes, weights = self.dataset.num_classes, self.loss.class_weights
+        if classes is not None and weights is not None and len(weights) != classes:
+            raise ConfigError("", "loss.class_weights", f"has {len(weights)} weights for dataset.num_classes = "
+                                                        f"{classes}: give one weight per class")
+        resolution = self.images.resolution
+        if resolution is not None and self.model.name.uses_images:
+            patch = get_spec(self.vfm.model).patch_size
+            if resolution[0] % patch or resolution[1] % patch:
+                fit = [max(patch, round(r / patch) * patch) for r in resolution]
+                raise ConfigError("", "images.resolution", f"{list(resolution)} must be multiples of the patch size "
+                                                           f"{patch} of vfm.model {self.vfm.model!r} (e.g. {fit})")
 
     # -------------------------------------------------------------------------------- building
     @classmethod
@@ -293,6 +400,16 @@ class RunConfig:
         if not self.dataset.num_classes:
             raise ConfigError("config", "dataset.num_classes", "is not set")
         return int(self.dataset.num_classes)
+
+
+def _check_device(key: str, value: str) -> None:
+    """``auto`` or a torch device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    if value == "auto":
+        return
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError("", key, f"must be auto or a torch device (cpu, cuda, cuda:1, mps), got {value!r}") from None
 
 
 def load_config(paths: str | Sequence[str], overrides: Sequence[str] = ()) -> RunConfig:

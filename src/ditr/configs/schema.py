@@ -157,10 +157,11 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], where: str, prefix: st
     kwargs = check_fields(cls, values, where, prefix)
     try:
         return cls(**kwargs)
-    except ConfigError as exc:  # a section's own check that could not know the file: name it now
+    except ConfigError as exc:  # a section's own check that could not know the file or section: name them now
         if exc.where:
             raise
-        raise ConfigError(where, exc.key, exc.problem) from None
+        key = prefix + exc.key if exc.key else prefix.rstrip(".") or None
+        raise ConfigError(where, key, exc.problem) from None
     except (TypeError, ValueError) as exc:  # a section's own check (__post_init__) in plain words
         raise ConfigError(where, prefix.rstrip(".") or None, str(exc)) from None
 

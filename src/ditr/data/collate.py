@@ -3,7 +3,9 @@
 ``offset`` holds cumulative point counts per cloud (the last entry is the batch's point count).
 Image-feature tables are concatenated too, and each sample's ``img_index`` is shifted by the
 cells of the samples before it, so ``lookup_image_features(img_table, img_index, img_weight)``
-works on the whole batch at once.
+works on the whole batch at once. A sample without views (no camera saw its scene) has no cells:
+its indices (all with weight 0) are set to 0 rather than shifted, so they stay inside the table
+whatever the order of the samples.
 
 Mix3D (docs/design.md#training-recipe) happens here, as in the reference: two consecutive samples, each augmented on
 its own, become ONE cloud by dropping the offset between them. Each half keeps its own views: its
@@ -58,7 +60,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if "img_index" in samples[0]:
         cells = torch.tensor([s["num_cells"] for s in samples], dtype=torch.int64)
         cell_start = torch.cumsum(cells, 0) - cells
-        batch["img_index"] = torch.cat(_pad_columns([s["img_index"] + c for s, c in zip(samples, cell_start)]))
+        batch["img_index"] = torch.cat(_pad_columns([s["img_index"] + c if s["num_cells"] else
+                                                     torch.zeros_like(s["img_index"])
+                                                     for s, c in zip(samples, cell_start)]))
         batch["num_views"] = torch.tensor([len(s["view_flipped"]) for s in samples], dtype=torch.int64)
         for key in ("view_flipped", "view_valid"):
             batch[key] = torch.cat([s[key] for s in samples])

@@ -17,6 +17,7 @@ model runs the VFM itself. The run config's model kind says whether samples carr
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..configs import RunConfig
-from ..errors import DitrError
+from ..errors import DitrError, SceneError
 from ..image_features import ImageFeatureSource
 from ..lifting import build_lookup
 from ..projection import project_scene
-from ..scene import COORD_FILE, Scene, View
+from ..scene import COORD_FILE, META_FILE, Scene, View
 from .sample import Sample
 from .transforms import CenterShift, Compose, GridSample, build_transforms
 
@@ -76,6 +77,27 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
     if path.is_dir():
         return resolve_scenes(path)
     raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
+
+
+def label_array(path: Path, segment: str | None = None) -> str | None:
+    """The name of the label array a scene directory's samples use, without loading the scene:
+    ``segment`` when given, else the scene's meta.json ``segment``, else ``segment`` or its only
+    (first) ``segment*`` array (the rule of :meth:`ditr.scene.Scene.segment`); None if absent."""
+    if segment:
+        return segment if (path / f"{segment}.npy").is_file() else None
+    meta_file = path / META_FILE
+    if meta_file.is_file():
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        chosen = meta.get("segment") if isinstance(meta, dict) else None
+        if isinstance(chosen, str) and chosen:
+            return chosen if chosen.startswith("segment") and (path / f"{chosen}.npy").is_file() else None
+    if (path / "segment.npy").is_file():
+        return "segment"
+    found = sorted(p.stem for p in path.glob("segment*.npy"))
+    return found[0] if found else None
 
 
 def pick_frames(num_frames: int, count: int | None, rule: str, rng: np.random.Generator) -> np.ndarray:
@@ -133,6 +155,10 @@ class SceneDataset(Dataset):
         self.mode = mode
         self.paths = resolve_scenes(scenes, split)
         self.segment_key = config.dataset.segment
+        self.num_classes = config.dataset.num_classes
+        #: Whether samples must have labels: the model segments (not the D-DITR student) and it trains.
+        self.segments = config.kind.segments
+        self.labels_required = self.segments and mode == "train"
         self.input_features = list(config.dataset.input_features)
         self.loop = config.dataset.loop if mode == "train" else 1
         self.images = config.images
@@ -176,6 +202,50 @@ class SceneDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths) * self.loop
 
+    def check_labels(self) -> dict[str, Any]:
+        """Before any work: every scene has the label array and its ids are in ``0 .. num_classes - 1``
+        or -1, and some point is labelled at all. Reads only the label arrays (memory-mapped) and
+        the scenes' meta.json, so it costs a fraction of one epoch's reading; a DitrError / SceneError
+        naming the scene and the array otherwise. Returns what it counted. A dataset whose model
+        does not segment (the D-DITR student) has nothing to check.
+        """
+        summary: dict[str, Any] = {"scenes": len(self.paths), "points": 0, "labelled_points": 0, "arrays": []}
+        if not self.segments:
+            return summary
+        classes = self.num_classes
+        arrays: set[str] = set()
+        for path in self.paths:
+            key = label_array(path, self.segment_key)
+            if key is None:
+                found = sorted(p.stem for p in path.glob("segment*.npy"))
+                wanted = f"dataset.segment {self.segment_key!r}" if self.segment_key else "a segment*.npy label array"
+                raise DitrError(f"scene {path}: has no {wanted} (label arrays there: {found or 'none'}); "
+                                "training would see only ignored points and learn nothing")
+            arrays.add(key)
+            file = path / f"{key}.npy"
+            try:
+                labels = np.load(file, mmap_mode="r", allow_pickle=False)
+                points = np.load(path / COORD_FILE, mmap_mode="r", allow_pickle=False).shape[0]
+            except Exception as exc:  # numpy raises several types for damaged files
+                raise SceneError(file, key, f"cannot be read as a .npy array ({exc})") from None
+            if labels.shape != (points,) or not np.issubdtype(labels.dtype, np.integer):
+                raise SceneError(file, key, f"{labels.dtype} {labels.shape}: expected ({points},) integer class ids")
+            if labels.size:
+                low, high = int(labels.min()), int(labels.max())
+                if low < -1:
+                    raise SceneError(file, key, f"contains {low}; ids must be >= 0 or -1 (ignore)")
+                if classes is not None and high >= classes:
+                    count = int((np.asarray(labels) >= classes).sum())
+                    raise SceneError(file, key, f"holds class id {high} ({count} points) but dataset.num_classes "
+                                                f"is {classes} (ids 0..{classes - 1}, -1 = ignore)")
+            summary["points"] += points
+            summary["labelled_points"] += int((np.asarray(labels) >= 0).sum())
+        summary["arrays"] = sorted(arrays)
+        if self.paths and summary["labelled_points"] == 0:
+            raise DitrError(f"no point of the {len(self.paths)} {self.mode} scenes is labelled (every id of "
+                            f"{', '.join(summary['arrays'])} is -1): training would learn nothing")
+        return summary
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.get(index, item_rng())
 
@@ -187,7 +257,11 @@ class SceneDataset(Dataset):
         image inputs (the cached table, or the network inputs of the online VFM, which the model
         runs on the batch) and :meth:`finish`.
         """
-        scene = Scene.load(self.paths[index % len(self.paths)], check_images=False)
+        path = self.paths[index % len(self.paths)]
+        if self.labels_required:  # labels the loss cannot take fail here, naming the file, not in the loss
+            scene = Scene.load(path, check_images=False, num_classes=self.num_classes, segment=self.segment_key)
+        else:
+            scene = Scene.load(path, check_images=False)
         sample, views = self.raw_sample(scene, rng)
         fragments, split = self._run_pipelines(sample, rng)
         table = pixels = None
@@ -222,6 +296,9 @@ class SceneDataset(Dataset):
                             f"({', '.join(n + '.npy' for n in missing)})")
         segment = scene.segment(self.segment_key)
         n = scene.num_points
+        if segment is None and self.labels_required:
+            raise DitrError(f"scene {scene.path}: has no {self.segment_key or 'segment*'} label array: a training "
+                            "sample would have only ignored points (check dataset.segment)")
         sample["segment"] = segment.copy() if segment is not None else np.full(n, -1, np.int64)
         if self.mode != "train":
             sample["origin_segment"] = sample["segment"].copy()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import ConfigError
 
 IGNORE_INDEX = -1
@@ -81,6 +82,10 @@ def _lovasz_grad(fg_sorted: Tensor) -> Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]], dim=0)
 
 
+#: Largest loss weight: beyond it the loss overflows (a typo, not a recipe).
+MAX_WEIGHT = 1e6
+
+
 @dataclass
 class LossConfig:
     """The ``loss`` section of a run configuration: the weights of :class:`SegmentationCriterion`."""
@@ -89,6 +94,17 @@ class LossConfig:
     lovasz_weight: float = 1.0
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks.number("ce_weight", self.ce_weight, low=0, high=MAX_WEIGHT)
+        checks.number("lovasz_weight", self.lovasz_weight, low=0, high=MAX_WEIGHT)
+        if self.ce_weight == 0 and self.lovasz_weight == 0:
+            raise ConfigError("", "ce_weight", "and lovasz_weight are both 0: the loss would be 0 and nothing learnt")
+        if self.class_weights is not None:
+            checks.numbers("class_weights", self.class_weights, low=0, high=MAX_WEIGHT)
+            if not any(self.class_weights):
+                raise ConfigError("", "class_weights", "are all 0: no class would count in the loss")
+        checks.number("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
 
 class SegmentationCriterion(nn.Module):

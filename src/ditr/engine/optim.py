@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
+from .. import checks
 from ..errors import ConfigError
 
 
@@ -27,6 +28,11 @@ class GroupRule:
     keyword: str
     lr_scale: float = 1.0
     weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        checks.non_empty("keyword", self.keyword)
+        checks.number("lr_scale", self.lr_scale, low=0)
+        checks.number("weight_decay", self.weight_decay, low=0, optional=True)
 
 
 @dataclass
@@ -42,6 +48,15 @@ class OptimConfig:
     div_factor: float = 10.0
     final_div_factor: float = 1000.0
     cycle_momentum: bool = True
+
+    def __post_init__(self) -> None:
+        checks.number("lr", self.lr, low=0)
+        checks.number("weight_decay", self.weight_decay, low=0)
+        checks.numbers("betas", self.betas, length=2, low=0, high=1, high_open=True)
+        checks.number("pct_start", self.pct_start, low=0, high=1, high_open=True)
+        checks.one_of("anneal_strategy", self.anneal_strategy, ("cos", "linear"))
+        checks.number("div_factor", self.div_factor, low=0, low_open=True)
+        checks.number("final_div_factor", self.final_div_factor, low=0, low_open=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> OptimConfig:

@@ -35,6 +35,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from .. import checks
 from ..errors import ConfigError, DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_training_state, preserved_rng, rng_state, set_rng_state
@@ -87,12 +88,25 @@ class TrainerConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and self.max_steps is not None:
-            raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them, not both")
+        """Ranges (a negative clip flips the gradient, 0 zeroes it); keys are relative to ``trainer``."""
         if self.amp not in (None, "fp16", "bf16"):
-            raise ConfigError("trainer", "amp", f"must be None, 'fp16' or 'bf16', got {self.amp!r}")
+            raise ConfigError("", "amp", f"must be None, 'fp16' or 'bf16', got {self.amp!r}")
         if self.best_mode not in ("max", "min"):
-            raise ConfigError("trainer", "best_mode", f"must be 'max' or 'min', got {self.best_mode!r}")
+            raise ConfigError("", "best_mode", f"must be 'max' or 'min', got {self.best_mode!r}")
+        checks.positive_int("batch_size", self.batch_size)
+        checks.positive_int("epochs", self.epochs, optional=True)
+        checks.positive_int("max_steps", self.max_steps, optional=True)
+        checks.positive_int("val_batch_size", self.val_batch_size)
+        checks.number("eval_every_epochs", self.eval_every_epochs, low=0, integer=True)
+        checks.positive_int("checkpoint_every_steps", self.checkpoint_every_steps, optional=True)
+        checks.positive_int("log_every_steps", self.log_every_steps)
+        checks.number("num_workers", self.num_workers, low=0, high=256, integer=True)
+        checks.number("grad_clip", self.grad_clip, low=0, low_open=True, optional=True)
+        checks.number("seed", self.seed, low=0, high=2**32 - 1, integer=True)
+        checks.non_empty("best_metric", self.best_metric)
+        checks.positive_int("num_classes", self.num_classes, optional=True)
+        if self.epochs is not None and self.max_steps is not None:
+            raise ConfigError("", "epochs", "and max_steps are both set: give exactly one of them")
 
 
 class Callback:

@@ -10,7 +10,10 @@ Source layout (what common preprocessing and ScanNet's frame exporter write)::
     SRC/frames/<scene>/axis_align_matrix.txt        optional
 
 ScanNet marks frames whose tracking failed with ``-inf`` poses: those frames are skipped and
-counted. If the points were axis-aligned by the preprocessing (``--axis-aligned``), the poses are
+counted, and a scene whose every frame was skipped so is named in the report's ``warnings`` (it is
+written without views: 3D-only training uses it, DITR samples of it carry no image features).
+A finite pose that is not rigid (scaled, sheared, mirrored) is an error naming its file. If the
+points were axis-aligned by the preprocessing (``--axis-aligned``), the poses are
 aligned with the same matrix so that points and cameras stay in one frame.
 """
 
@@ -24,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DitrError, SceneError
-from ..scene import Scene, View
+from ..scene import Scene, View, check_rigid_pose
 
 SCANNET20_CLASSES = [
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -41,6 +44,7 @@ class ImportReport:
     frames: int = 0
     skipped_invalid_pose: int = 0
     scenes_without_frames: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def read_matrix(path: Path) -> np.ndarray:
@@ -84,18 +88,26 @@ def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, fra
             if not align_file.is_file():
                 raise SceneError(align_file, None, "--axis-aligned needs the scene's axis_align_matrix.txt")
             align = read_matrix(align_file)
+            if align.shape != (4, 4):
+                raise SceneError(align_file, None, "must hold a 4x4 matrix")
+            check_rigid_pose(align, align_file, "axis alignment")
         k = _intrinsics(frames_dir / "intrinsic" / "intrinsic_color.txt")
         depth_dir = frames_dir / "depth"
         k_depth = _intrinsics(frames_dir / "intrinsic" / "intrinsic_depth.txt") if depth_dir.is_dir() else None
         images = sorted((frames_dir / "color").glob("*.jpg"), key=_frame_sort_key)[::frame_step]
+        invalid = 0
         for image in images:
             pose_file = frames_dir / "pose" / f"{image.stem}.txt"
             if not pose_file.is_file():
                 raise SceneError(pose_file, "pose", f"missing for frame {image.name}")
             pose = read_matrix(pose_file)
+            if pose.shape != (4, 4):
+                raise SceneError(pose_file, "pose", "must hold a 4x4 camera-to-world matrix")
             if not np.isfinite(pose).all():
                 report.skipped_invalid_pose += 1
+                invalid += 1
                 continue
+            check_rigid_pose(pose, pose_file, "pose")
             with Image.open(image) as im:
                 width, height = im.size
             view = View(name=image.stem, width=width, height=height, intrinsics=k,
@@ -110,6 +122,9 @@ def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, fra
             views.append(view)
             if max_frames is not None and len(views) >= max_frames:
                 break
+        if images and not views:
+            report.warnings.append(f"{scene_dir.name}: all {invalid} frames have invalid poses (tracking lost); "
+                                   "written without views")
     if not views:
         report.scenes_without_frames.append(scene_dir.name)
     meta: dict = {"dataset": "scannet", "name": scene_dir.name, "ignore_index": -1}

@@ -34,7 +34,7 @@ from PIL import Image
 from plyfile import PlyData, PlyElementParseError
 
 from ..errors import DitrError, SceneError
-from ..scene import COORD_FILE, Scene, View
+from ..scene import COORD_FILE, Scene, View, check_rigid_pose
 from .common import Progress, check_sampling, read_json_object, tracked
 from .scannet import SCANNET20_CLASSES
 from .scannet200 import SCANNET200_CLASSES, SCANNET200_IDS
@@ -56,6 +56,7 @@ class RawImportReport:
     frames_in_streams: int = 0
     skipped_invalid_pose: int = 0
     scenes_without_frames: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     scenes_without_labels: list[str] = field(default_factory=list)
     unknown_labels: list[str] = field(default_factory=list)
     segments_in_several_objects: int = 0
@@ -267,8 +268,7 @@ def transform_points(matrix: np.ndarray, coord: np.ndarray, normal: np.ndarray |
 
 # ---------------------------------------------------------------------------------------- frames
 def _check_pose(pose: np.ndarray, file: Path, where: str) -> None:
-    if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-5) or abs(np.linalg.det(pose[:3, :3])) < 1e-6:
-        raise SceneError(file, where, f"camera_to_world is not a rigid transform: {pose.tolist()}")
+    check_rigid_pose(pose, file, f"{where} camera_to_world")
 
 
 def sens_views(sens_path: Path, stage: Path, *, frame_step: int, max_frames: int | None, align: np.ndarray,
@@ -288,9 +288,11 @@ def sens_views(sens_path: Path, stage: Path, *, frame_step: int, max_frames: int
             report.extrinsics_ignored.append(scene)
         k_color, k_depth = h.intrinsic_color[:3, :3], h.intrinsic_depth[:3, :3]
         suffix = COLOR_SUFFIX[h.color_compression]
+        invalid = 0
         for frame in sens.frames(frame_step):
             if not frame.has_valid_pose:
                 report.skipped_invalid_pose += 1
+                invalid += 1
                 continue
             where = f"frame {frame.index}"
             _check_pose(frame.camera_to_world, sens_path, where)
@@ -306,6 +308,9 @@ def sens_views(sens_path: Path, stage: Path, *, frame_step: int, max_frames: int
                               depth_width=h.depth_width, depth_height=h.depth_height))
             if max_frames is not None and len(views) >= max_frames:
                 break
+    if invalid and not views:
+        report.warnings.append(f"{scene}: all {invalid} frames have invalid poses (tracking lost); "
+                               "written without views")
     return views
 
 

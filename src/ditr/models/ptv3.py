@@ -15,12 +15,17 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .attention import SerializedAttention
+from .. import checks
+from ..errors import ConfigError
+from .attention import ATTENTION_BACKENDS, SerializedAttention
 from .block import Block
 from .point import Point
-from .pooling import SerializedPooling, SerializedUnpooling, _bn
+from .pooling import REDUCTIONS, SerializedPooling, SerializedUnpooling, _bn
 from .serialization import ORDERS
-from .sparse_conv import SubMConv3d
+from .sparse_conv import CONV_BACKENDS, SubMConv3d
+
+#: Upper bound of any channel count (a sanity limit: larger widths only mean a typo and an out-of-memory crash).
+MAX_CHANNELS = 1 << 16
 
 
 @dataclass
@@ -77,29 +82,62 @@ class PTv3Config:
     conv_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        """Ranges and relations of the fields; a ConfigError names the field (``model.ptv3.<field>``
+        in a run config, where :mod:`ditr.configs.schema` adds the section)."""
+        for name in ("order", "stride", "enc_depths", "enc_channels", "enc_num_head", "enc_patch_size",
+                     "dec_depths", "dec_channels", "dec_num_head", "dec_patch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError("", name, f"must be a list, got {value!r}")
+            setattr(self, name, tuple(value))
+        checks.positive_int("in_channels", self.in_channels, high=MAX_CHANNELS)
+        if not self.order:
+            raise ConfigError("", "order", "needs at least one serialization order")
+        unknown = set(self.order) - set(ORDERS)
+        if unknown:
+            raise ConfigError("", "order", f"unknown serialization orders {sorted(unknown)}; expected {ORDERS}")
+        stages = len(self.enc_depths)
+        if stages < 1:
+            raise ConfigError("", "enc_depths", "needs at least one encoder stage")
+        for name in ("enc_channels", "enc_num_head", "enc_patch_size"):
+            if len(getattr(self, name)) != stages:
+                raise ConfigError("", name, f"needs {stages} entries (one per encoder stage: enc_depths has {stages})")
+        if len(self.stride) != stages - 1:
+            raise ConfigError("", "stride", f"needs {stages - 1} entries (one per pooling between the {stages} "
+                                            "encoder stages of enc_depths)")
+        if not self.enc_mode:
+            for name in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size"):
+                if len(getattr(self, name)) != stages - 1:
+                    raise ConfigError("", name, f"needs {stages - 1} entries (one per decoder stage: "
+                                                f"enc_depths has {stages} stages)")
+        for name, high in (("stride", 64), ("enc_depths", 1000), ("dec_depths", 1000), ("enc_channels", MAX_CHANNELS),
+                           ("dec_channels", MAX_CHANNELS), ("enc_num_head", MAX_CHANNELS),
+                           ("dec_num_head", MAX_CHANNELS), ("enc_patch_size", 1 << 20), ("dec_patch_size", 1 << 20)):
+            for i, v in enumerate(getattr(self, name)):
+                checks.positive_int(f"{name}[{i}]", v, high=high)
+        for part in ("enc", "dec"):
+            for i, (c, h) in enumerate(zip(getattr(self, f"{part}_channels"), getattr(self, f"{part}_num_head"))):
+                if c % h:
+                    raise ConfigError("", f"{part}_num_head[{i}]",
+                                      f"{h} heads do not divide {c} channels ({part}_channels[{i}])")
+        checks.number("mlp_ratio", self.mlp_ratio, low=0, high=64, low_open=True)
+        checks.number("qk_scale", self.qk_scale, low=0, low_open=True, optional=True)
+        for name in ("attn_drop", "proj_drop", "drop_path", "image_dropout"):
+            checks.number(name, getattr(self, name), low=0, high=1, high_open=True)
+        checks.one_of("pooling_reduce", self.pooling_reduce, REDUCTIONS)
+        checks.one_of("image_reduce", self.image_reduce, REDUCTIONS)
+        checks.positive_int("image_channels", self.image_channels, optional=True, high=MAX_CHANNELS)
+        checks.one_of("depth_formula", self.depth_formula, ("pointcept", "ditr"))
+        checks.one_of("attn_backend", self.attn_backend, ATTENTION_BACKENDS)
+        checks.one_of("conv_backend", self.conv_backend, CONV_BACKENDS)
         if self.image_stages is not None:
             self.image_stages = tuple(self.image_stages)
             bad = [i for i in self.image_stages if not 0 <= i < len(self.dec_depths)]
             if bad:
-                raise ValueError(f"image_stages {bad} are not decoder stages 0..{len(self.dec_depths) - 1}")
-        for name in ("order", "stride", "enc_depths", "enc_channels", "enc_num_head", "enc_patch_size",
-                     "dec_depths", "dec_channels", "dec_num_head", "dec_patch_size"):
-            setattr(self, name, tuple(getattr(self, name)))
-        stages = len(self.enc_depths)
-        for name in ("enc_channels", "enc_num_head", "enc_patch_size"):
-            if len(getattr(self, name)) != stages:
-                raise ValueError(f"{name} needs {stages} entries (one per encoder stage)")
-        if len(self.stride) != stages - 1:
-            raise ValueError(f"stride needs {stages - 1} entries (one per pooling)")
-        if not self.enc_mode:
-            for name in ("dec_depths", "dec_channels", "dec_num_head", "dec_patch_size"):
-                if len(getattr(self, name)) != stages - 1:
-                    raise ValueError(f"{name} needs {stages - 1} entries (one per decoder stage)")
+                raise ConfigError("", "image_stages",
+                                  f"{bad} are not decoder stages 0..{len(self.dec_depths) - 1}")
         if self.image_channels is not None and self.enc_mode:
-            raise ValueError("image features are injected in the decoder; enc_mode has none")
-        unknown = set(self.order) - set(ORDERS)
-        if unknown:
-            raise ValueError(f"unknown serialization orders {sorted(unknown)}; expected {ORDERS}")
+            raise ConfigError("", "enc_mode", "image features are injected in the decoder; enc_mode has none")
 
     @property
     def out_channels(self) -> int:

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from .point import Level
 
+#: Sparse-convolution implementations: ``auto`` picks spconv on CUDA when installed, else torch.
+CONV_BACKENDS = ("auto", "torch", "spconv")
 
 def kernel_offsets(kernel_size: int, device: torch.device | None = None) -> Tensor:
     """(k^3, 3) offsets in weight order: x slowest, z fastest, centred on zero."""
@@ -260,7 +262,7 @@ class SubMConv3d(nn.Module):
     def _resolve_backend(self, feat: Tensor) -> str:
         if self.backend == "auto":
             return "spconv" if feat.is_cuda and spconv_available() else "torch"
-        if self.backend not in ("torch", "spconv"):
+        if self.backend not in CONV_BACKENDS[1:]:
             raise ValueError(f"unknown sparse conv backend {self.backend!r}")
         return self.backend
 

@@ -46,9 +46,12 @@ class FillStats:
     hits: int = 0
     misses: int = 0
     seconds: float = 0.0
+    damaged: int = 0  # entries that failed their checksum (or were unreadable): recomputed, counted in misses
+    migrated: int = 0  # entries written before checksums that got theirs now
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"images": self.images, "hits": self.hits, "misses": self.misses, "seconds": round(self.seconds, 3)}
+        return {"images": self.images, "hits": self.hits, "misses": self.misses, "damaged": self.damaged,
+                "migrated": self.migrated, "seconds": round(self.seconds, 3)}
 
 
 class FeatureSource:
@@ -76,7 +79,8 @@ class FeatureSource:
         out: list[torch.Tensor | None] = [None] * len(views)
         todo: dict[tuple[tuple[int, int], bool], list[int]] = defaultdict(list)
         for i, key in enumerate(keys):
-            cached = self.cache.get(key) if self.cache is not None else None
+            # the computing reader: damaged entries are recomputed below, old ones get their checksum
+            cached = self.cache.get(key, migrate=True) if self.cache is not None else None
             if cached is not None:
                 out[i] = cached.float()
                 if on_done:
@@ -111,6 +115,7 @@ def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, w
     start = time.perf_counter()
     mine = shard(jobs, rank, world)
     stats = FillStats(images=len(mine))
+    before = dict(source.cache.stats) if source.cache is not None else {}
 
     def done(count: int, hit: bool) -> None:
         if hit:
@@ -127,6 +132,9 @@ def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, w
             source.grids([j.view for j in subset[i:i + step]], [flip] * len(subset[i:i + step]), on_done=done)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+    if source.cache is not None:
+        stats.damaged = source.cache.stats["corrupt"] - before["corrupt"]
+        stats.migrated = source.cache.stats["migrated"] - before["migrated"]
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -148,4 +156,4 @@ def fill_scene_features(scenes: Sequence[str | Path], model: str, cache_dir: str
     handle = backend.handle
     return {"model": model, "weights": handle.source, "random_weights": handle.random_weights,
             "feature_dim": backend.feature_dim, "precision": backend.precision, "device": str(backend.device),
-            "images": stats.images, "computed": stats.misses}
+            "images": stats.images, "computed": stats.misses, "damaged": stats.damaged, "migrated": stats.migrated}

@@ -10,7 +10,9 @@ the scan's own RGB when it has one.
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,11 +57,28 @@ def viewer_payload(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[
 
 def write_viewer(path: str | Path, coord: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                  rgb: np.ndarray | None = None, title: str = "ditr", max_points: int = MAX_POINTS) -> Path:
-    """Write the viewer page for points ``coord`` (N, 3) with class ids ``labels`` (N,)."""
+    """Write the viewer page for points ``coord`` (N, 3) with class ids ``labels`` (N,).
+
+    Class names and the title are data (they come from checkpoints, configs and bundles): they
+    reach the page only as escaped text (the ``<title>``) and inside the JSON block, from which
+    the script builds every element with DOM text APIs.
+    """
     payload = viewer_payload(coord, labels, class_names, rgb, max_points)
-    page = (_PAGE.replace("__TITLE__", json.dumps(title)[1:-1].replace("<", "&lt;"))
-            .replace("__DATA__", json.dumps(payload).replace("</", "<\\/")))
+    payload["title"] = str(title)
+    parts = {"__TITLE__": html.escape(str(title), quote=True), "__DATA__": script_json(payload)}
+    page = re.sub(r"__TITLE__|__DATA__", lambda m: parts[m.group(0)], _PAGE)  # one pass: no text is re-read
     return atomic_write_text(path, page)
+
+
+def script_json(value: object) -> str:
+    """JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` at all (they are
+    written as ``\\u003c`` etc., which ``JSON.parse`` reads back unchanged), so data can neither close
+    the element (``</script>``) nor switch the HTML parser's script states (``<!--``, ``<script``)."""
+    text = json.dumps(value, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
 
 
 _PAGE = """<!DOCTYPE html>
@@ -74,7 +93,7 @@ _PAGE = """<!DOCTYPE html>
  #help{color:#555;margin-top:6px}
 </style></head><body>
 <canvas id="view"></canvas>
-<div id="panel"><b>__TITLE__</b><div id="stats"></div>
+<div id="panel"><b id="title"></b><div id="stats"></div>
  <div><label><input type="radio" name="mode" value="class" checked> class colours</label>
  <label id="rgbmode"><input type="radio" name="mode" value="rgb"> scan colours</label></div>
  <div>point size <input id="size" type="range" min="1" max="8" step="0.5" value="2"></div>
@@ -116,11 +135,21 @@ const useRgb = data.rgb ? buffer(decode(data.rgb, Uint8Array), "col", 3, gl.UNSI
 if (!useRgb) document.getElementById("rgbmode").style.display = "none";
 const visible = data.classes.map(() => true);
 const legend = document.getElementById("legend");
+// Every element below is built with DOM APIs; data (names, title) only ever becomes text.
+document.title = data.title;
+document.getElementById("title").textContent = data.title;
 data.classes.forEach((c, i) => {
   const row = document.createElement("label");
-  row.innerHTML = '<input type="checkbox" checked><span class="sw" style="background:rgb(' +
-    c.color.join(",") + ')"></span>' + c.name + " (" + c.count.toLocaleString() + ")";
-  row.firstChild.addEventListener("change", e => { visible[i] = e.target.checked; draw(); });
+  const box = document.createElement("input");
+  box.type = "checkbox"; box.checked = true;
+  box.addEventListener("change", e => { visible[i] = e.target.checked; draw(); });
+  const swatch = document.createElement("span");
+  swatch.className = "sw";
+  const channel = v => Math.max(0, Math.min(255, Math.round(Number(v)) || 0));
+  swatch.style.background = "rgb(" + c.color.map(channel).join(",") + ")";
+  const text = document.createElement("span");
+  text.textContent = String(c.name) + " (" + Number(c.count).toLocaleString() + ")";
+  row.appendChild(box); row.appendChild(swatch); row.appendChild(text);
   legend.appendChild(row);
 });
 document.getElementById("stats").textContent = data.count.toLocaleString() + " of " +
