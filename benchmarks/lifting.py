@@ -12,8 +12,7 @@ grids are 30 x 40, as ScanNet at 420x560 with patch 14):
 
 Timings are the best of ``--repeats`` runs after a warm-up, in wall seconds (``value``) and in CPU
 seconds of this process (``cpu_ms``: much less sensitive to other processes on a shared machine;
-``--threads 1`` makes it comparable across runs). The script imports the lookup from
-``ditr.lifting`` or, on older trees, from ``ditr.data.image_lookup``, so one copy of it times both.
+``--threads 1`` makes it comparable across runs).
 
     python benchmarks/lifting.py [--quick] [--points N] [--views V]
 """
@@ -33,13 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-try:  # older layout: the lookup lived in the data package
-    from ditr.data.image_lookup import build_lookup, cell_offsets, lookup_image_features  # type: ignore
-    LAYOUT = "data.image_lookup"
-except ImportError:
-    from ditr.lifting import build_lookup, cell_offsets, lookup_image_features
-    LAYOUT = "lifting"
-from ditr.lifting import lift  # noqa: E402
+from ditr.lifting import build_lookup, cell_offsets, lift, lookup_image_features  # noqa: E402
 
 FUSIONS = ("last", "random", "nearest", "mean")
 IMAGE = (480, 640)
@@ -51,7 +44,7 @@ def emit(case: str, metric: str, value: float, unit: str, **extra) -> None:
         extra["cpu_ms"] = round(1e3 * value[1], 3)
         value = 1e3 * value[0]
     print(json.dumps({"bench": "lifting", "case": case, "metric": metric, "value": round(value, 5), "unit": unit,
-                      "layout": LAYOUT, "threads": torch.get_num_threads(), **extra}), flush=True)
+                      "threads": torch.get_num_threads(), **extra}), flush=True)
 
 
 def best_of(fn, repeats: int) -> tuple[float, float]:
