@@ -149,7 +149,7 @@ def bench(backbone: str, cases: dict[str, RunConfig], rooms: list[Path], scratch
             "loadavg_1min": round(os.getloadavg()[0], 2),
         }
         if case != "3d-only":
-            extra.update(vfm=vfm_name, feature_dim=cases[case]["model"]["image_channels"],
+            extra.update(vfm=vfm_name, feature_dim=cases[case].model.image_channels,
                          views=int(batch["view_valid"].shape[0]) if "view_valid" in batch else None)
         emit(case, "iter_s", statistics.median(wall[case]), "s", **extra)
     if not {"3d-only", "ditr-cached"} <= set(trainers):
