@@ -97,3 +97,14 @@ def test_out_that_is_a_file_is_a_clean_error(world, ditr_model, tmp_path, capsys
     (tmp_path / "out").write_text("x")
     assert predict(ditr_model, rooms[0], tmp_path / "out", "--render-views", "0") == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_a_stored_config_never_asks_for_downloads(tmp_path):
+    """``vfm.download: true`` in a checkpoint's or bundle's config is ignored unless --download is given."""
+    from ditr.model_files import read_model_file
+    from ditr.published import LoadOptions
+
+    config = load_preset(["synthetic", "method/ditr"], ["vfm.download=true"])
+    path = save_training_state(tmp_path / "stored.pt", {"model": {}, "config": config.to_dict(), "step": 0})
+    assert read_model_file(path).run_config().vfm.download is False
+    assert read_model_file(path, LoadOptions(download=True)).run_config().vfm.download is True

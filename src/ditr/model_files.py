@@ -135,8 +135,9 @@ class ModelFile:
         config = RunConfig.from_stored(self.config, f"{self} (stored run config)")
         if self.options.deterministic:
             config.model.ptv3.update(shuffle_orders=False, compat_pooling_shuffle=False)
-        if self.options.download:
-            config.vfm.download = True
+        # downloads only when this command was asked (--download): a stored vfm.download=true (a bundle
+        # or checkpoint from someone else) never makes a command fetch weights nobody asked for
+        config.vfm.download = bool(self.options.download)
         return config
 
 
