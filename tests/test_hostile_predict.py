@@ -108,3 +108,21 @@ def test_a_stored_config_never_asks_for_downloads(tmp_path):
     path = save_training_state(tmp_path / "stored.pt", {"model": {}, "config": config.to_dict(), "step": 0})
     assert read_model_file(path).run_config().vfm.download is False
     assert read_model_file(path, LoadOptions(download=True)).run_config().vfm.download is True
+
+
+def test_a_point_1000_km_away_is_a_clean_error(world, tmp_path, capsys):
+    """A scene wider than the serialization codes hold (~3.3 km at 5 cm): one line naming the extent and
+    the voxel size (a traceback from the model's serialization before)."""
+    _, rooms, _ = world
+    config = load_preset(["synthetic", "method/ptv3"])
+    torch.manual_seed(0)
+    model = save_training_state(tmp_path / "ptv3.pt", {"model": model_from_config(config).state_dict(),
+                                                      "config": config.to_dict(), "step": 0})
+    scene = Scene.load(rooms[0])
+    coord = scene.coord.copy()
+    coord[0] = [1_000_000.0, 0.0, 0.0]
+    dataclasses.replace(scene, coord=coord, views=[]).save(tmp_path / "far")
+    assert predict(model, tmp_path / "far", tmp_path / "out", "--render-views", "0") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "1,000,00" in err and "voxels of" in err and " m" in err
+    assert not (tmp_path / "out").exists()
