@@ -179,10 +179,14 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     Never unpickles arbitrary objects; a file that needs more raises ``pickle.UnpicklingError``
     (see :func:`torch_load_problem` for a one-line description). The file is memory-mapped where
     its format allows, so tensors nobody uses (a trainer checkpoint's optimizer moments, twice the
-    weights) are never read into memory.
+    weights) are never read into memory. The zip CRCs are checked first (:func:`ditr.integrity.check_zip`:
+    a damaged file is an :class:`~ditr.integrity.IntegrityError` naming it).
     """
     import torch
 
+    from .integrity import check_zip
+
+    check_zip(path)  # torch reads zip members without checking their CRCs
     with torch.serialization.safe_globals(numpy_scalar_globals()):
         try:
             return torch.load(path, map_location=map_location, weights_only=True, mmap=True)

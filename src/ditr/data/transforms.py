@@ -291,13 +291,14 @@ def check_grid_extent(grid: np.ndarray, coord: np.ndarray, grid_size: float) -> 
     if len(grid) == 0:
         return
     top = int(grid.max())
-    if top + 1 < MAX_GRID_CELLS:  # the reference's depth formula needs bit_length(max + 1) <= 16
+    if top + 1 <= MAX_GRID_CELLS:  # the reference's depth formula needs bit_length(max + 1) <= 16
         return
     extent = np.asarray(coord, np.float64).max(0) - np.asarray(coord, np.float64).min(0)
     axis = "xyz"[int(np.argmax(extent))]
+    most = MAX_GRID_CELLS
     raise DitrError(f"the point cloud spans {float(extent.max()):,.1f} m along {axis} ({top + 1:,} voxels of "
-                    f"{grid_size:g} m); at most {MAX_GRID_CELLS - 1:,} voxels ({(MAX_GRID_CELLS - 2) * grid_size:,.0f} m "
-                    "at this voxel size) fit the model's serialization codes: remove far-away stray points, or "
+                    f"{grid_size:g} m); at most {most:,} voxels ({most * grid_size:,.0f} m at this voxel size) fit "
+                    "the model's serialization codes: remove far-away stray points, or "
                     "split the scene")
 
 

@@ -17,7 +17,7 @@ import random
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import DitrError
+from ..integrity import HASH_KEY, IntegrityError, check_zip, has_tensors, mismatch, tensor_digest, warn_no_hash
 from ..fileio import atomic_write, clean_stale_temporaries, temp_prefix, torch_load_problem
 
 FORMAT = "ditr.train_state"
@@ -36,31 +37,53 @@ class TrainingStateError(DitrError):
     """A file that cannot be read or is not a ditr training state."""
 
 
+def content_hashes(state: Mapping[str, Any]) -> dict[str, str]:
+    """The content hash of each top-level entry of ``state`` that holds tensors (:mod:`ditr.integrity`)."""
+    return {key: tensor_digest(value) for key, value in state.items() if key != HASH_KEY and has_tensors(value)}
+
+
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format tag and version) to ``path`` atomically."""
+    """Write ``state`` (plus format tag, version and the content hash of its tensors) to ``path`` atomically."""
     payload = {"format": FORMAT, "version": VERSION, **state}
+    payload[HASH_KEY] = content_hashes(payload)
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training state; any damage (truncation, wrong file) raises :class:`TrainingStateError`."""
+    """Read a training state; any damage (truncation, wrong file, a zip CRC or content hash that does
+    not match) raises :class:`TrainingStateError`."""
     path = Path(path)
     try:
+        zipped = check_zip(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise TrainingStateError(f"{path}: no such checkpoint") from None
+    except IntegrityError as exc:
+        raise TrainingStateError(str(exc)) from None
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError...
         raise TrainingStateError(f"{path}: unreadable checkpoint ({torch_load_problem(exc)})") from None
-    return check_training_state(state, path)
+    return check_training_state(state, path, zip_checked=zipped)
 
 
-def check_training_state(state: Any, path: str | Path) -> dict[str, Any]:
-    """``state`` (a file's content, already read) if it is a training state this ditr can read."""
+def check_training_state(state: Any, path: str | Path, keys: Sequence[str] | None = None,
+                         zip_checked: bool = True) -> dict[str, Any]:
+    """``state`` (a file's content, already read) if it is a training state this ditr can read whose
+    content hash matches (of ``keys`` only, e.g. ``("model",)`` where the rest is not used; default
+    all). A state written without a hash (an older ditr) passes with one warning line."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingStateError(f"{path}: not a ditr training state (format tag missing)")
     if state.get("version", 0) > VERSION:
         raise TrainingStateError(f"{path}: checkpoint version {state['version']} is newer than "
                               f"this ditr ({VERSION})")
+    stored = state.get(HASH_KEY)
+    if stored is None:
+        warn_no_hash(path, zip_checked)
+        return state
+    if not isinstance(stored, dict):
+        raise TrainingStateError(f"{path}: damaged checkpoint (its content hash entry is not a mapping)")
+    for key in stored if keys is None else [k for k in keys if k in stored]:
+        if key not in state or tensor_digest(state[key]) != stored[key]:
+            raise TrainingStateError(str(mismatch(path, f"its {key!r} tensors")))
     return state
 
 
@@ -117,8 +140,8 @@ class CheckpointManager:
         """Remove the temporary files of interrupted writes in the run directory (a run starting)."""
         removed = clean_stale_temporaries(self.directory)
         if removed:
-            warnings.warn(f"{self.directory}: removed {len(removed)} temporary file(s) of interrupted checkpoint writes",
-                          stacklevel=2)
+            warnings.warn(f"{self.directory}: removed {len(removed)} temporary file(s) of interrupted "
+                          "checkpoint writes", stacklevel=2)
         return removed
 
     def load_resume(self, map_location: str | torch.device = "cpu", restart: bool = False
