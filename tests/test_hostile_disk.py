@@ -82,3 +82,31 @@ def test_closed_pipe_ends_quietly():
     proc.wait(timeout=120)
     assert proc.returncode in (0, 141), err
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+def test_full_disk_is_one_line_in_export_and_predict(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ditr.build import model_from_config
+    from ditr.configs import load_preset
+    from ditr.engine.checkpoint import save_training_state
+    from ditr.scene import Scene
+    from conftest import wall_and_box_scene
+
+    config = load_preset(["synthetic", "method/ptv3"])
+    torch.manual_seed(0)
+    model = save_training_state(tmp_path / "m.pt", {"model": model_from_config(config).state_dict(),
+                                                    "config": config.to_dict(), "step": 0})
+    scene: Scene = wall_and_box_scene()
+    scene.save(tmp_path / "scene")
+    monkeypatch.setattr(os, "fsync", _full)
+    monkeypatch.setattr(np, "save", _full)
+    monkeypatch.setattr(np.lib.format, "write_array", _full)
+    for argv in (["export", str(model), str(tmp_path / "m.ditr")],
+                 ["predict", str(model), str(tmp_path / "scene"), "--out", str(tmp_path / "pred"), "--quiet",
+                  "--device", "cpu", "--render-views", "0"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.strip().splitlines() if "error" in line]
+        assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in err, err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / config.name or Path(presets[0]).stem
     init = read_model_file(args.init, load_options(args)) if args.init is not None else None
-    summary = train(config, work_dir, init=init, resume=not args.no_resume, quiet=args.quiet, restart=args.restart)
+    summary = train(config, work_dir, init=init, resume=not args.no_resume,
+                    quiet=args.quiet, restart=getattr(args, "restart", False))
     from ..engine import distributed
     from ..engine.logging import to_jsonable
 
