@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / f"{config.name or Path(presets[0]).stem}-distill"
     summary = distill(config, work_dir, resume=not args.no_resume,
-                    quiet=args.quiet, restart=getattr(args, "restart", False))
+                      quiet=args.quiet, restart=getattr(args, "restart", False))
     result = {"work_dir": str(work_dir), **summary}
     if (Path(work_dir) / "last.pt").is_file() and summary.get("metrics") is not None:
         result["eval"] = {k: v for k, v in evaluate_distillation(
