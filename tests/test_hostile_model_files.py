@@ -169,3 +169,20 @@ def test_a_flipped_last_pt_falls_back_to_the_previous_checkpoint(tmp_path):
 
 def test_the_format_constants_are_unchanged():
     assert FORMAT == "ditr.train_state" and VERSION == 1
+
+
+def test_the_no_hash_warning_is_one_line_on_the_command_line(model_state, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    state = torch.load(model_state, weights_only=True)
+    state.pop(HASH_KEY)
+    torch.save(state, tmp_path / "old.pt")
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run([sys.executable, "-m", "ditr.cli", "info", str(tmp_path / "old.pt")], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(src)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"ditr info: warning: {tmp_path / 'old.pt'}: no content hash present (a reference file or one "
+                     "written by an older ditr); its zip CRCs were checked"]

@@ -14,6 +14,7 @@ import errno
 import importlib
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import DitrError
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "_run"):
         parser.print_help()
         return 1
+    plain_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: (  # one line each
+        f"ditr {args.command}: warning: {message}\n")
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ditr {args.command}: error: no space left on the device{where} ({os.strerror(full.errno)}); "
               "free some space and run the command again", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = plain_format
 
 
 def _disk_full(exc: BaseException | None) -> OSError | None:
