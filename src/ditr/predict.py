@@ -286,6 +286,8 @@ def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Predicti
     from .fileio import DIR_MODE
 
     out = Path(out_dir)
+    if out.is_symlink():  # replace the folder it points to, not the link
+        out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
