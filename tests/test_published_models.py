@@ -306,7 +306,8 @@ def test_problem5_info_predict_evaluate_export_take_published_folders_and_files(
 
 
 def test_problem6_init_carries_reference_behaviour_and_origin(ptv3_folder, tmp_path):
-    config = load_preset(["scannet", "method/ptv3"], ["model.backbone=tiny", "dataset.num_classes=13"])
+    config = load_preset(["scannet", "method/ptv3"], ["model.backbone=tiny", "dataset.num_classes=13",
+                                                   "dataset.class_names=null"])
     with pytest.warns(UserWarning, match="left new"):  # 13 classes here: a new head
         model, ft, report = init_model(config, ptv3_folder)
     assert ft.model.ptv3["reference_compat"] is True and ft.model.ptv3["depth_formula"] == "ditr"
@@ -527,6 +528,7 @@ def test_parity_fixtures_through_init_reproduce_their_logits(name, tmp_path):
     torch.save(trainer_checkpoint(state, optimizer=False), folder / "model" / "model_best.pth")
     image = arrays.get("input.image_feat")
     overrides = ["model.backbone=tiny", f"dataset.num_classes={meta['config']['num_classes']}",
+                 "dataset.class_names=null",
                  "model.ptv3.shuffle_orders=false", "model.ptv3.compat_pooling_shuffle=false",  # the fixtures' mode
                  *[f"model.ptv3.{k}={json.dumps(backbone[k])}" for k in ("enc_depths", "dec_depths")]]
     if image is not None:
