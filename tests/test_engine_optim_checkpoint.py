@@ -120,8 +120,11 @@ def test_rotation_fallback_and_best(tmp_path):
     assert path == manager.prev and state["step"] == 1
 
     manager.prev.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning), pytest.raises(TrainingStateError, match="no readable"):
+    with pytest.raises(TrainingStateError, match="no readable.*--restart"):
         manager.load_resume()
+    with pytest.warns(UserWarning, match="starting over"):
+        assert manager.load_resume(restart=True) is None
+    assert manager.last.exists() and manager.prev.exists()  # damaged files keep their names
 
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(TrainingStateError, match="format"):

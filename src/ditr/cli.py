@@ -2,15 +2,19 @@
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
 adding a command means adding its module name to ``COMMANDS``. Errors caused by user input
-(:class:`~ditr.errors.DitrError`) are printed as one line and exit with status 2, never a traceback.
+(:class:`~ditr.errors.DitrError`) are printed as one line and exit with status 2, never a traceback;
+so is a full disk (``ENOSPC`` / ``EDQUOT``, naming the file where the error does). A closed pipe
+(``ditr ... | head``) ends quietly with status 141 (128 + SIGPIPE, as the shell's own tools do).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import DitrError
@@ -48,14 +52,52 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "_run"):
         parser.print_help()
         return 1
+    plain_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: (  # one line each
+        f"ditr {args.command}: warning: {message}\n")
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except DitrError as exc:
         print(f"ditr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ditr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        where = f" writing {full.filename}" if full.filename else ""
+        print(f"ditr {args.command}: error: no space left on the device{where} ({os.strerror(full.errno)}); "
+              "free some space and run the command again", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = plain_format
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ``ENOSPC`` / ``EDQUOT`` error in ``exc`` or what caused it, else None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: nothing more to say; keep Python from complaining at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -167,8 +167,10 @@ def check_student_config(config: RunConfig) -> None:
 # ------------------------------------------------------------------------------------------ stage 1
 def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
             val_scenes: Scenes | None = None, resume: bool = True, quiet: bool = False,
-            callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary."""
+            callbacks: Sequence[Any] = (), restart: bool = False) -> dict[str, Any]:
+    """Distil the teacher into a D-DITR student in ``work_dir`` (resuming there); the Trainer summary.
+
+    ``restart``: start over when ``work_dir`` holds checkpoints of which none is readable (else an error)."""
     config = RunConfig.coerce(config).copy()
     check_student_config(config)
     torch.manual_seed(config.trainer.seed)
@@ -180,7 +182,7 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
     trainer = DistillTrainer(model, DistillCriterion(load_teacher(config)), train_set, settings,
                              collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                              optim=config.optim, callbacks=callbacks, run_config=config.to_dict())
-    return fit(trainer, resume)
+    return fit(trainer, resume, restart)
 
 
 def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device = "cpu",

@@ -7,10 +7,13 @@ into place with ``os.replace`` (atomic on POSIX within one file system).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,11 +35,66 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+#: When this process started (about: when ditr was imported); temporary files older than this whose
+#: writer may still run are left alone only if that writer is alive.
+PROCESS_START = time.time()
+#: ``.NAME.PID.RANDOM.tmp``: the temporary sibling of an atomic write (``tempfile``'s 8 random characters,
+#: or 32 hex digits); older ditr versions wrote ``.NAME.RANDOM.tmp`` without the writer's pid.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?(?P<random>[a-z0-9_]{8}|[0-9a-f]{32})\.tmp$")
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the name of a temporary sibling of ``name`` written by this process."""
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporary files of interrupted atomic writes in ``directory`` (not below it); the removed.
+
+    Only ditr's own temporaries count (the exact name pattern of :func:`atomic_write`, a file, not a
+    folder), and only those whose writer is gone: its pid (in the name) is not running, or, for a name
+    without a pid (an older ditr's), the file is older than this process.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        found = _TEMP_NAME.match(entry.name)
+        if found is None or not entry.is_file() or entry.is_symlink():
+            continue
+        pid = found.group("pid")
+        try:
+            older = entry.stat().st_mtime < PROCESS_START
+        except FileNotFoundError:
+            continue
+        if pid is not None:
+            stale = int(pid) != os.getpid() and not _pid_alive(int(pid))
+        else:
+            stale = older
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(fh)`` on a temporary file next to ``path`` and move it into place when done."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
@@ -44,9 +102,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc  # name the file (full disk)
         raise
     return path
 
@@ -119,10 +179,14 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     Never unpickles arbitrary objects; a file that needs more raises ``pickle.UnpicklingError``
     (see :func:`torch_load_problem` for a one-line description). The file is memory-mapped where
     its format allows, so tensors nobody uses (a trainer checkpoint's optimizer moments, twice the
-    weights) are never read into memory.
+    weights) are never read into memory. The zip CRCs are checked first (:func:`ditr.integrity.check_zip`:
+    a damaged file is an :class:`~ditr.integrity.IntegrityError` naming it).
     """
     import torch
 
+    from .integrity import check_zip
+
+    check_zip(path)  # torch reads zip members without checking their CRCs
     with torch.serialization.safe_globals(numpy_scalar_globals()):
         try:
             return torch.load(path, map_location=map_location, weights_only=True, mmap=True)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ from .engine.checkpoint import FORMAT as TRAINING_STATE
 from .engine.checkpoint import check_training_state
 from .errors import DitrError
 from .fileio import read_torch_file, torch_load_problem
+from .integrity import HASH_KEY, IntegrityError, mismatch, tensor_digest, warn_no_hash
 from .published import DEPTH_FORMULA, LoadOptions, PublishedInfo, describe, find_config, find_weights
 
 BUNDLE = "ditr.bundle"
@@ -135,8 +137,9 @@ class ModelFile:
         config = RunConfig.from_stored(self.config, f"{self} (stored run config)")
         if self.options.deterministic:
             config.model.ptv3.update(shuffle_orders=False, compat_pooling_shuffle=False)
-        if self.options.download:
-            config.vfm.download = True
+        # downloads only when this command was asked (--download): a stored vfm.download=true (a bundle
+        # or checkpoint from someone else) never makes a command fetch weights nobody asked for
+        config.vfm.download = bool(self.options.download)
         return config
 
 
@@ -178,14 +181,17 @@ def _read_file(path: Path, source: str, options: LoadOptions, *, config_py: Path
         tensors, stored, training = read_bundle(path)
         return ModelFile(path, BUNDLE, tensors, stored, training, source, options=options)
     try:
-        raw = read_torch_file(path)
+        raw = read_torch_file(path)  # zip CRCs checked
+    except DitrError:
+        raise
     except Exception as exc:  # not a torch file, or one that needs unpickling code
         raise DitrError(f"{path}: not a model file (neither a ditr training state, a .ditr bundle nor a "
                         f"reference state dict: {torch_load_problem(exc)})") from None
     if isinstance(raw, Mapping) and "format" in raw:  # ours, or a ditr file this version refuses
-        state = check_training_state(raw, path)
+        state = check_training_state(raw, path, keys=("model",), zip_checked=zipfile.is_zipfile(path))
         return ModelFile(path, TRAINING_STATE, state["model"], state.get("config") or None,
                          {k: state.get(k) for k in RECORD_KEYS}, source, options=options)
+    warn_no_hash(path, zipfile.is_zipfile(path))  # a reference file: no content hash, never refused for that
     if config_py is None:
         config_py = find_config(path)
     entry = entry or zoo.entry_for_path(path)
@@ -377,7 +383,20 @@ def read_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
                         f"{meta.get('format')!r})")
     if int(meta.get("version", 0)) > VERSION:
         raise DitrError(f"{path}: bundle version {meta['version']} is newer than this ditr ({VERSION})")
-    return load_file(str(path)), json.loads(meta["config"]), json.loads(meta.get("training", "{}"))
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # a header that parses but does not describe the data
+        raise IntegrityError(f"{path}: damaged bundle ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                             ) from None
+    stored = meta.pop(HASH_KEY, None)
+    if stored is None:
+        warn_no_hash(path, None)
+    elif tensor_digest(tensors, extra=meta) != stored:
+        raise mismatch(path, "its weights and metadata")
+    try:
+        return tensors, json.loads(meta["config"]), json.loads(meta.get("training", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise DitrError(f"{path}: damaged bundle (its metadata cannot be read: {exc})") from None
 
 
 def export_bundle(checkpoint: str | Path | ModelFile, out: str | Path,
@@ -396,6 +415,7 @@ def export_bundle(checkpoint: str | Path | ModelFile, out: str | Path,
               "source": str(file)}
     metadata = {"format": BUNDLE, "version": str(VERSION), "config": json.dumps(to_jsonable(config.to_dict())),
                 "training": json.dumps(to_jsonable(record))}
+    metadata[HASH_KEY] = tensor_digest(weights, extra=metadata)
     path = atomic_write_bytes(out, save(weights, metadata=metadata))
     return {"bundle": str(path), "format": "bundle", "tensors": len(weights),
             "float_values": sum(v.numel() for v in weights.values() if v.is_floating_point()),  # + BN stats

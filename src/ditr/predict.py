@@ -236,6 +236,36 @@ def render_view_ids(num_views: int, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, num_views - 1, min(count, num_views))})
 
 
+#: The files ``ditr predict`` writes (``view_*.png`` besides): what a reused ``--out`` is cleared of.
+OUTPUT_FILES = ("labels.npy", "probs.npy", "pred.ply", "classes.json", "legend.png", "topdown.png", "pred.html",
+                "summary.json")
+
+
+def _is_output(name: str) -> bool:
+    return name in OUTPUT_FILES or (name.startswith("view_") and name.endswith(".png"))
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Make ``staging`` the folder ``out``: a previous prediction there is replaced as a whole (never
+    new labels beside an old summary); anything else the folder held is kept."""
+    import os
+    import shutil
+    import uuid
+
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if not out.is_dir():
+        raise DitrError(f"--out {out}: exists and is not a directory")
+    old = out.parent / f".{out.name}.{uuid.uuid4().hex}.old"
+    os.replace(out, old)
+    os.replace(staging, out)
+    for entry in old.iterdir():  # the user's own files: back into the folder
+        if not _is_output(entry.name) and not (out / entry.name).exists():
+            os.replace(entry, out / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Prediction, config: RunConfig,
                   *, source: str, options: PredictOptions, device: str, render_views: int = 3,
                   save_probs: bool = False, html: bool = False, elapsed: float | None = None) -> dict[str, Any]:
@@ -244,14 +274,43 @@ def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Predicti
     ``scene`` is the scene predicted (loaded once by the caller; a directory is loaded here).
     ``source`` names the checkpoint (or bundle) in the summary; ``elapsed``: seconds the run took
     before writing (model loading included), for the total.
+
+    Everything is written into a fresh staging folder next to ``out_dir`` (``.NAME.*.tmp``) that is
+    moved into place at the end, so an interrupted or failing run leaves ``out_dir`` as it was, and a
+    reused ``out_dir`` never mixes two predictions. Views that see no point are warned about
+    (``summary["warnings"]``) and rendered without labels.
     """
+    import shutil
+    import tempfile
+
+    from .fileio import DIR_MODE
+
+    out = Path(out_dir)
+    if out.is_symlink():  # replace the folder it points to, not the link
+        out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        staging.chmod(DIR_MODE)
+        summary = _write_outputs(staging, scene, pred, config, source=source, options=options, device=device,
+                                 render_views=render_views, save_probs=save_probs, html=html, elapsed=elapsed)
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write_outputs(out: Path, scene: Scene | str | Path, pred: Prediction, config: RunConfig,
+                   *, source: str, options: PredictOptions, device: str, render_views: int,
+                   save_probs: bool, html: bool, elapsed: float | None) -> dict[str, Any]:
+    import warnings
+
     from .engine.logging import to_jsonable
     from .fileio import atomic_save_npy, atomic_write_json
     from .io.ply import write_ply
     from .viz.render import label_colors, render_legend, render_topdown, render_view_labels
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timer = time.perf_counter()
     if not isinstance(scene, Scene):
         scene = Scene.load(scene, check_images=False)
@@ -271,8 +330,11 @@ def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Predicti
     files["legend"] = render_legend(names, counts.tolist(), out / "legend.png")
     files["topdown"] = render_topdown(scene.coord, pred.labels, names, out / "topdown.png",
                                       title=f"{scene.name}: predicted classes")
-    views = render_view_labels(scene, pred.labels, names, out, render_view_ids(len(scene.views), render_views),
-                               config.projection)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        views = render_view_labels(scene, pred.labels, names, out, render_view_ids(len(scene.views), render_views),
+                                   config.projection)
+    render_warnings = [str(w.message) for w in caught]
     if html:
         from .viz.viewer import write_viewer
 
@@ -296,7 +358,7 @@ def write_outputs(out_dir: str | Path, scene: Scene | str | Path, pred: Predicti
         "seconds": {**pred.seconds, "write_outputs": round(time.perf_counter() - timer, 3),
                     **({"total": round(elapsed + time.perf_counter() - timer, 3)} if elapsed is not None else {})},
         "peak_rss_mb": _peak_rss_mb(),
-        "warnings": pred.warnings,
+        "warnings": [*pred.warnings, *render_warnings],
         "files": sorted([p.name for p in files.values()] + [p.name for p in views] + ["summary.json"]),
     }
     summary = to_jsonable(summary)

@@ -52,13 +52,15 @@ def trainer_config(config: RunConfig, work_dir: str | Path, quiet: bool) -> Trai
 
 def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_scenes: Scenes | None = None,
           val_scenes: Scenes | None = None, init: str | Path | ModelFile | None = None, resume: bool = True,
-          quiet: bool = False, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+          quiet: bool = False, callbacks: Sequence[Any] = (), restart: bool = False) -> dict[str, Any]:
     """Train the model of ``config`` in ``work_dir`` (resuming there); returns the Trainer summary.
 
     ``init`` loads backbone weights from a checkpoint first (e.g. a distilled student, a published
     model: :func:`ditr.model_files.init_model`); keys that do not fit (another head) are left at
     their initialisation, and the init model's behaviour (a published model's reference
     compatibility and depth rule) is carried into the run config unless it sets them itself.
+    When ``work_dir`` holds checkpoints of which none is readable it is an error, unless ``restart``
+    (start over from step 0; the damaged files are overwritten).
     """
     config = RunConfig.coerce(config).copy()
     torch.manual_seed(config.trainer.seed)  # the same initial weights every run
@@ -74,13 +76,13 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),
                       collate_fn=collate, val_set=val_set, val_collate_fn=collate,
                       optim=config.optim, callbacks=callbacks, run_config=config.to_dict())
-    return fit(trainer, resume)
+    return fit(trainer, resume, restart)
 
 
-def fit(trainer: Trainer, resume: bool) -> dict[str, Any]:
+def fit(trainer: Trainer, resume: bool, restart: bool = False) -> dict[str, Any]:
     """Run a trainer to the end and release its DDP wrapper whatever happens (engine contract)."""
     try:
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, restart=restart)
     finally:
         trainer.close()
 

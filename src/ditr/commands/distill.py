@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="presets / YAML files, then dotted key=value overrides (with --evaluate: CKPT SCENE...)")
     p.add_argument("--work-dir", type=Path, default=None, help="run directory (default runs/<config name>-distill)")
     p.add_argument("--no-resume", action="store_true", help="do not resume from WORK_DIR/last.pt")
+    p.add_argument("--restart", action="store_true",
+                   help="start over from step 0 when WORK_DIR's checkpoints are all damaged (else an error)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--evaluate", default=None, metavar="MODEL",
                    help="only evaluate this student's cosine to the teacher (on the scenes given, else its val split)")
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise DitrError("name at least one preset or YAML file before the key=value overrides")
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / f"{config.name or Path(presets[0]).stem}-distill"
-    summary = distill(config, work_dir, resume=not args.no_resume, quiet=args.quiet)
+    summary = distill(config, work_dir, resume=not args.no_resume,
+                      quiet=args.quiet, restart=getattr(args, "restart", False))
     result = {"work_dir": str(work_dir), **summary}
     if (Path(work_dir) / "last.pt").is_file() and summary.get("metrics") is not None:
         result["eval"] = {k: v for k, v in evaluate_distillation(

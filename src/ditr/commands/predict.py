@@ -113,5 +113,7 @@ def run(args: argparse.Namespace) -> int:
     summary = write_outputs(args.out, scene, pred, predictor.config, source=str(args.checkpoint), options=options,
                             device=str(device), render_views=args.render_views, save_probs=args.save_probs,
                             html=args.html, elapsed=time.perf_counter() - start)
+    for warning in summary["warnings"][len(pred.warnings):]:  # views that see no point
+        bar.console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     print(json.dumps(summary))
     return 0

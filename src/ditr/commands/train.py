@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="initialise from this model's matching weights (a checkpoint, bundle, published model name "
                         "or folder, reference .pth); a published model's reference behaviour is carried over")
     p.add_argument("--no-resume", action="store_true", help="do not resume from WORK_DIR/last.pt")
+    p.add_argument("--restart", action="store_true",
+                   help="start over from step 0 when WORK_DIR's checkpoints are all damaged (else an error)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(p)
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_preset(presets, overrides)
     work_dir = args.work_dir or Path("runs") / config.name or Path(presets[0]).stem
     init = read_model_file(args.init, load_options(args)) if args.init is not None else None
-    summary = train(config, work_dir, init=init, resume=not args.no_resume, quiet=args.quiet)
+    summary = train(config, work_dir, init=init, resume=not args.no_resume,
+                    quiet=args.quiet, restart=getattr(args, "restart", False))
     from ..engine import distributed
     from ..engine.logging import to_jsonable
 

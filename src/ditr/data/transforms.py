@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DitrError
 from .sample import Sample, num_points, take
 
 TRANSFORMS: dict[str, type] = {}
@@ -281,6 +281,27 @@ def voxel_groups(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.nd
     return grid, order, starts, counts
 
 
+#: Voxels along one axis that the serialization codes hold (16 bits per axis: ~3.3 km at 5 cm voxels).
+MAX_GRID_CELLS = 2**16 - 1
+
+
+def check_grid_extent(grid: np.ndarray, coord: np.ndarray, grid_size: float) -> None:
+    """A clean error when a cloud spans more voxels than the serialization codes hold (a stray point
+    1,000 km away), naming the extent and the voxel size; before, a traceback deep in the model."""
+    if len(grid) == 0:
+        return
+    top = int(grid.max())
+    if top + 1 <= MAX_GRID_CELLS:  # the reference's depth formula needs bit_length(max + 1) <= 16
+        return
+    extent = np.asarray(coord, np.float64).max(0) - np.asarray(coord, np.float64).min(0)
+    axis = "xyz"[int(np.argmax(extent))]
+    most = MAX_GRID_CELLS
+    raise DitrError(f"the point cloud spans {float(extent.max()):,.1f} m along {axis} ({top + 1:,} voxels of "
+                    f"{grid_size:g} m); at most {most:,} voxels ({most * grid_size:,.0f} m at this voxel size) fit "
+                    "the model's serialization codes: remove far-away stray points, or "
+                    "split the scene")
+
+
 @register
 class GridSample:
     """Voxelise with cells of ``grid_size`` metres and set ``grid_coord``.
@@ -302,6 +323,7 @@ class GridSample:
         if "inverse" in sample:
             raise ValueError("GridSample applied twice: the first inverse map would be lost")
         grid, order, starts, counts = voxel_groups(sample["coord"], self.grid_size)
+        check_grid_extent(grid, sample["coord"], self.grid_size)
         sample = dict(sample, grid_coord=grid)
         if "index" not in sample:
             sample["index"] = np.arange(num_points(sample), dtype=np.int64)

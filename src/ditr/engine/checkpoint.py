@@ -17,7 +17,7 @@ import random
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from ..errors import DitrError
-from ..fileio import atomic_write
+from ..integrity import HASH_KEY, IntegrityError, check_zip, has_tensors, mismatch, tensor_digest, warn_no_hash
+from ..fileio import atomic_write, clean_stale_temporaries, temp_prefix, torch_load_problem
 
 FORMAT = "ditr.train_state"
 VERSION = 1
@@ -36,37 +37,61 @@ class TrainingStateError(DitrError):
     """A file that cannot be read or is not a ditr training state."""
 
 
+def content_hashes(state: Mapping[str, Any]) -> dict[str, str]:
+    """The content hash of each top-level entry of ``state`` that holds tensors (:mod:`ditr.integrity`)."""
+    return {key: tensor_digest(value) for key, value in state.items() if key != HASH_KEY and has_tensors(value)}
+
+
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format tag and version) to ``path`` atomically."""
+    """Write ``state`` (plus format tag, version and the content hash of its tensors) to ``path`` atomically."""
     payload = {"format": FORMAT, "version": VERSION, **state}
+    payload[HASH_KEY] = content_hashes(payload)
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training state; any damage (truncation, wrong file) raises :class:`TrainingStateError`."""
+    """Read a training state; any damage (truncation, wrong file, a zip CRC or content hash that does
+    not match) raises :class:`TrainingStateError`."""
     path = Path(path)
     try:
+        zipped = check_zip(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise TrainingStateError(f"{path}: no such checkpoint") from None
+    except IntegrityError as exc:
+        raise TrainingStateError(str(exc)) from None
     except Exception as exc:  # torch reports damage as RuntimeError, EOFError, UnpicklingError...
-        raise TrainingStateError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
-    return check_training_state(state, path)
+        raise TrainingStateError(f"{path}: unreadable checkpoint ({torch_load_problem(exc)})") from None
+    return check_training_state(state, path, zip_checked=zipped)
 
 
-def check_training_state(state: Any, path: str | Path) -> dict[str, Any]:
-    """``state`` (a file's content, already read) if it is a training state this ditr can read."""
+def check_training_state(state: Any, path: str | Path, keys: Sequence[str] | None = None,
+                         zip_checked: bool = True) -> dict[str, Any]:
+    """``state`` (a file's content, already read) if it is a training state this ditr can read whose
+    content hash matches (of ``keys`` only, e.g. ``("model",)`` where the rest is not used; default
+    all). A state written without a hash (an older ditr) passes with one warning line."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainingStateError(f"{path}: not a ditr training state (format tag missing)")
     if state.get("version", 0) > VERSION:
         raise TrainingStateError(f"{path}: checkpoint version {state['version']} is newer than "
                               f"this ditr ({VERSION})")
+    stored = state.get(HASH_KEY)
+    if stored is None:
+        warn_no_hash(path, zip_checked)
+        return state
+    if not isinstance(stored, dict):
+        raise TrainingStateError(f"{path}: damaged checkpoint (its content hash entry is not a mapping)")
+    for key in stored if keys is None else [k for k in keys if k in stored]:
+        if key not in state or tensor_digest(state[key]) != stored[key]:
+            raise TrainingStateError(str(mismatch(path, f"its {key!r} tensors")))
     return state
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` a copy of ``src`` atomically (hard link when the file system allows)."""
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already the same file: renaming one hard link onto another would do nothing
+    tmp = dst.parent / f"{temp_prefix(dst.name)}{uuid.uuid4().hex}.tmp"
     try:
         try:
             os.link(src, tmp)
@@ -84,6 +109,9 @@ class CheckpointManager:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        #: False while ``last.pt`` is known to be damaged: the next save must not rotate it over a good
+        #: ``last.prev.pt``.
+        self.rotate = True
 
     @property
     def last(self) -> Path:
@@ -100,39 +128,58 @@ class CheckpointManager:
     def save(self, state: dict[str, Any], is_best: bool = False) -> Path:
         """Rotate ``last.pt`` to ``last.prev.pt``, write the new ``last.pt``, link ``best.pt``."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.last.exists():
+        if self.last.exists() and self.rotate:
             _link_or_copy(self.last, self.prev)
         save_training_state(self.last, state)
+        self.rotate = True
         if is_best:
             _link_or_copy(self.last, self.best)
         return self.last
 
-    def load_resume(self, map_location: str | torch.device = "cpu", quarantine: bool = False
+    def clean(self) -> list[Path]:
+        """Remove the temporary files of interrupted writes in the run directory (a run starting)."""
+        removed = clean_stale_temporaries(self.directory)
+        if removed:
+            warnings.warn(f"{self.directory}: removed {len(removed)} temporary file(s) of interrupted "
+                          "checkpoint writes", stacklevel=2)
+        return removed
+
+    def load_resume(self, map_location: str | torch.device = "cpu", restart: bool = False
                     ) -> tuple[Path, dict[str, Any]] | None:
         """The newest readable state as ``(path, state)``, or None when there is none.
 
         A damaged ``last.pt`` (killed mid-copy, disk full, ...) is reported with a warning and
-        ``last.prev.pt`` is used instead; only when both exist and both are damaged is it an
-        error, since silently starting over would throw away the run. With ``quarantine`` (a
-        run about to continue) a damaged file is renamed ``*.damaged``, so that the next
-        rotation does not copy it over the good ``last.prev.pt``.
+        ``last.prev.pt`` is used instead (the next save then writes ``last.pt`` without rotating the
+        damaged file over the good one). Damaged files keep their names. When checkpoints exist but
+        none is readable it is an error saying which and how to go on, since silently starting over
+        would throw the run away; with ``restart`` a warning, and None (the run starts over and its
+        saves replace the damaged files).
         """
         problems = []
         for path in (self.last, self.prev):
             if not path.exists():
                 continue
             try:
-                return path, load_training_state(path, map_location)
+                found = path, load_training_state(path, map_location)
             except TrainingStateError as exc:
                 problems.append(str(exc))
-                warnings.warn(f"skipping damaged checkpoint: {exc}", stacklevel=2)
-                if quarantine:
-                    os.replace(path, path.with_name(path.name + ".damaged"))
+                if path == self.last:
+                    self.rotate = False
+                continue
+            for problem in problems:
+                warnings.warn(f"skipping damaged checkpoint: {problem}", stacklevel=2)
+            return found
         if problems:
-            raise TrainingStateError("no readable checkpoint to resume from: " + "; ".join(problems))
+            detail = "; ".join(problems)
+            if restart:
+                warnings.warn(f"starting over (restart): no readable checkpoint in {self.directory}: {detail}",
+                              stacklevel=2)
+                return None
+            raise TrainingStateError(
+                f"no readable checkpoint to resume from in {self.directory}: {detail}. Run again with --restart "
+                "(restart=True) to start over from step 0 (the damaged files are then overwritten), or put a good "
+                f"checkpoint at {self.last}")
         return None
-
-
 def find_resume(directory: str | Path) -> Path | None:
     """Path of the checkpoint a run in ``directory`` would resume from (validated by loading)."""
     found = CheckpointManager(directory).load_resume()

@@ -194,15 +194,20 @@ class Trainer:
 
     # ----- the loop -------------------------------------------------------------------------
 
-    def fit(self, resume: bool | str | Path = True) -> dict[str, Any]:
+    def fit(self, resume: bool | str | Path = True, restart: bool = False) -> dict[str, Any]:
         """Train to ``total_steps``; returns :meth:`summary`.
 
         ``resume=True`` continues from the run directory's newest readable checkpoint if there is
         one; a path resumes from that file; False starts over (existing files are overwritten).
+        When the run directory has checkpoints but none is readable it is an error unless
+        ``restart`` (then the run starts over). Temporary files of interrupted writes in the run
+        directory are removed first.
         """
         if self._closed:
             raise RuntimeError("this trainer was closed; make a new one to train again")
-        resumed = bool(resume) and self.resume(resume if isinstance(resume, (str, Path)) else None)
+        if self.info.is_main:
+            self.checkpoints.clean()
+        resumed = bool(resume) and self.resume(resume if isinstance(resume, (str, Path)) else None, restart=restart)
         if not resumed:
             # The model's own randomness (dropout, drop path) starts from the run's seed, one
             # stream per rank; a resumed run restores the saved generator states instead.
@@ -372,7 +377,7 @@ class Trainer:
             self.checkpoints.save(state, is_best=is_best)
         dist.barrier()
 
-    def resume(self, path: str | Path | None = None) -> bool:
+    def resume(self, path: str | Path | None = None, restart: bool = False) -> bool:
         """Load the newest readable checkpoint of the run (or ``path``); False if there is none.
 
         Rank 0 chooses the file (falling back to ``last.prev.pt`` when ``last.pt`` is damaged) and
@@ -384,7 +389,7 @@ class Trainer:
             if path is not None:
                 state = load_training_state(path)
             else:
-                found = self.checkpoints.load_resume(quarantine=True)
+                found = self.checkpoints.load_resume(restart=restart)
                 if found is not None:
                     path, state = found
         path = dist.broadcast_object(None if path is None else str(path))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def _first_per_cell(cell: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cells, rows): for each distinct cell, the row with the smallest priority."""
+    """(cells, rows): for each distinct cell, the row with the smallest priority (both empty for no rows)."""
+    if len(cell) == 0:  # a view that sees no point: nothing to draw
+        return cell[:0].astype(np.int64), np.zeros(0, np.int64)
     order = np.lexsort((priority, cell))
     first = np.r_[True, cell[order][1:] != cell[order][:-1]]
     return cell[order][first], order[first]
@@ -151,6 +154,8 @@ def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[s
         w, h = max(1, round(view.width * scale)), max(1, round(view.height * scale))
         image = np.asarray(Image.fromarray(view.read_image()).resize((w, h), Image.BILINEAR))
         vis = corr.visible[k].numpy()
+        if not vis.any():
+            warnings.warn(f"view {view.name} sees no point of the scene; rendered without labels", stacklevel=2)
         depth = corr.depth[k].numpy()[vis]
         # about the point spacing as seen at the point's depth, so that surfaces render closed
         focal = view.intrinsics[0, 0] * scale
