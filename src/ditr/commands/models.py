@@ -35,17 +35,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries))
         return 0
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from ..zoo import HUB_URL
 
-    table = Table(title=f"published models ({HUB_URL})", title_justify="left")
-    for column in ("name", "group", "dataset", "classes", "VFM", "mIoU", "status", "on disk"):
-        table.add_column(column, justify="right" if column in ("classes", "mIoU") else "left", no_wrap=column == "name")
+    console = Console()
+    # A narrow terminal gets the columns that decide which model to fetch; names never wrap (they are typed).
+    wide = console.width >= 140
+    columns = (("name", "group", "dataset", "classes", "VFM", "mIoU", "status", "on disk") if wide
+               else ("name", "mIoU", "status", "on disk"))
+    table = Table(title=f"published models ({HUB_URL})" + ("" if wide else "; --json or a wider terminal for more"),
+                  title_justify="left", box=None if not wide else box.HEAVY_HEAD)
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("classes", "mIoU") else "left",
+                         no_wrap=column in ("name", "mIoU"))
     for e in entries:
         status = e["status"] if e["supported"] else f"{e['status']}, {e['backbone']}: not supported"
-        table.add_row(e["name"], e["group"], e["dataset"], str(e["num_classes"] or "-"), e["vfm"] or "-",
-                      f"{e['miou']:.1f}" if e["miou"] is not None else "-", status, "yes" if e["local"] else "-")
-    Console().print(table)
+        cells = {"name": e["name"], "group": e["group"], "dataset": e["dataset"],
+                 "classes": str(e["num_classes"] or "-"), "VFM": e["vfm"] or "-",
+                 "mIoU": f"{e['miou']:.1f}" if e["miou"] is not None else "-", "status": status,
+                 "on disk": "yes" if e["local"] else "-"}
+        table.add_row(*(cells[c] for c in columns))
+    console.print(table)
     return 0
