@@ -102,6 +102,18 @@ def wall_box_dir(tmp_path) -> Path:
     return wall_and_box_scene().save(tmp_path / "wall_box")
 
 
+@pytest.fixture
+def scannet_copy(tmp_path) -> Path:
+    """A writable copy of the shared ScanNet sample (the shared folder is read-only on CI)."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(shared_path("data", "scannet"), src)
+    for p in src.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return src
+
+
 @pytest.fixture(scope="session")
 def scannet_scene(tmp_path_factory) -> Scene:
     from ditr.io.scannet import import_scannet

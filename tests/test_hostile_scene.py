@@ -18,7 +18,7 @@ from PIL import Image
 from ditr.errors import SceneError
 from ditr.io.scannet import import_scannet
 from ditr.scene import Scene
-from conftest import shared_path, wall_and_box_scene
+from conftest import wall_and_box_scene
 
 
 def _edit_views(path: Path, edit) -> None:
@@ -196,15 +196,6 @@ def test_symlinked_folders_inside_the_scene_are_followed(wall_box_dir, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ importer
-@pytest.fixture
-def scannet_copy(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(shared_path("data", "scannet"), src)
-    for p in src.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return src
-
-
 def test_scannet_import_refuses_scaled_poses(scannet_copy, tmp_path):
     pose_file = scannet_copy / "frames" / "scene0000_00" / "pose" / "00011.txt"
     pose = np.loadtxt(pose_file)

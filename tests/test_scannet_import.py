@@ -15,16 +15,6 @@ from ditr.errors import DitrError, SceneError
 from ditr.io.scannet import SCANNET20_CLASSES, import_scannet, read_matrix
 from ditr.projection import ProjectionConfig, project_scene
 from ditr.scene import Scene
-from conftest import shared_path
-
-
-@pytest.fixture
-def scannet_copy(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(shared_path("data", "scannet"), src)
-    for p in src.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return src
 
 
 def test_real_sample_imports(scannet_scene):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 import types
 import typing
 from collections.abc import Mapping
@@ -57,6 +56,16 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+#: Scalar hints: the Python types a value may have (bools only where the hint is bool) and the conversion.
+_SCALARS: dict[Any, tuple[tuple[type, ...], Any]] = {
+    bool: ((bool,), lambda v: v),
+    int: ((int,), lambda v: v),
+    float: ((int, float), lambda v: v if isinstance(v, float) else float(v)),
+    str: ((str,), lambda v: v),
+    Path: ((str, Path), Path),
+}
+
+
 class _Mismatch(Exception):
     """A value that does not fit a type hint (turned into a ConfigError with the key)."""
 
@@ -93,25 +102,10 @@ def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
         if value in typing.get_args(hint) and not isinstance(value, bool):
             return value
         raise _Mismatch
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) if not (isinstance(value, float) and math.isnan(value)) else value
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if hint is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
+    if hint in _SCALARS:
+        accepted, convert = _SCALARS[hint]
+        if isinstance(value, accepted) and (hint is bool or not isinstance(value, bool)):
+            return convert(value)
         raise _Mismatch
     if origin in (list, tuple) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
