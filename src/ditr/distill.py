@@ -35,7 +35,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from .build import model_from_config
 from .configs import ModelKind, RunConfig
-from .data import SceneDataset, collate, resolve_scenes
+from .data import SceneDataset, collate
+from .data.dataset import config_scenes
 from .engine.evaluator import as_output
 from .engine.losses import cosine_distill_loss
 from .engine.trainer import Trainer
@@ -139,13 +140,6 @@ def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
     return concat(trains), (concat(vals) if vals else None)
 
 
-def _val_scenes(config: RunConfig) -> list[Path]:
-    """The scene directories of a source's validation split (``dataset.root`` + ``splits.val``)."""
-    if not config.dataset.root:
-        raise DitrError("dataset.root is not set (the directory of imported scenes)")
-    return resolve_scenes(config.dataset.root, config.dataset.splits["val"])
-
-
 def load_teacher(config: RunConfig) -> ImageFeatureSource | None:
     """The frozen VFM (an online image-feature source, on ``vfm.device``) when some source computes
     its features online (``vfm.online``), else None."""
@@ -220,7 +214,8 @@ def evaluate_distillation(checkpoint: str | Path | ModelFile, scenes: Scenes | N
     if scenes is not None:
         work = [(predictors[0], [Path(s) for s in scenes])]
     else:
-        work = [(p, _val_scenes(p.config)) for p in predictors if p.config.dataset.splits.get("val") is not None]
+        work = [(p, config_scenes(p.config, "val")) for p in predictors
+                if p.config.dataset.splits.get("val") is not None]
         if not work:
             raise DitrError("no scenes given and the run config has no validation split")
     total, weighted, per_scene = 0, 0.0, {}

@@ -70,6 +70,15 @@ def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path 
     raise DitrError(f"split {split!r}: neither a file, nor {root}/splits/{split}.txt, nor a directory {root}/{split}")
 
 
+def config_scenes(config: RunConfig, mode: str) -> list[Path]:
+    """The scene directories of ``dataset.root`` and ``dataset.splits[mode]`` (``test`` falls back to ``val``)."""
+    data = config.dataset
+    if not data.root:
+        raise DitrError("dataset.root is not set (the directory of imported scenes)")
+    split = data.splits.get(mode, data.splits.get("val")) if mode == "test" else data.splits.get(mode)
+    return resolve_scenes(data.root, split)
+
+
 def _resolve_entry(root: Path, name: str) -> list[Path]:
     path = root / name
     if (path / COORD_FILE).is_file():
@@ -192,12 +201,7 @@ class SceneDataset(Dataset):
         """The dataset of ``dataset.root`` and ``dataset.splits[mode]`` (the split for ``test``
         falls back to ``val``)."""
         config = RunConfig.coerce(config)
-        data = config.dataset
-        if not data.root:
-            raise DitrError("dataset.root is not set (the directory of imported scenes)")
-        splits = data.splits
-        split = splits.get(mode, splits.get("val")) if mode == "test" else splits.get(mode)
-        return cls(data.root, split, config, mode)
+        return cls(config_scenes(config, mode), None, config, mode)
 
     def __len__(self) -> int:
         return len(self.paths) * self.loop
