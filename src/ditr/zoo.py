@@ -139,10 +139,6 @@ def names() -> list[str]:
     return [e.name for e in ENTRIES]
 
 
-def is_zoo_name(text: str) -> bool:
-    return text in _BY_NAME
-
-
 def get_entry(name: str) -> ZooEntry:
     """The entry called ``name``; an error naming the closest names and ``ditr models``."""
     if name in _BY_NAME:

@@ -16,7 +16,6 @@ Sections that configure one object of a lower module are that module's own datac
 from __future__ import annotations
 
 import copy
-import dataclasses
 import enum
 import re
 from collections.abc import Mapping, Sequence
@@ -381,9 +380,6 @@ class RunConfig:
 
     def copy(self) -> RunConfig:
         return copy.deepcopy(self)
-
-    def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(copy.deepcopy(self), **changes)
 
     # -------------------------------------------------------------------------------- meaning
     @property
