@@ -33,6 +33,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/projection.py
 	$(PY) benchmarks/features.py --quick
+	$(PY) benchmarks/lifting.py --quick
 	$(PY) benchmarks/ptv3.py --quick
 
 clean:
