@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Modules that turn a run config into work (training, distillation, prediction, demo, commands).
 WORKFLOWS = ("ditr.training", "ditr.distill", "ditr.predict", "ditr.inference", "ditr.demo", "ditr.build",
-             "ditr.model_files", "ditr.published", "ditr.commands", "ditr.cli")
+             "ditr.model_files", "ditr.published", "ditr.recipe", "ditr.commands", "ditr.cli")
 #: (layer, what it must not import).
 LAYERS = (
     ("ditr.lifting", ("ditr.image_features", "ditr.models", "ditr.data", "ditr.engine", "ditr.configs", *WORKFLOWS)),

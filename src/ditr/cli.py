@@ -20,7 +20,7 @@ from . import __version__
 from .errors import DitrError
 
 COMMANDS = ["synth", "inspect", "project", "import_", "features", "train", "evaluate", "demo", "distill", "predict",
-            "info", "export", "models"]
+            "info", "export", "models", "recipe"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,108 @@
+"""``ditr recipe [PRESET] [--method M] [--json]``: a preset's resolved configuration next to the reference's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+NAME = "recipe"
+HELP = "Compare a preset's resolved configuration with the reference's recipe, key by key, with reasons for every difference."
+EXAMPLES = """examples:
+  ditr recipe                          # every card: how many keys differ, all with reasons?
+  ditr recipe scannet                  # DITR on ScanNet vs the reference's ScanNet image config
+  ditr recipe nuscenes --method ptv3   # the 3D-only baseline vs the reference's base config
+  ditr recipe scannet --method d-ditr  # the distillation preset behind ScanNet's D-DITR
+  ditr recipe semantickitti --json | jq '.differences[] | .key'
+  ditr recipe scannet --differences    # only the rows that differ
+
+Each difference shows its declared reason; one without a reason is a bug (the test suite fails on
+it), and --check makes the command exit with status 1 on one. See docs/recipe.md."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", nargs="?", default=None,
+                   help="a dataset preset (scannet, nuscenes ...) or a distillation preset (distill/...)")
+    p.add_argument("--method", choices=("ditr", "ptv3", "d-ditr"), default=None,
+                   help="ditr (images injected), ptv3 (3D only) or d-ditr (stage 1, distillation); "
+                        "default: the preset's own")
+    p.add_argument("--json", action="store_true",
+                   help="print {preset, method, runs, follows, config, differences: [{key, ours, reference, reason}]}")
+    p.add_argument("--differences", action="store_true", help="show only the keys that differ")
+    p.add_argument("--check", action="store_true", help="exit with status 1 if a difference has no declared reason")
+
+
+def show(value: Any) -> str:
+    """A setting as one readable cell: a transform list one step per line, a test-time variant list
+    one variant per line."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "type" in v for v in value):
+        return "\n".join(_step(v) for v in value)
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return "\n".join(" + ".join(_step(s) for s in v) or "(as is)" for v in value)
+    if value is None:
+        return "null"
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+
+def _step(step: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={json.dumps(v)}" for k, v in step.items() if k != "type")
+    return f"{step['type']}({args})"
+
+
+def _summary() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..recipe import build_card, card_names, methods_of
+
+    table = Table(title="recipe cards (ditr recipe PRESET --method M for one)", title_justify="left", box=None)
+    for column in ("preset", "method", "follows", "keys", "differ", "undeclared"):
+        table.add_column(column, justify="right" if column in ("keys", "differ", "undeclared") else "left")
+    bad = 0
+    for preset in card_names():
+        for method in methods_of(preset):
+            card = build_card(preset, method)
+            bad += len(card.undeclared)
+            table.add_row(preset, method, card.entry_config, str(len(card.rows)), str(len(card.differences)),
+                          str(len(card.undeclared)))
+    Console().print(table)
+    return bad
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..recipe import DECLARED, SAME, build_card
+
+    if args.preset is None:
+        bad = _summary()
+        return 1 if args.check and bad else 0
+    card = build_card(args.preset, args.method)
+    if args.json:
+        print(json.dumps(card.to_json()))
+        return 1 if args.check and card.undeclared else 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{card.name}[/bold]: runs [bold]{card.spec.run_preset}[/bold]; follows the reference's "
+                  f"{card.entry_config} ({card.reports})")
+    table = Table(show_lines=True, box=None, pad_edge=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("ours")
+    table.add_column("reference")
+    table.add_column("difference")
+    for row in card.rows:
+        if args.differences and row.status == SAME:
+            continue
+        mark = ("" if row.status == SAME else f"[yellow]{row.reason}[/yellow]" if row.status == DECLARED
+                else "[bold red]UNDECLARED[/bold red]")
+        key = row.key if row.status == SAME else f"[bold]{row.key}[/bold]"
+        table.add_row(key, show(row.ours), show(row.reference), mark)
+    console.print(table)
+    for note in card.notes:
+        console.print(f"reference: {note}")
+    if card.spec.method == "d-ditr":
+        console.print("stage 2 fine-tunes the student with the ptv3 recipe of the target dataset "
+                      "(ditr recipe DATASET --method ptv3) from the distilled backbone (ditr train --init)")
+    console.print(f"{len(card.rows)} keys compared, {len(card.differences)} differ, "
+                  f"{len(card.undeclared)} without a declared reason")
+    return 1 if args.check and card.undeclared else 0
