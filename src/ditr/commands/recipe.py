@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   ditr recipe scannet --method d-ditr  # the distillation preset behind ScanNet's D-DITR
   ditr recipe semantickitti --json | jq '.differences[] | .key'
   ditr recipe scannet --differences    # only the rows that differ
+  ditr recipe scannet vfm.online=true images.color_jitter=[0.4,0.4,0.2,0.1]   # what an override changes
 
 Each difference shows its declared reason; one without a reason is a bug (the test suite fails on
 it), and --check makes the command exit with status 1 on one. See docs/recipe.md."""
@@ -23,6 +24,8 @@ it), and --check makes the command exit with status 1 on one. See docs/recipe.md
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", nargs="?", default=None,
                    help="a dataset preset (scannet, nuscenes ...) or a distillation preset (distill/...)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="settings to change first, as on the ditr train command line (to see what they move)")
     p.add_argument("--method", choices=("ditr", "ptv3", "d-ditr"), default=None,
                    help="ditr (images injected), ptv3 (3D only) or d-ditr (stage 1, distillation); "
                         "default: the preset's own")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preset is None:
         bad = _summary()
         return 1 if args.check and bad else 0
-    card = build_card(args.preset, args.method)
+    card = build_card(args.preset, args.method, args.overrides)
     if args.json:
         print(json.dumps(card.to_json()))
         return 1 if args.check and card.undeclared else 0
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"[bold]{card.name}[/bold]: runs [bold]{card.spec.run_preset}[/bold]; follows the reference's "
                   f"{card.entry_config} ({card.reports})")
+    if card.spec.note:
+        console.print(card.spec.note)
     table = Table(show_lines=True, box=None, pad_edge=False)
     table.add_column("key", no_wrap=True)
     table.add_column("ours")

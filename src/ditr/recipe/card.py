@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,18 +93,19 @@ class Card:
         """``{"preset", "method", "runs", "follows", "config", "differences": [{key, ours, reference, reason}]}``."""
         return {
             "preset": self.spec.preset, "method": self.spec.method, "runs": self.spec.run_preset,
-            "follows": {"entry": self.spec.entry, "config": self.entry_config, "reports": self.reports},
+            "follows": {"entry": self.spec.entry, "config": self.entry_config, "reports": self.reports,
+                        "note": self.spec.note},
             "config": self.config.to_dict(),
             "differences": [{"key": r.key, "ours": r.ours, "reference": r.reference, "reason": r.reason or None}
                             for r in self.differences],
         }
 
 
-def _run_config(spec: CardSpec) -> RunConfig:
+def _run_config(spec: CardSpec, overrides: Sequence[str]) -> RunConfig:
     """The configuration ``ditr train`` / ``ditr distill`` would run for this card."""
     if spec.run_preset != spec.preset and not spec.run_preset.startswith("distill/"):
-        return load_preset([spec.preset, f"method/{spec.method}"])
-    return load_preset([spec.run_preset])
+        return load_preset([spec.preset, f"method/{spec.method}"], overrides)
+    return load_preset([spec.run_preset], overrides)
 
 
 def _source_views(config: RunConfig) -> list[dict[str, Any]]:
@@ -127,8 +129,9 @@ def _compare(card: str, ours: dict[str, Any], reference: dict[str, Any], prefix:
     return rows
 
 
-def build_card(preset: str, method: str | None = None) -> Card:
-    """The recipe card of ``preset`` run as ``method`` (default: the preset's own method)."""
+def build_card(preset: str, method: str | None = None, overrides: Sequence[str] = ()) -> Card:
+    """The recipe card of ``preset`` run as ``method`` (default: the preset's own method), with
+    ``key=value`` ``overrides`` applied as on the ``ditr train`` command line."""
     if method is None:
         methods = methods_of(preset)
         own = load_preset([preset]).kind.value if methods else "ditr"
@@ -139,7 +142,7 @@ def build_card(preset: str, method: str | None = None) -> Card:
     if method == "ptv3":  # the reference's base config: the image entry without images
         settings = {k: v for k, v in settings.items() if not k.startswith(IMAGE_KEY_PREFIXES)}
         settings["model.name"] = "ptv3"
-    config = _run_config(spec)
+    config = _run_config(spec, overrides)
     name = f"{preset}/{method}"
     rows = _compare(name, config_view(config), settings)
     if method == "d-ditr" and ref.sources:

@@ -61,6 +61,7 @@ class CardSpec:
     run_preset: str
     config: str | None = None
     reports: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def card_spec(preset: str, method: str) -> CardSpec:
         spec = {"entry": spec}
     run_preset = spec.get("preset") or (preset if method == "ditr" or preset.startswith("distill/")
                                         else f"{preset} + method/{method}")
-    return CardSpec(preset, method, spec["entry"], run_preset, spec.get("config"), spec.get("reports"))
+    return CardSpec(preset, method, spec["entry"], run_preset, spec.get("config"), spec.get("reports"),
+                    spec.get("note"))
 
 
 def methods_of(preset: str) -> list[str]:
