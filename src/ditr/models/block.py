@@ -67,6 +67,7 @@ class Block(nn.Module):
         pre_norm: bool = True,
         attn_backend: str = "auto",
         conv_backend: str = "auto",
+        patch_grouping: str = "auto",
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
@@ -76,7 +77,8 @@ class Block(nn.Module):
         )
         self.norm1 = nn.Sequential(nn.LayerNorm(channels))
         self.attn = SerializedAttention(
-            channels, num_heads, patch_size, order_index, qkv_bias, qk_scale, attn_drop, proj_drop, attn_backend
+            channels, num_heads, patch_size, order_index, qkv_bias, qk_scale, attn_drop, proj_drop, attn_backend,
+            patch_grouping,
         )
         self.norm2 = nn.Sequential(nn.LayerNorm(channels))
         self.mlp = nn.Sequential(MLP(channels, int(channels * mlp_ratio), proj_drop))

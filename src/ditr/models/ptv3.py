@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .. import checks
 from ..errors import ConfigError
-from .attention import ATTENTION_BACKENDS, SerializedAttention
+from .attention import ATTENTION_BACKENDS, PATCH_GROUPINGS, SerializedAttention
 from .block import Block
 from .point import Point
 from .pooling import REDUCTIONS, SerializedPooling, SerializedUnpooling, _bn
@@ -48,6 +48,12 @@ class PTv3Config:
 
     DITR: ``image_channels`` (the VFM width) adds an image projection to the decoder stages named
     in ``image_stages`` (None: all of them, the reference), pooled with ``image_reduce``.
+
+    ``patch_grouping`` picks how attention patches form when a cloud of the batch has fewer than
+    ``patch_size`` points at a level: "fixed" (the reference without flash-attn: every patch of the
+    batch shrinks to the smallest cloud), "flash" (the reference with flash-attn, as it trains:
+    patches keep ``patch_size`` and a short cloud is one shorter patch), "auto" (flash with the
+    flash kernel, fixed otherwise). See :mod:`ditr.models.attention`.
     """
 
     in_channels: int = 6
@@ -80,6 +86,7 @@ class PTv3Config:
     depth_formula: str = "pointcept"
     attn_backend: str = "auto"
     conv_backend: str = "auto"
+    patch_grouping: str = "auto"
 
     def __post_init__(self) -> None:
         """Ranges and relations of the fields; a ConfigError names the field (``model.ptv3.<field>``
@@ -130,6 +137,7 @@ class PTv3Config:
         checks.one_of("depth_formula", self.depth_formula, ("pointcept", "ditr"))
         checks.one_of("attn_backend", self.attn_backend, ATTENTION_BACKENDS)
         checks.one_of("conv_backend", self.conv_backend, CONV_BACKENDS)
+        checks.one_of("patch_grouping", self.patch_grouping, PATCH_GROUPINGS)
         if self.image_stages is not None:
             self.image_stages = tuple(self.image_stages)
             bad = [i for i in self.image_stages if not 0 <= i < len(self.dec_depths)]
@@ -219,6 +227,7 @@ class PointTransformerV3(nn.Module):
         block_args: dict[str, Any] = dict(
             mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, qk_scale=c.qk_scale, attn_drop=c.attn_drop,
             proj_drop=c.proj_drop, pre_norm=c.pre_norm, attn_backend=c.attn_backend, conv_backend=c.conv_backend,
+            patch_grouping=c.patch_grouping,
         )
         num_orders = len(c.order)
         self.embedding = Embedding(c.in_channels, c.enc_channels[0], c.conv_backend)
@@ -256,18 +265,26 @@ class PointTransformerV3(nn.Module):
     def reference_compat(self, value: bool) -> None:
         self.config.reference_compat = bool(value)
 
-    def set_backends(self, attn: str | None = None, conv: str | None = None) -> None:
+    def set_backends(self, attn: str | None = None, conv: str | None = None,
+                     patch_grouping: str | None = None) -> None:
         """Switch attention / sparse-conv backends of every layer (``auto``/``sdpa``/``naive``/
-        ``flash`` and ``auto``/``torch``/``spconv``)."""
+        ``flash`` and ``auto``/``torch``/``spconv``) and the attention patch grouping
+        (``auto``/``fixed``/``flash``), e.g. to evaluate on the CPU with the grouping a model was
+        trained with."""
         for module in self.modules():
-            if attn is not None and isinstance(module, SerializedAttention):
-                module.backend = attn
+            if isinstance(module, SerializedAttention):
+                if attn is not None:
+                    module.backend = attn
+                if patch_grouping is not None:
+                    module.patch_grouping = patch_grouping
             if conv is not None and isinstance(module, SubMConv3d):
                 module.backend = conv
         if attn is not None:
             self.config.attn_backend = attn
         if conv is not None:
             self.config.conv_backend = conv
+        if patch_grouping is not None:
+            self.config.patch_grouping = patch_grouping
 
     def make_point(self, data: Point | Mapping[str, Tensor]) -> Point:
         """Serialize input data with this model's orders and depth rule."""
