@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from ditr.cache import FeatureCache
+from ditr.configs import load_preset
 from ditr.data import SceneDataset, collate
+from ditr.data.dataset import pick_frames
 from ditr.errors import DitrError
 from ditr.io.synthetic import write_rooms
 from ditr.lifting import lift, lookup_image_features, view_weights
@@ -84,6 +86,28 @@ def test_items_are_reproducible_from_the_global_seed(rooms):
     for key in ("coord", "index", "img_index", "view_flipped"):
         torch.testing.assert_close(a[key], b[key])
     assert a["view_names"] == b["view_names"]
+
+
+def test_frame_rules_strided_is_the_reference_evaluation_rule(rooms):
+    rng = np.random.default_rng(0)
+    # strided: step = n // count, frames 0, step, ..., (count - 1) * step; at most count frames: all
+    assert pick_frames(25, 10, "strided", rng).tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert pick_frames(39, 10, "strided", rng).tolist() == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]
+    assert pick_frames(10, 10, "strided", rng).tolist() == list(range(10))
+    assert pick_frames(7, 10, "strided", rng).tolist() == list(range(7))  # S3DIS then pads (pad_views)
+    # evenly: from the first frame to the last
+    assert pick_frames(25, 10, "evenly", rng).tolist() == [0, 3, 5, 8, 11, 13, 16, 19, 21, 24]
+    assert pick_frames(7, 10, "evenly", rng).tolist() == list(range(7))
+    random = pick_frames(25, 10, "random", rng)
+    assert len(set(random.tolist())) == 10 and random.max() < 25
+    assert pick_frames(25, 10, "all", rng).tolist() == list(range(25))
+    with pytest.raises(DitrError, match="frame selection 'linspace'"):
+        pick_frames(25, 10, "linspace", rng)
+    for preset in ("scannet", "scannet200", "s3dis"):  # the indoor presets evaluate as the reference
+        assert load_preset([preset]).images.eval_views == "strided"
+    root, _ = rooms
+    ds = SceneDataset(root / "scenes", None, _config(root, eval_views="strided"), "val")
+    assert ds.get(0, np.random.default_rng(0))["view_names"] == ["view_00", "view_01"]  # step 3 // 2 = 1
 
 
 def test_val_sample_collates_with_full_resolution_inverse(rooms):

@@ -1,5 +1,5 @@
 """SemanticKITTI and KITTI object importers: real samples (calibration, projection) and generated
-native-layout fixtures (label map, instances, splits, class weights, bad input)."""
+native-layout fixtures (label map, instances, splits, bad input)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from ditr.cli import main
 from ditr.configs import load_preset
 from ditr.errors import DitrError, SceneError
-from ditr.io.kitti import (CLASS_WEIGHTS_FILE, SEMANTICKITTI_CLASSES, SEMANTICKITTI_LEARNING_MAP,
-                           class_weights_from_counts, import_kitti_object, import_semantickitti, odometry_camera,
-                           read_calib, rectified_camera)
+from ditr.io.kitti import (SEMANTICKITTI_CLASSES, SEMANTICKITTI_LEARNING_MAP, import_kitti_object,
+                           import_semantickitti, odometry_camera, read_calib, rectified_camera)
 from ditr.projection import ProjectionConfig, project_points, project_scene
 from ditr.scene import Scene
 from ditr.viz.overlay import render_overlays
@@ -191,7 +189,7 @@ def test_labels_instances_and_views_of_a_generated_sequence(kitti_src, tmp_path)
 def test_splits_list_existing_scenes_and_add_up_over_runs(kitti_src, tmp_path):
     out = tmp_path / "out"
     first = import_semantickitti(kitti_src, out, sequences=["8"])
-    assert first.splits == {"train": 0, "val": 1, "test": 0} and first.class_weights is None
+    assert first.splits == {"train": 0, "val": 1, "test": 0}
     assert not (out / "splits" / "train.txt").exists()
     second = import_semantickitti(kitti_src, out, sequences=["00", "11"], frame_step=2)
     assert second.splits == {"train": 1, "val": 1, "test": 1}
@@ -201,21 +199,12 @@ def test_splits_list_existing_scenes_and_add_up_over_runs(kitti_src, tmp_path):
     assert import_semantickitti(kitti_src, tmp_path / "capped", sequences=["00"], max_frames=1).scenes == 1
 
 
-def test_class_weights_file_follows_the_formula_and_loads_as_a_config(kitti_src, tmp_path):
+def test_the_import_writes_no_class_weights(kitti_src, tmp_path):
+    # The class weights are the reference's fixed ones, in the preset; the import computes none.
     out = tmp_path / "out"
     report = import_semantickitti(kitti_src, out)
-    assert report.class_weights == str(out / CLASS_WEIGHTS_FILE)
-    counts = np.zeros(19, np.int64)
-    for name in ("00_000000", "00_000001"):  # the training split only (08 is val)
-        seg = np.load(out / name / "segment.npy")
-        counts += np.bincount(seg[seg >= 0], minlength=19)
-    expected = 1.0 / np.log(1.02 + counts / counts.sum())
-    np.testing.assert_allclose(class_weights_from_counts(counts), expected)
-    weights = yaml.safe_load((out / CLASS_WEIGHTS_FILE).read_text())["loss"]["class_weights"]
-    np.testing.assert_allclose(weights, expected, rtol=1e-5)
-    config = load_preset(["semantickitti", out / CLASS_WEIGHTS_FILE], [f"dataset.root={out}"])
-    np.testing.assert_allclose(config.loss.class_weights, expected, rtol=1e-5)
-    assert config.dataset.class_names == SEMANTICKITTI_CLASSES
+    assert report.splits["train"] == 2 and not hasattr(report, "class_weights")
+    assert not (out / "class_weights.yaml").exists() and all(p.is_dir() for p in out.iterdir())
 
 
 def test_preset_class_names_match_the_learning_map_order():
@@ -235,10 +224,9 @@ def test_images_may_live_in_a_separate_odometry_tree(kitti_src, tmp_path):
 
 
 def test_cli_prints_the_report(kitti_src, tmp_path, capsys):
-    assert main(["import", "semantickitti", str(kitti_src), str(tmp_path / "out"), "--sequences", "00",
-                 "--no-class-weights"]) == 0
+    assert main(["import", "semantickitti", str(kitti_src), str(tmp_path / "out"), "--sequences", "00"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["dataset"] == "semantickitti" and report["scenes"] == 2 and report["class_weights"] is None
+    assert report["dataset"] == "semantickitti" and report["scenes"] == 2 and "class_weights" not in report
     assert report["seconds_per_frame"] > 0
 
 

@@ -4,21 +4,26 @@ The room (Area_1/office_1): a floor (z = 0), a wall (y = 3) and a chair face (y 
 it, plus a stairs object and an object of an unknown class. One 2D-3D-S frame looks at the wall
 from (1, 0.5, 1.5) with an analytically rendered depth map (1/512 m units, 65535 where missing),
 so which points it sees is known exactly; a second frame of the room carries a wrong pose.
+Area_5/office_2 is the same room seen by one area_5a frame and two area_5b frames; as in 2D-3D-S,
+the area_5b poses are stored in the area_5b capture's own frame (the S3DIS world-to-camera matrix times C^-1,
+with C the area_5b correction), while the depth maps are rendered from the true poses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import look_at
 from ditr.cli import main
 from ditr.data.dataset import resolve_scenes
 from ditr.errors import DitrError, SceneError
-from ditr.io.s3dis import S3DIS_CLASSES, import_s3dis, index_frames, read_point_text
+from ditr.io.s3dis import AREA_5B_CORRECTION, S3DIS_CLASSES, import_s3dis, index_frames, read_point_text, read_pose
 from ditr.projection import ProjectionConfig, project_scene
 from ditr.scene import Scene
 
@@ -34,6 +39,8 @@ PLANES = [("floor", 2, 0.0, (0, 0.0, 2.0), (1, 0.0, 3.0)),
           ("chair", 1, 1.5, (0, 0.8, 1.2), (2, 0.6, 1.0))]
 MISSING_ROWS, MISSING_COLS = slice(13, 16), slice(25, 28)  # a hole in the depth map on the wall
 DAMAGED = b"0.525 3.000 1.2\x1000 120 120 120\n"
+# S3DIS coordinates -> area_5b capture coordinates (the reference's correction, row-major)
+C = np.array([[0, -1, 0, 6.22617759], [1, 0, 0, 4.09703582], [0, 0, 1, 0], [0, 0, 0, 1]])
 
 
 def grid(plane, spacing=0.05) -> np.ndarray:
@@ -67,7 +74,10 @@ def render_depth(cam_to_world) -> np.ndarray:
 
 
 def write_frame(images, area, room, number, cam_to_world, depth_pose=None, pose_doc=None) -> None:
-    """One 2D-3D-S frame; ``depth_pose`` renders the depth from another pose (a misregistered frame)."""
+    """One 2D-3D-S frame; ``depth_pose`` renders the depth from another pose (a misregistered frame).
+
+    ``cam_to_world`` is in S3DIS coordinates; an area_5b pose is stored in area_5b's own frame.
+    """
     stem = f"camera_{UUID}_{room}_frame_{number}_domain_"
     data = images / area / "data"
     for kind in ("rgb", "depth", "pose"):
@@ -77,7 +87,8 @@ def write_frame(images, area, room, number, cam_to_world, depth_pose=None, pose_
     raw = np.where(depth > 0, np.round(depth * 512), 65535).astype(np.uint16)
     raw[MISSING_ROWS, MISSING_COLS] = 65535
     Image.fromarray(raw).save(data / "depth" / f"{stem}depth.png")
-    rt = np.linalg.inv(cam_to_world)[:3]
+    world_to_cam = np.linalg.inv(cam_to_world)
+    rt = (world_to_cam @ np.linalg.inv(C) if area == "area_5b" else world_to_cam)[:3]
     doc = pose_doc if pose_doc is not None else {
         "camera_k_matrix": K.tolist(), "camera_rt_matrix": rt.tolist(), "camera_uuid": UUID,
         "frame_num": number, "room": f"{room}_1", "field_of_view_rads": 1.57}
@@ -96,14 +107,20 @@ def dataset(tmp_path):
     write_points(ann / "mystery_1.txt", [[0.1, 0.1, 0.5]], (4, 5, 6))
     (src / "Area_1" / "office_1" / "office_1.txt").write_text("ignored: the room file duplicates the annotations\n")
     (src / "Area_1" / "Area_1_alignmentAngle.txt").write_text("## Global alignment angle per disjoint space ##\n")
-    write_points(src / "Area_5" / "office_2" / "Annotations" / "floor_1.txt", floor, (100, 100, 100))
+    for name, pts in (("floor", floor), ("wall", wall), ("chair", chair)):
+        write_points(src / "Area_5" / "office_2" / "Annotations" / f"{name}_1.txt", pts, (100, 100, 100))
     images = tmp_path / "2D-3D-S"
     pose = look_at(EYE, EYE + [0, 1, 0])
     write_frame(images, "area_1", "office_1", 0, pose)
     write_frame(images, "area_1", "office_1", 1, look_at(EYE + [0, -0.6, 0.5], EYE + [0, 0.4, 0.5]), depth_pose=pose)
     write_frame(images, "area_1", "office_9", 0, pose)  # a room the point download does not have
-    write_frame(images, "area_5b", "office_2", 0, pose)
+    write_frame(images, "area_5a", "office_2", 0, pose)
+    write_frame(images, "area_5b", "office_2", 1, pose)  # the area_5a frame's pose, stored in area_5b's frame
+    write_frame(images, "area_5b", "office_2", 2, POSE_2)
     return src, images
+
+
+POSE_2 = look_at(EYE + [0.4, 0.2, 0], EYE + [0.4, 1.2, 0])  # looks at the wall point (1.4, 3, 1.5)
 
 
 def test_read_point_text_drops_damaged_lines(tmp_path):
@@ -143,7 +160,7 @@ def test_room_points_labels_instances_and_normals(dataset, tmp_path):
 def test_frames_project_with_the_depth_test(dataset, tmp_path):
     src, images = dataset
     report = import_s3dis(src, tmp_path / "out", images=images)
-    assert report.frames == 2 and report.frames_dropped_low_agreement == 1  # the misregistered frame
+    assert report.frames == 4 and report.frames_dropped_low_agreement == 1  # the misregistered frame
     assert report.frames_unmatched == 1 and report.unmatched_rooms == ["Area_1/office_9"]
     assert report.agreement_by_area["area_1"]["frames"] == 2 and report.agreement_by_area["area_1"]["below_min"] == 1
     scene = Scene.load(tmp_path / "out" / "Area_1" / "office_1")
@@ -162,7 +179,47 @@ def test_frames_project_with_the_depth_test(dataset, tmp_path):
     assert at([1.0, 1.5, 0.8])[1:] == (True, True)  # the chair
     assert at([1.0, 3.0, 0.1])[1:] == (True, False)  # the wall behind the chair
     assert at([1.7, 3.0, 2.25])[1:] == (True, False)  # where the depth map has a hole
-    assert Scene.load(tmp_path / "out" / "Area_5" / "office_2").views[0].name == f"{UUID}_frame_0"
+
+
+def test_area_5b_poses_are_corrected(dataset, tmp_path):
+    src, images = dataset
+    assert np.array_equal(AREA_5B_CORRECTION, C)
+    report = import_s3dis(src, tmp_path / "out", images=images, areas=["Area_5"])
+    assert report.frames == 3 and report.frames_dropped_low_agreement == 0
+    assert (report.area_5b_frames_corrected, report.area_5b_frames_kept, report.area_5b_frames_dropped_low_agreement) \
+        == (2, 2, 0)
+    assert report.area_5b_frames_by_room == {"Area_5/office_2": {"corrected": 2, "kept": 2, "dropped_low_agreement": 0}}
+    scene = Scene.load(tmp_path / "out" / "Area_5" / "office_2")
+    assert [v.name for v in scene.views] == [f"{UUID}_frame_{j}" for j in range(3)]  # area_5a's, then area_5b's
+    np.testing.assert_allclose(scene.views[1].cam_to_world, scene.views[0].cam_to_world, atol=1e-9)
+    np.testing.assert_allclose(scene.views[2].cam_to_world, POSE_2, atol=1e-9)
+    corr = project_scene(scene, ProjectionConfig(occlusion="depth"))
+    # The area_5b frame taken from the area_5a frame's place sees every point at the same pixel.
+    assert corr.visible[0].sum() > 500 and torch.equal(corr.visible[1], corr.visible[0])
+    seen = corr.in_frame[0]
+    assert torch.equal(corr.in_frame[1], seen)
+    torch.testing.assert_close(corr.uv[1, seen], corr.uv[0, seen], atol=1e-3, rtol=0)
+    # The other one sees the wall point it looks at in the image centre, and what its rendered depth shows.
+    i = int(np.argmin(np.linalg.norm(scene.coord - np.float32([1.4, 3.0, 1.5]), axis=1)))
+    assert corr.uv[2, i].tolist() == pytest.approx([20.0, 20.0], abs=1e-3) and bool(corr.visible[2, i])
+    assert corr.visible[2].sum() > 500
+    # Read as stored (no correction), the same poses put the points elsewhere, where the depth maps disagree.
+    raw = [dataclasses.replace(v, cam_to_world=read_pose(next((images / "area_5b" / "data" / "pose").glob(
+        f"*frame_{j}_domain_pose.json")))[1]) for j, v in ((1, scene.views[1]), (2, scene.views[2]))]
+    uncorrected = project_scene(dataclasses.replace(scene, views=raw), ProjectionConfig(occlusion="depth"))
+    assert (uncorrected.uv[1, i] - 20).abs().max() > 5  # the wall point is no longer in the centre
+    assert uncorrected.in_frame.sum() > 1000 and not uncorrected.visible.any()
+
+
+def test_area_5b_without_the_correction_is_dropped(dataset, tmp_path, capsys):
+    src, images = dataset
+    out = tmp_path / "out"
+    assert main(["import", "s3dis", str(src / "Area_5"), str(out), "--images", str(images),
+                 "--no-area-5b-correction"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 1 and report["frames_dropped_low_agreement"] == 2  # the area_5b frames
+    assert report["agreement_by_area"]["area_5b"]["below_min"] == 2 and report["area_5b_frames_corrected"] == 0
+    assert [v.name for v in Scene.load(out / "Area_5" / "office_2").views] == [f"{UUID}_frame_0"]
 
 
 def test_area_5_captures_and_frame_selection(dataset, tmp_path):
@@ -170,7 +227,7 @@ def test_area_5_captures_and_frame_selection(dataset, tmp_path):
     frames = index_frames(images)
     assert {k: [f.area for f in v] for k, v in frames.items()} == {
         ("Area_1", "office_1"): ["area_1", "area_1"], ("Area_1", "office_9"): ["area_1"],
-        ("Area_5", "office_2"): ["area_5b"]}
+        ("Area_5", "office_2"): ["area_5a", "area_5b", "area_5b"]}
     assert index_frames(images / "area_5b").keys() == {("Area_5", "office_2")}
 
 

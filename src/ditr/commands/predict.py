@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: vote over every voxelisation fragment and test_time.variants")
     p.add_argument("--views", default=None, metavar="all|N",
                    help="views whose image features are used: all, or N evenly spaced "
-                        "(default: as the model was evaluated, e.g. 10 evenly spaced)")
+                        "(default: as the model was evaluated, e.g. every (n // 10)-th of the n frames)")
     p.add_argument("--features", type=Path, default=None, metavar="DIR",
                    help="feature cache of ditr features (default: compute the features online)")
     p.add_argument("--set", action="append", default=[], metavar="key=value",

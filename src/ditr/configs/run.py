@@ -39,8 +39,10 @@ from .schema import check_fields, config_fields, from_mapping, to_mapping
 #: Per-point input features a dataset can feed the model, with their widths.
 INPUT_FEATURES = {"color": 3, "normal": 3, "strength": 1, "coord": 3}
 
-#: How a sample picks its frames: ``random`` (training), ``evenly`` spaced, ``all`` (fixed rigs).
-FrameSelection = Literal["random", "evenly", "all"]
+#: How a sample picks its frames: ``random`` (training), ``strided`` (the reference's evaluation
+#: rule: every ``n // count``-th frame from the first), ``evenly`` spaced from first to last, ``all``
+#: (fixed rigs). Implemented by :func:`ditr.data.dataset.pick_frames`.
+FrameSelection = Literal["random", "strided", "evenly", "all"]
 #: Dataset modes a split can be given for.
 SPLIT_MODES = ("train", "val", "test")
 #: The scene format's ignore label (docs/scene-format.md): the only ``dataset.ignore_index``.

@@ -1,8 +1,8 @@
 """A dataset over scene directories: points, the views that saw them, their cached 2D features.
 
 One item = one scene. Loading goes: read the scene -> select the frames of this sample (training:
-``views_per_sample`` random frames in random order; evaluation: evenly spaced, or all in their
-stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility)
+``views_per_sample`` random frames in random order; evaluation: at a fixed stride, evenly spaced,
+or all in their stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility)
 -> 3D transforms, which carry the correspondences along -> per-point model input ``feat`` and the
 image-feature lookup (:func:`ditr.lifting.build_lookup`, whose view fusion decides which view a
 point reads) -> torch tensors.
@@ -37,7 +37,7 @@ from .transforms import CenterShift, Compose, GridSample, build_transforms
 
 MODES = ("train", "val", "test")
 #: How a sample selects its frames (``images.train_views`` / ``images.eval_views``).
-FRAME_RULES = ("random", "evenly", "all")
+FRAME_RULES = ("random", "strided", "evenly", "all")
 
 
 def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path | Sequence[str] | None = None
@@ -114,16 +114,21 @@ def pick_frames(num_frames: int, count: int | None, rule: str, rng: np.random.Ge
     view fusion of :mod:`ditr.lifting`).
 
     ``random``: ``count`` distinct frames in random order (so the reference's "last view wins"
-    picks a random one); ``evenly``: ``count`` frames evenly spaced over the sequence; ``all``:
-    every frame in stored order (fixed camera rigs). Fewer frames than ``count``: all of them.
+    picks a random one); ``strided``: the reference's evaluation rule, step = ``num_frames // count``
+    and frames ``0, step, ..., (count - 1) * step`` (so the tail of the sequence may be left out);
+    ``evenly``: ``count`` frames evenly spaced from the first to the last; ``all``: every frame in
+    stored order (fixed camera rigs). With at most ``count`` frames, ``strided`` and ``evenly`` take
+    all of them in order (``random`` all of them in random order).
     """
     if rule == "all" or count is None:
         return np.arange(num_frames)
     if rule == "random":
         return rng.permutation(num_frames)[:count]
+    if rule in ("strided", "evenly") and num_frames <= count:
+        return np.arange(num_frames)
+    if rule == "strided":
+        return np.arange(count, dtype=np.int64) * (num_frames // count)
     if rule == "evenly":
-        if num_frames <= count:
-            return np.arange(num_frames)
         return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
     raise DitrError(f"frame selection {rule!r}: use one of {FRAME_RULES}")
 

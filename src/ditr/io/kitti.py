@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DitrError, SceneError
-from ..fileio import atomic_write_text
 from ..scene import COORD_FILE, Scene, View
 from .common import Progress, check_sampling, image_size, tracked
-from .splits import split_file, write_split
+from .splits import write_split
 
 #: SemanticKITTI's 19 evaluated classes, in the order of ``configs/semantickitti.yaml``.
 SEMANTICKITTI_CLASSES = [
@@ -64,11 +63,6 @@ SEMANTICKITTI_SPLITS: dict[str, tuple[int, ...]] = {
     "train": (0, 1, 2, 3, 4, 5, 6, 7, 9, 10), "val": (8,), "test": tuple(range(11, 22)),
 }
 
-#: ENet's weighting (Paszke et al. 2016): rare classes weigh up to 1 / ln(1.02) = 50.5, common ones ~2-10.
-CLASS_WEIGHT_FORMULA = ("w_c = 1 / ln(1.02 + f_c), "
-                        "f_c = labelled training points of class c / all labelled training points")
-CLASS_WEIGHTS_FILE = "class_weights.yaml"
-
 _UNKNOWN = -2  # marks raw ids outside the learning map in the lookup table; counted, then ignored
 _SCENE_NAME = re.compile(r"^(\d{2})_(\d{6})$")
 
@@ -85,13 +79,12 @@ class KittiImportReport:
 
 @dataclass
 class SemanticKittiImportReport(KittiImportReport):
-    """A SemanticKITTI import: also unlabelled frames, unknown raw ids, split sizes, the weights file."""
+    """A SemanticKITTI import: also unlabelled frames, unknown raw ids, split sizes."""
 
     sequences: list[str] = field(default_factory=list)
     frames_without_labels: int = 0
     unknown_label_points: int = 0
     splits: dict[str, int] = field(default_factory=dict)
-    class_weights: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -254,11 +247,13 @@ def _sequences_dir(src: Path, content: str) -> Path:
 
 def import_semantickitti(src: str | Path, out: str | Path, *, sequences: Iterable[str] | None = None,
                          images: str | Path | None = None, frame_step: int = 1, max_frames: int | None = None,
-                         class_weights: bool = True, progress: Progress | None = None) -> SemanticKittiImportReport:
-    """Import SemanticKITTI frames into ``OUT/<seq>_<frame>/``, then write splits and class weights.
+                         progress: Progress | None = None) -> SemanticKittiImportReport:
+    """Import SemanticKITTI frames into ``OUT/<seq>_<frame>/``, then write the split lists.
 
     ``images`` is the KITTI odometry root holding ``sequences/NN/image_2`` when it was unpacked
-    apart from SemanticKITTI (default: ``src``). ``max_frames`` applies per sequence.
+    apart from SemanticKITTI (default: ``src``). ``max_frames`` applies per sequence. No class
+    weights are computed: the ``semantickitti`` preset carries the reference's fixed
+    ``loss.class_weights``.
     """
     src, out = Path(src), Path(out)
     check_sampling(frame_step, max_frames)
@@ -281,9 +276,6 @@ def import_semantickitti(src: str | Path, out: str | Path, *, sequences: Iterabl
                          labels_dir / f"{scan.stem}.label" if labels_dir.is_dir() else None, out))
     _run_frames(jobs, _semantickitti_frame, report, progress)
     report.splits = write_splits(out)
-    if class_weights:
-        written = write_class_weights(out)
-        report.class_weights = str(written) if written else None
     return report
 
 
@@ -327,59 +319,6 @@ def write_splits(out: Path) -> dict[str, int]:
             by_seq.setdefault(int(m.group(1)), []).append(p.name)
     return {split: write_split(out, split, [n for s in seqs for n in by_seq.get(s, [])])
             for split, seqs in SEMANTICKITTI_SPLITS.items()}
-
-
-def class_frequencies(out: Path, split: str = "train") -> tuple[np.ndarray, int, int]:
-    """Per-class point counts over ``OUT/splits/<split>.txt``: (counts (19,), frames, unlabelled frames)."""
-    path = split_file(out, split)
-    if not path.is_file():
-        raise DitrError(f"{path}: missing; import training sequences (00-07, 09, 10) first")
-    counts = np.zeros(len(SEMANTICKITTI_CLASSES), dtype=np.int64)
-    names = path.read_text().split()
-    unlabelled = 0
-    for name in names:
-        file = out / name / "segment.npy"
-        if not file.is_file():
-            unlabelled += 1
-            continue
-        seg = np.load(file, mmap_mode="r", allow_pickle=False)
-        counts += np.bincount(seg[seg >= 0], minlength=len(counts))[: len(counts)]
-    return counts, len(names), unlabelled
-
-
-def class_weights_from_counts(counts: np.ndarray) -> np.ndarray:
-    """:data:`CLASS_WEIGHT_FORMULA` (ENet's inverse log frequency): bounded, unlike 1 / f."""
-    f = counts / max(int(counts.sum()), 1)
-    return 1.0 / np.log(1.02 + f)
-
-
-def write_class_weights(out: Path) -> Path | None:
-    """``OUT/class_weights.yaml``: a config fragment for ``ditr train`` with the weights and their source.
-
-    Returns None (nothing written) when the training split has no labelled points.
-    """
-    if not split_file(out, "train").is_file():
-        return None
-    counts, frames, unlabelled = class_frequencies(out)
-    if counts.sum() == 0:
-        return None
-    weights = class_weights_from_counts(counts)
-    total = int(counts.sum())
-    lines = [
-        f"# SemanticKITTI class weights computed by `ditr import semantickitti` from {out}/splits/train.txt:",
-        f"# {frames} frames ({unlabelled} without labels), {total} labelled points.",
-        f"# {CLASS_WEIGHT_FORMULA} (ENet's weighting).",
-        f"# Use: ditr train semantickitti {out / CLASS_WEIGHTS_FILE} dataset.root={out}",
-        "#",
-        f"# {'class':<14} {'points':>14} {'frequency':>11} {'weight':>8}",
-        *(f"# {n:<14} {c:>14d} {c / total:>11.6f} {w:>8.4f}"
-          for n, c, w in zip(SEMANTICKITTI_CLASSES, counts, weights)),
-        "loss:",
-        f"  class_weights: [{', '.join(f'{w:.6g}' for w in weights)}]",
-    ]
-    path = out / CLASS_WEIGHTS_FILE
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
 
 
 # ----------------------------------------------------------------------------------- KITTI object

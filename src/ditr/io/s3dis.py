@@ -15,16 +15,18 @@ Images (the 2D-3D-S download, rgb/depth/pose folders of ``area_*/data`` only)::
     IMAGES/area_N/data/depth/camera_<uuid>_<room>_frame_<j>_domain_depth.png   uint16, 1/512 m, 65535 = none
     IMAGES/area_N/data/pose/camera_<uuid>_<room>_frame_<j>_domain_pose.json    camera_k_matrix, camera_rt_matrix
 
-2D-3D-S splits area 5 in two captures, ``area_5a`` and ``area_5b``; both belong to S3DIS ``Area_5``.
-Frames are assigned to rooms by the room name in their file name. ``camera_rt_matrix`` is the
-world-to-camera ``[R | t]`` of an OpenCV camera (x right, y down, z forward) in 2D-3D-S's global
-frame. That frame is the frame of the *non-aligned* ``Stanford3dDataset_v1.2`` download; the
-``_Aligned_Version`` rotates every room about z into a canonical orientation, so its points do not
-meet the cameras (see docs/datasets.md for the evidence). Images therefore require the
-non-aligned version, and every frame's depth map is checked against the room's points: frames
-whose depth agrees with too few of the points they should see are dropped and counted, which is
-how misregistered captures (area 5b is reported to be one) show up instead of silently giving
-wrong features.
+2D-3D-S splits area 5 in two captures, ``area_5a`` and ``area_5b``; both belong to S3DIS ``Area_5``,
+and an Area_5 room takes the frames of both. Frames are assigned to rooms by the room name in their
+file name. ``camera_rt_matrix`` is the world-to-camera ``[R | t]`` of an OpenCV camera (x right, y
+down, z forward) in 2D-3D-S's global frame. That frame is the frame of the *non-aligned*
+``Stanford3dDataset_v1.2`` download; the ``_Aligned_Version`` rotates every room about z into a
+canonical orientation, so its points do not meet the cameras (see docs/datasets.md for the
+evidence). Images therefore require the non-aligned version. ``area_5b`` is the exception: its
+poses live in a frame of their own, and every ``area_5b`` extrinsic E becomes E . C with the fixed
+rigid :data:`AREA_5B_CORRECTION` C (S3DIS coordinates -> area_5b coordinates), as the reference's
+preprocessing does. Every frame's depth map is then checked against the room's points: frames whose
+depth agrees with too few of the points they should see are dropped and counted, so that a wrong
+pose shows up in the report instead of silently giving wrong features.
 
 Output: ``OUT/Area_N/<room>/`` scenes with coord, color, normal (estimated, see
 :func:`estimate_normals`), segment (13 classes), instance and views with depth (``depth_scale`` 512,
@@ -53,6 +55,16 @@ S3DIS_CLASSES = ["ceiling", "floor", "wall", "beam", "column", "window", "door",
                  "bookcase", "board", "clutter"]
 #: Annotation names outside the 13 classes that the benchmark folds into one of them.
 CLASS_ALIASES = {"stairs": "clutter"}
+
+#: Maps S3DIS point coordinates into the coordinate frame of the ``area_5b`` capture: a 90 degree
+#: rotation about z plus a shift. Every ``area_5b`` world-to-camera matrix E is used as E @ C (the
+#: reference's fixed correction; docs/datasets.md#s3dis--2d-3d-s-images).
+AREA_5B_CORRECTION = np.array([[0.0, -1.0, 0.0, 6.22617759],
+                               [1.0, 0.0, 0.0, 4.09703582],
+                               [0.0, 0.0, 1.0, 0.0],
+                               [0.0, 0.0, 0.0, 1.0]])
+#: The 2D-3D-S capture whose poses need :data:`AREA_5B_CORRECTION`.
+AREA_5B = "area_5b"
 
 DEPTH_SCALE = 512.0  # 2D-3D-S depth units per metre
 DEPTH_MISSING = 65535
@@ -83,6 +95,22 @@ class S3DISReport:
     unmatched_rooms: list[str] = field(default_factory=list)
     #: per 2D-3D-S area: frames checked, median depth agreement, frames below --min-agreement
     agreement_by_area: dict[str, dict] = field(default_factory=dict)
+    #: area_5b frames read with the area_5b pose correction, kept, and dropped (reason: low agreement)
+    area_5b_frames_corrected: int = 0
+    area_5b_frames_kept: int = 0
+    area_5b_frames_dropped_low_agreement: int = 0
+    #: the same per room: "Area_5/<room>" -> {"corrected": n, "kept": n, "dropped_low_agreement": n}
+    area_5b_frames_by_room: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count_area_5b(self, room: str, corrected: int, kept: int) -> None:
+        """Count a room's area_5b frames: ``corrected`` read with the correction, ``kept`` of them."""
+        if not corrected:
+            return
+        self.area_5b_frames_corrected += corrected
+        self.area_5b_frames_kept += kept
+        self.area_5b_frames_dropped_low_agreement += corrected - kept
+        self.area_5b_frames_by_room[room] = {"corrected": corrected, "kept": kept,
+                                             "dropped_low_agreement": corrected - kept}
 
     def summarise_agreement(self, agreements: dict[str, list[float]], minimum: float) -> None:
         for area, values in sorted(agreements.items()):
@@ -266,8 +294,12 @@ def index_frames(images: Path) -> dict[tuple[str, str], list[Frame]]:
     return frames
 
 
-def read_pose(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Intrinsics (3x3) and cam_to_world (4x4) from a 2D-3D-S pose JSON."""
+def read_pose(path: Path, correction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsics (3x3) and cam_to_world (4x4) from a 2D-3D-S pose JSON.
+
+    ``correction`` (4x4, e.g. :data:`AREA_5B_CORRECTION`) right-multiplies the world-to-camera
+    matrix: the camera then sees points given in the correction's source frame.
+    """
     doc = read_json_object(path, "pose", "missing (every rgb frame needs its _domain_pose.json)")
     k = _json_matrix(doc, "camera_k_matrix", (3, 3), path)
     rt = _json_matrix(doc, "camera_rt_matrix", (3, 4), path)
@@ -278,6 +310,8 @@ def read_pose(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise SceneError(path, "camera_k_matrix", f"is not a pinhole intrinsic matrix: {k.tolist()}")
     world_to_cam = np.eye(4)
     world_to_cam[:3] = rt[:3]
+    if correction is not None:
+        world_to_cam = world_to_cam @ correction
     return k, np.linalg.inv(world_to_cam)
 
 
@@ -295,9 +329,13 @@ def _json_matrix(doc: dict, key: str, shape: tuple[int, int], path: Path) -> np.
     return m
 
 
-def read_frame(frame: Frame, depth_dir: Path) -> tuple[View, np.ndarray]:
-    """The frame as a View whose depth (missing values as 0) is written to ``depth_dir``; also the depth in metres."""
-    k, cam_to_world = read_pose(frame.sibling("pose", "pose.json"))
+def read_frame(frame: Frame, depth_dir: Path, correct_area_5b: bool = True) -> tuple[View, np.ndarray]:
+    """The frame as a View whose depth (missing values as 0) is written to ``depth_dir``; also the depth in metres.
+
+    The pose of an ``area_5b`` frame gets :data:`AREA_5B_CORRECTION` unless ``correct_area_5b`` is False.
+    """
+    correction = AREA_5B_CORRECTION if correct_area_5b and frame.area == AREA_5B else None
+    k, cam_to_world = read_pose(frame.sibling("pose", "pose.json"), correction)
     depth_file = frame.sibling("depth", "depth.png")
     if not depth_file.is_file():
         raise SceneError(depth_file, "depth", f"missing for frame {frame.rgb.name}")
@@ -342,10 +380,11 @@ def _evenly(frames: list[Frame], max_frames: int | None) -> list[Frame]:
 # ------------------------------------------------------------------------------------------ import
 def import_room(room_dir: Path, out_dir: Path, frames: list[Frame], report: S3DISReport, src: Path, *,
                 normals: bool = True, min_agreement: float = 0.1, agreement_points: int = 200_000,
-                agreements: dict[str, list[float]] | None = None) -> Scene | None:
+                agreements: dict[str, list[float]] | None = None, correct_area_5b: bool = True) -> Scene | None:
     """Convert one S3DIS room (+ its 2D-3D-S frames) into a scene directory; None if it has no annotations.
 
-    ``agreements`` collects every frame's depth agreement by 2D-3D-S area, for the report.
+    ``agreements`` collects every frame's depth agreement by 2D-3D-S area, for the report;
+    ``correct_area_5b`` applies :data:`AREA_5B_CORRECTION` to the poses of ``area_5b`` frames.
     """
     agreements = agreements if agreements is not None else {}
     area, room = room_dir.parent.name, room_dir.name
@@ -365,14 +404,19 @@ def import_room(room_dir: Path, out_dir: Path, frames: list[Frame], report: S3DI
         if frames:
             stride = max(1, len(coord) // agreement_points)
             sample = torch.from_numpy(coord[::stride].astype(np.float32))
+            corrected = kept = 0
             for frame in frames:
-                view, depth = read_frame(frame, Path(tmp))
+                view, depth = read_frame(frame, Path(tmp), correct_area_5b)
                 agreement = depth_agreement(sample, view, depth)
                 agreements.setdefault(frame.area, []).append(agreement)
+                from_5b = correct_area_5b and frame.area == AREA_5B
+                corrected += int(from_5b)
                 if agreement < min_agreement:
                     report.frames_dropped_low_agreement += 1
                     continue
+                kept += int(from_5b)
                 views.append(view)
+            report.count_area_5b(f"{area}/{room}", corrected, kept)
         scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
         scene.save(out_dir)
     report.scenes.append(f"{area}/{room}")
@@ -403,8 +447,13 @@ def find_rooms(src: Path, areas: Iterable[str] | None = None) -> list[Path]:
 
 def import_s3dis(src: str | Path, out: str | Path, *, images: str | Path | None = None,
                  areas: Iterable[str] | None = None, max_frames: int | None = None, min_agreement: float = 0.1,
-                 normals: bool = True, progress: Progress | None = None) -> S3DISReport:
-    """Import every room under ``src`` into ``out/Area_N/<room>``, with the 2D-3D-S frames of ``images``."""
+                 normals: bool = True, correct_area_5b: bool = True, progress: Progress | None = None
+                 ) -> S3DISReport:
+    """Import every room under ``src`` into ``out/Area_N/<room>``, with the 2D-3D-S frames of ``images``.
+
+    ``correct_area_5b=False`` reads ``area_5b`` poses as they are (only to check the correction:
+    they then miss the points and fail the agreement check).
+    """
     src, out = Path(src), Path(out)
     if max_frames is not None and max_frames < 1:
         raise DitrError(f"max_frames must be >= 1, got {max_frames}")
@@ -426,6 +475,7 @@ def import_s3dis(src: str | Path, out: str | Path, *, images: str | Path | None 
     for room_dir in tracked(rooms, progress):
         area = room_dir.parent.name
         import_room(room_dir, out / area / room_dir.name, _evenly(frames.get((area, room_dir.name), []), max_frames),
-                    report, root, normals=normals, min_agreement=min_agreement, agreements=agreements)
+                    report, root, normals=normals, min_agreement=min_agreement, agreements=agreements,
+                    correct_area_5b=correct_area_5b)
     report.summarise_agreement(agreements, min_agreement)
     return report

@@ -18,7 +18,8 @@ EXAMPLES = """examples:
   ditr import s3dis SRC OUT --images IMG --areas Area_5 --max-frames 60
 
 With --images, SRC must be the non-aligned Stanford3dDataset_v1.2: the 2D-3D-S cameras live in its
-frame. Each frame's depth map is checked against the room's points; frames agreeing on fewer than
+frame, except those of area_5b, whose poses get a fixed correction (report: area_5b_frames_*).
+Each frame's depth map is checked against the room's points; frames agreeing on fewer than
 --min-agreement of the points they should see are dropped and counted (report: agreement_by_area)."""
 
 
@@ -34,6 +35,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="drop frames whose depth matches fewer than this fraction of the room points in view "
                         "(default 0.1; 0 keeps every frame)")
     s.add_argument("--no-normals", action="store_true", help="do not estimate normals (the presets need them)")
+    s.add_argument("--no-area-5b-correction", dest="correct_area_5b", action="store_false",
+                   help="read area_5b poses as they are, without the fixed area_5b correction (for checking it: "
+                        "the frames then miss the points and are dropped)")
 
 
 def run(args: argparse.Namespace):
@@ -41,4 +45,5 @@ def run(args: argparse.Namespace):
 
     with import_progress(NAME, "rooms") as progress:
         return import_s3dis(args.src, args.out, images=args.images, areas=args.areas, max_frames=args.max_frames,
-                            min_agreement=args.min_agreement, normals=not args.no_normals, progress=progress)
+                            min_agreement=args.min_agreement, normals=not args.no_normals,
+                            correct_area_5b=args.correct_area_5b, progress=progress)

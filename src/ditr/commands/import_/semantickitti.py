@@ -18,11 +18,11 @@ DESCRIPTION = """SemanticKITTI in its own layout, one scene per scan (OUT/<seq>_
 
 Raw ids map to the 19 benchmark classes (moving objects to their static class, -1 = ignore). Scans
 without an image become 3D-only scenes and are counted. OUT/splits/{train,val,test}.txt list the
-imported scenes of sequences 00-07 + 09-10, 08 and 11-21; OUT/class_weights.yaml holds class weights
-computed from the training split (1 / ln(1.02 + class frequency)), a config file for ditr train."""
+imported scenes of sequences 00-07 + 09-10, 08 and 11-21. The class weights of the cross-entropy
+come from the semantickitti preset (the reference's fixed weights), not from the import."""
 EXAMPLES = """examples:
   ditr import semantickitti /data/semantickitti/dataset data/semantickitti
-  ditr train semantickitti data/semantickitti/class_weights.yaml dataset.root=data/semantickitti
+  ditr train semantickitti dataset.root=data/semantickitti
   ditr import semantickitti SRC OUT --sequences 08 --frame-step 10 --images /data/kitti_odometry/dataset"""
 
 
@@ -35,8 +35,6 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="KITTI odometry root holding sequences/NN/image_2 when unpacked apart from SRC")
     s.add_argument("--frame-step", type=int, default=1, help="keep every k-th scan of a sequence (default 1)")
     s.add_argument("--max-frames", type=int, default=None, help="at most this many scans per sequence")
-    s.add_argument("--no-class-weights", dest="class_weights", action="store_false",
-                   help="do not (re)compute OUT/class_weights.yaml from the training split")
 
 
 def run(args: argparse.Namespace):
@@ -45,4 +43,4 @@ def run(args: argparse.Namespace):
     with import_progress(NAME, "frames") as progress:
         return import_semantickitti(args.src, args.out, sequences=args.sequences, images=args.images,
                                     frame_step=args.frame_step, max_frames=args.max_frames,
-                                    class_weights=args.class_weights, progress=progress)
+                                    progress=progress)
