@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ditr.cli import main
-from ditr.recipe import UNDECLARED, build_card, card_names, config_view, methods_of
+from ditr.recipe import build_card, card_names, config_view, methods_of
 from ditr.recipe.reference import card_spec, declared, entry, reference_data
 
 CARDS = [(preset, method) for preset in card_names() for method in methods_of(preset)]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 NAME = "recipe"
-HELP = "Compare a preset's resolved configuration with the reference's recipe, key by key, with reasons for every difference."
+HELP = "Compare a preset with the reference's recipe, key by key, with a reason for every difference."
 EXAMPLES = """examples:
   ditr recipe                          # every card: how many keys differ, all with reasons?
   ditr recipe scannet                  # DITR on ScanNet vs the reference's ScanNet image config
