@@ -137,6 +137,20 @@ def test_test_mode_fragments_of_every_variant_cover_every_point(rooms):
     assert "img_table" in flipped and collate([flipped])["offset"].tolist() == [flipped["coord"].shape[0]]
 
 
+def test_test_items_after_a_pre_grid_name_every_points_representative(rooms):
+    """The outdoor test pipeline: one pre-grid draw shared by the variants, fragments of its points."""
+    root, _ = rooms
+    config = _config(root)
+    config["transforms"]["test"] = [{"type": "GridSample", "grid_size": 0.05, "mode": "train", "return_inverse": True},
+                                    {"type": "GridSample", "grid_size": 0.1, "mode": "test"}]
+    item = SceneDataset(root / "scenes", None, config, "test").get(0, np.random.default_rng(0))
+    rep = item["represented_by"]
+    assert rep.shape == (3000,) and len(rep.unique()) < 3000
+    assert all("inverse" not in f and "represented_by" not in f for f in item["fragments"])
+    covered = torch.cat([f["index"] for f in item["fragments"]]).unique()
+    assert torch.equal(covered, rep.unique())  # both variants' fragments hold the same pre-grid points
+
+
 def test_three_d_only_mode_has_no_image_keys(rooms):
     root, _ = rooms
     cfg = _config(root)

@@ -125,6 +125,53 @@ def test_dropout_and_sphere_crop_subset_correspondences():
     assert small["coord"] is raw["coord"]
 
 
+def test_sphere_crop_by_sample_rate_keeps_a_ball_of_that_fraction():
+    raw = make_sample(4000)
+    crop = build_transforms([{"type": "SphereCrop", "sample_rate": 0.6, "mode": "random"}])(dict(raw),
+                                                                                             np.random.default_rng(2))
+    assert len(crop["coord"]) == 2400 and len(np.unique(crop["index"])) == 2400
+    assert_links_follow_index(crop, raw)
+    centre = raw["coord"][np.random.default_rng(2).integers(4000)]
+    dist = np.linalg.norm(raw["coord"] - centre, axis=1)
+    assert dist[crop["index"]].max() <= dist[np.setdiff1d(np.arange(4000), crop["index"])].min()
+    # the S3DIS order: a fraction of the room, then the cap; the rate rounds down and keeps at least one point
+    s3dis = build_transforms([{"type": "SphereCrop", "sample_rate": 0.6, "mode": "random"},
+                              {"type": "SphereCrop", "point_max": 2000, "mode": "random"}])
+    assert len(s3dis(dict(raw), np.random.default_rng(0))["coord"]) == 2000
+    assert len(SphereCrop(sample_rate=0.8)(make_sample(999), np.random.default_rng(0))["coord"]) == 799
+    assert len(SphereCrop(sample_rate=0.1)(make_sample(5), np.random.default_rng(0))["coord"]) == 1
+    assert SphereCrop(sample_rate=1.0)(dict(raw), np.random.default_rng(0))["coord"] is raw["coord"]
+    assert SphereCrop().point_max == 102400 and SphereCrop(mode="center").sample_rate is None
+    assert build_transforms([{"type": "SphereCrop", "point_max": 102400, "mode": "random"}]).transforms[0].point_max \
+        == 102400
+    with pytest.raises(ConfigError, match="point_max or sample_rate, not both"):
+        build_transforms([{"type": "SphereCrop", "point_max": 100, "sample_rate": 0.5}])
+    for rate in (0, 1.5, -0.2):
+        with pytest.raises(ConfigError, match=r"sample_rate must lie in \(0, 1\]"):
+            build_transforms([{"type": "SphereCrop", "sample_rate": rate}])
+
+
+def test_point_clip_clamps_into_the_box_and_keeps_every_point():
+    raw = make_sample(4000)  # x in [5, 7], y in [-3, -1], z in [1, 2]
+    spec = {"type": "PointClip", "point_cloud_range": [5.5, -2.5, 1.2, 6.5, -1.5, 1.8]}
+    out = build_transforms([spec])(dict(raw), np.random.default_rng(0))
+    assert out["coord"].shape == raw["coord"].shape and out["coord"].dtype == np.float32
+    low, high = np.float32([5.5, -2.5, 1.2]), np.float32([6.5, -1.5, 1.8])
+    np.testing.assert_array_equal(out["coord"], np.clip(raw["coord"], low, high))
+    inside = ((raw["coord"] > low) & (raw["coord"] < high)).all(1)
+    assert 0 < inside.sum() < 4000
+    np.testing.assert_array_equal(out["coord"][inside], raw["coord"][inside])  # points inside do not move
+    for key in ("pixel_uv", "visible", "segment", "index", "normal"):
+        assert out[key] is raw[key]
+    for bad, message in (([-35.2, -35.2, -4, 35.2, 35.2], "must be 6 numbers"), ("box", "must be 6 numbers"),
+                         ([0, 0, 0, 1, 1, float("nan")], "must be 6 numbers"),
+                         ([-1, 2, 1, 1, 1, 1], "minimum must lie below the maximum .*along y, z")):
+        with pytest.raises(ConfigError, match=message):
+            build_transforms([{"type": "PointClip", "point_cloud_range": bad}])
+    with pytest.raises(ConfigError, match="point_cloud_range"):
+        build_transforms([{"type": "PointClip"}])
+
+
 def test_grid_sample_train_keeps_one_random_point_per_voxel_with_inverse():
     raw = make_sample(4000)
     grid, order, starts, counts = voxel_groups(raw["coord"], 0.1)
@@ -155,6 +202,51 @@ def test_grid_sample_test_fragments_cover_every_point():
         assert len(new) == int((counts > k).sum())
         seen |= new
     assert len(seen) == 4000
+
+
+def pre_grid(fine: float, coarse: float, seed: int = 0) -> tuple[dict, dict, list[dict]]:
+    """(raw sample, its pre-grid, the fragments): the outdoor test pipeline on a dense random cloud."""
+    raw = make_sample(20000, seed=seed)
+    pre = GridSample(fine, "train", return_inverse=True)(dict(raw), np.random.default_rng(seed))
+    pipeline = build_transforms([{"type": "GridSample", "grid_size": fine, "mode": "train", "return_inverse": True},
+                                 {"type": "GridSample", "grid_size": coarse, "mode": "test"}])
+    return raw, pre, pipeline(dict(raw), np.random.default_rng(seed))
+
+
+def test_fragments_after_a_pre_grid_cover_its_points_and_name_every_points_representative():
+    raw, pre, frags = pre_grid(0.025, 0.05)
+    assert len(pre["coord"]) < 20000  # the pre-grid thins the cloud
+    rep = frags[0]["represented_by"]
+    assert all(f["represented_by"] is rep and "inverse" not in f for f in frags)
+    # every raw point is represented by the pre-grid point of its own fine voxel
+    np.testing.assert_array_equal(rep, pre["index"][pre["inverse"]])
+    fine = voxel_groups(raw["coord"], 0.025)[0]
+    np.testing.assert_array_equal(fine[rep], fine)
+    # the fragments cover exactly the pre-grid's points, each a complete voxelisation of them
+    covered = np.unique(np.concatenate([f["index"] for f in frags]))
+    np.testing.assert_array_equal(covered, np.sort(pre["index"]))
+    _, _, _, counts = voxel_groups(pre["coord"], 0.05)
+    assert len(frags) == counts.max() and all(len(f["index"]) == len(counts) for f in frags)
+    for f in frags:
+        assert_links_follow_index(f, raw)
+    # a 5 cm voxel holds at most 2^3 pre-grid points of 2.5 cm (5^3 of 1 cm): the fragment count is bounded
+    assert len(frags) <= 8
+    assert len(pre_grid(0.01, 0.05)[2]) <= 125
+
+
+def test_chained_train_grids_compose_their_inverse_maps():
+    raw = make_sample(20000)
+    out = build_transforms([{"type": "GridSample", "grid_size": 0.025, "mode": "train", "return_inverse": True},
+                            {"type": "GridSample", "grid_size": 0.1, "mode": "train", "return_inverse": True}]
+                           )(dict(raw), np.random.default_rng(0))
+    assert out["inverse"].shape == (20000,)
+    # each raw point's final row sits in the coarse voxel of its pre-grid representative (in the point's fine voxel)
+    rng = np.random.default_rng(0)
+    pre = GridSample(0.025, "train", return_inverse=True)(dict(raw), rng)
+    coarse = voxel_groups(pre["coord"], 0.1)[0]
+    np.testing.assert_array_equal(out["grid_coord"][out["inverse"]], coarse[pre["inverse"]])
+    with pytest.raises(ValueError, match="inverse map would be lost"):
+        GridSample(0.05, "train")(pre, rng)
 
 
 def test_image_flip_mirrors_u_and_marks_views():

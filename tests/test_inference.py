@@ -110,6 +110,17 @@ def test_votes_weight_chunks_per_voxel_then_average_passes_per_point():
         gap.probabilities()
 
 
+def test_votes_of_pre_grid_fragments_reach_every_point_through_its_representative():
+    votes = Votes(num_points=4, num_classes=2)
+    logits = torch.tensor([[2.0, 0], [0, 2.0]])
+    fragment = {"coord": np.zeros((2, 3)), "index": np.array([0, 3]), "represented_by": np.array([0, 0, 3, 3])}
+    votes.add_pass(fragment, [(Chunk(np.array([0, 1]), np.ones(2, np.float32)), logits)])
+    assert torch.allclose(votes.probabilities(), torch.softmax(logits, 1)[[0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="different pre-grid draws"):
+        votes.add_pass(fragment | {"represented_by": np.array([0, 3, 3, 3])},
+                       [(Chunk(np.array([0, 1]), np.ones(2, np.float32)), logits)])
+
+
 # ------------------------------------------------------------------------------------------ chunks
 class PointwiseModel(nn.Module):
     """Logits of each voxel from its normal alone: a model that context cannot change, so chunked
@@ -153,6 +164,66 @@ def test_batch_is_the_datasets_val_sample(world):
     student = load_preset(["synthetic", "method/d-ditr"], ["distill.head_channels=32"])
     with pytest.raises(DitrError, match="distillation checkpoint"):
         Predictor(model_from_config(student), student).predict(rooms[0])
+
+
+# ------------------------------------------------------------------------------------------ outdoor pre-grid
+#: The outdoor test pipeline's shape (reference: 2.5 cm pre-grid, 5 cm fragments; PointClip for SemanticKITTI / Waymo).
+PRE_GRID = ("transforms.test=[{type: PointClip, point_cloud_range: [0.05, 0.05, 0, 0.45, 0.45, 0.2]}, "
+            "{type: GridSample, grid_size: 0.025, mode: train, return_inverse: true}, "
+            "{type: GridSample, grid_size: 0.05, mode: test}]")
+FLIP_VARIANTS = "test_time.variants=[[], [{type: RandomFlip, p: 1}]]"
+
+
+def scene_of(coord: np.ndarray) -> Scene:
+    """An in-memory scene with random unit normals (the synthetic preset's input) and labels."""
+    rng = np.random.default_rng(0)
+    normal = rng.standard_normal(coord.shape).astype(np.float32)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    return Scene(coord.astype(np.float32), {"normal": normal, "segment": rng.integers(0, 15, len(coord))})
+
+
+def test_pre_grid_pipeline_gives_every_raw_point_its_representatives_vote():
+    config = load_preset(["synthetic", "method/ptv3"], [PRE_GRID, FLIP_VARIANTS])
+    scene = scene_of(np.random.default_rng(1).random((6000, 3)) * [0.5, 0.5, 0.25])
+    torch.manual_seed(0)
+    model = PointwiseModel()
+    predictor = Predictor(model, config)
+    pred = predictor.predict(scene, PredictOptions(tta=True), rng=np.random.default_rng(0))
+    assert pred.probs.shape == (6000, 15) and len(pred.labels) == 6000
+    data = predictor.dataset(tta=True)  # the same draws as predict: every raw point's pre-grid representative
+    rng = np.random.default_rng(0)
+    passes = data.voxelise(data.raw_sample(scene, rng)[0], rng)
+    rep = passes[0]["represented_by"]
+    assert (rep != np.arange(6000)).sum() > 1000  # the pre-grid thinned the scene
+    # both variants vote for the same pre-grid points (one draw), each in at most 8 fragments (2^3 per 5 cm voxel)
+    assert all(np.array_equal(p["represented_by"], rep) for p in passes)
+    np.testing.assert_array_equal(np.unique(np.concatenate([p["index"] for p in passes])), np.unique(rep))
+    assert pred.passes == len(passes) <= 2 * 8
+    # the votes, summed here independently: the pre-grid points' mean, then each raw point its representative's
+    scores, count = torch.zeros(6000, 15), torch.zeros(6000)
+    with torch.no_grad():
+        for p in passes:
+            index = torch.from_numpy(p["index"])
+            scores.index_add_(0, index, torch.softmax(model.head(torch.from_numpy(p["normal"])), 1))
+            count.index_add_(0, index, torch.ones(len(index)))
+    expected = (scores[rep] / count[rep][:, None]).numpy()
+    np.testing.assert_allclose(pred.probs, expected, atol=1e-6)
+    np.testing.assert_array_equal(pred.probs, pred.probs[rep])
+    assert not np.allclose(pred.probs, pred.probs[np.arange(6000)[::-1]])
+
+
+def test_pre_grid_of_a_scene_with_one_point_per_voxel_changes_nothing():
+    ijk = np.stack(np.meshgrid(np.arange(12), np.arange(12), np.arange(6), indexing="ij"), -1).reshape(-1, 3)
+    scene = scene_of((ijk + 0.5) * 0.025)  # 2.5 cm voxel centres, in voxel order: the pre-grid keeps them as they are
+    plain = "transforms.test=[{type: GridSample, grid_size: 0.05, mode: test}]"
+    results = []
+    for test in (plain, PRE_GRID.replace("[0.05, 0.05, 0, 0.45, 0.45, 0.2]", "[-1, -1, -1, 1, 1, 1]")):
+        config = load_preset(["synthetic", "method/ptv3"], [test, FLIP_VARIANTS])
+        torch.manual_seed(0)
+        predictor = Predictor(model_from_config(config), config)
+        results.append(predictor.predict(scene, PredictOptions(tta=True), rng=np.random.default_rng(0)))
+    assert results[0].passes == results[1].passes == 2 * 8
+    np.testing.assert_array_equal(results[1].probs, results[0].probs)
 
 
 # ------------------------------------------------------------------------------------------ evaluate

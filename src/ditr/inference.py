@@ -14,7 +14,8 @@ A :class:`Predictor` holds a model, the run config it was trained with and a dev
 4. votes (:class:`Votes`, the one voting rule): each chunk's softmax probabilities count for its
    voxels with the chunk's weights, then every point takes its voxel's probabilities (through the
    voxel ``inverse``) or a fragment's points theirs (through ``index``), averaged over the
-   voxelisations that covered it.
+   voxelisations that covered it (after a pre-grid, every point takes its pre-grid
+   representative's average).
 
 :meth:`Predictor.predict` returns a :class:`~ditr.predict.Prediction`: per-point probabilities and
 labels, and what it took (chunks, passes, voxels, views, points seen by a camera, seconds, warnings).
@@ -54,7 +55,7 @@ from .predict import Chunk, Prediction, PredictOptions, add_missing_normals, inf
 from .scene import Scene, View
 
 #: Keys of a voxelised sample that index the raw points, not the voxels: never cut into chunks.
-FULL_RESOLUTION_KEYS = ("inverse", "origin_segment")
+FULL_RESOLUTION_KEYS = ("inverse", "origin_segment", "represented_by")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -68,12 +69,18 @@ class Votes:
     chunk's core, less in its context); every point then takes its voxel's probabilities (the pass's
     ``inverse``) or, for a fragment, its points theirs (``index``: their rows in the scene).
     :meth:`probabilities` is the mean over the passes that covered each point.
+
+    Fragments of a pre-gridded scene (the outdoor test pipelines: a ``train``-mode GridSample with
+    ``return_inverse`` before the fragmenting one) cover only the pre-grid's points; they carry
+    ``represented_by``, and every scene point then takes the mean of its pre-grid representative,
+    as the reference maps its summed votes back through the pre-grid's inverse.
     """
 
     def __init__(self, num_points: int, num_classes: int):
         self.num_classes = num_classes
         self.scores = torch.zeros(num_points, num_classes)
         self.votes = torch.zeros(num_points)
+        self.represented_by: np.ndarray | None = None
 
     def add_pass(self, sample: Sample, chunks: Iterable[tuple[Chunk, Tensor]]) -> None:
         """One voxelisation ``sample`` (with ``inverse`` or ``index``) and its chunks' (m, C) logits."""
@@ -94,12 +101,26 @@ class Votes:
             index = torch.from_numpy(sample["index"])
             self.scores.index_add_(0, index, voxel_probs)
             self.votes.index_add_(0, index, torch.ones(len(index)))
+            if "represented_by" in sample:
+                self._represent(sample["represented_by"])
+
+    def _represent(self, represented_by: np.ndarray) -> None:
+        """Record the pre-grid map of the fragments; every fragment of a scene shares one."""
+        if self.represented_by is None:
+            self.represented_by = represented_by
+        elif represented_by is not self.represented_by and not np.array_equal(represented_by, self.represented_by):
+            raise ValueError("fragments of different pre-grid draws voted for one scene: the test pipeline's "
+                             "pre-grid must run once for all test-time variants")
 
     def probabilities(self) -> Tensor:
         """(N, C) mean probabilities of every point; an error if some point got no vote."""
-        if not bool((self.votes > 0).all()):  # the chunk plan guarantees coverage; never return a silent gap
-            raise RuntimeError(f"{int((self.votes == 0).sum())} points got no prediction")
-        return self.scores / self.votes[:, None]
+        scores, votes = self.scores, self.votes
+        if self.represented_by is not None:  # every scene point takes its pre-grid representative's votes
+            rows = torch.from_numpy(self.represented_by)
+            scores, votes = scores[rows], votes[rows]
+        if not bool((votes > 0).all()):  # the chunk plan guarantees coverage; never return a silent gap
+            raise RuntimeError(f"{int((votes == 0).sum())} points got no prediction")
+        return scores / votes[:, None]
 
 
 @dataclass

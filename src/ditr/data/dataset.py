@@ -139,12 +139,20 @@ def item_rng() -> np.random.Generator:
     return np.random.default_rng(np.random.randint(0, 2**31, size=4))
 
 
-def _with_variant(pipeline: Compose, variant: Compose) -> Compose:
-    """The test pipeline with a test-time variant inserted before its (first) grid sampling, so that
-    rotation / scaling / flipping act on the full cloud and the fragments are voxelised after it."""
+def _variant_position(pipeline: Compose) -> int:
+    """Where the test-time variants go in the test pipeline: before the GridSample that splits the
+    scene into fragments (the first ``test``-mode one; without one, the first GridSample), so that
+    rotation / scaling / flipping act on the whole cloud and the fragments are voxelised after it.
+
+    What comes before runs once for all variants, as in the reference, where the variants act on
+    the output of the shared transforms: in particular a pre-grid (a ``train``-mode GridSample with
+    ``return_inverse``, the outdoor test pipelines) draws its points once, and every variant's
+    fragments vote for the same pre-grid points.
+    """
     steps = pipeline.transforms
-    at = next((i for i, t in enumerate(steps) if isinstance(t, GridSample)), len(steps))
-    return Compose([*steps[:at], *variant.transforms, *steps[at:]])
+    grids = [i for i, t in enumerate(steps) if isinstance(t, GridSample)]
+    fragmenting = [i for i in grids if steps[i].mode == "test"]
+    return (fragmenting or grids or [len(steps)])[0]
 
 
 class SceneDataset(Dataset):
@@ -152,7 +160,8 @@ class SceneDataset(Dataset):
 
     Items are dicts of tensors (see docs/data.md). In ``test`` mode with a fragmenting ``GridSample``
     or ``test_time.variants``, an item is ``{"fragments": [sample, ...], "origin_segment", "name"}``:
-    every fragment of every variant, each with ``index`` (its points' rows in the scene) for voting.
+    every fragment of every variant, each with ``index`` (its points' rows in the scene) for voting;
+    after a pre-grid also ``represented_by`` (for every scene point the row whose votes it takes).
     ``__getitem__`` draws its randomness from NumPy's global generator, which the training engine
     seeds per (seed, epoch, position); :meth:`get` takes an explicit generator.
 
@@ -182,9 +191,14 @@ class SceneDataset(Dataset):
         self.transforms = transforms if transforms is not None else build_transforms(
             config.transforms.for_mode(mode), f"transforms.{mode}")
         variants = config.test_time.variants if mode == "test" else None
-        self.pipelines = [self.transforms] if not variants else [
-            _with_variant(self.transforms, build_transforms(v, f"test_time.variants[{i}]"))
-            for i, v in enumerate(variants)]
+        #: Transforms that run once per sample, then each of ``pipelines`` on a copy of the result.
+        self.shared = Compose([])
+        self.pipelines = [self.transforms]
+        if variants:
+            at = _variant_position(self.transforms)
+            self.shared = Compose(self.transforms.transforms[:at])
+            self.pipelines = [Compose([*build_transforms(v, f"test_time.variants[{i}]").transforms,
+                                       *self.transforms.transforms[at:]]) for i, v in enumerate(variants)]
         self.mix3d_p = config.mix3d.p if mode == "train" else 0.0
         self.features = None
         if self.use_images:
@@ -282,8 +296,11 @@ class SceneDataset(Dataset):
                 table = self.features.cached_table(scene, views, flips, patch_grids)
         outs = [self.finish(s, table, pixels, rng) for s in fragments]
         if split:
-            return {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
+            item = {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),
                     "name": scene.name}
+            if "represented_by" in fragments[0]:
+                item["represented_by"] = torch.from_numpy(fragments[0]["represented_by"])
+            return item
         return outs[0]
 
     def raw_sample(self, scene: Scene, rng: np.random.Generator) -> tuple[Sample, list[View | None]]:
@@ -327,7 +344,9 @@ class SceneDataset(Dataset):
 
     def _run_pipelines(self, sample: Sample, rng: np.random.Generator) -> tuple[list[Sample], bool]:
         """(voxelised samples, whether they are fragments: a pipeline returned a list, or several ran)."""
-        results = [pipeline(dict(sample), rng) for pipeline in self.pipelines]
+        shared = self.shared(dict(sample), rng)
+        assert not isinstance(shared, list)  # the shared steps end before the fragmenting GridSample
+        results = [pipeline(dict(shared), rng) for pipeline in self.pipelines]
         split = isinstance(results[0], list) or len(results) > 1
         return [f for r in results for f in (r if isinstance(r, list) else [r])], split
 
@@ -353,9 +372,10 @@ class SceneDataset(Dataset):
         return self.features.table(scene, views, flips, patch_grids, on_batch)
 
     def voxel_size(self) -> float | None:
-        """Voxel size of the pipeline (its first GridSample), None without one."""
+        """Voxel size the model sees (the pipeline's last GridSample: a pre-grid before it only thins
+        the raw points), None without one."""
         steps = [t for t in self.transforms.transforms if isinstance(t, GridSample)]
-        return steps[0].grid_size if steps else None
+        return steps[-1].grid_size if steps else None
 
     def centres(self) -> bool:
         """Whether the pipeline centres the scene (a CenterShift): a part of a voxelised sample

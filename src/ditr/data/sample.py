@@ -11,7 +11,8 @@ selects or reorders points (grid sampling, sphere crop, dropout) treats it:
 * everything else is left alone: per view ``view_names``, ``image_sizes`` (V, 2) (H, W of the original image),
   ``patch_grids`` (V, 2) (h, w of the view's patch-feature grid), ``view_flipped`` (V,) bool,
   ``view_valid`` (V,) bool (False for padding); per scene ``name``,
-  ``inverse`` / ``origin_segment`` (full resolution, for evaluation), feature grids.
+  ``inverse`` / ``origin_segment`` / ``represented_by`` (full resolution, for evaluation),
+  feature grids.
 
 Keeping correspondences indexed by point means that 3D augmentations (which only move points)
 never touch them, and sampling keeps them aligned with the points by construction.

@@ -9,7 +9,9 @@ Geometric augmentations move ``coord`` (and ``normal``); they never touch the co
 (``pixel_uv`` / ``visible``), which were computed on the raw points and stay valid for them.
 Transforms that select points go through :func:`ditr.data.sample.take`, which subsets the
 correspondences along with every other per-point array. ``GridSample`` in ``test`` mode returns a
-list of fragments; :class:`Compose` applies the remaining transforms to each of them.
+list of fragments; :class:`Compose` applies the remaining transforms to each of them. A
+``GridSample`` with ``return_inverse`` may come before another one (the outdoor "pre-grid" of the
+test pipeline): the two maps are chained, so every raw point still finds its prediction.
 
 Rotation angles are given in multiples of pi, as in the reference's configuration files.
 """
@@ -64,6 +66,33 @@ class CenterShift:
         lo, hi = coord.min(0), coord.max(0)
         shift = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if self.apply_z else 0.0], np.float32)
         sample["coord"] = coord - shift
+        return sample
+
+
+@register
+class PointClip:
+    """Clamp coordinates into the box ``point_cloud_range`` = [x0, y0, z0, x1, y1, z1] (metres).
+
+    No point is removed, so every raw point is still predicted: a LiDAR return beyond the box lands
+    on its face. The box bounds the voxel grid of a far-reaching scan (the reference's
+    SemanticKITTI lists clamp to +-35.2 m in x/y and -4..2 m in z, Waymo's to +-75.2 m and -4..2 m).
+    """
+
+    def __init__(self, point_cloud_range: Sequence[float]):
+        try:
+            box = np.asarray(point_cloud_range, np.float64)
+        except (TypeError, ValueError):
+            box = np.empty(0)
+        if box.shape != (6,) or not np.isfinite(box).all():
+            raise ValueError(f"point_cloud_range must be 6 numbers [x0, y0, z0, x1, y1, z1], got {point_cloud_range!r}")
+        bad = [axis for axis, lo, hi in zip("xyz", box[:3], box[3:]) if lo >= hi]
+        if bad:
+            raise ValueError(f"point_cloud_range {box.tolist()}: the minimum must lie below the maximum "
+                             f"(not so along {', '.join(bad)})")
+        self.low, self.high = box[:3].astype(np.float32), box[3:].astype(np.float32)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sample["coord"] = np.clip(sample["coord"], self.low, self.high).astype(np.float32, copy=False)
         return sample
 
 
@@ -312,6 +341,13 @@ class GridSample:
     ``test``: a list of fragments; fragment k takes the k-th point of every voxel (cycling through
     voxels with fewer points), so each fragment is a complete voxelisation of the scene and the
     fragments together cover every point. Each fragment's ``index`` names its original points.
+
+    After a ``GridSample`` with ``return_inverse`` (a pre-grid that thins a dense LiDAR scan, as the
+    reference's outdoor test pipelines do), the inverse maps are chained: a ``train`` step with
+    ``return_inverse`` maps every raw point to its representative in the new sample; a ``test``
+    step's fragments carry ``represented_by`` (N,) instead, for every raw point the scene row of
+    its pre-grid representative, whose votes it takes. A ``train`` step without ``return_inverse``
+    would lose the raw points' map and is refused.
     """
 
     def __init__(self, grid_size: float = 0.02, mode: str = "train", return_inverse: bool = False):
@@ -320,14 +356,19 @@ class GridSample:
         self.grid_size, self.mode, self.return_inverse = grid_size, mode, return_inverse
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample | list[Sample]:
-        if "inverse" in sample:
-            raise ValueError("GridSample applied twice: the first inverse map would be lost")
+        earlier = sample.get("inverse")
+        if earlier is not None and self.mode == "train" and not self.return_inverse:
+            raise ValueError("GridSample without return_inverse after one with it: the raw points' inverse map "
+                             "would be lost; set return_inverse: true on both (their maps are chained)")
         grid, order, starts, counts = voxel_groups(sample["coord"], self.grid_size)
         check_grid_extent(grid, sample["coord"], self.grid_size)
         sample = dict(sample, grid_coord=grid)
         if "index" not in sample:
             sample["index"] = np.arange(num_points(sample), dtype=np.int64)
         if self.mode == "test":
+            if earlier is not None:  # the fragments vote for the pre-grid's points, which stand for the raw ones
+                del sample["inverse"]
+                sample["represented_by"] = sample["index"][earlier]
             return [take(sample, order[starts + k % counts]) for k in range(int(counts.max()))]
         chosen = order[starts + rng.integers(0, counts)]
         out = take(sample, chosen)
@@ -335,23 +376,38 @@ class GridSample:
             voxel_of_sorted = np.repeat(np.arange(len(counts)), counts)
             inverse = np.empty(num_points(sample), np.int64)
             inverse[order] = voxel_of_sorted
-            out["inverse"] = inverse
+            out["inverse"] = inverse if earlier is None else inverse[earlier]
         return out
 
 
 @register
 class SphereCrop:
-    """Keep at most ``point_max`` points: the nearest to a centre (random point in ``random`` mode,
-    the point nearest the bounding-box centre in ``center`` mode). Smaller clouds pass unchanged."""
+    """Keep the points nearest a centre (a random point in ``random`` mode, the point nearest the
+    bounding-box centre in ``center`` mode): at most ``point_max`` of them, or ``sample_rate`` of
+    the cloud (``floor(sample_rate * N)``, at least one), whatever its size. Set one of the two;
+    with neither, ``point_max`` is 102400. Clouds within ``point_max`` pass unchanged.
 
-    def __init__(self, point_max: int = 102400, mode: str = "random"):
+    ``sample_rate`` makes every sample, small room or large, a part of its room, never the whole
+    (the reference's S3DIS training keeps 0.6, then caps at 204800 points with a second crop);
+    ``point_max`` only bounds the memory of a step.
+    """
+
+    def __init__(self, point_max: int | None = None, sample_rate: float | None = None, mode: str = "random"):
         if mode not in ("random", "center"):
             raise ValueError(f"mode must be random or center, not {mode!r}")
-        self.point_max, self.mode = point_max, mode
+        if point_max is not None and sample_rate is not None:
+            raise ValueError(f"set point_max or sample_rate, not both (got {point_max} and {sample_rate})")
+        if sample_rate is not None and not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must lie in (0, 1], not {sample_rate}")
+        if point_max is not None and point_max < 1:
+            raise ValueError(f"point_max must be at least 1, not {point_max}")
+        self.point_max = 102400 if point_max is None else point_max
+        self.sample_rate, self.mode = sample_rate, mode
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         n = num_points(sample)
-        if n <= self.point_max:
+        keep_count = max(1, int(self.sample_rate * n)) if self.sample_rate is not None else self.point_max
+        if n <= keep_count:
             return sample
         _subset_guard(sample, "SphereCrop")
         coord = sample["coord"]
@@ -361,7 +417,7 @@ class SphereCrop:
             box = (coord.min(0) + coord.max(0)) / 2
             centre = coord[np.argmin(((coord - box) ** 2).sum(1))]
         dist = ((coord - centre) ** 2).sum(1)
-        keep = np.argpartition(dist, self.point_max - 1)[: self.point_max]
+        keep = np.argpartition(dist, keep_count - 1)[:keep_count]
         return take(sample, np.sort(keep))
 
 
