@@ -15,11 +15,13 @@ from ditr.build import build_model
 from ditr.demo import render_student_vs_teacher
 from ditr.io.synthetic import ensure_rooms
 from ditr.vfm.extract import fill_scene_features
-from ditr.distill import DistillCriterion, distill, evaluate_distillation, source_configs
+from ditr.distill import (DistillCriterion, distill, distill_datasets, evaluate_distillation, source_configs,
+                          train_sampler)
+from ditr.engine.loading import EpochSampler, SourceSampler
 from ditr.engine.logging import read_jsonl
 from ditr.engine.losses import cosine_distill_loss
 from ditr.engine.trainer import Callback
-from ditr.errors import DitrError
+from ditr.errors import ConfigError, DitrError
 from ditr.model_files import LoadOptions, checkpoint_requirements, load_init, load_model, read_model_file
 from ditr.models.ptv3 import PTv3Segmentor
 from ditr.models.student import DistillStudent
@@ -188,8 +190,6 @@ def test_multi_source_configs(world):
     sources = source_configs(config)
     assert [s.images.views_per_sample for s in sources] == [2, 4]
     assert all(s.uses_images for s in sources)  # the teacher's features are the targets
-    from ditr.distill import distill_datasets
-
     train_set, val_set = distill_datasets(config)
     assert len(train_set) == 2 and val_set is None
     views = [len(train_set[i]["view_names"]) for i in range(2)]
@@ -200,6 +200,200 @@ def test_multi_source_configs(world):
     config.distill.datasets = [{"optim": {}}]
     with pytest.raises(DitrError, match="unknown sections"):
         source_configs(config)
+
+
+# ------------------------------------------------------------------------------------------ several sources
+def batches(sampler: SourceSampler | EpochSampler, epoch: int = 0, skip: int = 0) -> list[list[tuple[int, int]]]:
+    sampler.set_epoch(epoch, skip)
+    keys = list(sampler)
+    assert len(keys) == len(sampler)
+    return [keys[i:i + sampler.batch_size] for i in range(0, len(keys), sampler.batch_size)]
+
+
+def test_source_sampler_batches_follow_the_ratios():
+    sizes, ratios, b = [11, 7, 4], [2, 1, 3], 2
+    starts = [0, 11, 18]
+    source = lambda index: max(s for s in range(3) if index >= starts[s])  # noqa: E731
+    sampler = SourceSampler(sizes, ratios, b, rank=0, world_size=1, seed=3)
+    epoch = batches(sampler)
+    main = 11 // b  # 5 full batches of the main source
+    assert sampler.batches_per_epoch == len(epoch) == main // 2 * sum(ratios) + main % 2 == 13
+    kinds = []
+    for batch in epoch:
+        assert len({source(i) for i, _ in batch}) == 1  # every batch from one source
+        kinds.append(source(batch[0][0]))
+    assert kinds == [0, 0, 1, 2, 2, 2, 0, 0, 1, 2, 2, 2, 0]  # the cycle, cut when the main source is done
+    # The main source is drawn once (EpochSampler's order of it); the others restart with a new order.
+    main_items = [i for batch in epoch for i, _ in batch if source(i) == 0]
+    assert main_items == [i for i, _ in EpochSampler(11, b, 0, 1, seed=3)] and len(set(main_items)) == 10
+    small = [i - 18 for batch in epoch for i, _ in batch if source(i) == 2]  # 12 items: 6 passes of 2 batches
+    passes = [small[k:k + 4] for k in range(0, 12, 4)]
+    assert all(len(set(p)) == 4 for p in passes) and len({tuple(p) for p in passes}) > 1
+    seeds = [seed for batch in epoch for _, seed in batch]
+    assert len(set(seeds)) == len(seeds)
+    # Deterministic in (seed, epoch); another epoch, another order.
+    assert batches(SourceSampler(sizes, ratios, b, 0, 1, seed=3)) == epoch
+    assert batches(sampler, epoch=1) != epoch
+    # Resuming after k batches yields exactly the rest of the epoch.
+    for skip in (1, 4, 12):
+        assert batches(sampler, 0, skip) == epoch[skip:]
+    # Ratio 1 each: the main source's pass sets the length, the others restart (source 2 has 2 batches a pass).
+    assert SourceSampler([9, 4], [1, 1], 2, 0, 1, 0).batches_per_epoch == 8
+    with pytest.raises(ConfigError, match="source 1 has 1 samples"):
+        SourceSampler([9, 1], [1, 1], 2, 0, 1, 0)
+
+
+def test_source_sampler_shards_over_ranks():
+    sizes, ratios = [16, 6], [1, 2]
+    ranks = [SourceSampler(sizes, ratios, 2, rank, 2, seed=1) for rank in range(2)]
+    per_rank = [batches(s) for s in ranks]
+    assert ranks[0].batches_per_epoch == ranks[1].batches_per_epoch == 4 * 3  # 8 per rank: 4 main batches
+    for a, b in zip(*per_rank):  # the same source at the same step on every rank
+        assert (a[0][0] >= 16) == (b[0][0] >= 16)
+        assert all((i >= 16) == (a[0][0] >= 16) for i, _ in a + b)
+    main = [i for batches_ in per_rank for batch in batches_ for i, _ in batch if i < 16]
+    assert sorted(main) == list(range(16))  # the main source's pass split over the ranks, each item once
+    seeds = [seed for batches_ in per_rank for batch in batches_ for _, seed in batch]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_batching_config_checks():
+    base = ["synthetic", "method/d-ditr"]
+    two = "distill.datasets=[{}, {}]"
+    assert load_preset(base, [two]).distill.batching == "per_dataset"
+    assert load_preset(base, [two, "distill.ratios=[3, 1]"]).distill.ratios == [3, 1]
+    for override, match in [("distill.ratios=[1]", "ratios: has 1 entries for 2 source"),
+                            ("distill.ratios=[1, 0]", r"ratios\[1\]"),
+                            ("distill.ratios=[1, 1.5]", r"ratios"),
+                            ("distill.batching=shuffled", "batching"),
+                            ("distill.batching=mixed", None)]:
+        extra = [two, override] + (["distill.ratios=[1, 1]"] if match is None else [])
+        with pytest.raises(ConfigError, match=match or "apply to batching: per_dataset"):
+            load_preset(base, extra)
+    assert load_preset(base, ["distill.ratios=[2]"]).distill.ratios == [2]  # the run's own data: one source
+
+
+def two_source_config(root, vfm, rooms, *extra: str) -> RunConfig:
+    """Both rooms twice: source 0 with 2 views per sample, source 1 with 4 (what a batch holds shows its source)."""
+    config = student_config(root, vfm, "trainer.batch_size=2", NO_AUGMENTATION, *extra)
+    config.distill.datasets = [{"dataset": {"root": str(root / "rooms"), "splits": {"train": [r.name for r in rooms]}},
+                                "images": {"views_per_sample": views}} for views in (2, 4)]
+    return config
+
+
+def test_per_dataset_and_mixed_batches_in_a_run(world, tmp_path, monkeypatch):
+    root, rooms, vfm = world
+    seen: list[list[int]] = []
+    original = DistillCriterion.__call__
+
+    def record(self, output, batch):
+        seen.append(batch["num_views"].tolist())
+        return original(self, output, batch)
+
+    monkeypatch.setattr(DistillCriterion, "__call__", record)
+    config = two_source_config(root, vfm, rooms, "trainer.max_steps=3")
+    config.distill.ratios = [1, 2]
+    train_set, _ = distill_datasets(config)
+    assert isinstance(train_sampler(config, train_set)(2, 0, 1, 0), SourceSampler)
+    distill(config, tmp_path / "per-dataset", quiet=True)
+    assert seen == [[2, 2], [4, 4], [4, 4]]  # one source per batch, in the ratios 1:2
+
+    # mixed: one shuffle over both sources, so batches mix view counts (the collate pads the lookup);
+    # Mix3D merges such a pair into one cloud whose halves keep their own views.
+    seen.clear()
+    config = two_source_config(root, vfm, rooms, "trainer.max_steps=4", "distill.batching=mixed", "mix3d.p=1")
+    assert train_sampler(config, distill_datasets(config)[0]) is None
+    summary = distill(config, tmp_path / "mixed", quiet=True)
+    assert summary["step"] == 4 and [2, 4] in [sorted(v) for v in seen]
+    # A mixed batch cannot stack the online teacher's images of two sizes.
+    config.distill.datasets[1]["images"]["resolution"] = [28, 28]
+    config.vfm.online = True
+    with pytest.raises(DitrError, match="per_dataset"):
+        distill_datasets(config)
+
+
+def test_per_dataset_batches_resume_exactly(world, tmp_path):
+    """A crash in the middle of an epoch of per-source batches: the resumed run ends with the same weights."""
+    root, rooms, vfm = world
+    config = two_source_config(root, vfm, rooms, "trainer.max_steps=5", "trainer.checkpoint_every_steps=1")
+    full = distill(config, tmp_path / "full", quiet=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):  # step 3: the second batch of epoch 1 is next
+        distill(config, tmp_path / "crash", quiet=True, callbacks=[Crash()])
+    assert distill(config, tmp_path / "crash", quiet=True)["step"] == full["step"] == 5
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "crash" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_structured3d_distils_every_room_without_validation(world, tmp_path, capsys):
+    """The preset trains on every room (train + val + test) and has no val split: no evaluation, no best.pt."""
+    root, rooms, vfm = world
+    preset = load_preset(["structured3d"])
+    assert preset.dataset.splits == {"train": None} and preset.kind.value == "d-ditr"
+    # On this machine: the preset with the tiny teacher and model of the synthetic rooms.
+    fit = tmp_path / "tiny.yaml"
+    fit.write_text(f"""
+vfm: {{model: dinov2-tiny-random-reg, precision: auto, cache: {root / 'features'}}}
+images: {{resolution: null}}
+dataset: {{root: {root / 'rooms'}, input_features: [coord, normal]}}
+model: {{backbone: tiny}}
+distill: {{head_channels: {vfm['feature_dim']}}}
+trainer: {{epochs: null, max_steps: 3, batch_size: 1, amp: null}}
+mix3d: {{p: 0}}
+""")
+    args = argparse.Namespace(items=["structured3d", str(fit), NO_AUGMENTATION], work_dir=tmp_path / "run",
+                              no_resume=False, quiet=True, evaluate=None, requirements=None, out=None, device="cpu")
+    assert distill_command.run(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["step"] == 3 and printed["best"] is None and "eval" not in printed
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / "best.pt").exists()
+    assert not [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "val"]
+    stored = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]
+    assert stored["dataset"]["splits"] == {"train": None}
+
+
+def test_split_lists_name_split_files(tmp_path):
+    from ditr.data.dataset import resolve_scenes
+
+    rooms = ensure_rooms(tmp_path, 3, 0, 500, 1)
+    (tmp_path / "splits").mkdir()
+    for name, room in zip(("train", "val", "test"), rooms):
+        (tmp_path / "splits" / f"{name}.txt").write_text(room.name + "\n")
+    assert resolve_scenes(tmp_path, ["train", "val", "test"]) == rooms
+    assert resolve_scenes(tmp_path, [rooms[2].name, "train"]) == [rooms[2], rooms[0]]  # scenes and splits
+    with pytest.raises(DitrError, match="nope"):
+        resolve_scenes(tmp_path, ["train", "nope"])
+
+
+@pytest.mark.parametrize("name,sources,ratios,epochs,every,clip,val", [
+    ("distill/scannet200", ["scannet200"], None, 800, 8, None, "val"),
+    ("distill/scannet-structured3d", ["scannet", "structured3d"], [1, 1], 800, 1, 3.0, None),
+    ("distill/nuscenes", ["nuscenes"], None, 50, 10, None, "val"),
+    ("distill/outdoor", ["nuscenes", "semantickitti", "waymo"], [1, 1, 1], 50, 10, None, "val"),
+])
+def test_distillation_presets(name, sources, ratios, epochs, every, clip, val):
+    config = load_preset([name])
+    assert config.kind.value == "d-ditr" and config.vfm.model == "dinov2-vitl14-reg"
+    assert config.distill.head_channels == 1024 and config.model.image_channels is None
+    assert (config.trainer.epochs, config.trainer.eval_every_epochs, config.trainer.grad_clip) == (epochs, every, clip)
+    assert config.distill.batching == "per_dataset" and config.distill.ratios == ratios
+    assert config.dataset.splits.get("val") == val
+    found = source_configs(config)
+    assert [s.dataset.name for s in found] == sources
+    assert [s.dataset.splits.get("val") for s in found[1:]] == [None] * (len(found) - 1)  # validation: main only
+    views = {s.dataset.name: (s.images.views_per_sample, s.images.resolution) for s in found}
+    expected = {"scannet200": (10, [420, 560]), "scannet": (10, [420, 560]), "structured3d": (3, [350, 630]),
+                "nuscenes": (6, [378, 672]), "semantickitti": (1, [378, 1246]), "waymo": (5, [308, 672])}
+    assert views == {k: expected[k] for k in views}
+    indoor = config.dataset.name.startswith("scannet")
+    assert config.optim.lr == (0.006 if indoor else 0.002)
+    if "structured3d" in sources:
+        crops = [t for t in found[1].transforms.train if t["type"] == "SphereCrop"]
+        assert crops == [{"type": "SphereCrop", "sample_rate": 0.8, "mode": "random"},
+                         {"type": "SphereCrop", "point_max": 204800, "mode": "random"}]
+        assert found[1].dataset.splits == {"train": None}  # every room
+        scannet_train = [t for t in found[0].transforms.train if t["type"] != "SphereCrop"]
+        assert [t for t in found[1].transforms.train if t["type"] != "SphereCrop"] == scannet_train
 
 
 def test_command_requirements_and_errors(world, tmp_path, capsys):

@@ -7,8 +7,9 @@ it by the usual projection pipeline (the teacher's ``img_table`` from the featur
 frozen VFM run online on the batch's ``images``). The loss is the mean over voxels seen by at least
 one view of ``1 - cos(pred, target)`` (:func:`~ditr.engine.losses.cosine_distill_loss`); unseen
 voxels do not count. Several data sets can be distilled in one run (``distill.datasets``: each
-source its own dataset, views and resolution). The loop is the training engine's
-(:class:`~ditr.engine.trainer.Trainer`: resume, DDP, progress, logs, checkpoints);
+source its own dataset, views and resolution); by default every batch comes from one source, the
+sources taking turns in the ratios ``distill.ratios`` (:func:`train_sampler`). The loop is the
+training engine's (:class:`~ditr.engine.trainer.Trainer`: resume, DDP, progress, logs, checkpoints);
 validation reports the mean cosine similarity (``val_cosine``) and keeps ``best.pt`` by it.
 
 Stage 2 is ordinary 3D-only training (``method/ptv3``) with ``init=`` the student checkpoint:
@@ -25,6 +26,7 @@ by :mod:`ditr.build`; the demo's distillation stage and its picture are in :mod:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,9 @@ from .configs import ModelKind, RunConfig
 from .data import SceneDataset, collate
 from .data.dataset import config_scenes
 from .engine.evaluator import as_output
+from .engine.loading import SourceSampler
 from .engine.losses import cosine_distill_loss
-from .engine.trainer import Trainer
+from .engine.trainer import SamplerFactory, Trainer
 from .errors import DitrError
 from .image_features import ImageFeatureSource, batch_image_table
 from .inference import Predictor
@@ -94,24 +97,34 @@ def source_configs(config: RunConfig) -> list[RunConfig]:
 
     An entry is a preset name / YAML file (its dataset, images, projection, transforms and mix3d
     sections; the teacher and cache stay the run's) or a mapping of those sections plus ``vfm``
-    (e.g. its own ``vfm.cache``); either is merged over the run config.
+    (e.g. its own ``vfm.cache``), optionally with ``preset``: a preset whose sections it starts
+    from (``{preset: structured3d, transforms: {...}}`` changes only the preset's augmentations).
+    Either is merged over the run config (a ``dataset.splits`` given replaces the run's whole split
+    map, so no mode of the run leaks into another data set); ``{}`` is the run's own data.
     Every source reads images (its teacher targets); all must share the teacher and the 3D input.
     """
     from .configs import load_preset
+    from .configs.files import merge
 
     entries = config.distill.datasets or [{}]
     sources = []
     for i, entry in enumerate(entries):
-        if isinstance(entry, str):
+        sections = {"preset": entry} if isinstance(entry, str) else dict(entry)
+        name = sections.pop("preset", None)
+        unknown = sorted(set(sections) - set(SOURCE_SECTIONS))
+        if unknown:
+            raise DitrError(f"distill.datasets[{i}]: unknown sections {unknown} (allowed: preset, "
+                            f"{', '.join(SOURCE_SECTIONS)})")
+        fragment: dict[str, Any] = {}
+        if name is not None:
             # A preset brings its data sections but not vfm: teacher, cache and precision stay the run's.
-            preset = load_preset([entry]).to_dict()
+            preset = load_preset([name]).to_dict()
             fragment = {k: v for k, v in preset.items() if k in SOURCE_SECTIONS and k != "vfm"}
-        else:
-            unknown = sorted(set(entry) - set(SOURCE_SECTIONS))
-            if unknown:
-                raise DitrError(f"distill.datasets[{i}]: unknown sections {unknown} (allowed: {list(SOURCE_SECTIONS)})")
-            fragment = dict(entry)
-        sources.append(config.merged(fragment, f"distill.datasets[{i}]"))  # the same kind: images are used
+        fragment = merge(fragment, sections)
+        values = config.to_dict()
+        if "splits" in fragment.get("dataset", {}):  # a source's split map is its own, none of the run's modes
+            values["dataset"]["splits"] = {}
+        sources.append(RunConfig.from_dict(merge(values, fragment), f"distill.datasets[{i}]"))
     first = sources[0]
     for i, s in enumerate(sources[1:], 1):
         for a, b, what in ((first.vfm.model, s.vfm.model, "teacher (vfm.model)"),
@@ -123,7 +136,12 @@ def source_configs(config: RunConfig) -> list[RunConfig]:
 
 def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
                      val_scenes: Scenes | None = None) -> tuple[Dataset, Dataset | None]:
-    """Training and validation sets over all sources (concatenated); explicit scenes: one source."""
+    """Training and validation sets over all sources (concatenated); explicit scenes: one source.
+
+    A mixed batch (``distill.batching: mixed``) holds samples of several sources; with the online
+    teacher their images are stacked, which needs one image size: an error before any work when the
+    sources' ``images.resolution`` differ.
+    """
     sources = source_configs(config)
     if train_scenes is not None:
         if len(sources) > 1:
@@ -131,6 +149,10 @@ def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
         train = SceneDataset(list(train_scenes), None, sources[0], "train")
         val = SceneDataset(list(val_scenes), None, sources[0], "val") if val_scenes else None
         return train, val
+    resolutions = {str(s.images.resolution) for s in sources}
+    if config.distill.batching == "mixed" and len(resolutions) > 1 and any(s.vfm.online for s in sources):
+        raise DitrError(f"distill.batching: mixed with the online teacher stacks images of the sources' resolutions "
+                        f"{sorted(resolutions)} in one batch: use distill.batching: per_dataset, or cached features")
     trains, vals = [], []
     for s in sources:
         trains.append(SceneDataset.from_config(s, "train"))
@@ -138,6 +160,17 @@ def distill_datasets(config: RunConfig, train_scenes: Scenes | None = None,
             vals.append(SceneDataset.from_config(s, "val"))
     concat = lambda sets: sets[0] if len(sets) == 1 else ConcatDataset(sets)  # noqa: E731
     return concat(trains), (concat(vals) if vals else None)
+
+
+def train_sampler(config: RunConfig, train_set: Dataset) -> SamplerFactory | None:
+    """The training order of several sources with ``distill.batching: per_dataset``: every batch from
+    one source, ``distill.ratios`` (default 1 each) consecutive batches per source in turn, an
+    epoch being one pass over the first source (:class:`~ditr.engine.loading.SourceSampler`).
+    None (the engine's shuffle over everything) for one source or ``mixed`` batches."""
+    if config.distill.batching != "per_dataset" or not isinstance(train_set, ConcatDataset):
+        return None
+    sizes = [len(d) for d in train_set.datasets]  # type: ignore[arg-type]  # map-style datasets have __len__
+    return functools.partial(SourceSampler, sizes, config.distill.ratios or [1] * len(sizes))
 
 
 def load_teacher(config: RunConfig) -> ImageFeatureSource | None:
@@ -175,7 +208,8 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
         settings.best_metric, settings.best_mode = "val_cosine", "max"
     trainer = DistillTrainer(model, DistillCriterion(load_teacher(config)), train_set, settings,
                              collate_fn=collate, val_set=val_set, val_collate_fn=collate,
-                             optim=config.optim, callbacks=callbacks, run_config=config.to_dict())
+                             optim=config.optim, callbacks=callbacks, run_config=config.to_dict(),
+                             sampler=train_sampler(config, train_set))
     return fit(trainer, resume, restart)
 
 

@@ -15,16 +15,26 @@ HELP = "D-DITR: distil frozen 2D features into a 3D-only PTv3 student (then fine
 EXAMPLES = """examples:
   ditr distill scannet method/d-ditr dataset.root=data/scannet vfm.cache=feats --work-dir runs/dd-scannet
   ditr distill structured3d dataset.root=data/s3d vfm.cache=feats          # the preset distils already
-  ditr distill scannet method/d-ditr 'distill.datasets=[scannet, structured3d]' --work-dir runs/dd-multi
+  ditr distill scannet method/d-ditr 'distill.datasets=[{}, structured3d]' --work-dir runs/dd-multi
   ditr train scannet method/ptv3 dataset.root=data/scannet --init runs/dd-scannet/last.pt   # stage 2
   ditr distill --evaluate runs/dd-scannet/last.pt SCENE_DIR...       # teacher cosine on held-out scenes
   ditr distill --requirements runs/ptv3-ft/last.pt                     # what a checkpoint needs
   ditr distill --evaluate d-ditr-distill-scannet-dinov2-l SCENE_DIR... --download   # a published student
 
+the reference's distillation runs (docs/distillation.md):
+  ditr distill distill/scannet200 dataset.root=data/scannet vfm.cache=feats             # ScanNet200 alone
+  ditr distill distill/scannet-structured3d dataset.root=data/scannet vfm.cache=feats   # + Structured3D
+  ditr distill distill/nuscenes dataset.root=data/nuscenes vfm.cache=feats              # nuScenes alone
+  ditr distill distill/outdoor dataset.root=data/nuscenes vfm.cache=feats   # + SemanticKITTI + Waymo
+
 Features come from the cache of `ditr features` (or online with vfm.online=true). Each entry of
-distill.datasets (a preset name or a mapping of dataset/images/projection/transforms/vfm sections)
-is one source with its own views and resolution. Training resumes from WORK_DIR/last.pt. After
-training, WORK_DIR/distill_eval.json holds the student's cosine to the teacher on the val split."""
+distill.datasets (a preset name, or a mapping of dataset/images/projection/transforms/mix3d/vfm
+sections with an optional `preset` to start from; {} is the run's own data) is one source with
+its own views and resolution. By default (distill.batching=per_dataset) every batch comes from one
+source, the sources taking turns with distill.ratios consecutive batches each (default 1); an epoch
+is one pass over the first source. distill.batching=mixed shuffles all sources together. Training
+resumes from WORK_DIR/last.pt. After training, WORK_DIR/distill_eval.json holds the student's
+cosine to the teacher on the val split (when the run has one)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

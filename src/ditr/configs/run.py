@@ -89,7 +89,8 @@ class DatasetConfig:
     """Where the scenes are and what is learnt from them.
 
     ``splits`` maps a mode (train / val / test) to a split: a name looked up as
-    ``ROOT/splits/<name>.txt`` or ``ROOT/<name>/``, a file, or a list of entries.
+    ``ROOT/splits/<name>.txt`` or ``ROOT/<name>/``, a file, or a list of entries (scenes, or any of
+    those: ``[train, val, test]`` is the union of three split files).
     """
 
     name: str = ""
@@ -278,17 +279,38 @@ class ModelConfig:
 @dataclass
 class DistillConfig:
     """D-DITR stage 1: the student's head width (the teacher's D; default ``model.image_channels``),
-    the loss, and optional extra sources (preset names or mappings of data sections)."""
+    the loss, and optional extra sources (preset names, or mappings of data sections with an
+    optional ``preset`` they start from).
+
+    With several sources, ``batching: per_dataset`` (the reference's way) draws every batch from one
+    source, cycling through them in order with ``ratios[s]`` consecutive batches of source ``s``
+    (default 1 each); the first source's data epoch is the run's epoch. ``mixed`` shuffles all
+    sources together, so a batch mixes them.
+    """
 
     head_channels: int | None = None
     loss: Literal["cosine"] = "cosine"
     datasets: list[str | dict[str, Any]] | None = None
+    batching: Literal["per_dataset", "mixed"] = "per_dataset"
+    ratios: list[int] | None = None
 
     def __post_init__(self) -> None:
         checks.positive_int("head_channels", self.head_channels, optional=True, high=MAX_CHANNELS)
         for i, source in enumerate(self.datasets or []):
             if isinstance(source, str):
                 checks.non_empty(f"datasets[{i}]", source)
+            elif "preset" in source:
+                checks.non_empty(f"datasets[{i}].preset", source["preset"])
+        if self.ratios is not None:
+            sources = len(self.datasets) if self.datasets else 1  # none: the run's own data
+            if self.batching != "per_dataset":
+                raise ConfigError("", "ratios", f"apply to batching: per_dataset, not {self.batching!r} "
+                                                "(set distill.ratios=null)")
+            if len(self.ratios) != sources:
+                raise ConfigError("", "ratios", f"has {len(self.ratios)} entries for {sources} source(s) "
+                                                "(distill.datasets): give one per source")
+            for i, ratio in enumerate(self.ratios):
+                checks.positive_int(f"ratios[{i}]", ratio, high=10_000)
 
 
 # ------------------------------------------------------------------------------------------ run

@@ -46,8 +46,9 @@ def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path 
 
     ``split`` may be a text file with one entry per line, a split name looked up as
     ``ROOT/splits/<name>.txt`` or as the sub-directory ``ROOT/<name>/``, or a list of entries.
-    An entry is a scene directory or a directory of scenes (``Area_1`` of S3DIS). Without a split
-    every scene directory under the root is used.
+    An entry of a split file is a scene directory or a directory of scenes (``Area_1`` of S3DIS);
+    an entry of a list may also be any split of its own, so ``[train, val, test]`` is the union of
+    three split files. Without a split every scene directory under the root is used.
     """
     if not isinstance(scenes, (str, Path)):
         return [Path(s) for s in scenes]
@@ -60,7 +61,7 @@ def resolve_scenes(scenes: str | Path | Sequence[str | Path], split: str | Path 
             raise DitrError(f"{root}: no scene directories (sub-directories with {COORD_FILE})")
         return found
     if not isinstance(split, (str, Path)):
-        return [p for entry in split for p in _resolve_entry(root, str(entry))]
+        return [p for entry in split for p in _resolve_list_entry(root, str(entry))]
     for candidate in (Path(split), root / "splits" / f"{split}.txt"):
         if candidate.is_file():
             names = [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
@@ -77,6 +78,13 @@ def config_scenes(config: RunConfig, mode: str) -> list[Path]:
         raise DitrError("dataset.root is not set (the directory of imported scenes)")
     split = data.splits.get(mode, data.splits.get("val")) if mode == "test" else data.splits.get(mode)
     return resolve_scenes(data.root, split)
+
+
+def _resolve_list_entry(root: Path, name: str) -> list[Path]:
+    """A scene directory, else whatever a split of that name is (a file, ROOT/splits/<name>.txt, a directory)."""
+    if (root / name / COORD_FILE).is_file():
+        return [root / name]
+    return resolve_scenes(root, name)
 
 
 def _resolve_entry(root: Path, name: str) -> list[Path]:

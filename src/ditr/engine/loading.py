@@ -4,20 +4,24 @@ Two rules. The order of an epoch is a function of (seed, epoch) only. Every samp
 the torch / NumPy / Python generators seeded from (seed, epoch, position), so its random
 augmentations are the same whatever the number of workers and wherever a run was interrupted.
 Skipping the batches an interrupted run had consumed then reproduces the rest of the epoch.
+
+:class:`EpochSampler` is the plain order over one data set; :class:`SourceSampler` draws each batch
+from one of several concatenated sources, in a fixed cycle (multi-dataset distillation).
 """
 
 from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from ..errors import ConfigError
 from . import distributed
 from .checkpoint import preserved_rng
 
@@ -99,6 +103,95 @@ class EpochSampler(Sampler):
         for pos in range(self.skip * self.batch_size, self.batches_per_epoch * self.batch_size):
             global_pos = pos * self.world_size + self.rank
             yield order[pos], item_seed(self.seed, self.epoch, global_pos)
+
+
+class TrainSampler(Protocol):
+    """What the trainer needs of its training order: batches per epoch, and an epoch from a batch on.
+
+    Iterating yields this rank's ``(index, seed)`` keys, ``batch_size`` consecutive keys per batch.
+    """
+
+    batches_per_epoch: int
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None: ...
+
+    def __iter__(self) -> Iterator[tuple[int, int]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class SourceSampler(Sampler):
+    """This rank's ``(index, seed)`` keys for one epoch over concatenated sources, every batch from one.
+
+    ``sizes`` are the sources' lengths in their concatenation order (indices of source ``s`` start
+    at the sum of the sizes before it). The epoch cycles through the sources in order, taking
+    ``ratios[s]`` consecutive batches from each. Source 0 is the main one: its order is the one
+    :class:`EpochSampler` gives it, and the epoch ends when it runs out, so an epoch has
+    ``(B // r0) * sum(ratios) + B % r0`` batches, ``B`` being the main source's full batches per
+    rank. The others restart with a new order whenever they run out; the ``k``-th pass over source
+    ``s`` is shuffled by ``(seed, epoch, s, k)``. Every rank follows the same cycle (batch ``j``
+    comes from the same source on every rank) and gets its own shard of each pass, padded like
+    :class:`EpochSampler`'s; an incomplete last batch of a pass is dropped. Item seeds are those of
+    :class:`EpochSampler` (by position in the epoch), so ``set_epoch(epoch, skip)`` resumes exactly.
+    """
+
+    def __init__(self, sizes: Sequence[int], ratios: Sequence[int], batch_size: int, rank: int, world_size: int,
+                 seed: int):
+        if len(sizes) != len(ratios) or not sizes:
+            raise ValueError(f"{len(sizes)} sources and {len(ratios)} ratios: give one ratio per source")
+        if any(r < 1 for r in ratios):
+            raise ValueError(f"ratios must be positive, got {list(ratios)}")
+        self.sizes, self.ratios = list(sizes), list(ratios)
+        self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
+        self.starts = np.cumsum([0, *self.sizes[:-1]]).tolist()
+        #: Full batches per rank in one pass over each source.
+        self.pass_batches = [-(-n // world_size) // batch_size for n in self.sizes]
+        empty = [s for s, b in enumerate(self.pass_batches) if b == 0]
+        if empty:
+            raise ConfigError("trainer", "batch_size", f"source {empty[0]} has {self.sizes[empty[0]]} samples: no "
+                                                       f"full batch of {batch_size} per rank on {world_size} rank(s)")
+        self.schedule = self._schedule()
+        self.batches_per_epoch = len(self.schedule)
+        self.epoch, self.skip = 0, 0
+
+    def _schedule(self) -> list[tuple[int, int]]:
+        """(source, its batch number within the epoch) of every batch of an epoch, in order."""
+        main = self.pass_batches[0]
+        drawn = [0] * len(self.sizes)
+        schedule: list[tuple[int, int]] = []
+        while True:
+            for source, ratio in enumerate(self.ratios):
+                for _ in range(ratio):
+                    if source == 0 and drawn[0] == main:
+                        return schedule
+                    schedule.append((source, drawn[source]))
+                    drawn[source] += 1
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip) * self.batch_size
+
+    def _order(self, source: int, pass_number: int) -> list[int]:
+        """This rank's share of pass ``pass_number`` over ``source`` (the main source has one pass)."""
+        seed = (self.seed if source == 0 else
+                int(np.random.SeedSequence([self.seed, source, pass_number]).generate_state(1)[0]))
+        return distributed.shard_indices(self.sizes[source], self.rank, self.world_size, epoch=self.epoch,
+                                         seed=seed, shuffle=True, mode="pad")
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        current: dict[int, tuple[int, list[int]]] = {}  # source -> (pass number, this rank's order)
+        b = self.batch_size
+        for batch in range(self.skip, self.batches_per_epoch):
+            source, number = self.schedule[batch]
+            pass_number, in_pass = divmod(number, self.pass_batches[source])
+            if source not in current or current[source][0] != pass_number:
+                current[source] = (pass_number, self._order(source, pass_number))
+            order = current[source][1]
+            for i in range(b):
+                global_pos = (batch * b + i) * self.world_size + self.rank
+                yield self.starts[source] + order[in_pass * b + i], item_seed(self.seed, self.epoch, global_pos)
 
 
 def eval_keys(num_items: int, rank: int, world_size: int, seed: int = 0) -> list[tuple[int, int]]:

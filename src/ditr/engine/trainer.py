@@ -40,12 +40,14 @@ from ..errors import ConfigError, DitrError
 from . import distributed as dist
 from .checkpoint import CheckpointManager, load_training_state, preserved_rng, rng_state, set_rng_state
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
-from .loading import (MODEL_STREAM, EpochSampler, SeededDataset, ignore_stop_signals, item_seed,
-                      move_to, seed_all)
+from .loading import (MODEL_STREAM, EpochSampler, SeededDataset, TrainSampler, ignore_stop_signals,
+                      item_seed, move_to, seed_all)
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
 from .optim import OptimConfig, build, clip_gradients
 
 OptimFactory = Callable[[nn.Module, int], tuple[Optimizer, LRScheduler]]
+#: ``(batch_per_rank, rank, world_size, seed) -> sampler``: the training order of one rank.
+SamplerFactory = Callable[[int, int, int, int], TrainSampler]
 
 
 class TrainingError(DitrError):
@@ -129,6 +131,8 @@ class Trainer:
     ``metrics.jsonl``, ``curves.png`` and ``class_iou.png``. ``build_optim(model, total_steps)``
     returns the optimizer and a per-step scheduler; by default AdamW + OneCycle from ``optim``.
     ``run_config`` (the user's whole configuration) is stored in every checkpoint.
+    ``sampler`` builds the training order (default: :class:`~ditr.engine.loading.EpochSampler` over
+    ``train_set``; multi-dataset distillation draws each batch from one source instead).
     """
 
     def __init__(self, model: nn.Module, criterion: Callable[..., dict[str, Tensor]],
@@ -137,7 +141,7 @@ class Trainer:
                  val_set: Dataset | None = None, val_collate_fn: Callable[[list], Any] | None = None,
                  optim: OptimConfig | None = None, build_optim: OptimFactory | None = None,
                  callbacks: Sequence[Callback] = (), run_config: Mapping[str, Any] | None = None,
-                 dist_info: dist.DistInfo | None = None):
+                 dist_info: dist.DistInfo | None = None, sampler: SamplerFactory | None = None):
         self.config = config
         self.work_dir = Path(config.work_dir)
         self.info = dist_info or dist.init_distributed()
@@ -157,8 +161,8 @@ class Trainer:
                                 f"by the {world} ranks")
         self.batch_per_rank = config.batch_size // world
         num_samples = len(train_set)  # type: ignore[arg-type]  # map-style datasets have __len__
-        self.sampler = EpochSampler(num_samples, self.batch_per_rank, self.info.rank, world,
-                                    config.seed)
+        make_sampler = sampler or (lambda b, rank, w, seed: EpochSampler(num_samples, b, rank, w, seed))
+        self.sampler: TrainSampler = make_sampler(self.batch_per_rank, self.info.rank, world, config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
             raise ConfigError("trainer", "batch_size", f"{num_samples} training samples make no full batch of "
