@@ -66,14 +66,15 @@ class CardSpec:
 
 @dataclass(frozen=True)
 class Declared:
-    """An intended difference: ``key`` (a glob) on the cards ``cards`` (globs of ``preset/method``)."""
+    """An intended difference: ``key`` (a glob; brackets match themselves, as in ``sources[1].x``) on the
+    cards ``cards`` (globs of ``preset/method``)."""
 
     cards: tuple[str, ...]
     key: str
     reason: str
 
     def covers(self, card: str, key: str) -> bool:
-        return fnmatch.fnmatchcase(key, self.key) and any(fnmatch.fnmatchcase(card, c) for c in self.cards)
+        return fnmatch.fnmatchcase(key, self.key.replace("[", "[[]")) and any(fnmatch.fnmatchcase(card, c) for c in self.cards)
 
 
 def _read(name: str) -> dict[str, Any]:
