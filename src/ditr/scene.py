@@ -180,7 +180,7 @@ def check_pixels(array: np.ndarray, n: int, width: int, height: int, file: Path 
         outside = ~missing[:, 0] & ((u < 0) | (u >= width) | (v < 0) | (v >= height))
     if outside.any():
         first = int(np.flatnonzero(outside)[0])
-        raise SceneError(file, field_name, f"{int(outside.sum())} pixels lie outside the {width}x{height} image "
+        raise SceneError(file, field_name, f"{int(outside.sum())} rows lie outside the {width}x{height} image "
                                            f"(first: row {first} at ({u[first]:g}, {v[first]:g})); a point the view "
                                            "does not see is NaN, NaN")
     return pixels

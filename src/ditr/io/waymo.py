@@ -148,8 +148,8 @@ class WaymoImportReport:
     image_crop_top: dict[str, int] = field(default_factory=dict)  # camera -> top rows removed
     cropped_views: int = 0
     stored_pixel_views: int = 0  # views with Waymo's per-point pixels (lidar_camera_projection)
-    pinhole_views: int = 0  # views projected with the pinhole model: no lidar_camera_projection data
-    pinhole_frames: dict[str, int] = field(default_factory=dict)  # why (reason -> frames)
+    pinhole_views: int = 0  # views projected with the pinhole model: no such data, or projections="none"
+    pinhole_frames: dict[str, int] = field(default_factory=dict)  # frames without the data: reason -> frames
 
 
 class FrameSkipped(Exception):
@@ -462,11 +462,13 @@ def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled:
                                                           f"in {lidar.path.name} has {image.shape[:2]}")
             if pose is not None:
                 points = compensate_motion(points, pose[rows, cols].astype(np.float64), frame_from_world)
-            if collect:
+            if collect:  # until a laser return without projections sends the frame to the pinhole model
                 projection, missing = _laser_projection(seg, projection_table, projection_rows, laser, ret,
                                                         (rows, cols), image.shape[:2], where)
-                projections.append(projection)
-                collect = projection is not None
+                if projection is None:
+                    collect = False
+                else:
+                    projections.append(projection)
             coords.append(points.astype(np.float32))
             strengths.append(np.tanh(image[rows, cols, 1]).astype(np.float32))
             if labelled:
