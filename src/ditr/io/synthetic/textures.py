@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .layout import RoomGeometry
+    from .geometry import Geometry
 
 LIGHT_DIRECTION = np.array([0.35, 0.25, 0.9]) / np.linalg.norm([0.35, 0.25, 0.9])
 AMBIENT = 0.6
@@ -287,7 +287,7 @@ _MATERIALS: dict[Material, Callable[[Surface], np.ndarray]] = {
 _UNLIT = {Material.SHADE}  # a lamp shade glows: ignore the light direction
 
 
-def surface_color(geometry: RoomGeometry, points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def surface_color(geometry: Geometry, points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Shaded uint8 RGB of surface ``points`` (N, 3) lying on triangles ``faces`` (N,) of the room.
 
     The single source of colour for both the rendered pixels and the sampled points.
