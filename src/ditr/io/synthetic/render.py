@@ -163,3 +163,32 @@ def sample_points(geometry: Geometry, rng: np.random.Generator, num_points: int)
         faces.append(face[keep])
         have += int(keep.sum())
     return np.concatenate(points)[:num_points], np.concatenate(faces)[:num_points]
+
+
+def true_visibility(geometry: Geometry, mesh: trimesh.Trimesh, cameras: list[Camera], points: np.ndarray,
+                    surface: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth ``(in_frame, visible)``, both (V, N) bool, of ``points`` in ``cameras``.
+
+    ``in_frame``: the point projects in front of the camera (z > 1e-6) into the image (pixel
+    ``[0, width) x [0, height)``), tested on ``points`` as stored (what a projection of the scene
+    sees). ``visible``: in frame, and the first surface on the ray from the camera centre towards
+    the point's ``surface`` position (where it really lies; ``points`` may carry sensor noise) is
+    not more than ``tolerance`` metres before it. A point on the surface the ray hits first counts
+    as visible.
+    """
+    coord = np.asarray(points, dtype=np.float64)
+    in_frame = np.zeros((len(cameras), len(coord)), dtype=bool)
+    for i, cam in enumerate(cameras):
+        world_to_cam = np.linalg.inv(cam.cam_to_world)
+        q = (coord @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]) @ cam.intrinsics.T
+        z = q[:, 2]
+        u, v = q[:, 0] / np.where(z > 1e-6, z, 1.0), q[:, 1] / np.where(z > 1e-6, z, 1.0)
+        in_frame[i] = (z > 1e-6) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    visible = np.zeros_like(in_frame)
+    view, point = np.nonzero(in_frame)
+    if len(view):
+        origins = np.stack([cam.cam_to_world[:3, 3] for cam in cameras])[view]
+        directions = np.asarray(surface, dtype=np.float64)[point] - origins  # t = 1 at the point
+        _, t = cast_rays(geometry, mesh, origins, directions)
+        visible[view, point] = t >= 1.0 - tolerance / np.linalg.norm(directions, axis=1)
+    return in_frame, visible
