@@ -131,7 +131,7 @@ def test_ground_truth_visibility_on_a_hand_built_scene() -> None:
 def test_visible_points_land_on_their_own_label() -> None:
     """Points the ground truth calls visible land on pixels of their own class (>= 99 %), and the
     occlusions it finds are real: many hidden points lie behind something of another class."""
-    street = generate_street(0, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=400, height=225)
+    street = generate_street(0, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=640, height=360)
     scene = street.scene
     segment = scene.attributes["segment"]
     agree = total = hidden_by_other = 0
