@@ -1,7 +1,7 @@
 """Synthetic streets: a spinning-LiDAR scan, six posed cameras, and ground-truth visibility per (view, point).
 
 Each street (:mod:`.street`) is scanned by a 32- or 64-beam LiDAR (:mod:`.lidar`) on the roof of an
-ego car and photographed by a rig of six cameras around it, mounted 0.7-1.0 m away from the LiDAR
+ego car and photographed by a rig of six cameras around it, mounted 0.69-1.04 m away from the LiDAR
 (as on nuScenes' cars), so parallax makes real occlusions: a pole or a car hides, from a camera,
 surfaces the LiDAR saw behind it. Because the geometry is known exactly, so is whether each LiDAR
 point is visible from each camera: :func:`.render.true_visibility` casts a ray from the camera
