@@ -32,7 +32,7 @@ from .street import CLASS_NAMES, REFLECTIVITY, build_street
 from .textures import sky_color, surface_color
 
 __all__ = ["CAMERA_RIG", "CLASS_NAMES", "GENERATOR_VERSION", "GT_FILE", "LIDAR_FILE", "StreetScan",
-           "generate_street", "write_streets"]
+           "generate_street", "rig_cameras", "write_streets"]
 
 #: Bumped whenever the same seed and settings would produce a different street.
 GENERATOR_VERSION = 1

@@ -62,10 +62,6 @@ class _Side:
         y0, y1 = sorted((float(self.y(d0)), float(self.y(d1))))
         return np.array([x0, y0, z0]), np.array([x1, y1, z1])
 
-    @property
-    def outward(self) -> np.ndarray:
-        return np.array([0.0, float(self.sign)])
-
 
 class _Occupancy:
     """Discs (centre, radius) on the ground that items keep apart, so poles, trunks and people never overlap."""
