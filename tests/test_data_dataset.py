@@ -134,10 +134,13 @@ def test_padding_views_and_online_images(rooms):
     s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert s["images"].shape == (2, 3, 42, 70) and "img_table" not in s
     assert int(s["img_index"].max()) < s["num_cells"] == 2 * 15
-    cfg["images"]["color_jitter"] = [0.4, 0.4, 0.2, 0.1]
+    cfg["images"].update(color_jitter=[0.4, 0.4, 0.2, 0.1], color_jitter_p=1.0)  # every view jittered
     jittered = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert jittered["view_names"] == s["view_names"] and not torch.equal(jittered["images"], s["images"])
     torch.testing.assert_close(jittered["img_index"], s["img_index"])  # colours never move pixels
+    cfg["images"]["color_jitter_p"] = 0.0  # never jittered: the images as they are
+    assert torch.equal(SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))["images"],
+                       s["images"])
     cfg["vfm"] = {"model": MODEL, "cache": str(root / "features")}
     with pytest.raises(DitrError, match="color_jitter.*vfm.online"):
         SceneDataset(root / "scenes", None, cfg, "train")
