@@ -206,7 +206,7 @@ def test_online_jitter_sees_the_cached_variants(rooms, variant_cache):
     assert drawn == {0, 1, 2}  # the draws covered the image as it is and both variants
 
 
-def test_a_missing_variant_names_the_command_that_caches_it(rooms, variant_cache):
+def test_a_missing_variant_names_the_command_that_caches_it(rooms, variant_cache, tmp_path):
     root, _ = rooms
     cfg = _config(root, color_jitter=STRENGTH, color_jitter_p=1.0, jitter_variants=3)
     cfg["vfm"]["cache"] = str(variant_cache)  # holds variants 1 and 2 only
@@ -215,6 +215,9 @@ def test_a_missing_variant_names_the_command_that_caches_it(rooms, variant_cache
                                         r"--color-jitter 0\.4,0\.4,0\.2,0\.1"):
         for seed in range(20):  # each view draws variant 3 with probability 1/3
             ds.get(0, np.random.default_rng(seed))
+    cfg["vfm"]["cache"] = str(tmp_path / "empty")  # even the image as it is: one command fills all the run needs
+    with pytest.raises(DitrError, match=r"are not in the cache.*\n  ditr features .*--jitter-variants 3 "):
+        SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
 
 
 def test_missing_features_say_how_to_compute_them(rooms, tmp_path):

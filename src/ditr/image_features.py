@@ -141,8 +141,7 @@ class ImageFeatureSource:
             variant = jitter.variant(index) if jitter is not None else None
             grid, state = self.cache.read(self.extractor.key(view, bool(flip), variant))
             if grid is None:
-                raise DitrError(self._missing(scene, view, bool(flip), jitter if index else None, index,
-                                              damaged=state == "corrupt"))
+                raise DitrError(self._missing(scene, view, bool(flip), jitter, index, damaged=state == "corrupt"))
             parts.append(grid)
         return image_table_from_grids(parts) if parts else torch.zeros((0, self.feature_dim), dtype=torch.float16)
 
@@ -180,17 +179,20 @@ class ImageFeatureSource:
 
     def _missing(self, scene: Scene, view: View, flip: bool, jitter: ColorJitter | None = None, variant: int = 0,
                  damaged: bool = False) -> str:
+        """The error of a missing or damaged entry, with the command that fills the run's whole need
+        (``--flip`` and the jitter variants included, so that one fill is enough)."""
         s = self.settings
+        variants = jitter.variants if jitter is not None else 0
         res = self.input_size(view)
         cmd = (f"ditr features {scene.path} --model {s['model']} --cache {s['cache']} --resolution {res[0]}x{res[1]}"
                + (f" --checkpoint {s['checkpoint']}" if s.get("checkpoint") else "")
                + (" --flip" if flip else "")
-               + (f" --jitter-variants {jitter.variants} --color-jitter {','.join(f'{x:g}' for x in jitter.strength)}"
-                  if jitter is not None else "")
+               + (f" --jitter-variants {variants} --color-jitter {','.join(f'{x:g}' for x in jitter.strength)}"
+                  if jitter is not None and variants else "")
                + (f" --precision {s['precision']}" if s.get("precision", "auto") != "auto" else ""))
         what = f"features of view {view.name!r}" + (" (flipped)" if flip else "") + (
-            f" in colour-jitter variant {variant} of {jitter.variants} (strength {list(jitter.strength)})"
-            if jitter is not None else "")
+            f" in colour-jitter variant {variant} of {variants} (strength {list(jitter.strength)})"
+            if jitter is not None and variant else "")
         where = f"scene {scene.name}: {what} for {s['model']} at {res[0]}x{res[1]} (settings {self.backend.settings})"
         if damaged:
             return (f"{where}: the entry in the cache {s['cache']} is damaged (its checksum does not match: "

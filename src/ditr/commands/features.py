@@ -23,7 +23,7 @@ EXAMPLES = f"""examples:
   ditr features rooms/room_0000 --model dinov2-tiny-random-reg --cache feats/ --render pics/
   ditr features scans/* --model dinov2-vitl14-reg --checkpoint ~/weights/dinov2_vitl14_reg4_pretrain.pth \\
       --cache feats/ --resolution 420x560 --flip
-  ditr features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/ --resolution 420x560 \
+  ditr features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/ --resolution 420x560 \\
       --flip --jitter-variants 4          # + 4 colour-jittered variants per image (images.jitter_variants: 4)
   ditr features scans/* --model dinov3-vitl16 --checkpoint ~/hf/dinov3-vitl16-pretrain-lvd1689m --cache feats/
   ditr features scans/* --model dinov2-vitb14-reg --download --cache feats/      # fetch from the hub once
