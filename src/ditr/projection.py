@@ -18,7 +18,7 @@ Everything is vectorised torch on any device; points are processed in chunks to 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -27,9 +27,11 @@ import torch.nn.functional as F
 
 from . import checks
 from .errors import ConfigError, DitrError
-from .scene import Scene
+from .scene import ACQUISITION_KINDS, Scene
 
 Occlusion = Literal["auto", "depth", "splat", "none"]
+#: How a view without a depth map is tested (:func:`occlusion_rule`).
+Rule = Literal["surface", "scan", "sparse"]
 
 #: Largest splat radius (in depth-buffer pixels); larger footprints use a coarser buffer instead.
 _MAX_SPLAT_RADIUS = 3
@@ -52,6 +54,9 @@ class ProjectionConfig:
         use_normals: in the splatted test, use point normals where the scene has them: points
             facing away from the camera are hidden, and the tolerance grows on grazing surfaces.
         chunk_size: points per chunk; bounds the temporary memory to about chunk_size x views.
+        acquisition: what made the points (``lidar``, ``sfm``, ...; see
+            :data:`~ditr.scene.ACQUISITION_KINDS`) when the scene's ``meta.json`` does not say or says
+            wrong; ``auto`` picks its occlusion rule by it (:func:`occlusion_rule`).
     """
 
     occlusion: Occlusion = "auto"
@@ -63,6 +68,7 @@ class ProjectionConfig:
     splat_scale: float = 1.0
     use_normals: bool = True
     chunk_size: int = 1 << 18
+    acquisition: str | None = None
 
     def __post_init__(self) -> None:
         """Ranges: a negative or NaN tolerance would hide every point, a NaN gate would pass none."""
@@ -76,6 +82,8 @@ class ProjectionConfig:
         checks.number("splat_radius_px", self.splat_radius_px, low=0, low_open=True, optional=True)
         checks.number("splat_scale", self.splat_scale, low=0, low_open=True)
         checks.positive_int("chunk_size", self.chunk_size)
+        if self.acquisition is not None:
+            checks.one_of("acquisition", self.acquisition, ACQUISITION_KINDS)
 
 
 @dataclass
@@ -84,6 +92,8 @@ class Correspondences:
 
     ``in_frame`` is the geometric test alone (in front, inside the image and the depth gate);
     ``visible`` additionally passed the occlusion test, so ``in_frame & ~visible`` are occluded.
+    ``rules`` names per view the occlusion test that ran (``depth``, ``surface``, ``scan``, ``sparse``
+    or ``none``); ``warnings`` say where a test cannot be trusted (points too sparse).
     """
 
     uv: torch.Tensor  # (V, N, 2) float32
@@ -92,6 +102,8 @@ class Correspondences:
     visible: torch.Tensor  # (V, N) bool
     view_names: list[str]
     image_sizes: torch.Tensor  # (V, 2) long, (height, width)
+    rules: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_views(self) -> int:
@@ -110,7 +122,8 @@ class Correspondences:
         """Counts that tell at a glance whether calibration and occlusion behave.
 
         ``occluded_point_views`` = ``in_frame_point_views - visible_point_views``: the point-views
-        that the occlusion test removed (0 with occlusion "none"), in total and per view.
+        that the occlusion test removed (0 with occlusion "none"), in total and per view;
+        ``occlusion_rules`` counts the views per test that ran.
         """
         per_view = self.visible.sum(dim=1).tolist()
         occluded = (self.in_frame & ~self.visible).sum(dim=1).tolist()
@@ -123,6 +136,8 @@ class Correspondences:
             "seen_fraction": float(self.seen.float().mean()) if self.num_points else 0.0,
             "visible_per_view": dict(zip(self.view_names, per_view)),
             "occluded_per_view": dict(zip(self.view_names, occluded)),
+            "occlusion_rules": {rule: self.rules.count(rule) for rule in dict.fromkeys(self.rules)},
+            "warnings": list(self.warnings),
         }
 
     def save_npz(self, path) -> None:
@@ -258,6 +273,7 @@ def compute_correspondences(
     depth_intrinsics: list[torch.Tensor | None] | None = None,
     view_names: list[str] | None = None,
     normals: torch.Tensor | None = None,
+    acquisition: str | None = None,
 ) -> Correspondences:
     """Correspondences between points (N, 3) and V views given as tensors.
 
@@ -268,6 +284,8 @@ def compute_correspondences(
             colour camera's (same pose, as in registered RGB-D), else None.
         normals: optional (N, 3) point normals; the splatted test then culls back faces and
             widens its tolerance on surfaces seen at grazing angles (see ``_splat_test``).
+        acquisition: what made the points (the scene's ``meta.json``); ``config.acquisition``
+            overrides it. Picks the test for views without a depth map (:func:`occlusion_rule`).
     """
     device = points.device
     nv, n = int(world_to_cam.shape[0]), int(points.shape[0])
@@ -281,6 +299,8 @@ def compute_correspondences(
         raise DitrError(f"occlusion='depth' needs a depth map for every view; missing for {missing}")
     use_depth = has_depth & torch.tensor(config.occlusion in ("auto", "depth"), device=device)
     use_splat = ~use_depth & torch.tensor(config.occlusion in ("auto", "splat"), device=device)
+    rule = occlusion_rule(config.occlusion, config.acquisition or acquisition)
+    rules = ["none" if config.occlusion == "none" else "depth" if d else rule for d in use_depth.tolist()]
 
     # Project relative to the scene centre: float32 keeps its precision for far-from-origin scans.
     centre = points.double().mean(0) if n else torch.zeros(3, dtype=torch.float64, device=device)
@@ -299,15 +319,45 @@ def compute_correspondences(
         in_frame[:, s:e] = _in_image(c_uv, c_z, image_sizes, config)
     uv = uv_store.transpose(1, 2)
     visible = in_frame.clone()
+    warnings: list[str] = []
     if config.occlusion != "none" and n:
         if bool(use_depth.any()):
             views = torch.nonzero(use_depth).flatten().tolist()
             _depth_test(uv, depth, visible, views, depth_maps, depth_intrinsics, k, config)
-        if bool(use_splat.any()):
+        if bool(use_splat.any()) and rule == "surface":
             _splat_test(pts, uv, depth, visible, use_splat, k, w2c, image_sizes, config,
                         normals if config.use_normals else None)
+        elif bool(use_splat.any()):
+            spacing = _bracket_test(uv, depth, visible, use_splat, image_sizes, config, both_axes=rule == "sparse")
+            sparse = [name for name, s, used in zip(view_names, spacing.tolist(), use_splat.tolist())
+                      if used and not s <= SPARSE_GAP_FRACTION]
+            if sparse:
+                warnings.append(sparse_warning(sparse, len(view_names)))
     return Correspondences(uv=uv, depth=depth, in_frame=in_frame, visible=visible,
-                           view_names=list(view_names), image_sizes=image_sizes)
+                           view_names=list(view_names), image_sizes=image_sizes, rules=rules, warnings=warnings)
+
+
+def occlusion_rule(occlusion: Occlusion, acquisition: str | None) -> Rule:
+    """The occlusion test for views without a depth map: the one place that decides (docs/projection.md).
+
+    ``auto`` tests LiDAR scans and structure-from-motion clouds by bracketing (``scan``, ``sparse``:
+    their points are too far apart for surfaces splatted from them to close without also covering
+    the surfaces' own points), everything else (meshes, RGB-D and dense stereo clouds, scenes that
+    do not say) by the splatted z-buffer (``surface``). ``splat`` always splats.
+    """
+    if occlusion == "auto" and acquisition == "lidar":
+        return "scan"
+    if occlusion == "auto" and acquisition == "sfm":
+        return "sparse"
+    return "surface"
+
+
+def sparse_warning(views: list[str], total: int) -> str:
+    """What ``ditr project`` and the importers say when points are too sparse for an occlusion test."""
+    shown = ", ".join(views[:5]) + (f" and {len(views) - 5} more" if len(views) > 5 else "")
+    return (f"{len(views)} of {total} views see points more than {SPARSE_GAP_FRACTION:.0%} of the image apart "
+            f"({shown}): too sparse for any occlusion test to be trusted; points behind surfaces may count "
+            "as visible there (denser points, e.g. a dense reconstruction, or depth maps fix this)")
 
 
 def _depth_test(uv, depth, visible, views, depth_maps, depth_intrinsics, k, cfg) -> None:
@@ -377,6 +427,165 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
     visible[vi, pi] = ok
 
 
+# ---------------------------------------------------------------------------------------- scans and sparse clouds
+#: How far (in image gaps between neighbouring points) the bracketing test looks on each side of a point,
+#: and how wide its search strip is (in gaps across); docs/projection.md#lidar-scans-and-sparse-clouds.
+BRACKET_REACH = 2.0
+BRACKET_BAND = 0.5
+GAP_QUANTILE = 0.5
+#: Gaps are taken as the median over image tiles (rows x columns per view) holding this many points, else per view.
+_GAP_TILES = (8, 8)
+_GAP_TILE_POINTS = 12
+#: A view whose points lie further apart than this fraction of its shorter side is too sparse for any
+#: occlusion test: it is tested all the same, and the correspondences carry a warning.
+SPARSE_GAP_FRACTION = 0.05
+
+
+def _neighbour_gaps(strip: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """Per point, the distances along ``position`` to the nearest other point of its ``strip`` before
+    and after it (inf where there is none): (2, P)."""
+    order = torch.argsort(strip * (int(position.max()) + 1) + position)
+    s, q = strip[order], position[order]
+    step = torch.where(s[1:] == s[:-1], (q[1:] - q[:-1]).float(), math.inf)
+    gaps = torch.full((2, q.numel()), math.inf, device=q.device)
+    gaps[0, order[1:]] = step
+    gaps[1, order[:-1]] = step
+    return gaps
+
+
+def _group_quantile(values: torch.Tensor, group: torch.Tensor, groups: int, q: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``q`` quantile of the finite ``values`` per group (nan for a group without any) and how many there were."""
+    finite = torch.isfinite(values)
+    values, group = values[finite], group[finite]
+    order = torch.argsort(values)
+    order = order[torch.argsort(group[order], stable=True)]
+    counts = torch.bincount(group, minlength=groups)
+    out = torch.full((groups,), math.nan, device=values.device)
+    if values.numel():
+        pick = (torch.cumsum(counts, 0) - counts + ((counts - 1).clamp(min=0) * q).long()).clamp(max=values.numel() - 1)
+        out = torch.where(counts > 0, values[order[pick]], out)
+    return out, counts
+
+
+def _image_gaps(vi: torch.Tensor, row: torch.Tensor, col: torch.Tensor, sizes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Typical pixel gaps between neighbouring projected points, along rows and along columns.
+
+    A point's gaps along rows are the distances to the nearest points before and after it in a
+    horizontal strip around it; the strip is as tall as ``BRACKET_BAND`` of the typical gap along
+    columns and vice versa (LiDAR rings: a few pixels apart along a ring, tens between rings), which
+    a few alternating rounds settle. "Typical" is the ``GAP_QUANTILE`` quantile, so that most points
+    find a neighbour within it. Returns per point the tile values (gap_u, gap_v), per view (view_u, view_v).
+    """
+    nv = int(sizes.shape[0])
+    half_rows = torch.ones(nv, dtype=torch.long, device=vi.device)
+    pair = torch.cat([vi, vi])
+    for _ in range(3):
+        gap_u = _neighbour_gaps(vi * (int(sizes[:, 0].max()) + 1) + row // (2 * half_rows[vi] + 1), col)
+        view_u = _group_quantile(gap_u.flatten(), pair, nv, GAP_QUANTILE)[0]
+        half_cols = torch.ceil(BRACKET_BAND * view_u.nan_to_num(1.0)).long()
+        gap_v = _neighbour_gaps(vi * (int(sizes[:, 1].max()) + 1) + col // (2 * half_cols[vi] + 1), row)
+        view_v = _group_quantile(gap_v.flatten(), pair, nv, GAP_QUANTILE)[0]
+        half_rows = torch.ceil(BRACKET_BAND * view_v.nan_to_num(1.0)).long()
+    th, tw = _GAP_TILES
+    tile = (vi * th + row * th // sizes[vi, 0]) * tw + col * tw // sizes[vi, 1]
+    per_tile = []
+    for gap, view in ((gap_u, view_u), (gap_v, view_v)):
+        value, count = _group_quantile(gap.flatten(), torch.cat([tile, tile]), nv * th * tw, GAP_QUANTILE)
+        per_tile.append(torch.where(count[tile] >= _GAP_TILE_POINTS, value[tile], view[vi]))
+    return per_tile[0], per_tile[1], view_u, view_v
+
+
+def _min_before(grid: torch.Tensor, vi: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
+                length: torch.Tensor) -> torch.Tensor:
+    """Per point, the minimum of ``grid[vi, a - length + 1 .. a, c]`` (cells before row 0 are empty).
+
+    Doubling: after step k every cell holds the minimum of the 2^k cells ending at it, and a window
+    of any length n is the minimum of two such blocks, 2^floor(log2 n) long, at its two ends.
+    """
+    level = torch.floor(torch.log2(length.float())).long()
+    out = torch.full(a.shape, math.inf, device=grid.device)
+    m = grid
+    for k in range(int(level.max()) + 1 if level.numel() else 0):
+        shift = 2 ** (k - 1)
+        if k and shift < m.shape[1]:
+            m = torch.minimum(m, F.pad(m[:, :-shift], (0, 0, shift, 0), value=math.inf))
+        sel = torch.nonzero(level == k).flatten()
+        if sel.numel():
+            start = (a[sel] - length[sel] + 2 ** k).clamp(min=0)
+            out[sel] = torch.minimum(m[vi[sel], a[sel], c[sel]], m[vi[sel], start, c[sel]])
+    return out
+
+
+def _bracketed(z: torch.Tensor, vi: torch.Tensor, along: torch.Tensor, across: torch.Tensor,
+               extent: tuple[int, int], reach: torch.Tensor, band: torch.Tensor, tolerance: torch.Tensor
+               ) -> torch.Tensor:
+    """Whether points nearer than ``z - tolerance`` lie both before and after each point along one image axis.
+
+    ``along`` / ``across`` are pixel coordinates; ``reach`` (per point) and ``band`` (per view, half
+    width of the search strip) are pixels. The buffer is coarsened along each axis so that the strip
+    spans about two cells and the reach about eight, which keeps the work small for sparse points.
+    """
+    nv = int(band.shape[0])
+    step_across = max(1, int(band.min()) // 2)
+    step_along = max(1, int(reach.kthvalue(max(1, reach.numel() // 10)).values) // 8)
+    n_along, n_across = extent[0] // step_along + 1, extent[1] // step_across + 1
+    a, c = along // step_along, across // step_across
+    grid = torch.full((nv * n_along * n_across,), math.inf, device=z.device)
+    grid.scatter_reduce_(0, (vi * n_along + a) * n_across + c, z, reduce="amin")
+    grid = grid.view(nv, n_along, n_across)
+    cells = torch.round(band / step_across).long()
+    for w in torch.unique(cells).tolist():  # the search strip: a min filter across
+        if w > 0:
+            sel = cells == w
+            grid[sel] = -F.max_pool2d(-grid[sel].unsqueeze(1), (1, 2 * w + 1), 1, (0, w)).squeeze(1)
+    length = torch.ceil(reach / step_along).long().clamp(min=1)
+    before = _min_before(grid, vi, a, c, length)  # includes the point's own cell
+    flipped = n_along - 1 - a
+    after = torch.where(flipped > 0, _min_before(grid.flip(1), vi, (flipped - 1).clamp(min=0), c, length), math.inf)
+    limit = z - tolerance
+    return (before < limit) & (after < limit)
+
+
+def _bracket_test(uv, depth, visible, use, sizes, cfg, both_axes: bool) -> torch.Tensor:
+    """Occlusion for LiDAR scans and sparse clouds: hidden iff nearer points bracket the point.
+
+    A z-buffer splatted from sparse points cannot tell an occluder from the same surface seen at a
+    grazing angle: the road ahead of a car rises in the image towards the horizon, so every road
+    point's footprint covers farther road points unless the footprint is smaller than the gap to the
+    next LiDAR ring, which is then too small to close the gaps between an occluder's rings. Here a
+    point is hidden only when points nearer than itself (by more than the tolerance) lie both above
+    and below it within ``BRACKET_REACH`` gaps (and, for sparse clouds, alternatively both left and
+    right): along any image line depth is monotonic across a plane, so a surface never brackets its
+    own points, however slanted, while a point seen behind an object has the object on both sides.
+    Gaps are measured in the image (``_image_gaps``), so parallax and the sensor's pattern need no
+    model. Returns per view the typical gap as a fraction of the image's shorter side (nan: no gaps).
+    """
+    mask = visible & use[:, None]
+    vi, pi = torch.nonzero(mask, as_tuple=True)
+    if vi.numel() == 0:
+        return torch.full(use.shape, math.nan, device=uv.device)
+    z = depth[vi, pi]
+    point_uv = uv[vi, pi]
+    col = point_uv[:, 0].long().clamp(min=0).minimum(sizes[vi, 1] - 1)
+    row = point_uv[:, 1].long().clamp(min=0).minimum(sizes[vi, 0] - 1)
+    gap_u, gap_v, view_u, view_v = _image_gaps(vi, row, col, sizes)
+    tested = torch.isfinite(gap_u) & torch.isfinite(gap_v)
+    tolerance = torch.full_like(z, cfg.depth_tolerance)
+    extent = (int(sizes[:, 0].max()), int(sizes[:, 1].max()))
+    band_u = torch.ceil(BRACKET_BAND * view_u.nan_to_num(1.0))
+    band_v = torch.ceil(BRACKET_BAND * view_v.nan_to_num(1.0))
+    t = torch.nonzero(tested).flatten()
+    hidden = torch.zeros_like(z, dtype=torch.bool)
+    hidden[t] = _bracketed(z[t], vi[t], row[t], col[t], extent, BRACKET_REACH * gap_v[t], band_u, tolerance[t])
+    if both_axes:
+        hidden[t] |= _bracketed(z[t], vi[t], col[t], row[t], extent[::-1], BRACKET_REACH * gap_u[t], band_v,
+                                tolerance[t])
+    visible[vi, pi] = ~hidden
+    return (view_u * view_v).sqrt() / sizes.min(dim=1).values
+
+
 def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                   device: str | torch.device = "cpu") -> Correspondences:
     """Correspondences between a scene's points and all of its views (reads depth maps if needed)."""
@@ -403,4 +612,4 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
     normal_array = scene.attributes.get("normal")
     normals = torch.from_numpy(normal_array).to(device) if normal_array is not None else None
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k,
-                                   [v.name for v in views], normals)
+                                   [v.name for v in views], normals, scene.acquisition)

@@ -1,4 +1,4 @@
-"""The scene format, version 1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
+"""The scene format, version 1.1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
 
 A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
 that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an
@@ -27,6 +27,9 @@ VIEWS_VERSION = 1
 VIEWS_FILE = "views.json"
 META_FILE = "meta.json"
 COORD_FILE = "coord.npy"
+#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.1; docs/scene-format.md):
+#: visibility picks its occlusion rule by it (docs/projection.md). ``unknown`` behaves like no entry.
+ACQUISITION_KINDS = ("lidar", "rgbd", "mesh", "mvs", "sfm", "unknown")
 
 #: Label-image value meaning "ignore" (class -1) for 8-bit and 16-bit PNG label images.
 LABEL_IGNORE_PNG = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
@@ -138,6 +141,16 @@ def check_rigid_pose(t: np.ndarray, file: Path | str, field_name: str) -> None:
         raise SceneError(file, field_name, "is mirrored (det of the rotation part = -1): a handedness mix-up, e.g. "
                                            "one axis flipped between the OpenGL and OpenCV conventions")
 
+
+
+def check_acquisition(entry: Any, file: Path | str) -> None:
+    """``meta.json``'s ``acquisition``: ``{"kind": one of ACQUISITION_KINDS}``. A misspelt kind is an
+    error rather than "unknown", since it would silently change which occlusion rule runs."""
+    if not isinstance(entry, dict) or "kind" not in entry:
+        raise SceneError(file, "acquisition", f'must be an object {{"kind": ...}}, got {entry!r}')
+    if entry["kind"] not in ACQUISITION_KINDS:
+        raise SceneError(file, "acquisition.kind", f"must be one of {', '.join(ACQUISITION_KINDS)}, got "
+                                                   f"{entry['kind']!r}")
 
 
 def _positive_int(value: Any, file: Path, field_name: str) -> int:
@@ -344,6 +357,12 @@ class Scene:
     def class_names(self) -> list[str] | None:
         return self.meta.get("class_names")
 
+    @property
+    def acquisition(self) -> str | None:
+        """What made the points (one of :data:`ACQUISITION_KINDS`), None where ``meta.json`` does not say."""
+        entry = self.meta.get("acquisition")
+        return entry.get("kind") if isinstance(entry, dict) else None
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, *, check_images: bool = True, num_classes: int | None = None,
@@ -422,6 +441,8 @@ class Scene:
             raise SceneError(file, "class_names", "must be a list of strings")
         if "ignore_index" in meta and not isinstance(meta["ignore_index"], int):
             raise SceneError(file, "ignore_index", "must be an integer")
+        if "acquisition" in meta:
+            check_acquisition(meta["acquisition"], file)
         return meta
 
     @staticmethod
@@ -466,6 +487,8 @@ class Scene:
             names.add(view.name)
             pose = finite_numbers(view.cam_to_world, (4, 4), path / VIEWS_FILE, f"{where}.cam_to_world")
             check_rigid_pose(pose, path / VIEWS_FILE, f"{where}.cam_to_world")
+        if "acquisition" in self.meta:
+            check_acquisition(self.meta["acquisition"], path / META_FILE)
         with atomic_directory(path) as tmp:
             atomic_save_npy(tmp / COORD_FILE, np.ascontiguousarray(self.coord, dtype=np.float32))
             for name, array in self.attributes.items():
