@@ -8,23 +8,10 @@ outer size distribution; panels are a few millimetres thick), so only appearance
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .geometry import Part
 from .textures import Material, hsv_to_rgb
-
-
-@dataclass
-class Part:
-    """A part in an item's local frame (x right, y front, z up; footprint centred on the origin)."""
-
-    lo: tuple[float, float, float]
-    hi: tuple[float, float, float]
-    material: Material
-    color_a: np.ndarray
-    color_b: np.ndarray
-    cylinder: bool = False
 
 
 # ----------------------------------------------------------------------------- colours

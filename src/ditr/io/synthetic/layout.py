@@ -1,8 +1,8 @@
 """Procedural room layout: a box room with furniture on the floor and flat panels on the walls.
 
-Everything is built from axis-aligned boxes and vertical cylinders ("parts"), and furniture is only
-rotated by multiples of 90 degrees, so every part's bounding box is exact (cylinders: tight). That
-makes two things cheap and exact:
+Everything is built from axis-aligned boxes and vertical cylinders ("parts", :mod:`.geometry`), and
+furniture is only rotated by multiples of 90 degrees, so every part's bounding box is exact
+(cylinders: tight). That makes two things cheap and exact:
 
 * hidden surface: a sampled point that lies inside (or on) the box of another part, such as the
   wall behind a picture, the floor under a rug or a cabinet, or a table leg's top under the table
@@ -21,11 +21,11 @@ the wall, the strip of wall beside a cabinet's side would be hidden by less than
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
-from .furniture import FREE_STANDING, WALL_BACKED, Part, panel, rug, hsv_color, wood_colors
+from .furniture import FREE_STANDING, WALL_BACKED, hsv_color, panel, rug, wood_colors
+from .geometry import Builder, Geometry, Part, emit, item_box
 from .textures import Material
 
 #: Class names in id order; wall, floor and ceiling first, then furniture, wall panels and rugs.
@@ -34,134 +34,6 @@ CLASS_NAMES = ["wall", "floor", "ceiling", "table", "chair", "bed", "sofa", "cab
 CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 CLEARANCE = 0.3  # metres of free floor between items, and between items and walls
-_EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class RoomGeometry:
-    """The triangles of one room plus, per part, what the textures and visibility rules need."""
-
-    size: np.ndarray          # (3,) room extent in metres; the room spans [0, size]
-    vertices: np.ndarray      # (V, 3) float64
-    faces: np.ndarray         # (F, 3) int64
-    face_part: np.ndarray     # (F,) part index of every triangle
-    part_class: np.ndarray    # (P,) class id
-    part_instance: np.ndarray  # (P,) instance id (walls, floor and ceiling are instances too)
-    part_material: np.ndarray  # (P,) Material
-    part_lo: np.ndarray       # (P, 3) bounding box
-    part_hi: np.ndarray
-    part_front: np.ndarray    # (P, 3) unit vector the part's front face looks along
-    part_color_a: np.ndarray  # (P, 3) colours in [0, 1] the material mixes
-    part_color_b: np.ndarray
-    part_seed: np.ndarray     # (P,) texture seed
-    part_solid: np.ndarray    # (P,) whether the part's box hides surfaces inside it (not the shell)
-
-    @cached_property
-    def face_normals(self) -> np.ndarray:
-        """Unit normals (outward for furniture, into the room for the shell)."""
-        v = self.vertices[self.faces]
-        n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-        return n / np.linalg.norm(n, axis=1, keepdims=True)
-
-    @cached_property
-    def face_areas(self) -> np.ndarray:
-        v = self.vertices[self.faces]
-        return 0.5 * np.linalg.norm(np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0]), axis=1)
-
-    @property
-    def face_class(self) -> np.ndarray:
-        return self.part_class[self.face_part]
-
-    @property
-    def face_instance(self) -> np.ndarray:
-        return self.part_instance[self.face_part]
-
-    def hidden(self, points: np.ndarray, part: np.ndarray) -> np.ndarray:
-        """Whether each point (on ``part``) lies inside or on the box of another solid part."""
-        solid = np.flatnonzero(self.part_solid)
-        lo, hi = self.part_lo[solid] - 1e-4, self.part_hi[solid] + 1e-4
-        out = np.zeros(len(points), dtype=bool)
-        for start in range(0, len(points), 8192):  # bounded memory: chunk x parts x 3
-            p = points[start:start + 8192, None, :]
-            inside = ((p >= lo) & (p <= hi)).all(axis=2) & (solid[None, :] != part[start:start + 8192, None])
-            out[start:start + 8192] = inside.any(axis=1)
-        return out
-
-
-
-class _Builder:
-    """Accumulates triangles and part records; omits faces that lie on the room shell."""
-
-    def __init__(self, size: np.ndarray, rng: np.random.Generator):
-        self.size, self.rng = size, rng
-        self.vertices: list[np.ndarray] = []
-        self.faces: list[np.ndarray] = []
-        self.face_part: list[np.ndarray] = []
-        self.parts: list[dict] = []
-        self.num_vertices = 0
-        self.num_instances = 0
-
-    def new_instance(self) -> int:
-        self.num_instances += 1
-        return self.num_instances - 1
-
-    def _add_part(self, verts: np.ndarray, tris: np.ndarray, **record) -> None:
-        self.vertices.append(verts)
-        self.faces.append(tris + self.num_vertices)
-        self.face_part.append(np.full(len(tris), len(self.parts)))
-        self.num_vertices += len(verts)
-        self.parts.append(record | {"seed": int(self.rng.integers(2**31))})
-
-    def quad_faces(self, lo: np.ndarray, hi: np.ndarray, sides: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Quads on the faces of box [lo, hi]; side (axis k, sign s) has its normal along s * e_k."""
-        verts, tris = [], []
-        for k, s in sides:
-            a, b = (k + 1) % 3, (k + 2) % 3
-            corners = [(0, 0), (1, 0), (1, 1), (0, 1)] if s > 0 else [(0, 0), (0, 1), (1, 1), (1, 0)]
-            for ca, cb in corners:  # counter-clockwise seen from the side the normal points to
-                v = np.empty(3)
-                v[k] = hi[k] if s > 0 else lo[k]
-                v[a] = hi[a] if ca else lo[a]
-                v[b] = hi[b] if cb else lo[b]
-                verts.append(v)
-            base = 4 * len(tris) // 2
-            tris += [[base, base + 1, base + 2], [base, base + 2, base + 3]]
-        return np.array(verts), np.array(tris, dtype=np.int64)
-
-    def box(self, lo: np.ndarray, hi: np.ndarray, **record) -> None:
-        """A closed box, minus the faces that lie on (and face into) the room shell."""
-        sides = [(k, s) for k in range(3) for s in (-1, 1)
-                 if not ((s < 0 and lo[k] <= _EPS) or (s > 0 and hi[k] >= self.size[k] - _EPS))]
-        verts, tris = self.quad_faces(lo, hi, sides)
-        self._add_part(verts, tris, lo=lo, hi=hi, **record)
-
-    def cylinder(self, lo: np.ndarray, hi: np.ndarray, segments: int = 20, **record) -> None:
-        """A vertical cylinder inscribed in box [lo, hi] (bottom cap left out on the floor)."""
-        centre, r = (lo[:2] + hi[:2]) / 2, (hi[0] - lo[0]) / 2
-        ang = 2 * np.pi * np.arange(segments) / segments
-        ring = centre + r * np.stack([np.cos(ang), np.sin(ang)], axis=1)
-        bottom = np.column_stack([ring, np.full(segments, lo[2])])
-        top = np.column_stack([ring, np.full(segments, hi[2])])
-        verts = np.vstack([bottom, top, [[*centre, lo[2]], [*centre, hi[2]]]])
-        i = np.arange(segments)
-        j = (i + 1) % segments
-        tris = [np.stack([i, j, segments + j], 1), np.stack([i, segments + j, segments + i], 1),
-                np.stack([np.full(segments, 2 * segments + 1), segments + i, segments + j], 1)]
-        if lo[2] > _EPS:
-            tris.append(np.stack([np.full(segments, 2 * segments), j, i], 1))
-        self._add_part(verts, np.vstack(tris), lo=lo, hi=hi, **record)
-
-    def finish(self) -> RoomGeometry:
-        col = {k: np.array([p[k] for p in self.parts]) for k in self.parts[0]}
-        return RoomGeometry(
-            size=self.size, vertices=np.vstack(self.vertices), faces=np.vstack(self.faces),
-            face_part=np.concatenate(self.face_part), part_class=col["cls"].astype(np.int64),
-            part_instance=col["instance"].astype(np.int64), part_material=col["material"].astype(np.int64),
-            part_lo=col["lo"].astype(np.float64), part_hi=col["hi"].astype(np.float64),
-            part_front=col["front"].astype(np.float64), part_color_a=col["color_a"].astype(np.float64),
-            part_color_b=col["color_b"].astype(np.float64), part_seed=col["seed"].astype(np.int64),
-            part_solid=col["solid"].astype(bool))
-
 
 
 @dataclass(frozen=True)
@@ -186,10 +58,10 @@ def _overlaps(rect: np.ndarray, others: list[np.ndarray], gap: float) -> bool:
 
 
 # ----------------------------------------------------------------------------- the room
-def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.ndarray, np.ndarray]]]:
+def build_room(rng: np.random.Generator) -> tuple[Geometry, list[tuple[np.ndarray, np.ndarray]]]:
     """Generate one room; returns its geometry and the (lo, hi) boxes of its items (camera targets)."""
     size = np.array([rng.uniform(4.0, 8.0), rng.uniform(3.0, 7.0), rng.uniform(2.5, 3.2)])
-    b = _Builder(size, rng)
+    b = Builder(size, rng)
     _shell(b, rng)
     walls = _walls(size)
     items: list[tuple[np.ndarray, np.ndarray]] = []
@@ -205,8 +77,8 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
         parts = (WALL_BACKED.get(kind) or FREE_STANDING[kind])(rng)
         placed = _place(parts, kind in WALL_BACKED, size, walls, floor_rects, wall_rects, rng)
         if placed is not None:
-            _emit(b, parts, *placed, cls=CLASS_ID[kind], instance=b.new_instance())
-            items.append(_item_box(parts, *placed))
+            emit(b, parts, *placed, cls=CLASS_ID[kind], instance=b.new_instance())
+            items.append(item_box(parts, *placed))
 
     # big wall-backed furniture before the smaller wall panels, so that it finds a wall more often;
     # panels may then hang above it but never behind it
@@ -221,20 +93,20 @@ def build_room(rng: np.random.Generator) -> tuple[RoomGeometry, list[tuple[np.nd
                  + ["lamp"] * int(rng.integers(1, 3))):
         add_furniture(kind)
 
-    if rng.random() < 0.85:  # rugs lie under furniture; hidden parts are dropped by RoomGeometry.hidden
+    if rng.random() < 0.85:  # rugs lie under furniture; hidden parts are dropped by Geometry.hidden
         parts = rug(rng)
         for _ in range(30):
             front = np.array([[1.0, 0.0], [0.0, 1.0]])[int(rng.integers(2))]
             centre = _free_centre(parts, front, size, rng)
             if centre is None:
                 continue
-            _emit(b, parts, centre, front, cls=CLASS_ID["rug"], instance=b.new_instance())
-            items.append(_item_box(parts, centre, front))
+            emit(b, parts, centre, front, cls=CLASS_ID["rug"], instance=b.new_instance())
+            items.append(item_box(parts, centre, front))
             break
     return b.finish(), items
 
 
-def _place_panel(kind: str, b: _Builder, walls: list[_Wall], floor_rects: list[np.ndarray],
+def _place_panel(kind: str, b: Builder, walls: list[_Wall], floor_rects: list[np.ndarray],
                  wall_rects: list[list[np.ndarray]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """Hang a panel on a random free stretch of wall; returns its box, or None if none was found."""
     w, h, z0, t, material, ca, cb = panel(kind, rng)
@@ -257,7 +129,7 @@ def _place_panel(kind: str, b: _Builder, walls: list[_Wall], floor_rects: list[n
     return None
 
 
-def _shell(b: _Builder, rng: np.random.Generator) -> None:
+def _shell(b: Builder, rng: np.random.Generator) -> None:
     """Floor, ceiling and four walls as single quads whose normals point into the room."""
     size = b.size
     plaster = hsv_color(rng, (0.0, 1.0), (0.04, 0.2), (0.78, 0.95))
@@ -280,7 +152,7 @@ def _shell(b: _Builder, rng: np.random.Generator) -> None:
         else:
             lo[k] = size[k]
         verts, tris = b.quad_faces(lo, hi, [(k, s)])
-        b._add_part(verts, tris, lo=lo, hi=hi, cls=CLASS_ID[name], instance=b.new_instance(), material=material,
+        b.add_part(verts, tris, lo=lo, hi=hi, cls=CLASS_ID[name], instance=b.new_instance(), material=material,
                     front=normal, color_a=ca, color_b=cb, solid=False)
 
 
@@ -294,19 +166,6 @@ def _wall_box(wall: _Wall, s0: float, s1: float, z0: float, z1: float, depth: fl
 def _wall_footprint(wall: _Wall, s0: float, s1: float, depth: float) -> np.ndarray:
     lo, hi = _wall_box(wall, s0, s1, 0.0, 0.0, depth)
     return np.array([lo[:2], hi[:2]])
-
-
-def _to_world(part: Part, centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World box of a local part for an item centred at ``centre`` whose front looks along ``front``."""
-    right = np.array([front[1], -front[0]])
-    rot = np.column_stack([right, front])  # local (x, y) -> world (x, y); a rotation by a multiple of 90 deg
-    xy = np.array([[part.lo[0], part.lo[1]], [part.hi[0], part.hi[1]]]) @ rot.T + centre
-    return np.array([*xy.min(0), part.lo[2]]), np.array([*xy.max(0), part.hi[2]])
-
-
-def _item_box(parts: list[Part], centre: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    boxes = [_to_world(p, centre, front) for p in parts]
-    return np.min([lo for lo, _ in boxes], axis=0), np.max([hi for _, hi in boxes], axis=0)
 
 
 def _place(parts: list[Part], wall_backed: bool, size: np.ndarray, walls: list[_Wall], floor_rects: list[np.ndarray],
@@ -329,7 +188,7 @@ def _place(parts: list[Part], wall_backed: bool, size: np.ndarray, walls: list[_
             centre = _free_centre(parts, front, size, rng)
             if centre is None:
                 continue
-        box_lo, box_hi = _item_box(parts, centre, front)
+        box_lo, box_hi = item_box(parts, centre, front)
         rect = np.array([box_lo[:2], box_hi[:2]])
         if _overlaps(rect, floor_rects, CLEARANCE):
             continue
@@ -342,15 +201,6 @@ def _place(parts: list[Part], wall_backed: bool, size: np.ndarray, walls: list[_
 
 def _free_centre(parts: list[Part], front: np.ndarray, size: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """A random centre keeping the item ``CLEARANCE`` away from every wall, or None if it cannot fit."""
-    lo, hi = _item_box(parts, np.zeros(2), front)
+    lo, hi = item_box(parts, np.zeros(2), front)
     low, high = CLEARANCE - lo[:2], size[:2] - CLEARANCE - hi[:2]
     return rng.uniform(low, high) if np.all(low < high) else None
-
-
-def _emit(b: _Builder, parts: list[Part], centre: np.ndarray, front: np.ndarray, *, cls: int, instance: int) -> None:
-    front3 = np.array([*front, 0.0])
-    for part in parts:
-        lo, hi = _to_world(part, centre, front)
-        add = b.cylinder if part.cylinder else b.box
-        add(lo, hi, cls=cls, instance=instance, material=part.material, front=front3,
-            color_a=part.color_a, color_b=part.color_b, solid=True)

@@ -1,4 +1,4 @@
-"""Cameras, ray-cast rendering (RGB, metric depth, labels) and surface point sampling for synthetic rooms.
+"""Cameras, ray casting, ray-cast rendering (RGB, metric depth, labels) and surface point sampling.
 
 Rendering casts one ray per pixel centre through all views at once; trimesh picks embree (embreex)
 when installed and its pure-numpy intersector otherwise. Embree only reports which triangle a ray
@@ -9,12 +9,14 @@ same 3D point a sampled surface point would use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import trimesh
 
-from .layout import CLEARANCE, RoomGeometry
+from .geometry import Geometry
+from .layout import CLEARANCE
 from .textures import surface_color
 
 
@@ -47,7 +49,7 @@ def look_at(position: np.ndarray, target: np.ndarray) -> np.ndarray:
     return pose
 
 
-def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
+def place_cameras(geometry: Geometry, items: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator,
                   num_views: int, width: int, height: int) -> list[Camera]:
     """Cameras at 1.2-1.8 m in free space, each aimed at an item (half of them) or at a far wall point.
 
@@ -85,8 +87,32 @@ def place_cameras(geometry: RoomGeometry, items: list[tuple[np.ndarray, np.ndarr
     return cameras
 
 
-def render(geometry: RoomGeometry, mesh: trimesh.Trimesh, cameras: list[Camera]) -> list[Rendering]:
-    """Ray-cast all cameras in one batch: first hit per pixel centre -> colour, camera z, class id."""
+def cast_rays(geometry: Geometry, mesh: trimesh.Trimesh, origins: np.ndarray,
+              directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First triangle hit by each ray and the ray parameter of the hit: ``(tri (R,), t (R,))``.
+
+    The hit point is ``origin + t * direction`` (directions need not be unit length); ``tri`` is -1
+    and ``t`` infinite where nothing is hit in front of the origin. ``t`` is exact in float64: the ray
+    meets the plane of the triangle embree reports, not embree's float32 distance.
+    """
+    tri = np.asarray(mesh.ray.intersects_first(origins, directions), dtype=np.int64)
+    hit = tri >= 0
+    normal = geometry.face_normals[np.maximum(tri, 0)]
+    v0 = geometry.vertices[geometry.faces[np.maximum(tri, 0), 0]]
+    denom = np.einsum("ij,ij->i", normal, directions)
+    hit &= np.abs(denom) > 1e-12
+    t = np.where(hit, np.einsum("ij,ij->i", normal, v0 - origins) / np.where(hit, denom, 1.0), 0.0)
+    hit &= t > 0
+    return np.where(hit, tri, -1), np.where(hit, t, np.inf)
+
+
+def render(geometry: Geometry, mesh: trimesh.Trimesh, cameras: list[Camera],
+           background: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Rendering]:
+    """Ray-cast all cameras in one batch: first hit per pixel centre -> colour, camera z, class id.
+
+    Pixels whose ray hits nothing get depth 0, label -1 and the colour ``background`` gives their
+    world-frame ray directions ((R, 3) -> (R, 3) uint8; black without it).
+    """
     if not cameras:
         return []
     origins, directions, counts = [], [], []
@@ -98,18 +124,14 @@ def render(geometry: RoomGeometry, mesh: trimesh.Trimesh, cameras: list[Camera])
         origins.append(np.broadcast_to(cam.cam_to_world[:3, 3], (u.size, 3)))
         counts.append(u.size)
     origins, directions = np.concatenate(origins), np.concatenate(directions)
-    tri = np.asarray(mesh.ray.intersects_first(origins, directions), dtype=np.int64)
-    # exact float64 hit: plane of the hit triangle; t is the camera z because direction has z_cam = 1
+    # t is the camera z because every direction has z_cam = 1
+    tri, t = cast_rays(geometry, mesh, origins, directions)
     hit = tri >= 0
-    normal = geometry.face_normals[np.maximum(tri, 0)]
-    v0 = geometry.vertices[geometry.faces[np.maximum(tri, 0), 0]]
-    denom = np.einsum("ij,ij->i", normal, directions)
-    hit &= np.abs(denom) > 1e-12
-    t = np.where(hit, np.einsum("ij,ij->i", normal, v0 - origins) / np.where(hit, denom, 1.0), 0.0)
-    hit &= t > 0
-    points = origins + t[:, None] * directions
+    points = origins[hit] + t[hit, None] * directions[hit]
     rgb = np.zeros((len(tri), 3), dtype=np.uint8)
-    rgb[hit] = surface_color(geometry, points[hit], tri[hit])
+    rgb[hit] = surface_color(geometry, points, tri[hit])
+    if background is not None:
+        rgb[~hit] = background(directions[~hit])
     label = np.where(hit, geometry.face_class[np.maximum(tri, 0)], -1)
     depth = np.where(hit, t, 0.0).astype(np.float32)
     out, start = [], 0
@@ -121,7 +143,7 @@ def render(geometry: RoomGeometry, mesh: trimesh.Trimesh, cameras: list[Camera])
     return out
 
 
-def sample_points(geometry: RoomGeometry, rng: np.random.Generator, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_points(geometry: Geometry, rng: np.random.Generator, num_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted uniform points on the visible surfaces: (points (N, 3), triangle index (N,)).
 
     Points that fall inside another part (hidden contact areas) are rejected and replaced, so the
@@ -141,3 +163,32 @@ def sample_points(geometry: RoomGeometry, rng: np.random.Generator, num_points: 
         faces.append(face[keep])
         have += int(keep.sum())
     return np.concatenate(points)[:num_points], np.concatenate(faces)[:num_points]
+
+
+def true_visibility(geometry: Geometry, mesh: trimesh.Trimesh, cameras: list[Camera], points: np.ndarray,
+                    surface: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth ``(in_frame, visible)``, both (V, N) bool, of ``points`` in ``cameras``.
+
+    ``in_frame``: the point projects in front of the camera (z > 1e-6) into the image (pixel
+    ``[0, width) x [0, height)``), tested on ``points`` as stored (what a projection of the scene
+    sees). ``visible``: in frame, and the first surface on the ray from the camera centre towards
+    the point's ``surface`` position (where it really lies; ``points`` may carry sensor noise) is
+    not more than ``tolerance`` metres before it. A point on the surface the ray hits first counts
+    as visible.
+    """
+    coord = np.asarray(points, dtype=np.float64)
+    in_frame = np.zeros((len(cameras), len(coord)), dtype=bool)
+    for i, cam in enumerate(cameras):
+        world_to_cam = np.linalg.inv(cam.cam_to_world)
+        q = (coord @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]) @ cam.intrinsics.T
+        z = q[:, 2]
+        u, v = q[:, 0] / np.where(z > 1e-6, z, 1.0), q[:, 1] / np.where(z > 1e-6, z, 1.0)
+        in_frame[i] = (z > 1e-6) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    visible = np.zeros_like(in_frame)
+    view, point = np.nonzero(in_frame)
+    if len(view):
+        origins = np.stack([cam.cam_to_world[:3, 3] for cam in cameras])[view]
+        directions = np.asarray(surface, dtype=np.float64)[point] - origins  # t = 1 at the point
+        _, t = cast_rays(geometry, mesh, origins, directions)
+        visible[view, point] = t >= 1.0 - tolerance / np.linalg.norm(directions, axis=1)
+    return in_frame, visible

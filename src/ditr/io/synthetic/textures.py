@@ -1,4 +1,4 @@
-"""Procedural, class-specific surface appearance of the synthetic rooms.
+"""Procedural, class-specific surface appearance of the synthetic rooms and streets.
 
 One function, :func:`surface_color`, turns 3D surface points (plus the triangle each lies on) into
 shaded RGB. The renderer calls it on ray hits and the point sampler on sampled points, so a point's
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .layout import RoomGeometry
+    from .geometry import Geometry
 
 LIGHT_DIRECTION = np.array([0.35, 0.25, 0.9]) / np.linalg.norm([0.35, 0.25, 0.9])
 AMBIENT = 0.6
@@ -49,6 +49,19 @@ class Material(IntEnum):
     PICTURE = 15
     WHITEBOARD = 16
     RUG = 17
+    # streets
+    ROAD = 18
+    ASPHALT = 19
+    PAVING = 20
+    GRASS = 21
+    FACADE = 22
+    CAR_PAINT = 23
+    CAR_CABIN = 24
+    TYRE = 25
+    SIGN = 26
+    BARK = 27
+    FOLIAGE = 28
+    CLOTHES = 29
 
 
 # ----------------------------------------------------------------------------- noise
@@ -76,10 +89,11 @@ def value_noise(p: np.ndarray, frequency: float, seed: np.ndarray | int) -> np.n
     i = np.floor(q).astype(np.int64)
     f = q - i
     w = f * f * (3.0 - 2.0 * f)
+    sides = [(1.0 - w[:, k], w[:, k]) for k in range(3)]  # weight of the lower / upper lattice plane per axis
     out = np.zeros(len(p))
     for corner in range(8):
-        o = np.array([(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1])
-        weight = np.prod(np.where(o, w, 1.0 - w), axis=1)
+        o = [(corner >> 0) & 1, (corner >> 1) & 1, (corner >> 2) & 1]
+        weight = sides[0][o[0]] * sides[1][o[1]] * sides[2][o[2]]
         out += weight * hash01(seed, i[:, 0] + o[0], i[:, 1] + o[1], i[:, 2] + o[2])
     return out
 
@@ -113,7 +127,8 @@ class Surface:
 
     ``uv`` are world-metre coordinates in the face plane (horizontal first for walls), ``local`` the
     same two axes normalised to the part's bounding box (0..1, for frames and panels), ``size`` the
-    part's extent along them, ``front`` whether the point lies on the part's front face.
+    part's extent along them, ``extent`` its full (x, y, z) extent, ``facing`` the cosine between the
+    face normal and the part's front direction, ``front`` whether the point lies on the front face.
     """
 
     def __init__(self, p: np.ndarray, n: np.ndarray, lo: np.ndarray, hi: np.ndarray, front: np.ndarray,
@@ -127,7 +142,9 @@ class Surface:
         self.uv = p[rows, plane_axes]
         self.local = ((p - lo) / extent)[rows, plane_axes]
         self.size = extent[rows, plane_axes]
-        self.front = np.einsum("ij,ij->i", n, front) > 0.9
+        self.extent = extent
+        self.facing = np.einsum("ij,ij->i", n, front)
+        self.front = self.facing > 0.9
         self.color_a, self.color_b, self.seed = color_a, color_b, seed
 
     def border(self, width_m: float | np.ndarray) -> np.ndarray:
@@ -277,17 +294,160 @@ def _rug(s: Surface) -> np.ndarray:
     return c * (0.9 + 0.15 * value_noise(s.p, 25.0, s.seed))[:, None]
 
 
+# ----------------------------------------------------------------------------- streets
+#: Width of a facade bay and height of a storey (m): facade windows and the streets' pilasters and
+#: balconies follow the same grid.
+BAY = 3.0
+STOREY = 3.0
+#: Lanes of a carriageway are about this wide; the road texture draws its lane lines from it.
+LANE_WIDTH = 3.25
+_WHITE_PAINT = np.array([0.92, 0.92, 0.88])
+_YELLOW_PAINT = np.array([0.95, 0.78, 0.2])
+
+
+def _asphalt(s: Surface) -> np.ndarray:
+    """Dark grey with fine grit and large, faint stains (parking strips; the carriageway's base)."""
+    return s.color_a * (0.85 + 0.12 * value_noise(s.p, 9.0, s.seed) + 0.1 * fbm(s.p, 0.4, s.seed + 1))[:, None]
+
+
+def _road(s: Surface) -> np.ndarray:
+    """Carriageway along x: asphalt with solid white edge lines, dashed white lane lines and a centre
+    line that is dashed white or double solid yellow (per road). Lanes: about LANE_WIDTH wide."""
+    c = _asphalt(s)
+    width = s.size[:, 1]
+    across, along = s.local[:, 1] * width, s.uv[:, 0]
+    lanes = np.maximum(1.0, np.round(width / LANE_WIDTH))
+    lane = width / lanes
+    k = np.round(across / lane)  # nearest lane boundary (0 and lanes: the road's edges)
+    off = across - k * lane
+    inner = (k > 0) & (k < lanes)
+    centre = inner & (2 * k == lanes)
+    dashed = (along % 9.0) < 3.0
+    double_yellow = hash01(s.seed + 5) < 0.5
+    edge_line = ((k == 0) & (off > 0.15) & (off < 0.3)) | ((k == lanes) & (off < -0.15) & (off > -0.3))
+    white = edge_line | (inner & ~(centre & double_yellow) & (np.abs(off) < 0.075) & dashed)
+    yellow = centre & double_yellow & (np.abs(np.abs(off) - 0.12) < 0.06)
+    paint = np.flatnonzero(white)
+    c[paint] = _WHITE_PAINT * (0.92 + 0.08 * value_noise(s.p[paint], 7.0, s.seed[paint]))[:, None]
+    return np.where(yellow[:, None], _YELLOW_PAINT, c)
+
+
+def _paving(s: Surface) -> np.ndarray:
+    """Sidewalk: concrete slabs with dark joints on top; curb stones (the sides) in ``color_b``."""
+    cell = np.floor(s.uv / 0.9)
+    tone = 0.9 + 0.12 * hash01(s.seed, cell[:, 0], cell[:, 1])
+    c = s.color_a * (tone * (0.95 + 0.08 * value_noise(s.p, 5.0, s.seed)))[:, None]
+    c = np.where(((s.uv / 0.9) % 1.0 < 0.03).any(axis=1)[:, None], c * 0.7, c)
+    return np.where((s.n[:, 2] > 0.9)[:, None], c, s.color_b * (0.95 + 0.08 * value_noise(s.p, 4.0, s.seed))[:, None])
+
+
+def _grass(s: Surface) -> np.ndarray:
+    c = _mix(s.color_a, s.color_b, fbm(s.p, 0.5, s.seed, octaves=3))
+    return c * (0.85 + 0.25 * value_noise(s.p, 12.0, s.seed + 1))[:, None]
+
+
+def _facade(s: Surface) -> np.ndarray:
+    """Building: walls in ``color_a`` with a window in every BAY x STOREY cell (frames ``color_b``,
+    glass reflecting a dim sky), a dark roof on top."""
+    wall = s.color_a * (0.9 + 0.12 * fbm(s.p, 1.0, s.seed))[:, None]
+    h, v = s.local[:, 0] * s.size[:, 0], s.local[:, 1] * s.size[:, 1]
+    bays = np.floor(s.size[:, 0] / BAY)
+    x = h - (s.size[:, 0] - bays * BAY) / 2  # bays are centred on the face
+    across, up = np.abs(x % BAY - BAY / 2), v % STOREY
+    window = (x >= 0) & (x < bays * BAY) & (across < 0.7) & (up > 0.9) & (up < 2.4) & (v < s.size[:, 1] - 0.5)
+    glass_area = window & (across < 0.62) & (up > 0.98) & (up < 2.32)
+    vertical = np.abs(s.n[:, 2]) < 0.1
+    c = np.where((vertical & window)[:, None], s.color_b, wall)
+    pane = np.flatnonzero(vertical & glass_area)  # noise only where it shows, for speed
+    c[pane] = _mix(np.array([0.18, 0.22, 0.28]), np.array([0.45, 0.55, 0.65]),
+                   0.6 * fbm(s.p[pane], 0.3, s.seed[pane] + 1) + 0.3 * (up[pane] - 0.9) / 1.5)
+    roof = np.flatnonzero(s.n[:, 2] > 0.9)
+    c[roof] = 0.32 * (0.85 + 0.2 * value_noise(s.p[roof], 3.0, s.seed[roof] + 2))[:, None]
+    return c
+
+
+def _car_paint(s: Surface) -> np.ndarray:
+    """Car body: paint with a dark sill, headlights on the front face, red tail lights on the back."""
+    c = s.color_a * (0.95 + 0.08 * value_noise(s.p, 2.0, s.seed))[:, None]
+    vertical = np.abs(s.n[:, 2]) < 0.1
+    h, v, w, tall = s.local[:, 0] * s.size[:, 0], s.local[:, 1] * s.size[:, 1], s.size[:, 0], s.size[:, 1]
+    c = np.where((vertical & (v < 0.12))[:, None], np.full(3, 0.12), c)
+    corner = np.minimum(h, w - h)  # distance from the nearer side edge
+    lamp = vertical & (v > tall - 0.25) & (v < tall - 0.08) & (corner > 0.08) & (corner < 0.38)
+    c = np.where((lamp & (s.facing > 0.9))[:, None], np.array([1.0, 0.97, 0.85]), c)
+    return np.where((lamp & (s.facing < -0.9))[:, None], np.array([0.75, 0.08, 0.05]), c)
+
+
+def _car_cabin(s: Surface) -> np.ndarray:
+    """Car cabin: tinted glass (``color_b``) framed by pillars in the body's paint; a painted roof."""
+    glass = s.color_b * (0.8 + 0.5 * s.local[:, 1] + 0.2 * fbm(s.p, 0.8, s.seed))[:, None]
+    pillar = s.border(0.07) | ((np.abs(s.facing) < 0.1) & (np.abs(s.local[:, 0] - 0.5) * s.size[:, 0] < 0.05))
+    pane = (np.abs(s.n[:, 2]) < 0.5) & ~pillar
+    return np.where(pane[:, None], np.minimum(glass, 1.0), s.color_a)
+
+
+def _tyre(s: Surface) -> np.ndarray:
+    """Wheel: black rubber; on the caps (the faces across the axle) a metal rim in ``color_b``."""
+    axle = np.argmin(s.extent, axis=1)
+    cap = np.abs(s.n[np.arange(len(s.p)), axle]) > 0.9
+    radius = np.hypot(*((s.local - 0.5) * s.size).T)
+    rim = cap & (radius < 0.55 * 0.5 * s.size[:, 0])
+    return np.where(rim[:, None], s.color_b, s.color_a * (0.9 + 0.2 * value_noise(s.p, 20.0, s.seed))[:, None])
+
+
+def _sign(s: Surface) -> np.ndarray:
+    """Traffic sign plate: on the front one of three designs (per sign): a red-ringed white disc, a
+    blue disc with a white bar, a yellow diamond with a black border; grey metal (``color_b``) elsewhere."""
+    q = (s.local - 0.5) * s.size
+    r = np.hypot(q[:, 0], q[:, 1]) / (0.5 * s.size.min(axis=1))
+    diamond = (np.abs(q[:, 0]) + np.abs(q[:, 1])) / (0.5 * s.size.min(axis=1))
+    style = np.floor(hash01(s.seed + 9) * 3)
+    ring = np.where((r < 0.78)[:, None], np.full(3, 0.95), np.array([0.8, 0.1, 0.1]))
+    blue = np.where(((np.abs(q[:, 1]) < 0.04) & (np.abs(q[:, 0]) < 0.18))[:, None], np.full(3, 0.95),
+                    np.array([0.1, 0.3, 0.75]))
+    warn = np.where((diamond < 0.85)[:, None], np.array([0.98, 0.8, 0.1]), np.full(3, 0.08))
+    face = np.where((style == 0)[:, None], ring, np.where((style == 1)[:, None], blue, warn))
+    painted = s.front & np.where(style == 2, diamond < 1.0, r < 1.0)
+    return np.where(painted[:, None], face, s.color_b)
+
+
+def _bark(s: Surface) -> np.ndarray:
+    return s.color_a * (0.7 + 0.4 * value_noise(s.p * np.array([6.0, 6.0, 0.8]), 1.0, s.seed))[:, None]
+
+
+def _foliage(s: Surface) -> np.ndarray:
+    """Leaves: clumps of two greens (``color_a``, ``color_b``) with finer light and shade."""
+    c = _mix(s.color_a, s.color_b, fbm(s.p, 1.2, s.seed, octaves=3))
+    return c * (0.75 + 0.35 * value_noise(s.p, 7.0, s.seed + 1))[:, None]
+
+
+def _clothes(s: Surface) -> np.ndarray:
+    """Pedestrian body: a top (``color_a``) over trousers (``color_b``)."""
+    upper = (s.local[:, 1] > 0.47) | (s.n[:, 2] > 0.5)
+    return np.where(upper[:, None], s.color_a, s.color_b) * (0.9 + 0.15 * fbm(s.p, 8.0, s.seed))[:, None]
+
+
+def sky_color(directions: np.ndarray) -> np.ndarray:
+    """uint8 RGB of the sky seen along world ``directions`` (R, 3): pale at the horizon, blue above."""
+    up = np.clip(directions[:, 2] / np.linalg.norm(directions, axis=1), 0.0, 1.0)
+    rgb = _mix(np.array([0.85, 0.9, 0.95]), np.array([0.35, 0.55, 0.85]), up ** 0.6)
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
 _MATERIALS: dict[Material, Callable[[Surface], np.ndarray]] = {
     Material.PLASTER: _plaster, Material.CEILING: _ceiling, Material.PLANKS: _planks, Material.TILES: _tiles,
     Material.WOOD: _wood, Material.METAL: _metal, Material.FABRIC: _fabric, Material.PLASTIC: _plastic,
     Material.CHECK: _check, Material.PILLOW: _pillow, Material.PAINTED: _painted, Material.BOOKS: _books,
     Material.SHADE: _shade, Material.DOOR: _door, Material.WINDOW: _window, Material.PICTURE: _picture,
-    Material.WHITEBOARD: _whiteboard, Material.RUG: _rug,
+    Material.WHITEBOARD: _whiteboard, Material.RUG: _rug, Material.ROAD: _road, Material.ASPHALT: _asphalt,
+    Material.PAVING: _paving, Material.GRASS: _grass, Material.FACADE: _facade, Material.CAR_PAINT: _car_paint,
+    Material.CAR_CABIN: _car_cabin, Material.TYRE: _tyre, Material.SIGN: _sign, Material.BARK: _bark,
+    Material.FOLIAGE: _foliage, Material.CLOTHES: _clothes,
 }
 _UNLIT = {Material.SHADE}  # a lamp shade glows: ignore the light direction
 
 
-def surface_color(geometry: RoomGeometry, points: np.ndarray, faces: np.ndarray) -> np.ndarray:
+def surface_color(geometry: Geometry, points: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Shaded uint8 RGB of surface ``points`` (N, 3) lying on triangles ``faces`` (N,) of the room.
 
     The single source of colour for both the rendered pixels and the sampled points.
