@@ -144,13 +144,18 @@ def check_rigid_pose(t: np.ndarray, file: Path | str, field_name: str) -> None:
 
 
 def check_acquisition(entry: Any, file: Path | str) -> None:
-    """``meta.json``'s ``acquisition``: ``{"kind": one of ACQUISITION_KINDS}``. A misspelt kind is an
-    error rather than "unknown", since it would silently change which occlusion rule runs."""
+    """``meta.json``'s ``acquisition``: ``{"kind": one of ACQUISITION_KINDS}`` and, for a LiDAR scan,
+    optionally ``"sensor_to_scene"`` (the sensor's rigid 4x4 pose; default: the scene frame is the
+    sensor's). A misspelt kind is an error rather than "unknown", since it would silently change which
+    occlusion rule runs."""
     if not isinstance(entry, dict) or "kind" not in entry:
         raise SceneError(file, "acquisition", f'must be an object {{"kind": ...}}, got {entry!r}')
     if entry["kind"] not in ACQUISITION_KINDS:
         raise SceneError(file, "acquisition.kind", f"must be one of {', '.join(ACQUISITION_KINDS)}, got "
                                                    f"{entry['kind']!r}")
+    if entry.get("sensor_to_scene") is not None:
+        pose = finite_numbers(entry["sensor_to_scene"], (4, 4), file, "acquisition.sensor_to_scene")
+        check_rigid_pose(pose, file, "acquisition.sensor_to_scene")
 
 
 def _positive_int(value: Any, file: Path, field_name: str) -> int:
@@ -362,6 +367,13 @@ class Scene:
         """What made the points (one of :data:`ACQUISITION_KINDS`), None where ``meta.json`` does not say."""
         entry = self.meta.get("acquisition")
         return entry.get("kind") if isinstance(entry, dict) else None
+
+    @property
+    def sensor_to_scene(self) -> np.ndarray | None:
+        """The 4x4 pose of the LiDAR that scanned the points, where ``meta.json`` gives one."""
+        entry = self.meta.get("acquisition")
+        pose = entry.get("sensor_to_scene") if isinstance(entry, dict) else None
+        return None if pose is None else np.asarray(pose, dtype=np.float64)
 
     # ------------------------------------------------------------------ loading
     @classmethod
