@@ -478,20 +478,25 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
 # ---------------------------------------------------------------------------------------- LiDAR scans
 #: Footprints of up to this many pixels per axis are splatted at full resolution by the scan test.
 _MAX_SCAN_CELLS = 4
+#: The share of its beam cell a return's footprint covers, per axis (1: all of it, up to half-way to
+#: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans).
+SCAN_CELL_SHARE = 1.0
+#: A return on the next ring whose range differs by at most this fraction lies on the same surface.
+_SAME_SURFACE = 0.25
 #: A scan's beam spacing is taken per elevation band of this many degrees (an HDL-64E spaces its
 #: upper beams closer than its lower ones) where the band holds enough points, else for the whole scan.
 _BEAM_BAND_DEG = 1.0
 _BEAM_BAND_POINTS = 20
 
 
-def lidar_cells(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+def lidar_cells(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, torch.Tensor]:
     """The angular cell of every return of a spinning LiDAR, measured from the scan itself.
 
     ``local``: (N, 3) points in the sensor frame (z the spin axis). Returns per point its azimuth and
     elevation (radians), the scan's azimuth step and per point the spacing of the beams at its
     elevation (radians). Both are typical gaps between neighbouring returns (:func:`_strip_gaps` on
     the angles), so neither the sensor model nor a ring index is needed, and beams without returns
-    (sky) do not count.
+    (sky) do not count. Last, the neighbouring returns on the rings below and above (2, N; -1: none).
     """
     az = torch.atan2(local[:, 1], local[:, 0])
     el = torch.atan2(local[:, 2], local[:, :2].norm(dim=1))
@@ -499,11 +504,11 @@ def lidar_cells(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float,
     a = torch.round((el + math.pi / 2) * mdeg).long()
     b = torch.round((az + math.pi) * mdeg).long()
     group = torch.zeros_like(a)
-    _, gaps_el, step_az, step_el = _strip_gaps(group, a, b, 1, 0.5)
+    _, (gaps_el, across), step_az, step_el = _strip_gaps(group, a, b, 1, 0.5)
     band = torch.div(a, 1000 * _BEAM_BAND_DEG, rounding_mode="floor").long()
     local_step, count = _group_quantile(gaps_el.min(0).values, band, int(band.max()) + 1, 0.5)
     per_point = torch.where(count[band] >= _BEAM_BAND_POINTS, local_step[band], step_el[0])
-    return az, el, float(step_az[0].nan_to_num(0.0)) / mdeg, per_point.nan_to_num(0.0) / mdeg
+    return az, el, float(step_az[0].nan_to_num(0.0)) / mdeg, per_point.nan_to_num(0.0) / mdeg, across
 
 
 def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None:
@@ -528,20 +533,29 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
         return
     rotation, origin = sensor[:3, :3], sensor[:3, 3]
     local = (pts - origin) @ rotation
-    az, el, step_az, step_el = lidar_cells(local)
-    distance = local.norm(dim=1)[pi, None]
+    az, el, step_az, step_el, (below, above) = lidar_cells(local)
+    ranges = local.norm(dim=1)
+    distance = ranges[pi, None]
     z = depth[vi, pi]
     point_uv = uv[vi, pi]
     half = torch.zeros_like(point_uv)
     project = k[vi] @ w2c[vi, :3, :]  # (P, 3, 4)
-    for da in (-0.5, 0.5):
-        for de in (-0.5, 0.5):
+    for da in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
+        for de in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
             a, e = az[pi] + da * step_az, el[pi] + de * step_el[pi]
             corner = torch.stack([e.cos() * a.cos(), e.cos() * a.sin(), e.sin()], dim=1) * distance
             h = project[:, :, :3] @ (corner @ rotation.T + origin).unsqueeze(-1) + project[:, :, 3:]
             corner_uv = h[:, :2, 0] / h[:, 2:, 0].clamp(min=1e-6)
             half = torch.maximum(half, (corner_uv - point_uv).abs())
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
+    # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
+    # spans less of the image than its cell: no more than half-way to the next ring on it.
+    nearer = torch.where(below[pi] >= 0, (ranges[below.clamp(min=0)] - ranges)[pi].abs(), math.inf)
+    farther = torch.where(above[pi] >= 0, (ranges[above.clamp(min=0)] - ranges)[pi].abs(), math.inf)
+    step = torch.minimum(nearer, farther)
+    chosen = torch.where(nearer <= farther, below[pi], above[pi]).clamp(min=0)
+    same = (step <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
+    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2), half[:, 1])
     surface = _splatted_depth(vi, point_uv, z, half[:, 1], half[:, 0], sizes, _MAX_SCAN_CELLS)
     visible[vi, pi] = z <= surface + cfg.depth_tolerance
 
@@ -561,16 +575,18 @@ _GAP_TILE_POINTS = 12
 SPARSE_GAP_FRACTION = 0.05
 
 
-def _neighbour_gaps(strip: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """Per point, the distances along ``position`` to the nearest other point of its ``strip`` before
-    and after it (inf where there is none): (2, P)."""
+def _neighbour_gaps(strip: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point, the distances along ``position`` to the nearest other points of its ``strip`` before
+    and after it (inf where there is none) and their indices (-1): both (2, P)."""
     order = torch.argsort(strip * (int(position.max()) + 1) + position)
     s, q = strip[order], position[order]
-    step = torch.where(s[1:] == s[:-1], (q[1:] - q[:-1]).float(), math.inf)
+    same = s[1:] == s[:-1]
+    step = torch.where(same, (q[1:] - q[:-1]).float(), math.inf)
     gaps = torch.full((2, q.numel()), math.inf, device=q.device)
-    gaps[0, order[1:]] = step
-    gaps[1, order[:-1]] = step
-    return gaps
+    index = torch.full((2, q.numel()), -1, dtype=torch.long, device=q.device)
+    gaps[0, order[1:]], index[0, order[1:]] = step, torch.where(same, order[:-1], -1)
+    gaps[1, order[:-1]], index[1, order[:-1]] = step, torch.where(same, order[1:], -1)
+    return gaps, index
 
 
 def _group_quantile(values: torch.Tensor, group: torch.Tensor, groups: int, q: float
@@ -589,7 +605,8 @@ def _group_quantile(values: torch.Tensor, group: torch.Tensor, groups: int, q: f
 
 
 def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: int, q: float
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], torch.Tensor,
+                           torch.Tensor]:
     """Gaps between neighbouring points on two integer axes (image rows and columns, or a LiDAR's
     elevation and azimuth), per ``group`` (a view).
 
@@ -597,19 +614,20 @@ def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: i
     strip of ``a`` around it; the strip is ``BRACKET_BAND`` of the typical gap along ``a`` to each
     side, and vice versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart
     along a ring and tens between rings; scattered points alike on both axes). Typical is the ``q``
-    quantile per group. Returns gaps_b (2, P), gaps_a (2, P), typical_b (G,) and typical_a (G,).
+    quantile per group. Returns (gaps, neighbour indices) along b and along a, each (2, P) as
+    :func:`_neighbour_gaps` gives them, then typical_b (G,) and typical_a (G,).
     """
     half_a = torch.ones(groups, dtype=torch.long, device=a.device)
     both = torch.cat([group, group])
     span_a, span_b = int(a.max()) + 2, int(b.max()) + 2
     for _ in range(3):
-        gaps_b = _neighbour_gaps(group * span_a + a // (2 * half_a[group] + 1), b)
-        typical_b = _group_quantile(gaps_b.flatten(), both, groups, q)[0]
+        along_b = _neighbour_gaps(group * span_a + a // (2 * half_a[group] + 1), b)
+        typical_b = _group_quantile(along_b[0].flatten(), both, groups, q)[0]
         half_b = torch.ceil(BRACKET_BAND * typical_b.nan_to_num(1.0)).long()
-        gaps_a = _neighbour_gaps(group * span_b + b // (2 * half_b[group] + 1), a)
-        typical_a = _group_quantile(gaps_a.flatten(), both, groups, q)[0]
+        along_a = _neighbour_gaps(group * span_b + b // (2 * half_b[group] + 1), a)
+        typical_a = _group_quantile(along_a[0].flatten(), both, groups, q)[0]
         half_a = torch.ceil(BRACKET_BAND * typical_a.nan_to_num(1.0)).long()
-    return gaps_b, gaps_a, typical_b, typical_a
+    return along_b, along_a, typical_b, typical_a
 
 
 def _min_before(grid: torch.Tensor, vi: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
@@ -684,7 +702,7 @@ def _bracket_test(uv, depth, visible, use, sizes, cfg) -> torch.Tensor:
     point_uv = uv[vi, pi]
     col = point_uv[:, 0].long().clamp(min=0).minimum(sizes[vi, 1] - 1)
     row = point_uv[:, 1].long().clamp(min=0).minimum(sizes[vi, 0] - 1)
-    gaps_u, gaps_v, view_u, view_v = _strip_gaps(vi, row, col, nv, GAP_QUANTILE)
+    (gaps_u, _), (gaps_v, _), view_u, view_v = _strip_gaps(vi, row, col, nv, GAP_QUANTILE)
     th, tw = _GAP_TILES
     tile = torch.cat([(vi * th + row * th // sizes[vi, 0]) * tw + col * tw // sizes[vi, 1]] * 2)
     local = []
