@@ -555,7 +555,8 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     step = torch.minimum(nearer, farther)
     chosen = torch.where(nearer <= farther, below[pi], above[pi]).clamp(min=0)
     same = (step <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
-    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2), half[:, 1])
+    to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
+    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], to_ring), half[:, 1])
     surface = _splatted_depth(vi, point_uv, z, half[:, 1], half[:, 0], sizes, _MAX_SCAN_CELLS)
     visible[vi, pi] = z <= surface + cfg.depth_tolerance
 
