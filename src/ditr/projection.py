@@ -550,11 +550,10 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
     # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
     # spans less of the image than its cell: no more than half-way to the next ring on it.
-    nearer = torch.where(below[pi] >= 0, (ranges[below.clamp(min=0)] - ranges)[pi].abs(), math.inf)
-    farther = torch.where(above[pi] >= 0, (ranges[above.clamp(min=0)] - ranges)[pi].abs(), math.inf)
-    step = torch.minimum(nearer, farther)
-    chosen = torch.where(nearer <= farther, below[pi], above[pi]).clamp(min=0)
-    same = (step <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
+    to_below = torch.where(below[pi] >= 0, (ranges[below.clamp(min=0)] - ranges)[pi].abs(), math.inf)
+    to_above = torch.where(above[pi] >= 0, (ranges[above.clamp(min=0)] - ranges)[pi].abs(), math.inf)
+    chosen = torch.where(to_below <= to_above, below[pi], above[pi]).clamp(min=0)  # the likelier same surface
+    same = (torch.minimum(to_below, to_above) <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
     to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
     half[:, 1] = torch.where(same, torch.minimum(half[:, 1], to_ring), half[:, 1])
     surface = _splatted_depth(vi, point_uv, z, half[:, 1], half[:, 0], sizes, _MAX_SCAN_CELLS)
@@ -573,7 +572,7 @@ _GAP_TILES = (8, 8)
 _GAP_TILE_POINTS = 12
 #: A view whose points lie further apart than this fraction of its shorter side is too sparse for any
 #: occlusion test: it is tested all the same, and the correspondences carry a warning.
-SPARSE_GAP_FRACTION = 0.05
+SPARSE_GAP_FRACTION = 0.1
 
 
 def _neighbour_gaps(strip: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -612,8 +611,7 @@ def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: i
     elevation and azimuth), per ``group`` (a view).
 
     A point's gaps along ``b`` are the distances to the nearest points before and after it in a
-    strip of ``a`` around it; the strip is ``BRACKET_BAND`` of the typical gap along ``a`` to each
-    side, and vice versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart
+    strip of ``a`` around it; the strip is half the typical gap along ``a`` to each side, and vice versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart
     along a ring and tens between rings; scattered points alike on both axes). Typical is the ``q``
     quantile per group. Returns (gaps, neighbour indices) along b and along a, each (2, P) as
     :func:`_neighbour_gaps` gives them, then typical_b (G,) and typical_a (G,).
@@ -624,10 +622,10 @@ def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: i
     for _ in range(3):
         along_b = _neighbour_gaps(group * span_a + a // (2 * half_a[group] + 1), b)
         typical_b = _group_quantile(along_b[0].flatten(), both, groups, q)[0]
-        half_b = torch.ceil(BRACKET_BAND * typical_b.nan_to_num(1.0)).long()
+        half_b = torch.ceil(typical_b.nan_to_num(1.0) / 2).long()
         along_a = _neighbour_gaps(group * span_b + b // (2 * half_b[group] + 1), a)
         typical_a = _group_quantile(along_a[0].flatten(), both, groups, q)[0]
-        half_a = torch.ceil(BRACKET_BAND * typical_a.nan_to_num(1.0)).long()
+        half_a = torch.ceil(typical_a.nan_to_num(1.0) / 2).long()
     return along_b, along_a, typical_b, typical_a
 
 

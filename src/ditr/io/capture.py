@@ -62,6 +62,8 @@ class CaptureReport:
     extent_m: list[float] = field(default_factory=list)
     mean_camera_up: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Where the points are too sparse for an occlusion test (:func:`~ditr.projection.sparse_warning`).
+    visibility_warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------- poses and cameras
@@ -207,7 +209,7 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
     if acquisition == "sfm":  # sparse by nature: say where no occlusion test can be trusted
         from ..projection import project_scene
 
-        report.notes.extend(project_scene(scene).warnings)
+        report.visibility_warnings = project_scene(scene).warnings
     report.points, report.views = scene.num_points, len(views)
     report.dropped_nonfinite_points += cloud.dropped_nonfinite
     report.dropped_invalid_points += cloud.dropped_invalid
