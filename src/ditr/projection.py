@@ -507,8 +507,10 @@ def lidar_cells(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float,
     _, (gaps_el, across), step_az, step_el = _strip_gaps(group, a, b, 1, 0.5)
     band = torch.div(a, 1000 * _BEAM_BAND_DEG, rounding_mode="floor").long()
     local_step, count = _group_quantile(gaps_el.min(0).values, band, int(band.max()) + 1, 0.5)
-    per_point = torch.where(count[band] >= _BEAM_BAND_POINTS, local_step[band], step_el[0])
-    return az, el, float(step_az[0].nan_to_num(0.0)) / mdeg, per_point.nan_to_num(0.0) / mdeg, across
+    per_point = torch.where(count[band] >= _BEAM_BAND_POINTS, local_step[band], step_el[0]).nan_to_num(0.0)
+    # a strip may hold two azimuth steps: a neighbour less than half a beam spacing away is on the same ring
+    across = torch.where((a[across.clamp(min=0)] - a).abs() >= per_point / 2, across, -1)
+    return az, el, float(step_az[0].nan_to_num(0.0)) / mdeg, per_point / mdeg, across
 
 
 def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None:
