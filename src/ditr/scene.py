@@ -32,6 +32,9 @@ PIXELS_DIR = "pixels"
 VIEWS_FILE = "views.json"
 META_FILE = "meta.json"
 COORD_FILE = "coord.npy"
+#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.1; docs/scene-format.md):
+#: visibility picks its occlusion rule by it (docs/projection.md). ``unknown`` behaves like no entry.
+ACQUISITION_KINDS = ("lidar", "rgbd", "mesh", "mvs", "sfm", "unknown")
 
 #: Label-image value meaning "ignore" (class -1) for 8-bit and 16-bit PNG label images.
 LABEL_IGNORE_PNG = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
@@ -143,6 +146,21 @@ def check_rigid_pose(t: np.ndarray, file: Path | str, field_name: str) -> None:
         raise SceneError(file, field_name, "is mirrored (det of the rotation part = -1): a handedness mix-up, e.g. "
                                            "one axis flipped between the OpenGL and OpenCV conventions")
 
+
+
+def check_acquisition(entry: Any, file: Path | str) -> None:
+    """``meta.json``'s ``acquisition``: ``{"kind": one of ACQUISITION_KINDS}`` and, for a LiDAR scan,
+    optionally ``"sensor_to_scene"`` (the sensor's rigid 4x4 pose; default: the scene frame is the
+    sensor's). A misspelt kind is an error rather than "unknown", since it would silently change which
+    occlusion rule runs."""
+    if not isinstance(entry, dict) or "kind" not in entry:
+        raise SceneError(file, "acquisition", f'must be an object {{"kind": ...}}, got {entry!r}')
+    if entry["kind"] not in ACQUISITION_KINDS:
+        raise SceneError(file, "acquisition.kind", f"must be one of {', '.join(ACQUISITION_KINDS)}, got "
+                                                   f"{entry['kind']!r}")
+    if entry.get("sensor_to_scene") is not None:
+        pose = finite_numbers(entry["sensor_to_scene"], (4, 4), file, "acquisition.sensor_to_scene")
+        check_rigid_pose(pose, file, "acquisition.sensor_to_scene")
 
 
 def _positive_int(value: Any, file: Path, field_name: str) -> int:
@@ -387,6 +405,19 @@ class Scene:
     def class_names(self) -> list[str] | None:
         return self.meta.get("class_names")
 
+    @property
+    def acquisition(self) -> str | None:
+        """What made the points (one of :data:`ACQUISITION_KINDS`), None where ``meta.json`` does not say."""
+        entry = self.meta.get("acquisition")
+        return entry.get("kind") if isinstance(entry, dict) else None
+
+    @property
+    def sensor_to_scene(self) -> np.ndarray | None:
+        """The 4x4 pose of the LiDAR that scanned the points, where ``meta.json`` gives one."""
+        entry = self.meta.get("acquisition")
+        pose = entry.get("sensor_to_scene") if isinstance(entry, dict) else None
+        return None if pose is None else np.asarray(pose, dtype=np.float64)
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, *, check_images: bool = True, num_classes: int | None = None,
@@ -466,6 +497,8 @@ class Scene:
             raise SceneError(file, "class_names", "must be a list of strings")
         if "ignore_index" in meta and not isinstance(meta["ignore_index"], int):
             raise SceneError(file, "ignore_index", "must be an integer")
+        if "acquisition" in meta:
+            check_acquisition(meta["acquisition"], file)
         return meta
 
     @staticmethod
@@ -516,6 +549,8 @@ class Scene:
             check_rigid_pose(pose, path / VIEWS_FILE, f"{where}.cam_to_world")
             if view.pixels is not None:
                 check_pixels(np.asarray(view.pixels), n, view.width, view.height, path / VIEWS_FILE, f"{where}.pixels")
+        if "acquisition" in self.meta:
+            check_acquisition(self.meta["acquisition"], path / META_FILE)
         with atomic_directory(path) as tmp:
             atomic_save_npy(tmp / COORD_FILE, np.ascontiguousarray(self.coord, dtype=np.float32))
             for name, array in self.attributes.items():

@@ -6,6 +6,8 @@ import argparse
 
 from typing import TYPE_CHECKING
 
+from ..scene import ACQUISITION_KINDS
+
 if TYPE_CHECKING:
     from ..projection import ProjectionConfig
     from ..published import LoadOptions
@@ -14,7 +16,8 @@ if TYPE_CHECKING:
 def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("visibility")
     g.add_argument("--occlusion", choices=["auto", "depth", "splat", "none"], default="auto",
-                   help="occlusion test: depth maps where present, else points splatted into a z-buffer (auto)")
+                   help="occlusion test: depth maps where present, else the test that suits the points "
+                        "(auto: see --acquisition); splat: footprints from the surface spacing")
     g.add_argument("--depth-tolerance", type=float, default=0.2, metavar="M",
                    help="metres a point may lie behind the observed surface (default 0.2)")
     g.add_argument("--min-depth", type=float, default=0.0, metavar="M", help="depth gate, near (default 0)")
@@ -22,7 +25,11 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--point-spacing", type=float, default=None, metavar="M",
                    help="neighbour spacing of the points for the splat footprint (default: estimated)")
     g.add_argument("--splat-radius-px", type=float, default=None, metavar="PX",
-                   help="fixed splat radius in pixels instead (LiDAR)")
+                   help="fixed splat radius in pixels instead")
+    g.add_argument("--acquisition", choices=ACQUISITION_KINDS, default=None,
+                   help="what made the points, which picks the occlusion test of views without depth maps "
+                        "(docs/projection.md): lidar, sfm, rgbd, mesh, mvs or unknown (default: the scene's "
+                        "meta.json, else unknown)")
     g.add_argument("--device", default="auto", help="torch device: cpu, cuda or auto")
 
 
@@ -31,7 +38,8 @@ def projection_config(args: argparse.Namespace) -> ProjectionConfig:
 
     return ProjectionConfig(occlusion=args.occlusion, depth_tolerance=args.depth_tolerance,
                             min_depth=args.min_depth, max_depth=args.max_depth,
-                            point_spacing=args.point_spacing, splat_radius_px=args.splat_radius_px)
+                            point_spacing=args.point_spacing, splat_radius_px=args.splat_radius_px,
+                            acquisition=args.acquisition)
 
 
 #: The help of a command's model argument: everything ditr.model_files.read_model_file reads.

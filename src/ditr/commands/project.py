@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
         summary["renders"] = [str(p) for p in render_overlays(scene, corr, args.render)]
     print(json.dumps(summary))
+    for warning in corr.warnings:
+        print(f"ditr project: warning: {warning}", file=sys.stderr)
     blind = [name for name, count in summary["visible_per_view"].items() if count == 0]
     if summary["visible_point_views"] == 0:
         print(f"ditr project: warning: no view sees any point of {args.scene}: check the poses "

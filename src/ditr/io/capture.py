@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DitrError, SceneError
-from ..scene import Scene, View, finite_numbers
+from ..scene import ACQUISITION_KINDS, Scene, View, finite_numbers
 from .common import image_size, quaternion_to_rotation, read_json
 from .pointfile import PointFile, read_point_file
 
@@ -62,6 +62,8 @@ class CaptureReport:
     extent_m: list[float] = field(default_factory=list)
     mean_camera_up: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Where the points are too sparse for an occlusion test (:func:`~ditr.projection.sparse_warning`).
+    visibility_warnings: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------- poses and cameras
@@ -171,8 +173,15 @@ def _rotation_onto_z(d: np.ndarray) -> np.ndarray:
 
 
 def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: float = 1.0, up: str = "keep",
-                   meta: dict[str, Any], report: CaptureReport) -> Scene:
-    """Scale, orient and (if far from the origin) re-centre points and cameras together; save the scene."""
+                   meta: dict[str, Any], report: CaptureReport, acquisition: str = "unknown") -> Scene:
+    """Scale, orient and (if far from the origin) re-centre points and cameras together; save the scene.
+
+    ``acquisition`` (what made the points, :data:`~ditr.scene.ACQUISITION_KINDS`) goes into
+    ``meta.json``; for a structure-from-motion cloud, the report says where its points are too sparse
+    for an occlusion test (:func:`~ditr.projection.sparse_warning`).
+    """
+    if acquisition not in ACQUISITION_KINDS:
+        raise DitrError(f"--acquisition must be one of {', '.join(ACQUISITION_KINDS)}, not {acquisition!r}")
     if not (math.isfinite(scale) and scale > 0):
         raise DitrError(f"--scale must be a positive number of metres per source unit, got {scale}")
     if not views:
@@ -193,9 +202,14 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
         pose[:3, :3] = rotation @ v.cam_to_world[:3, :3]
         pose[:3, 3] = linear @ v.cam_to_world[:3, 3] + shift
         v.cam_to_world = pose
-    meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist()}
+    meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist(),
+            "acquisition": {"kind": acquisition}}
     scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
     scene.save(out)
+    if acquisition == "sfm":  # sparse by nature: say where no occlusion test can be trusted
+        from ..projection import project_scene
+
+        report.visibility_warnings = project_scene(scene).warnings
     report.points, report.views = scene.num_points, len(views)
     report.dropped_nonfinite_points += cloud.dropped_nonfinite
     report.dropped_invalid_points += cloud.dropped_invalid
@@ -309,8 +323,9 @@ def capture_cam_to_world(pose: np.ndarray, convention: str, direction: str) -> n
 
 def import_capture(points: str | Path, images: str | Path, poses: str | Path, out: str | Path, *,
                    convention: str | None = None, pose_direction: str | None = None, scale: float = 1.0,
-                   up: str = "keep", frame_step: int = 1) -> CaptureReport:
-    """Import a point file + a directory of images + a poses file as one scene (see module doc)."""
+                   up: str = "keep", frame_step: int = 1, acquisition: str = "unknown") -> CaptureReport:
+    """Import a point file + a directory of images + a poses file as one scene (see module doc);
+    ``acquisition`` says what made the points (nothing in the files does)."""
     points, images, poses, out = Path(points), Path(images), Path(poses), Path(out)
     if not images.is_dir():
         raise DitrError(f"{images}: image directory does not exist")
@@ -341,5 +356,5 @@ def import_capture(points: str | Path, images: str | Path, poses: str | Path, ou
     report.source = {"points": str(points), "images": str(images), "poses": str(poses), "convention": convention,
                      "pose_direction": direction}
     meta = {"dataset": "capture", "name": out.name, "source": report.source}
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report)
+    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=acquisition)
     return report

@@ -411,8 +411,13 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
 
 def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None = None,
                   images: str | Path | None = None, points: str | Path | None = None, scale: float = 1.0,
-                  up: str = "keep", ignore_distortion: bool = False, frame_step: int = 1) -> CaptureReport:
-    """Import a COLMAP workspace or sparse model (see module doc) as one scene in ``out``."""
+                  up: str = "keep", ignore_distortion: bool = False, frame_step: int = 1,
+                  acquisition: str | None = None) -> CaptureReport:
+    """Import a COLMAP workspace or sparse model (see module doc) as one scene in ``out``.
+
+    ``acquisition`` (what made the points) defaults to what COLMAP's own points are: ``mvs`` for a
+    dense workspace's ``fused.ply``, ``sfm`` for the sparse ``points3D``, ``unknown`` for ``points``.
+    """
     src, out = Path(src), Path(out)
     if frame_step < 1:
         raise DitrError(f"--frame-step must be >= 1, got {frame_step}")
@@ -428,5 +433,6 @@ def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None 
     report.source = {"model": str(ws.model), "format": sparse.format, "images": str(ws.images),
                      "points": str(cloud.path)}
     meta = {"dataset": "colmap", "name": out.name, "source": report.source}
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report)
+    made_by = acquisition or ("unknown" if points else "mvs" if ws.fused else "sfm")
+    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=made_by)
     return report

@@ -285,7 +285,7 @@ def _semantickitti_frame(seq: str, scan: Path, image: Path, camera: tuple[np.nda
     name = f"{seq}_{scan.stem}"
     attributes = {"strength": strength}
     meta = {"dataset": "semantickitti", "name": name, "sequence": seq, "frame": scan.stem,
-            "class_names": SEMANTICKITTI_CLASSES, "ignore_index": -1}
+            "class_names": SEMANTICKITTI_CLASSES, "ignore_index": -1, "acquisition": {"kind": "lidar"}}
     if label_file is None:
         report.frames_without_labels += 1
     else:
@@ -354,7 +354,7 @@ def _object_frame(scan: Path, root: Path, out: Path, report: KittiImportReport) 
         views.append(_image_view(image, object_camera(root / "calib" / f"{scan.stem}.txt")))
     else:
         report.frames_without_image += 1
-    meta = {"dataset": "kitti", "name": scan.stem}
+    meta = {"dataset": "kitti", "name": scan.stem, "acquisition": {"kind": "lidar"}}
     Scene(coord=coord, attributes={"strength": strength}, views=views, meta=meta).save(out / scan.stem)
     report.scenes += 1
     report.views += len(views)

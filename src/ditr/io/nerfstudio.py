@@ -147,8 +147,13 @@ def _load_dataparser(path: Path) -> dict[str, Any]:
 def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | None = None,
                       points: str | Path | None = None, points_frame: str = "transforms",
                       dataparser_transforms: str | Path | None = None, scale: float = 1.0, up: str = "keep",
-                      ignore_distortion: bool = False, frame_step: int = 1, depth_unit: float = 0.001) -> CaptureReport:
-    """Import a nerfstudio / instant-ngp capture (see module doc) as one scene in ``out``."""
+                      ignore_distortion: bool = False, frame_step: int = 1, depth_unit: float = 0.001,
+                      acquisition: str | None = None) -> CaptureReport:
+    """Import a nerfstudio / instant-ngp capture (see module doc) as one scene in ``out``.
+
+    ``acquisition`` (what made the points) defaults to ``sfm`` for the ``ply_file_path`` cloud
+    (``ns-process-data`` writes COLMAP's sparse points there) and ``unknown`` for ``points``.
+    """
     src, out = Path(src), Path(out)
     if points_frame not in POINTS_FRAMES:
         raise DitrError(f"--points-frame must be one of {POINTS_FRAMES}, got {points_frame!r}")
@@ -192,7 +197,8 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     report.point_source = str(point_path)
     report.source = {"transforms": str(file), "points": str(point_path), "points_frame": points_frame}
     meta = {"dataset": "nerfstudio", "name": out.name, "source": report.source}
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report)
+    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report,
+                   acquisition=acquisition or ("unknown" if points else "sfm"))
     return report
 
 

@@ -358,7 +358,7 @@ def import_sample(tables: NuScenesTables, sample: dict[str, Any], scene_name: st
                             "timestamp": tables.sample.value(sample, "timestamp"), "location": location,
                             "frame": f"{LIDAR} at the key frame's timestamp (x right, y forward, z up)",
                             "key_frame_points": num_key, "sweeps": used,
-                            "class_names": CLASS_NAMES, "ignore_index": -1}
+                            "class_names": CLASS_NAMES, "ignore_index": -1, "acquisition": {"kind": "lidar"}}
     seg = tables.labels_of.get(lidar["token"])
     if seg is not None and lut is not None:
         labels = np.full(len(points), -1, dtype=np.int64)  # sweeps carry no labels

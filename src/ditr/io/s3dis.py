@@ -397,7 +397,7 @@ def import_room(room_dir: Path, out_dir: Path, frames: list[Frame], report: S3DI
     if normals:
         attributes["normal"] = estimate_normals(coord)
     meta = {"dataset": "s3dis", "name": f"{area}_{room}", "area": area, "room": room,
-            "class_names": S3DIS_CLASSES, "ignore_index": -1, "segment": "segment"}
+            "class_names": S3DIS_CLASSES, "ignore_index": -1, "segment": "segment", "acquisition": {"kind": "rgbd"}}
     views: list[View] = []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{room}.depth.") as tmp:

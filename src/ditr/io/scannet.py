@@ -127,7 +127,7 @@ def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, fra
                                    "written without views")
     if not views:
         report.scenes_without_frames.append(scene_dir.name)
-    meta: dict = {"dataset": "scannet", "name": scene_dir.name, "ignore_index": -1}
+    meta: dict = {"dataset": "scannet", "name": scene_dir.name, "ignore_index": -1, "acquisition": {"kind": "mesh"}}
     if segment in base.attributes:
         meta["segment"] = segment
     if segment == "segment20":  # ScanNet200's names come with the raw label table (dataset importer)

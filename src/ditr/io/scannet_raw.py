@@ -339,6 +339,7 @@ def import_raw_scene(scene_dir: Path, out_dir: Path, *, frame_step: int = 10, ma
         coord, attributes["normal"] = transform_points(align, coord, attributes["normal"])
 
     meta: dict = {"dataset": "scannet", "name": name, "ignore_index": -1, "class_names": SCANNET20_CLASSES,
+                  "acquisition": {"kind": "mesh"},
                   "class_names_200": list(SCANNET200_CLASSES), "axis_aligned": axis_align}
     if "segment20" in attributes:
         meta["segment"] = "segment20"

@@ -195,7 +195,7 @@ def import_scannetpp_scene(scene_dir: Path, out_dir: Path, *, classes: Sequence[
     check_sampling(frame_step, max_frames)
     name, scans = scene_dir.name, scene_dir / "scans"
     coord, attributes = read_mesh_points(scans / "mesh_aligned_0.05.ply")
-    meta: dict = {"dataset": "scannetpp", "name": name, "ignore_index": -1}
+    meta: dict = {"dataset": "scannetpp", "name": name, "ignore_index": -1, "acquisition": {"kind": "mesh"}}
     seg_file, anno_file = scans / "segments.json", scans / "segments_anno.json"
     if seg_file.is_file() and anno_file.is_file():
         groups = read_object_groups(anno_file)

@@ -249,7 +249,7 @@ def import_room(room_dir: Path, out_dir: Path, report: Structured3DReport, *, vo
                                                   pixels["label"], voxel_size)
     segment = np.where(segment40 >= 0, NYU40_TO_SCANNET20[segment40 + 1], -1)
     meta = {"dataset": "structured3d", "name": name, "class_names": SCANNET20_CLASSES, "ignore_index": -1,
-            "segment": "segment", "segment40_class_names": NYU40_NAMES}
+            "segment": "segment", "segment40_class_names": NYU40_NAMES, "acquisition": {"kind": "rgbd"}}
     scene = Scene(coord=coord.astype(np.float32), views=views, meta=meta,
                   attributes={"color": color, "normal": normal, "segment": segment, "segment40": segment40})
     scene.save(out_dir)

@@ -679,7 +679,11 @@ def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: W
     points = _frame_points(seg, t, frame_from_world, labelled)
     attributes = {"strength": points.strength}
     meta = {"dataset": "waymo", "name": out_dir.name, "class_names": CLASS_NAMES, "ignore_index": -1,
-            "waymo": {"context": seg.context, "timestamp_micros": t, "labelled": labelled}}
+            "waymo": {"context": seg.context, "timestamp_micros": t, "labelled": labelled},
+            "acquisition": {"kind": "lidar"}}
+    top = seg.laser_calibrations.get(TOP_LASER)
+    if top is not None:  # the short-range lasers' points are few; the TOP laser's cells size the splats
+        meta["acquisition"]["sensor_to_scene"] = top.extrinsic.tolist()
     if labelled:
         attributes["segment"] = points.segment
         meta["segment"] = "segment"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from dataclasses import asdict, is_dataclass
 
 NAME = "import"
@@ -38,4 +39,6 @@ def run(args: argparse.Namespace) -> int:
     report = args._import(args)
     report = asdict(report) if is_dataclass(report) else dict(report)
     print(json.dumps({"dataset": args.dataset, "out": str(args.out), **report}))
+    for warning in report.get("visibility_warnings", []):
+        print(f"ditr import: warning: {warning}", file=sys.stderr)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...scene import ACQUISITION_KINDS
+
 NAME = "capture"
 HELP = "your own capture: a point file + a directory of images + a poses file (JSON or text)"
 DESCRIPTION = """Your own capture (e.g. a LiDAR + camera rig): a point file, a directory of images and a poses file.
@@ -24,8 +26,10 @@ EXAMPLES = """examples:
 docs/own-scans.md describes the formats, conventions and scale."""
 
 
-def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True) -> None:
-    """Options every own-capture importer shares: scale, up axis, frame subsampling (and distortion)."""
+def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
+                        default_acquisition: str = "unknown") -> None:
+    """Options every own-capture importer shares: scale, up axis, frame subsampling, what made the
+    points (and distortion)."""
     s.add_argument("--scale", type=float, default=1.0, metavar="M",
                    help="metres per source unit (default 1). Structure-from-motion has no scale; the 2 cm voxel "
                         "grid and 0.2 m depth tolerance need metres: divide a known length by its measured length")
@@ -33,6 +37,10 @@ def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True) 
                    help="rotate this direction to +z (models trained on ScanNet expect z up); 'cameras': the mean "
                         "up direction of the cameras (default keep)")
     s.add_argument("--frame-step", type=int, default=1, metavar="K", help="keep every K-th image (sorted by name)")
+    s.add_argument("--acquisition", choices=ACQUISITION_KINDS, default=None,
+                   help="what made the points, which picks the occlusion test (docs/projection.md): lidar (one scan, "
+                        "in the sensor's frame), rgbd, mesh, mvs (dense stereo), sfm (sparse structure from motion) or "
+                        f"unknown (default: {default_acquisition})")
     if distortion:
         s.add_argument("--ignore-distortion", action="store_true",
                        help="accept distorted cameras by using their pinhole part (counted, with the pixel shift "
@@ -57,4 +65,4 @@ def run(args: argparse.Namespace):
 
     return import_capture(args.points, args.images, args.poses, args.out, convention=args.convention,
                           pose_direction=args.pose_direction, scale=args.scale, up=args.up,
-                          frame_step=args.frame_step)
+                          frame_step=args.frame_step, acquisition=args.acquisition or "unknown")

@@ -31,7 +31,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--points", type=Path, default=None,
                    help="point file in COLMAP's frame (.ply .pcd .las .laz .e57 .npy .txt .xyz), instead of "
                         "fused.ply / points3D")
-    add_capture_options(s)
+    add_capture_options(s, default_acquisition="mvs for fused.ply, sfm for the sparse points, unknown for --points")
 
 
 def run(args: argparse.Namespace):
@@ -39,4 +39,4 @@ def run(args: argparse.Namespace):
 
     return import_colmap(args.src, args.out, model=args.model, images=args.images, points=args.points,
                          scale=args.scale, up=args.up, ignore_distortion=args.ignore_distortion,
-                         frame_step=args.frame_step)
+                         frame_step=args.frame_step, acquisition=args.acquisition)

@@ -36,7 +36,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
                    help="dataparser_transforms.json of a trained nerfstudio model, for --points-frame dataparser")
     s.add_argument("--depth-unit", type=float, default=0.001, metavar="M",
                    help="metres per stored depth value of depth_file_path maps (default 0.001: millimetres)")
-    add_capture_options(s)
+    add_capture_options(s, default_acquisition="sfm for ply_file_path, unknown for --points")
 
 
 def run(args: argparse.Namespace):
@@ -45,4 +45,4 @@ def run(args: argparse.Namespace):
     return import_nerfstudio(args.src, args.out, transforms=args.transforms, points=args.points,
                              points_frame=args.points_frame, dataparser_transforms=args.dataparser_transforms,
                              scale=args.scale, up=args.up, ignore_distortion=args.ignore_distortion,
-                             frame_step=args.frame_step, depth_unit=args.depth_unit)
+                             frame_step=args.frame_step, depth_unit=args.depth_unit, acquisition=args.acquisition)

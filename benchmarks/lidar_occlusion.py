@@ -1,0 +1,106 @@
+"""Occlusion tests on LiDAR scans against ray-cast ground truth (docs/projection.md#lidar-scans).
+
+Synthetic streets (``ditr.io.synthetic.outdoor``: a spinning 32- or 64-beam LiDAR, six cameras
+0.7-1.0 m away from it) carry the true visibility of every (view, point). For each occlusion mode
+this measures the "occluded" decision on the point-views both the projection and the ground truth
+put in the image: precision (share of the point-views called occluded that are) and recall (share
+of the occluded ones called so), per band of range from the sensor (0-20, 20-40, 40+ m) and pooled
+over 0-40 m; and the 3D-2D label agreement (share of visible point-views whose pixel in the rendered
+label image carries the point's own class). Modes: ``none``; ``default`` (``auto``: the scan test,
+since the streets declare their LiDAR); the splatted z-buffer with the footprint from the surface
+spacing (``surface``, what ``auto`` did before scans were told apart) and with fixed radii of 2, 4
+and 8 pixels.
+
+The scan test's constants were tuned on seeds 0-4; the default seeds 100-109 were not looked at
+while tuning. One JSON line per (sensor, mode), then one with the time per street.
+
+    python benchmarks/lidar_occlusion.py [--seeds 100 101 ...] [--beams 32 64] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from ditr.io.synthetic.lidar import LidarConfig
+from ditr.io.synthetic.outdoor import generate_street
+from ditr.projection import ProjectionConfig, project_scene
+
+BANDS = ((0.0, 20.0), (20.0, 40.0), (40.0, float("inf")))
+MODES = {
+    "none": ProjectionConfig(occlusion="none"),
+    "default": ProjectionConfig(),
+    "surface": ProjectionConfig(occlusion="splat"),
+    "splat-2px": ProjectionConfig(occlusion="splat", splat_radius_px=2.0),
+    "splat-4px": ProjectionConfig(occlusion="splat", splat_radius_px=4.0),
+    "splat-8px": ProjectionConfig(occlusion="splat", splat_radius_px=8.0),
+}
+
+
+def counts(street, config: ProjectionConfig) -> tuple[dict[str, list[int]], float]:
+    """Per band [true positives, called occluded, occluded] and [agreeing, visible] for the labels."""
+    scene = street.scene
+    start = time.perf_counter()
+    corr = project_scene(scene, config)
+    seconds = time.perf_counter() - start
+    sensor = np.asarray(scene.meta["acquisition"]["sensor_to_scene"])[:3, 3]
+    distance = np.linalg.norm(scene.coord - sensor, axis=1)
+    both = corr.in_frame.numpy() & street.in_frame
+    called = both & ~corr.visible.numpy()
+    truth = both & ~street.visible
+    out = {}
+    for low, high in BANDS:
+        band = both & ((distance >= low) & (distance < high))[None]
+        out[f"{low:g}-{high:g}"] = [int((called & truth & band).sum()), int((called & band).sum()),
+                                    int((truth & band).sum())]
+    segment = scene.attributes["segment"]
+    agree = [0, 0]
+    for i, view in enumerate(scene.views):
+        seen = corr.visible[i].numpy()
+        uv = corr.uv[i].numpy()[seen].astype(np.int64)
+        label = view.read_label()[uv[:, 1].clip(0, view.height - 1), uv[:, 0].clip(0, view.width - 1)]
+        agree[0] += int((label == segment[seen]).sum())
+        agree[1] += int(seen.sum())
+    out["labels"] = agree
+    return out, seconds
+
+
+def precision_recall(tp: int, called: int, truth: int) -> dict[str, float | None]:
+    return {"precision": round(tp / called, 4) if called else None, "recall": round(tp / truth, 4) if truth else None,
+            "occluded": truth}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(100, 110)))
+    ap.add_argument("--beams", type=int, nargs="+", default=[32, 64], choices=[32, 64])
+    ap.add_argument("--quick", action="store_true", help="two seeds")
+    args = ap.parse_args()
+    seeds = args.seeds[:2] if args.quick else args.seeds
+    times: dict[str, list[float]] = {}
+    for beams in args.beams:
+        totals: dict[str, dict[str, list[int]]] = {}
+        for seed in seeds:
+            street = generate_street(seed, lidar=LidarConfig.velodyne(beams))
+            for mode, config in MODES.items():
+                result, seconds = counts(street, config)
+                times.setdefault(mode, []).append(seconds)
+                total = totals.setdefault(mode, {})
+                for key, values in result.items():
+                    total[key] = [a + b for a, b in zip(total.get(key, [0] * len(values)), values)]
+        for mode, total in totals.items():
+            pooled = [sum(total[f"{low:g}-{high:g}"][i] for low, high in BANDS[:2]) for i in range(3)]
+            print(json.dumps({"bench": "lidar_occlusion", "beams": beams, "mode": mode, "seeds": seeds,
+                              "pooled_0-40": precision_recall(*pooled),
+                              **{f"band_{low:g}-{high:g}": precision_recall(*total[f"{low:g}-{high:g}"])
+                                 for low, high in BANDS},
+                              "label_agreement": round(total["labels"][0] / max(total["labels"][1], 1), 4)}))
+    print(json.dumps({"bench": "lidar_occlusion", "seconds_per_street": {m: round(float(np.mean(t)), 3)
+                                                                          for m, t in times.items()}}))
+
+
+if __name__ == "__main__":
+    main()
