@@ -1,4 +1,4 @@
-"""Occlusion tests on LiDAR scans against ray-cast ground truth (docs/projection.md#lidar-scans).
+"""Occlusion tests on LiDAR scans against ray-cast ground truth (docs/projection.md#lidar-scans-scan).
 
 Synthetic streets (``ditr.io.synthetic.outdoor``: a spinning 32- or 64-beam LiDAR, six cameras
 0.7-1.0 m away from it) carry the true visibility of every (view, point). For each occlusion mode

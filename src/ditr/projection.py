@@ -7,10 +7,11 @@ original image), the camera depth ``z`` and whether the point is visible: in fro
 inside the image, inside the optional depth gate, and not occluded. Occlusion is tested
 
 * against the view's depth map when it has one (``|z - depth| <= tolerance``, the reference rule), or
-* against a depth buffer splatted from the points themselves: each point covers a small disc of
-  pixels whose radius follows its projected spacing, so that surfaces are closed and points behind
-  them fail the test. This is what makes occlusion possible for scans without depth maps and for
-  LiDAR rigs, where the reference does none.
+* against the points themselves, by the test that suits what made them (:func:`occlusion_rule`):
+  a depth buffer splatted with footprints from the surface spacing (dense surfaces) or from each
+  LiDAR return's beam cell (scans), or, for sparse clouds, whether nearer points bracket a point.
+  This is what makes occlusion possible for scans without depth maps and for LiDAR rigs, where the
+  reference does none.
 
 Everything is vectorised torch on any device; points are processed in chunks to bound memory.
 """
@@ -44,14 +45,14 @@ class ProjectionConfig:
     """How visibility is decided. Defaults follow the reference's indoor rule without depth gating.
 
     Attributes:
-        occlusion: ``auto`` uses a view's depth map when it has one and the splatted buffer
-            otherwise; ``depth`` requires depth maps; ``splat`` always splats; ``none`` skips it.
+        occlusion: ``auto`` uses a view's depth map when it has one and otherwise the test that
+            suits what made the points (:func:`occlusion_rule`); ``depth`` requires depth maps;
+            ``splat`` always splats footprints from the surface spacing; ``none`` skips it.
         depth_tolerance: metres a point may lie behind the observed surface and still count as it.
         min_depth / max_depth: depth gate in metres (ScanNet's reference uses 1.0 and 4.0).
         point_spacing: typical distance between neighbouring points in metres, which sets the
             splat footprint; estimated from the points when None.
-        splat_radius_px: a fixed splat radius in image pixels instead (right for LiDAR, whose
-            points are evenly spaced in angle rather than on surfaces).
+        splat_radius_px: a fixed splat radius in image pixels instead.
         splat_scale: footprint radius as a multiple of the projected point spacing.
         use_normals: in the splatted test, use point normals where the scene has them: points
             facing away from the camera are hidden, and the tolerance grows on grazing surfaces.
@@ -400,7 +401,8 @@ def compute_correspondences(
 
 
 def occlusion_rule(occlusion: Occlusion, acquisition: str | None) -> Rule:
-    """The occlusion test for views without a depth map: the one place that decides (docs/projection.md).
+    """The occlusion test for views without a depth map: the one place that decides
+    (docs/projection.md#choosing-the-test).
 
     With ``auto``, LiDAR scans splat each return's beam cell (``scan``, :func:`_scan_test`) and
     structure-from-motion clouds are tested by bracketing (``sparse``, :func:`_bracket_test`): their
@@ -479,7 +481,7 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
 #: Footprints of up to this many pixels per axis are splatted at full resolution by the scan test.
 _MAX_SCAN_CELLS = 4
 #: The share of its beam cell a return's footprint covers, per axis (1: all of it, up to half-way to
-#: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans).
+#: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans-scan).
 SCAN_CELL_SHARE = 1.0
 #: A return on the next ring whose range differs by at most this fraction lies on the same surface.
 _SAME_SURFACE = 0.25
@@ -613,8 +615,9 @@ def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: i
     elevation and azimuth), per ``group`` (a view).
 
     A point's gaps along ``b`` are the distances to the nearest points before and after it in a
-    strip of ``a`` around it; the strip is half the typical gap along ``a`` to each side, and vice versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart
-    along a ring and tens between rings; scattered points alike on both axes). Typical is the ``q``
+    strip of ``a`` around it; the strip is half the typical gap along ``a`` to each side, and vice
+    versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart along a ring and
+    tens between rings; scattered points alike on both axes). Typical is the ``q``
     quantile per group. Returns (gaps, neighbour indices) along b and along a, each (2, P) as
     :func:`_neighbour_gaps` gives them, then typical_b (G,) and typical_a (G,).
     """
