@@ -36,8 +36,8 @@ Rule = Literal["surface", "scan", "sparse"]
 
 #: Largest splat radius (in depth-buffer pixels); larger footprints use a coarser buffer instead.
 _MAX_SPLAT_RADIUS = 3
-#: Buffer cells written per scatter when splatting (bounds the temporary memory to ~100 MB).
-_SPLAT_CHUNK = 1 << 22
+#: Buffer cells written per scatter when splatting (bounds its temporary memory to about 150 MB).
+_SPLAT_CHUNK = 1 << 21
 
 
 @dataclass(frozen=True)
