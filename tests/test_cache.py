@@ -136,3 +136,29 @@ def test_file_digest_is_remembered_by_path_size_and_mtime(tmp_path):
     assert memo.is_file() and d1 in memo.read_text()
     f.write_bytes(b"y" * 1001)
     assert file_digest(f, memo) != d1
+
+
+def test_jitter_variants_have_their_own_keys_and_plain_images_keep_theirs():
+    from ditr.vfm.color_jitter import ColorJitter
+
+    # the digest of a key without jitter is the one every cache filled before variants existed uses
+    assert KEY.digest() == "b86f44fcceb8fee281f9f4fb43bf02456e653036ba99f607a74d08f19046ccca"
+    reference, weaker = ColorJitter((0.4, 0.4, 0.2, 0.1)), ColorJitter((0.2, 0.4, 0.2, 0.1))
+    tags = [reference.variant(1).tag, reference.variant(2).tag, weaker.variant(1).tag]
+    digests = {KEY.digest()} | {dataclasses.replace(KEY, jitter=t).digest() for t in tags}
+    assert len(digests) == 4
+    # the probability and the number of variants choose entries, they never change one
+    assert ColorJitter((0.4, 0.4, 0.2, 0.1), p=0.9, variants=8).variant(1).tag == tags[0]
+    assert reference.variant(0) is None
+
+
+def test_a_variant_entry_is_never_served_for_another(tmp_path):
+    from ditr.vfm.color_jitter import ColorJitter
+
+    cache = FeatureCache(tmp_path)
+    jittered = dataclasses.replace(KEY, jitter=ColorJitter().variant(1).tag)
+    cache.put(jittered, torch.randn(32, 2, 3))
+    assert cache.get(KEY) is None and cache.get(jittered) is not None
+    cache.path(KEY).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(cache.path(jittered), cache.path(KEY))  # the variant's file under the plain image's name
+    assert cache.read(KEY) == (None, "corrupt")

@@ -18,9 +18,11 @@ from ditr.lifting import lift, lookup_image_features, view_weights
 from ditr.projection import ProjectionConfig, project_scene
 from ditr.scene import Scene
 from ditr.vfm import VFMBackend, load_vfm
-from ditr.vfm.extract import FeatureSource, ImageJob, fill_cache
+from ditr.vfm.color_jitter import ColorJitter
+from ditr.vfm.extract import FeatureSource, ImageJob, fill_cache, image_jobs
 
 MODEL = "dinov2-tiny-random-reg"
+STRENGTH = [0.4, 0.4, 0.2, 0.1]
 
 
 @pytest.fixture(scope="module")
@@ -172,13 +174,88 @@ def test_padding_views_and_online_images(rooms):
     s = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert s["images"].shape == (2, 3, 42, 70) and "img_table" not in s
     assert int(s["img_index"].max()) < s["num_cells"] == 2 * 15
-    cfg["images"]["color_jitter"] = [0.4, 0.4, 0.2, 0.1]
+    cfg["images"].update(color_jitter=[0.4, 0.4, 0.2, 0.1], color_jitter_p=1.0)  # every view jittered
     jittered = SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
     assert jittered["view_names"] == s["view_names"] and not torch.equal(jittered["images"], s["images"])
     torch.testing.assert_close(jittered["img_index"], s["img_index"])  # colours never move pixels
+    cfg["images"]["color_jitter_p"] = 0.0  # never jittered: the images as they are
+    assert torch.equal(SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))["images"],
+                       s["images"])
     cfg["vfm"] = {"model": MODEL, "cache": str(root / "features")}
     with pytest.raises(DitrError, match="color_jitter.*vfm.online"):
         SceneDataset(root / "scenes", None, cfg, "train")
+
+
+@pytest.fixture(scope="module")
+def variant_cache(rooms, tmp_path_factory):
+    """The rooms' features with two colour-jitter variants per image, flipped and not."""
+    _, paths = rooms
+    cache = FeatureCache(tmp_path_factory.mktemp("variants"))
+    jitter = ColorJitter(tuple(STRENGTH), variants=2)
+    fill_cache([job for p in paths for job in image_jobs(p.name, Scene.load(p).views, (False, True), jitter)],
+               FeatureSource(VFMBackend(load_vfm(MODEL)), cache))
+    return cache.root
+
+
+def _view_variants(ds: SceneDataset, sample: dict, cache_root) -> list[list[int]]:
+    """Per view of a sample: which cached variants (0 = the image as it is) its rows of img_table equal."""
+    scene = Scene.load(ds.paths[0])
+    source = FeatureSource(VFMBackend(load_vfm(MODEL)), FeatureCache(cache_root))
+    jitter = ColorJitter(tuple(STRENGTH), variants=2)
+    rows = sample["img_table"].split(sample["num_cells"] // len(sample["view_names"]))
+    found = []
+    for name, flip, row in zip(sample["view_names"], sample["view_flipped"].tolist(), rows):
+        view = next(v for v in scene.views if v.name == name)
+        found.append([k for k in range(3) if torch.equal(
+            row, source.cache.get(source.key(view, flip, jitter.variant(k))).flatten(1).T)])
+    return found
+
+
+def test_training_reads_the_drawn_variants_and_evaluation_the_images(rooms, variant_cache):
+    root, _ = rooms
+    cfg = _config(root, color_jitter=STRENGTH, color_jitter_p=1.0, jitter_variants=2)
+    cfg["vfm"]["cache"] = str(variant_cache)
+    ds = SceneDataset(root / "scenes", None, cfg, "train")
+    drawn = [m for seed in range(4) for m in _view_variants(ds, ds.get(0, np.random.default_rng(seed)), variant_cache)]
+    assert all(len(m) == 1 for m in drawn) and {m[0] for m in drawn} == {1, 2}  # p = 1: always a jittered variant
+    cfg["images"]["color_jitter_p"] = 0.0
+    never = SceneDataset(root / "scenes", None, cfg, "train")
+    assert _view_variants(never, never.get(0, np.random.default_rng(0)), variant_cache) == [[0], [0]]
+    cfg["images"]["color_jitter_p"] = 1.0
+    val = SceneDataset(root / "scenes", None, cfg, "val")
+    assert _view_variants(val, val.get(0, np.random.default_rng(0)), variant_cache) == [[0], [0]]
+
+
+def test_online_jitter_sees_the_cached_variants(rooms, variant_cache):
+    root, _ = rooms
+    cfg = _config(root, color_jitter=STRENGTH, color_jitter_p=0.5, jitter_variants=2)
+    cfg["vfm"]["cache"] = str(variant_cache)
+    cached_ds = SceneDataset(root / "scenes", None, cfg, "train")
+    cfg["vfm"] = {"model": MODEL, "online": True}
+    online_ds = SceneDataset(root / "scenes", None, cfg, "train")
+    drawn = set()
+    for seed in range(8):
+        cached = cached_ds.get(0, np.random.default_rng(seed))
+        online = online_ds.get(0, np.random.default_rng(seed))
+        assert online["view_names"] == cached["view_names"]
+        table = online_ds.features.table_from_pixels(online["images"])
+        torch.testing.assert_close(table.half(), cached["img_table"], atol=2e-3, rtol=1e-3)
+        drawn |= {k for m in _view_variants(cached_ds, cached, variant_cache) for k in m}
+    assert drawn == {0, 1, 2}  # the draws covered the image as it is and both variants
+
+
+def test_a_missing_variant_names_the_command_that_caches_it(rooms, variant_cache, tmp_path):
+    root, _ = rooms
+    cfg = _config(root, color_jitter=STRENGTH, color_jitter_p=1.0, jitter_variants=3)
+    cfg["vfm"]["cache"] = str(variant_cache)  # holds variants 1 and 2 only
+    ds = SceneDataset(root / "scenes", None, cfg, "train")
+    with pytest.raises(DitrError, match=r"variant 3 of 3 .*\n  ditr features .*--jitter-variants 3 "
+                                        r"--color-jitter 0\.4,0\.4,0\.2,0\.1"):
+        for seed in range(20):  # each view draws variant 3 with probability 1/3
+            ds.get(0, np.random.default_rng(seed))
+    cfg["vfm"]["cache"] = str(tmp_path / "empty")  # even the image as it is: one command fills all the run needs
+    with pytest.raises(DitrError, match=r"are not in the cache.*\n  ditr features .*--jitter-variants 3 "):
+        SceneDataset(root / "scenes", None, cfg, "train").get(0, np.random.default_rng(0))
 
 
 def test_missing_features_say_how_to_compute_them(rooms, tmp_path):

@@ -367,7 +367,7 @@ def test_split_lists_name_split_files(tmp_path):
 
 @pytest.mark.parametrize("name,sources,ratios,epochs,every,clip,val", [
     ("distill/scannet200", ["scannet200"], None, 800, 8, None, "val"),
-    ("distill/scannet-structured3d", ["scannet", "structured3d"], [1, 1], 800, 1, 3.0, None),
+    ("distill/scannet-structured3d", ["scannet", "structured3d"], [1, 1], 800, 8, 3.0, None),  # no val split
     ("distill/nuscenes", ["nuscenes"], None, 50, 10, None, "val"),
     ("distill/outdoor", ["nuscenes", "semantickitti", "waymo"], [1, 1, 1], 50, 10, None, "val"),
 ])

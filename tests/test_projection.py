@@ -209,3 +209,30 @@ def test_scene_no_camera_sees_is_reported(wall_box_dir, tmp_path, capsys):
     assert "no view sees any point" in captured.err
     assert main(["inspect", str(wall_box_dir)]) == 0
     assert "No camera sees any point" in capsys.readouterr().out
+
+
+def test_stored_pixels_replace_the_pinhole_ones_and_keep_the_pose_depth():
+    """A view's stored per-point pixels (the dataset's own projection) are its uv; the camera depth,
+    the depth gate and in-front test still come from the pose; NaN rows are not in the frame."""
+    scene = wall_and_box_scene()
+    pinhole = project_scene(scene, ProjectionConfig(occlusion="none"))
+    n = scene.num_points
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform([0, 0], [64, 48], (n, 2)).astype(np.float32)  # unrelated to the pinhole pixels
+    pixels[::4] = np.nan
+    scene.views[0].pixels = pixels
+    for chunk in (1 << 18, 1000):
+        corr = project_scene(scene, ProjectionConfig(occlusion="none", chunk_size=chunk))
+        has = ~np.isnan(pixels[:, 0])
+        assert corr.in_frame[0].numpy().tolist() == has.tolist()
+        np.testing.assert_array_equal(corr.uv[0].numpy()[has], pixels[has])
+        assert torch.equal(corr.depth, pinhole.depth)
+    gated = project_scene(scene, ProjectionConfig(occlusion="none", max_depth=3.0))  # the box (2 m), not the wall
+    assert gated.in_frame[0].numpy().tolist() == (has & (pinhole.depth[0].numpy() < 3.0)).tolist()
+    # The occlusion tests look up the depth map / splat at the stored pixels.
+    scene.views[0].pixels = np.where(pinhole.in_frame[0, :, None].numpy(), pinhole.uv[0].numpy(), np.nan)
+    assert torch.equal(project_scene(scene, ProjectionConfig(occlusion="depth")).visible,
+                       project_scene(wall_and_box_scene(), ProjectionConfig(occlusion="depth")).visible)
+    with pytest.raises(DitrError, match="stored pixels have shape"):
+        compute_correspondences(torch.from_numpy(scene.coord), torch.eye(4)[None], torch.eye(3)[None],
+                                torch.tensor([[48, 64]]), pixels=[torch.zeros(3, 2)])

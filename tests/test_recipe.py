@@ -82,3 +82,14 @@ def test_recipe_command_refuses_unknown_cards(capsys):
     assert "no recipe card" in capsys.readouterr().err
     assert main(["recipe", "s3dis", "--method", "d-ditr"]) == 2
     assert "no d-ditr recipe" in capsys.readouterr().err
+
+
+def test_every_card_configuration_builds_its_pipelines(cards):
+    """The presets the cards compare also run: every transform list and test-time variant builds."""
+    from ditr.data.transforms import build_transforms
+
+    for name, card in cards.items():
+        for mode in ("train", "val", "test"):
+            build_transforms(getattr(card.config.transforms, mode), f"{name}: transforms.{mode}")
+        for i, variant in enumerate(card.config.test_time.variants):
+            build_transforms(variant, f"{name}: test_time.variants[{i}]")

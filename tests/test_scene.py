@@ -198,3 +198,69 @@ def test_saved_scene_has_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == DIR_MODE
     assert stat.S_IMODE(os.stat(path / "coord.npy").st_mode) == FILE_MODE
     assert stat.S_IMODE(os.stat(path / "views.json").st_mode) == FILE_MODE
+
+
+def _with_pixels(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """The wall-and-box scene whose view carries stored pixels: the pinhole ones shifted by (2.5, -1.5)
+    px, NaN for every third point (not projected) and for those the shift moves out of the image."""
+    from ditr.projection import ProjectionConfig, project_scene
+
+    scene = wall_and_box_scene()
+    corr = project_scene(scene, ProjectionConfig(occlusion="none"))
+    pixels = np.where(corr.in_frame[0, :, None].numpy(), corr.uv[0].numpy() + [2.5, -1.5], np.nan).astype(np.float32)
+    pixels[::3] = np.nan
+    view = scene.views[0]
+    outside = (pixels[:, 0] >= view.width) | (pixels[:, 1] < 0)
+    pixels[outside] = np.nan
+    view.pixels = pixels
+    return scene.save(tmp_path / "s"), pixels
+
+
+def test_stored_pixels_round_trip_with_the_minor_version(tmp_path):
+    path, pixels = _with_pixels(tmp_path)
+    doc = json.loads((path / "views.json").read_text())
+    assert (doc["version"], doc["minor"]) == (1, 2) and doc["views"][0]["pixels"] == "pixels/cam0.npy"
+    loaded = Scene.load(path).views[0].pixels
+    assert loaded.dtype == np.float32 and np.isnan(loaded).any()
+    np.testing.assert_array_equal(loaded, pixels)
+    # A scene without pixels (and a views.json of version 1.0, without "minor") loads as before.
+    plain = wall_and_box_scene().save(tmp_path / "plain")
+    _edit_views(plain, lambda d: d.pop("minor"))
+    assert Scene.load(plain).views[0].pixels is None
+    _edit_views(plain, lambda d: d.update(minor=-1))
+    _expect(plain, "views.json", "minor")
+
+
+@pytest.mark.parametrize("array, problem", [
+    (lambda p: p[:-1], "rows, expected"),
+    (lambda p: p[:, :1], "shape"),
+    (lambda p: np.nan_to_num(p).astype(np.int64), "dtype int64"),
+    (lambda p: np.where(np.arange(len(p))[:, None] == 3, [np.nan, 5.0], p), "one NaN coordinate (first: row 3)"),
+    (lambda p: np.where(np.arange(len(p))[:, None] == 7, np.inf, p), "infinite (first: row 7)"),
+    (lambda p: np.where(np.arange(len(p))[:, None] == 1, [64.0, 10.0], p), "outside the 64x48 image (first: row 1"),
+    (lambda p: np.where(np.arange(len(p))[:, None] == 2, [5.0, -0.01], p), "outside the 64x48 image (first: row 2"),
+])
+def test_bad_stored_pixels_name_the_file_and_field(tmp_path, array, problem):
+    path, pixels = _with_pixels(tmp_path)
+    np.save(path / "pixels" / "cam0.npy", array(pixels))
+    with pytest.raises(SceneError) as info:
+        Scene.load(path)
+    assert info.value.file == path / "pixels" / "cam0.npy" and info.value.field == "views[0] (cam0).pixels"
+    assert problem in info.value.problem
+    # What load refuses, save refuses too.
+    scene = wall_and_box_scene()
+    scene.views[0].pixels = array(pixels)
+    with pytest.raises(SceneError, match=r"views\[0\] \(cam0\)\.pixels"):
+        scene.save(tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_stored_pixels_path_must_be_an_npy_file_inside_the_scene(tmp_path):
+    path, _ = _with_pixels(tmp_path)
+    for rel, problem in (("pixels/missing.npy", "file not found"), ("../pixels.npy", "outside the scene"),
+                         ("images/cam0.jpg", "a .npy array")):
+        _edit_views(path, lambda d, rel=rel: d["views"][0].update(pixels=rel))
+        assert problem in _expect(path, "views.json", "views[0] (cam0).pixels")
+    (path / "pixels" / "cam0.npy").write_bytes(b"not a numpy file")
+    _edit_views(path, lambda d: d["views"][0].update(pixels="pixels/cam0.npy"))
+    _expect(path, "cam0.npy", "cannot be read")

@@ -74,8 +74,7 @@ def test_written_street_loads_with_its_ground_truth(tmp_path) -> None:
 def test_lidar_rings_follow_the_beam_layout(beams: int) -> None:
     config = LidarConfig.velodyne(beams, azimuth_step_deg=1.0, range_noise=0.05)
     street = generate_street(1, lidar=config, width=16, height=9)
-    pose = np.array(street.scene.meta["lidar"]["sensor_to_world"])
-    local = (street.scene.coord.astype(np.float64) - pose[:3, 3]) @ pose[:3, :3]  # into the sensor frame
+    local = street.scene.coord.astype(np.float64)  # the scene is in the LiDAR's frame
     elevation = np.degrees(np.arcsin(local[:, 2] / np.linalg.norm(local, axis=1)))
     expected = np.asarray(config.elevations_deg)[street.ring]
     np.testing.assert_allclose(elevation, expected, atol=1e-3)  # noise moves points along their beam only
@@ -87,14 +86,15 @@ def test_lidar_rings_follow_the_beam_layout(beams: int) -> None:
     assert (min(config.elevations_deg), max(config.elevations_deg)) == span
     assert len(np.unique(street.ring * config.columns + street.column)) == street.scene.num_points  # one return per ray
     assert len(np.unique(street.ring)) >= beams - 2  # nearly every beam hits something in a street
-    ranges = np.linalg.norm(street.surface - pose[:3, 3], axis=1)
-    assert ranges.max() <= config.max_range
+    assert np.linalg.norm(street.surface, axis=1).max() <= config.max_range
+    # the road lies 1.8 m below the sensor
+    road = street.scene.attributes["segment"] == CLASS_NAMES.index("road")
+    np.testing.assert_allclose(street.surface[road, 2], -street.scene.meta["lidar"]["height"], atol=1e-9)
 
 
 def test_cameras_stand_apart_from_the_lidar() -> None:
     street = generate_street(2, **TINY)
-    lidar = np.array(street.scene.meta["lidar"]["sensor_to_world"])[:3, 3]
-    offsets = [np.linalg.norm(v.cam_to_world[:3, 3] - lidar) for v in street.scene.views]
+    offsets = [np.linalg.norm(v.cam_to_world[:3, 3]) for v in street.scene.views]  # the LiDAR is the origin
     assert len(offsets) == 6 and all(0.5 <= d <= 1.5 for d in offsets)
 
 
@@ -131,7 +131,7 @@ def test_ground_truth_visibility_on_a_hand_built_scene() -> None:
 def test_visible_points_land_on_their_own_label() -> None:
     """Points the ground truth calls visible land on pixels of their own class (>= 99 %), and the
     occlusions it finds are real: many hidden points lie behind something of another class."""
-    street = generate_street(0, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=400, height=225)
+    street = generate_street(0, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=640, height=360)
     scene = street.scene
     segment = scene.attributes["segment"]
     agree = total = hidden_by_other = 0

@@ -53,6 +53,21 @@ def test_fill_then_all_hits_then_pictures(tmp_path, capsys):
     assert (tmp_path / "pics" / "b" / "v1_pca.png").stat().st_size > 1000
 
 
+def test_jitter_variants_are_cached_beside_the_images(tmp_path, capsys):
+    scene = _scene(tmp_path / "a", 0)
+    base = [scene, "--model", "dinov2-tiny-random-reg", "--cache", str(tmp_path / "cache"), "--flip"]
+    first = _run([*base, "--jitter-variants", "2"], capsys)
+    assert (first["images"], first["misses"], first["jitter_variants"]) == (2 * 2 * 3, 12, 2)
+    assert first["color_jitter"] == [0.4, 0.4, 0.2, 0.1]  # the reference's strength by default
+    assert _run(base, capsys)["hits"] == 4  # the images as they are were among them
+    weaker = _run([*base, "--jitter-variants", "1", "--color-jitter", "0.2,0.2,0.1,0.05"], capsys)
+    assert (weaker["hits"], weaker["misses"]) == (4, 4)  # another strength: new variants
+    with pytest.raises(DitrError, match="--color-jitter must be"):
+        _run([*base, "--jitter-variants", "1", "--color-jitter", "0.4,0.4,0.2"], capsys)
+    with pytest.raises(DitrError, match="--jitter-variants must be >= 0"):
+        _run([*base, "--jitter-variants", "-1"], capsys)
+
+
 def test_user_errors_are_ditr_errors(tmp_path, capsys, monkeypatch):
     scene = _scene(tmp_path / "a", 0)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -3,16 +3,20 @@
 The fixture: one segment, two frames (the first labelled), a TOP laser (8x32, non-uniform beams, yawed
 extrinsic, per-pixel poses of a car moving during the sweep) and a FRONT laser (4x16, uniform beams),
 both looking at a wall at x = 10 m of the frame's vehicle frame, a FRONT camera (1920x1280) and a
-SIDE_RIGHT camera (1920x886) with images, plus a calibrated SIDE_LEFT camera without images. Every
-expected point is computed from the wall, and every expected pixel from the camera's definition, not
-from the importer's formulas.
+SIDE_RIGHT camera (1920x886, turned 30 degrees right so that it shares some points with FRONT) with
+images, plus a calibrated SIDE_LEFT camera without images. The cameras have radial lens distortion,
+which Waymo's per-point projections (``lidar_camera_projection``) include and the pinhole model does
+not. Every expected point is computed from the wall, and every expected pixel from the camera's
+definition, not from the importer's formulas.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +33,8 @@ from ditr.cli import main  # noqa: E402
 from ditr.configs import preset_path  # noqa: E402
 from ditr.errors import DitrError, SceneError  # noqa: E402
 from ditr.io.waymo import (CLASS_NAMES, DEFAULT_CROP_FRONT_TOP, LABEL_MAP, SEGMENTATION_TYPES,  # noqa: E402
-                           import_waymo)
-from ditr.projection import project_points  # noqa: E402
+                           import_waymo, stored_pixels)
+from ditr.projection import ProjectionConfig, project_points, project_scene  # noqa: E402
 from ditr.scene import Scene  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -47,8 +51,9 @@ CAMERA_DRIFT = 0.3  # the car moved 0.3 m forward between the frame pose and the
 CAMERAS = {  # Waymo camera id -> (intrinsics and size, extrinsic vehicle <- camera, has images)
     1: (CAMERA, None, True),  # FRONT; extrinsic: a translation to CAMERA["position"]
     4: (SIDE, (np.pi / 2, (1.0, 1.0, 1.8)), False),  # SIDE_LEFT: calibrated, no images
-    5: (SIDE, (-np.pi / 2, (1.0, -1.0, 1.8)), True),  # SIDE_RIGHT
+    5: (SIDE, (-np.pi / 6, (1.0, -1.0, 1.8)), True),  # SIDE_RIGHT
 }
+DISTORTION = (-0.2, 0.05)  # OpenCV radial k1, k2 of every camera: up to ~60 px at the FRONT image's corners
 KNOWN_POINT = np.array([10.0, 1.0, 2.3])  # in the frame's vehicle frame, seen by FRONT
 DESIGN_CROP = 394  # docs/design.md#views-per-dataset: front cameras top-cropped by 394 rows (1280 -> 886)
 MOTION_PER_COLUMN = (0.02, 0.002)  # TOP sweep: metres forward and radians of yaw per column
@@ -120,11 +125,47 @@ def semantic_of(pixel: np.ndarray) -> np.ndarray:
     return pixel % 23
 
 
-def front_pixel(point: np.ndarray) -> tuple[float, float, float]:
+def front_pixel(point: np.ndarray, distorted: bool = False) -> tuple[float, float, float]:
     """(u, v, depth) of a vehicle-frame point in the stored (uncropped) FRONT image, from the camera's
-    definition: Waymo camera frame x forward, y left, z up, at the exposure pose (the car drifted)."""
+    definition: Waymo camera frame x forward, y left, z up, at the exposure pose (the car drifted);
+    the pinhole pixel, or with ``distorted`` the one the lens (DISTORTION) really images it at."""
     q = point - (np.array(CAMERA["position"]) + [CAMERA_DRIFT, 0, 0])
-    return CAMERA["f"] * -q[1] / q[0] + CAMERA["cx"], CAMERA["f"] * -q[2] / q[0] + CAMERA["cy"], q[0]
+    x, y = -q[1] / q[0], -q[2] / q[0]
+    if distorted:
+        r2 = x * x + y * y
+        x, y = (c * (1 + DISTORTION[0] * r2 + DISTORTION[1] * r2 * r2) for c in (x, y))
+    return CAMERA["f"] * x + CAMERA["cx"], CAMERA["f"] * y + CAMERA["cy"], q[0]
+
+
+def camera_pixels(camera: int, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distorted pixels (M, 2) of vehicle-frame points in a camera at its exposure pose, and whether
+    each lands in the image (in front of the camera, inside width x height)."""
+    c = CAMERAS[camera][0]
+    camera_from_frame = np.linalg.inv(rigid(t=(CAMERA_DRIFT, 0.0, 0.0)) @ camera_extrinsic(camera))
+    q = points @ camera_from_frame[:3, :3].T + camera_from_frame[:3, 3]
+    ahead = q[:, 0] > 0.1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = -q[:, 1] / q[:, 0], -q[:, 2] / q[:, 0]
+    r2 = x * x + y * y
+    scale = 1 + DISTORTION[0] * r2 + DISTORTION[1] * r2 * r2
+    uv = np.stack([c["f"] * x * scale + c["cx"], c["f"] * y * scale + c["cy"]], 1)
+    inside = ahead & (r2 < 1.0) & (uv[:, 0] >= 0) & (uv[:, 0] < c["width"]) & (uv[:, 1] >= 0) & (uv[:, 1] < c["height"])
+    return uv, inside
+
+
+def waymo_projection(points: np.ndarray) -> np.ndarray:
+    """(M, 6) lidar_camera_projection channels of points as the dataset defines them: the first two
+    calibrated cameras that see a point, in camera-name order, each (camera name, x, y); 0 = none."""
+    out = np.zeros((len(points), 6), np.float32)
+    count = np.zeros(len(points), np.int64)
+    for camera in sorted(CAMERAS):  # FRONT (1) < ... < SIDE_RIGHT (5), the order the format picks in
+        uv, inside = camera_pixels(camera, points)
+        for slot in (0, 1):
+            take = inside & (count == slot)
+            out[take, 3 * slot] = camera
+            out[take, 3 * slot + 1:3 * slot + 3] = uv[take]
+        count += inside
+    return out
 
 
 # ------------------------------------------------------------------------------ fixture writer
@@ -154,7 +195,7 @@ def camera_jpeg(camera: int) -> bytes:
     image = np.stack([30 + 180 * rows / c["height"], 30 + 180 * cols / c["width"], np.full(rows.shape, 60.0 * camera)],
                      -1)
     if camera == 1:
-        u, v, _ = np.round(front_pixel(KNOWN_POINT)).astype(int)
+        u, v, _ = np.round(front_pixel(KNOWN_POINT, distorted=True)).astype(int)
         image[v - 7:v + 8, u - 7:u + 8] = 255
     buf = io.BytesIO()
     Image.fromarray(image.astype(np.uint8)).save(buf, format="JPEG", quality=90)
@@ -167,9 +208,11 @@ def camera_extrinsic(camera: int) -> np.ndarray:
 
 
 def write_segment(root: Path, omit: dict | None = None) -> dict:
-    """Write the segment under root/<component>/; returns the analytic expectations."""
+    """Write the segment under root/<component>/; returns the analytic expectations: per laser, per
+    return ((frame-vehicle points, flat pixel index), intensity image), and under "projection" per
+    laser the points' (M, 6) lidar_camera_projection channels of both returns, in the same order."""
     omit = omit or {}
-    lidar_rows, expected = [], {}
+    lidar_rows, expected, projections = [], {}, []
     for t in (T0, T1):
         for laser in (1, 2):
             h, w = LASERS[laser][2]
@@ -178,8 +221,17 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
             intensity = np.add.outer(0.1 * np.arange(h), 0.01 * np.arange(w))
             ri = [np.stack([r, intensity, np.zeros_like(r), np.zeros_like(r)], -1).astype(np.float32) for r in (r1, r2)]
             lidar_rows.append((t, laser, ri))
+            points = [expected_points(laser, r, laser == 1) for r in (r1, r2)]
+            images = []
+            for p, pixel in points:  # both frames see the same wall, so they get the same projections
+                image = np.zeros((h * w, 6), np.float32)
+                image[pixel] = waymo_projection(p)
+                images.append(image.reshape(h, w, 6))
+            projections.append((t, laser, images))
             if t == T0:
-                expected[laser] = [(expected_points(laser, r, laser == 1), intensity) for r in (r1, r2)]
+                expected[laser] = [(p, intensity) for p in points]
+                expected.setdefault("projection", {})[laser] = [image.reshape(-1, 6)[pixel]
+                                                                for image, (_, pixel) in zip(images, points)]
     write_component(root, "lidar", {
         "key.segment_context_name": pa.array([CONTEXT] * len(lidar_rows)),
         "key.frame_timestamp_micros": pa.array([t for t, _, _ in lidar_rows], pa.int64()),
@@ -187,6 +239,15 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
         **image_columns("[LiDARComponent].range_image_return1", [ri[0] for *_, ri in lidar_rows], pa.float32()),
         **image_columns("[LiDARComponent].range_image_return2", [ri[1] for *_, ri in lidar_rows], pa.float32()),
     }, omit, row_group_size=3)  # frames straddle row groups
+    write_component(root, "lidar_camera_projection", {
+        "key.segment_context_name": pa.array([CONTEXT] * len(projections)),
+        "key.frame_timestamp_micros": pa.array([t for t, _, _ in projections], pa.int64()),
+        "key.laser_name": pa.array([laser for _, laser, _ in projections], pa.int8()),
+        **image_columns("[LiDARCameraProjectionComponent].range_image_return1", [p[0] for *_, p in projections],
+                        pa.float32()),
+        **image_columns("[LiDARCameraProjectionComponent].range_image_return2", [p[1] for *_, p in projections],
+                        pa.float32()),
+    }, omit)
 
     write_component(root, "lidar_calibration", {
         "key.segment_context_name": pa.array([CONTEXT] * 2),
@@ -231,8 +292,8 @@ def write_segment(root: Path, omit: dict | None = None) -> dict:
         "key.camera_name": pa.array(calibrated, pa.int8()),
         **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([CAMERAS[i][0][v] for i in calibrated], pa.float64())
            for k, v in intrinsic.items()},
-        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([0.0] * len(calibrated), pa.float64())
-           for k in ("k1", "k2", "p1", "p2", "k3")},
+        **{f"[CameraCalibrationComponent].intrinsic.{k}": pa.array([value] * len(calibrated), pa.float64())
+           for k, value in zip(("k1", "k2", "p1", "p2", "k3"), (*DISTORTION, 0.0, 0.0, 0.0))},
         "[CameraCalibrationComponent].extrinsic.transform": pa.array(
             [camera_extrinsic(i).ravel().tolist() for i in calibrated], transform_type()),
         "[CameraCalibrationComponent].width": pa.array([CAMERAS[i][0]["width"] for i in calibrated], pa.int32()),
@@ -346,9 +407,11 @@ def test_camera_projects_a_known_point_to_its_pixel(waymo_src, tmp_path, crop):
                            torch.from_numpy(view.intrinsics)[None])
     np.testing.assert_allclose(uv[0, 0].numpy(), [want_u, want_v - rows], atol=1e-6)
     assert float(z[0, 0]) == pytest.approx(want_z)
-    # The image content there is the white square the fixture painted at the point's pixel.
-    u, v = np.round(uv[0, 0].numpy()).astype(int)
-    assert (image[v - 5:v + 6, u - 5:u + 6] > 235).all()
+    # The image content at the point's (distorted) pixel is the white square the fixture painted there;
+    # near the image centre the lens moves it by under a pixel, so the pinhole pixel lies in it too.
+    lens_u, lens_v, _ = front_pixel(KNOWN_POINT, distorted=True)
+    for u, v in np.round([[lens_u, lens_v - rows], uv[0, 0].numpy()]).astype(int):
+        assert (image[v - 5:v + 6, u - 5:u + 6] > 235).all()
     np.testing.assert_allclose(view.intrinsics, [[CAMERA["f"], 0, CAMERA["cx"]], [0, CAMERA["f"], CAMERA["cy"] - rows],
                                                  [0, 0, 1]])
 
@@ -450,6 +513,7 @@ def test_cli_prints_a_report(waymo_src, tmp_path, capsys):
     assert main(["import", "waymo", str(src), str(tmp_path / "out"), "--no-labelled-only", "--max-frames", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dataset"] == "waymo" and report["scenes"] == 1 and report["splits"] == {"train": 1}
+    assert (report["stored_pixel_views"], report["pinhole_views"], report["pinhole_frames"]) == (2, 0, {})
 
 
 def test_missing_component_directory_is_a_clear_error(waymo_src, tmp_path):
@@ -513,3 +577,219 @@ def test_column_names_are_matched_tolerantly(waymo_src, tmp_path):
         table = pq.read_table(path)
         pq.write_table(table.rename_columns([rename(n) for n in table.column_names]), path)
     assert import_waymo(src, tmp_path / "out").scenes == 1
+
+
+# ------------------------------------------------------------------- Waymo's own camera projections
+def frame_projection(expected: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The frame's points and their (M, 6) lidar_camera_projection channels in the importer's order
+    (the lidar file's laser rows, TOP then FRONT; return 1 then return 2; pixels row by row)."""
+    points = np.concatenate([p for laser in (1, 2) for (p, _), _ in expected[laser]])
+    return points, np.concatenate([c for laser in (1, 2) for c in expected["projection"][laser]])
+
+
+def wanted_pixels(projection: np.ndarray, camera: int, crop: int, height: int, first_only: bool = False) -> np.ndarray:
+    """Per point the stored (x, y) of ``camera`` (from the first or, unless ``first_only``, the second
+    projection), y moved up by ``crop``; NaN where the point has none or it lies in the removed rows."""
+    want = np.full((len(projection), 2), np.nan, np.float32)
+    for slot in (0,) if first_only else (0, 1):
+        hit = projection[:, 3 * slot] == camera
+        want[hit] = projection[hit, 3 * slot + 1:3 * slot + 3]
+    want[:, 1] -= np.float32(crop)
+    want[(want[:, 1] < 0) | (want[:, 1] >= height)] = np.nan
+    return want
+
+
+@pytest.mark.parametrize("crop", [None, 0, 1000])  # None: the default 394 rows; 1000 removes some points' rows
+def test_correspondences_are_waymos_stored_pixels_not_the_pinhole_ones(waymo_src, tmp_path, crop):
+    src, expected = waymo_src
+    rows = DESIGN_CROP if crop is None else crop
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pinhole fallback warning: every view has stored pixels
+        report = import_waymo(src, tmp_path / "out", **({} if crop is None else {"crop_front_top": crop}))
+    assert (report.stored_pixel_views, report.pinhole_views, report.pinhole_frames) == (2, 0, {})
+    scene = Scene.load(tmp_path / "out" / f"{CONTEXT}_{T0}")
+    points, projection = frame_projection(expected)
+    np.testing.assert_allclose(scene.coord, points, atol=2e-3)  # same order: each pixel row is its point's
+    config = ProjectionConfig(occlusion="none")
+    corr = project_scene(scene, config)
+    pinhole = project_scene(dataclasses.replace(scene, views=[dataclasses.replace(v, pixels=None)
+                                                              for v in scene.views]), config)
+    for i, (view, camera) in enumerate(zip(scene.views, (1, 5))):
+        want = wanted_pixels(projection, camera, rows if view.name == "FRONT" else 0, view.height, first_only=True)
+        has = ~np.isnan(want[:, 0])
+        np.testing.assert_array_equal(view.pixels, want)
+        assert corr.in_frame[i].numpy().tolist() == has.tolist() and has.sum() >= 15
+        np.testing.assert_array_equal(corr.uv[i].numpy()[has], want[has])
+        # The pinhole model would put the points elsewhere (the lens distortion moves them by up to
+        # 15 px in SIDE_RIGHT, 69 px in FRONT); the camera depth is the pose's either way.
+        assert np.abs(pinhole.uv[i].numpy()[has] - want[has]).max() > 10
+        assert torch.equal(corr.depth[i], pinhole.depth[i])
+    if rows == 1000:  # the crop removed the FRONT rows where some points are
+        assert 0 < (~np.isnan(scene.views[0].pixels[:, 0])).sum() < (projection[:, 0] == 1).sum()
+
+
+def test_a_point_two_cameras_see_keeps_its_first_pixel_or_on_request_both(waymo_src, tmp_path):
+    src, expected = waymo_src
+    _, projection = frame_projection(expected)
+    shared = (projection[:, 0] == 1) & (projection[:, 3] == 5)  # FRONT first, SIDE_RIGHT second
+    assert shared.sum() >= 5  # the fixture's guard: the turned SIDE_RIGHT shares points with FRONT
+    first = Scene.load(import_waymo(src, tmp_path / "first") and tmp_path / "first" / f"{CONTEXT}_{T0}")
+    both = Scene.load(import_waymo(src, tmp_path / "both", projections="both")
+                      and tmp_path / "both" / f"{CONTEXT}_{T0}")
+    np.testing.assert_array_equal(first.views[0].pixels, both.views[0].pixels)  # FRONT: always the first
+    side_both, side_first = both.views[1].pixels, first.views[1].pixels
+    assert not np.isnan(side_both[shared]).any() and np.isnan(side_first[shared]).all()
+    np.testing.assert_array_equal(side_first, wanted_pixels(projection, 5, 0, SIDE["height"], first_only=True))
+    seen = project_scene(both, ProjectionConfig(occlusion="none")).in_frame
+    assert seen.all(dim=0).numpy()[shared].all()  # both views see the shared points
+    assert project_scene(first, ProjectionConfig(occlusion="none")).in_frame.sum(dim=0).max() == 1
+    with pytest.raises(DitrError, match="--projections must be one of first, both, none"):
+        import_waymo(src, tmp_path / "bad", projections="second")
+
+
+def test_projections_none_imports_pinhole_views_without_a_warning(waymo_src, tmp_path):
+    src, _ = waymo_src
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = import_waymo(src, tmp_path / "out", projections="none")
+    assert (report.stored_pixel_views, report.pinhole_views, report.pinhole_frames) == (0, 2, {})
+    scene_dir = tmp_path / "out" / f"{CONTEXT}_{T0}"
+    assert all(v.pixels is None for v in Scene.load(scene_dir).views) and not (scene_dir / "pixels").exists()
+
+
+def test_stored_pixels_of_one_camera_from_the_six_channels():
+    projection = np.array([[1, 10.5, 20, 5, 30, 40], [5, 1, 2, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 10, 5, 0, 0, 0],
+                           [4, 3, 3, 5, 100, 7]], np.float32)
+    nan = np.nan
+    np.testing.assert_array_equal(stored_pixels(projection, 5, 100, 90),
+                                  [[30, 40], [1, 2], [nan, nan], [nan, nan], [nan, nan]])  # x = 100: outside
+    np.testing.assert_array_equal(stored_pixels(projection, 5, 101, 90, first_only=True),
+                                  [[nan, nan], [1, 2], [nan, nan], [nan, nan], [nan, nan]])
+    np.testing.assert_array_equal(stored_pixels(projection, 1, 100, 80, crop_top=10),
+                                  [[10.5, 10], [nan, nan], [nan, nan], [nan, nan], [nan, nan]])  # y 5 - 10 < 0
+    assert stored_pixels(projection, 1, 100, 80).dtype == np.float32
+
+
+@pytest.mark.parametrize("missing, reason", [
+    ("file", "no lidar_camera_projection file"),
+    ("row", "no lidar_camera_projection row for laser FRONT"),
+    ("return", "no lidar_camera_projection range_image_return2 for laser TOP"),
+])
+def test_without_stored_projections_the_views_fall_back_to_pinholes_with_a_warning(waymo_src, tmp_path, missing,
+                                                                                    reason):
+    src, _ = waymo_src
+    path = src / "training" / "lidar_camera_projection" / f"{CONTEXT}.parquet"
+    if missing == "file":
+        path.unlink()
+    else:
+        table = pq.read_table(path)
+        t0 = np.array(table.column("key.frame_timestamp_micros").to_pylist()) == T0
+        laser = np.array(table.column("key.laser_name").to_pylist())
+        if missing == "row":
+            table = table.filter(pa.array(~(t0 & (laser == 2))))
+        else:
+            name = "[LiDARCameraProjectionComponent].range_image_return2.values"
+            values = [None if drop else v for v, drop in zip(table.column(name).to_pylist(), t0 & (laser == 1))]
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, table.schema.field(index), pa.array(values, pa.list_(pa.float32())))
+        pq.write_table(table, path)
+    with pytest.warns(UserWarning, match=f"1 of 1 frames have no stored camera projections \\({reason}: 1\\);"
+                                         ".*pinhole model"):
+        report = import_waymo(src, tmp_path / "out")
+    assert (report.stored_pixel_views, report.pinhole_views, report.pinhole_frames) == (0, 2, {reason: 1})
+    scene_dir = tmp_path / "out" / f"{CONTEXT}_{T0}"
+    assert all("pixels" not in v for v in json.loads((scene_dir / "views.json").read_text())["views"])
+    scene = Scene.load(scene_dir)
+    assert all(v.pixels is None for v in scene.views) and not (scene_dir / "pixels").exists()
+    # The pinhole model is the view's intrinsics and pose: a known point lands on its pinhole pixel.
+    u, v, _ = front_pixel(KNOWN_POINT)
+    uv, _ = project_points(torch.from_numpy(KNOWN_POINT[None]), torch.from_numpy(scene.views[0].world_to_cam)[None],
+                           torch.from_numpy(scene.views[0].intrinsics)[None])
+    np.testing.assert_allclose(uv[0, 0].numpy(), [u, v - DESIGN_CROP], atol=1e-6)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    ("camera", "camera name -1 is not a Waymo CameraName"),
+    ("fraction", "camera name 0.5 is not a Waymo CameraName"),
+    ("shape", "(7, 32) pixels, the range image"),
+])
+def test_bad_stored_projections_name_the_file_and_column(waymo_src, tmp_path, edit, problem):
+    src, _ = waymo_src
+    path = src / "training" / "lidar_camera_projection" / f"{CONTEXT}.parquet"
+    table = pq.read_table(path)
+    name = "[LiDARCameraProjectionComponent].range_image_return1"
+    values, shapes = table.column(name + ".values").to_pylist(), table.column(name + ".shape").to_pylist()
+    image = np.array(values[0], np.float32).reshape(shapes[0])  # T0, TOP
+    if edit == "shape":
+        image = image[1:]
+    else:
+        image[..., 0] = -1 if edit == "camera" else 0.5
+    values[0], shapes[0] = image.ravel().tolist(), list(image.shape)
+    for column, data, kind in ((".values", values, pa.list_(pa.float32())),
+                               (".shape", shapes, pa.list_(pa.int32(), 3))):
+        index = table.schema.get_field_index(name + column)
+        table = table.set_column(index, table.schema.field(index), pa.array(data, kind))
+    pq.write_table(table, path)
+    with pytest.raises(SceneError) as info:
+        import_waymo(src, tmp_path / "out")
+    assert info.value.file == path and info.value.field == name + ".values"
+    assert problem in info.value.problem
+
+
+def test_an_imported_scene_with_damaged_pixels_names_the_file_and_field(waymo_src, tmp_path):
+    src, _ = waymo_src
+    import_waymo(src, tmp_path / "out")
+    scene_dir = tmp_path / "out" / f"{CONTEXT}_{T0}"
+    pixels = np.load(scene_dir / "pixels" / "FRONT.npy")
+    pixels[np.flatnonzero(~np.isnan(pixels[:, 0]))[0], 1] = 886.0  # one row below the cropped image
+    np.save(scene_dir / "pixels" / "FRONT.npy", pixels)
+    with pytest.raises(SceneError) as info:
+        Scene.load(scene_dir)
+    assert info.value.file == scene_dir / "pixels" / "FRONT.npy" and info.value.field == "views[0] (FRONT).pixels"
+    assert "outside the 1920x886 image" in info.value.problem
+
+
+def test_cli_projection_choices_match_the_importer():
+    from ditr.commands.import_ import waymo as command
+    from ditr.io.waymo import PROJECTIONS
+
+    parser = __import__("argparse").ArgumentParser()
+    command.add_arguments(parser)
+    assert next(a for a in parser._actions if a.dest == "projections").choices == PROJECTIONS
+
+
+def test_stored_pixels_reach_the_training_sample_through_voxelisation(waymo_src, tmp_path):
+    """A training sample's per-view pixels (pixel_uv, computed on the raw points, carried through the
+    3D transforms) are the stored ones of the points it keeps, mirrored in the flipped views."""
+    from ditr.data import SceneDataset
+
+    src, _ = waymo_src
+    import_waymo(src, tmp_path / "out")
+    path = tmp_path / "out" / f"{CONTEXT}_{T0}"
+    config = {"dataset": {"input_features": ["coord", "strength"], "segment": "segment"}, "model": {"name": "ditr"},
+              "images": {"views_per_sample": 2}, "projection": {"occlusion": "none"},
+              "vfm": {"model": "dinov2-tiny-random-reg", "cache": str(tmp_path / "features")},
+              "transforms": {"train": [{"type": "CenterShift"}, {"type": "RandomRotate", "p": 1.0},
+                                       {"type": "ImageFlip", "p": 0.5}, {"type": "GridSample", "grid_size": 2.0}]}}
+
+    class PatchGrids:  # the one thing correspondences ask of the feature source (the real one loads a VFM)
+        online = False
+
+        @staticmethod
+        def patch_grid(view):
+            return 22, 48
+
+    dataset = SceneDataset([path], None, config, "train", features=PatchGrids())  # type: ignore[arg-type]
+    scene = Scene.load(path)
+    stored = {v.name: v.pixels for v in scene.views}
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        (sample,) = dataset.voxelise(dataset.raw_sample(scene, rng)[0], rng)
+        assert 0 < len(sample["index"]) < scene.num_points  # voxelised: some points dropped
+        for k, name in enumerate(sample["view_names"]):
+            want = stored[name][sample["index"]].copy()
+            if sample["view_flipped"][k]:
+                want[:, 0] = sample["image_sizes"][k, 1] - want[:, 0]
+            has = ~np.isnan(want[:, 0])
+            assert sample["visible"][k].tolist() == has.tolist() and has.any()
+            np.testing.assert_array_equal(sample["pixel_uv"][k][has], want[has])

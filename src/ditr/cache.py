@@ -1,7 +1,8 @@
 """On-disk cache of patch-feature grids, so training reads features instead of re-running the ViT.
 
-One entry per (image content, model + weights identity, network input size, horizontal flip, and the
-settings that change the numbers: compute precision and position-embedding interpolation). The
+One entry per (image content, model + weights identity, network input size, horizontal flip,
+colour-jitter variant, and the settings that change the numbers: compute precision and
+position-embedding interpolation). The
 entry's file name is a SHA-256 over all of them plus :data:`FEATURE_FORMAT_VERSION`, so anything that
 changes the result changes the name, and stale entries are simply never looked up again.
 
@@ -155,10 +156,15 @@ class FeatureKey:
     size: tuple[int, int]  # (height, width) fed to the network
     flip: bool  # features of the horizontally mirrored image
     settings: str = ""  # other result-affecting settings: precision, position-embedding interpolation
+    #: The colour-jitter variant's tag (:attr:`ditr.vfm.color_jitter.JitterVariant.tag`: strength, index and the
+    #: jitter code's version); "" for the image as it is.
+    jitter: str = ""
 
     def digest(self) -> str:
         fields = {**asdict(self), "size": list(self.size), "version": FEATURE_FORMAT_VERSION,
                   "dtype": str(CACHE_DTYPE)}
+        if not self.jitter:  # unjittered images keep the keys they had before variants existed
+            del fields["jitter"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -246,7 +252,8 @@ class FeatureCache:
     def _metadata(key: FeatureKey) -> dict[str, str]:
         return {"format": CACHE_FORMAT, "version": str(FEATURE_FORMAT_VERSION), "key": key.digest(),
                 "model": key.model, "weights": key.weights, "image": key.image,
-                "size": f"{key.size[0]}x{key.size[1]}", "flip": str(int(key.flip)), "settings": key.settings}
+                "size": f"{key.size[0]}x{key.size[1]}", "flip": str(int(key.flip)), "settings": key.settings,
+                **({"jitter": key.jitter} if key.jitter else {})}
 
     def entries(self) -> list[Path]:
         """All entry files of the current format version (for statistics and clean-up)."""

@@ -16,7 +16,10 @@ devices: where the VFM runs and where images are prepared for it. It knows
   every batch (:func:`batch_image_table`).
 
 Cached features are looked up with the same :class:`~ditr.cache.FeatureKey` that filled them, so
-the model name, weights, input size, flip and precision must all match. The points' side of the
+the model name, weights, input size, flip, precision and colour-jitter variant must all match.
+Training colour jitter comes as a :class:`~ditr.vfm.color_jitter.ColorJitter` and one drawn
+variant index per view (0: the image as it is): cached tables read that variant's entry, online
+inputs are that variant's jittered image, so both see the same pixels. The points' side of the
 lookup (which cell each point reads) is :mod:`ditr.lifting`.
 """
 
@@ -37,6 +40,7 @@ from .scene import Scene, View
 if TYPE_CHECKING:
     from .projection import Correspondences, ProjectionConfig
     from .vfm.backends import VFMBackend
+    from .vfm.color_jitter import ColorJitter
 
 #: Views whose VFM features are computed in one forward when a table is computed now (bounds memory).
 VIEW_BATCH = 4
@@ -122,40 +126,44 @@ class ImageFeatureSource:
         return torch.cat(parts)
 
     def cached_table(self, scene: Scene, views: Sequence[View | None], flips: Sequence[bool] | np.ndarray,
-                     patch_grids: np.ndarray) -> torch.Tensor:
-        """(M, D) float16 cached features of the views; padding views (None) are zeros."""
+                     patch_grids: np.ndarray, jitter: ColorJitter | None = None,
+                     variants: Sequence[int] | None = None) -> torch.Tensor:
+        """(M, D) float16 cached features of the views (of variant ``variants[i]`` of ``jitter``
+        where given and non-zero); padding views (None) are zeros."""
         if self.cache is None:
             raise DitrError("cached image features need vfm.cache (and vfm.online false)")
+        variants = _variants(views, jitter, variants)
         parts = []
-        for view, flip, (h, w) in zip(views, flips, patch_grids):
+        for view, flip, (h, w), index in zip(views, flips, patch_grids, variants):
             if view is None:
                 parts.append(torch.zeros((self.feature_dim, int(h), int(w)), dtype=torch.float16))
                 continue
-            grid, state = self.cache.read(self.extractor.key(view, bool(flip)))
+            variant = jitter.variant(index) if jitter is not None else None
+            grid, state = self.cache.read(self.extractor.key(view, bool(flip), variant))
             if grid is None:
-                raise DitrError(self._missing(scene, view, bool(flip), damaged=state == "corrupt"))
+                raise DitrError(self._missing(scene, view, bool(flip), jitter, index, damaged=state == "corrupt"))
             parts.append(grid)
         return image_table_from_grids(parts) if parts else torch.zeros((0, self.feature_dim), dtype=torch.float16)
 
     def pixels(self, views: Sequence[View | None], flips: Sequence[bool] | np.ndarray, patch_grids: np.ndarray,
-               jitter: Sequence[float] | None = None, rng: np.random.Generator | None = None) -> torch.Tensor:
+               jitter: ColorJitter | None = None, variants: Sequence[int] | None = None) -> torch.Tensor:
         """(V, 3, H', W') normalised network inputs on the CPU, prepared on the preprocess device:
-        colour-jittered (training, ``jitter`` given, drawn with ``rng``), resized and mirrored where
-        flipped. Padding views (None) are zero images."""
-        from .vfm.color_jitter import color_jitter
+        colour-jittered (training: variant ``variants[i]`` of ``jitter``, the very image whose
+        features the cache holds under that variant), resized and mirrored where flipped. Padding
+        views (None) are zero images."""
+        from .cache import image_digest
 
         backend, device = self.backend, self.preprocess_device
         p = self.patch_size
         images = []
-        for view, flip, (h, w) in zip(views, flips, patch_grids):
+        for view, flip, (h, w), index in zip(views, flips, patch_grids, _variants(views, jitter, variants)):
             if view is None:
                 images.append(torch.zeros((1, 3, int(h) * p, int(w) * p), device=device))
                 continue
             rgb = view.read_image()
-            if jitter is not None:
-                if rng is None:
-                    raise DitrError("colour jitter needs a random generator")
-                rgb = color_jitter(rgb, jitter, rng)
+            variant = jitter.variant(index) if jitter is not None else None
+            if variant is not None:
+                rgb = variant.apply(rgb, image_digest(view))
             images.append(backend.preprocess([rgb], (int(h) * p, int(w) * p), bool(flip), device=device))
         return torch.cat(images).cpu()
 
@@ -169,20 +177,41 @@ class ImageFeatureSource:
         """(D, h, w) float32 grid per view: cached, else computed (and cached when there is a cache)."""
         return self.extractor.grids(views, flips)
 
-    def _missing(self, scene: Scene, view: View, flip: bool, damaged: bool = False) -> str:
+    def _missing(self, scene: Scene, view: View, flip: bool, jitter: ColorJitter | None = None, variant: int = 0,
+                 damaged: bool = False) -> str:
+        """The error of a missing or damaged entry, with the command that fills the run's whole need
+        (``--flip`` and the jitter variants included, so that one fill is enough)."""
         s = self.settings
+        variants = jitter.variants if jitter is not None else 0
         res = self.input_size(view)
         cmd = (f"ditr features {scene.path} --model {s['model']} --cache {s['cache']} --resolution {res[0]}x{res[1]}"
                + (f" --checkpoint {s['checkpoint']}" if s.get("checkpoint") else "")
                + (" --flip" if flip else "")
+               + (f" --jitter-variants {variants} --color-jitter {','.join(f'{x:g}' for x in jitter.strength)}"
+                  if jitter is not None and variants else "")
                + (f" --precision {s['precision']}" if s.get("precision", "auto") != "auto" else ""))
-        where = (f"scene {scene.name}: features of view {view.name!r}{' (flipped)' if flip else ''} for "
-                 f"{s['model']} at {res[0]}x{res[1]} (settings {self.backend.settings})")
+        what = f"features of view {view.name!r}" + (" (flipped)" if flip else "") + (
+            f" in colour-jitter variant {variant} of {variants} (strength {list(jitter.strength)})"
+            if jitter is not None and variant else "")
+        where = f"scene {scene.name}: {what} for {s['model']} at {res[0]}x{res[1]} (settings {self.backend.settings})"
         if damaged:
             return (f"{where}: the entry in the cache {s['cache']} is damaged (its checksum does not match: "
                     f"never served). Recompute it:\n  {cmd}")
         return (f"{where} are not in the cache {s['cache']}. Fill it first:\n  {cmd}\n(the image-flip "
-                "augmentation needs --flip; vfm.precision must match the run that filled the cache)")
+                "augmentation needs --flip, images.jitter_variants K needs --jitter-variants K; vfm.precision must "
+                "match the run that filled the cache)")
+
+
+def _variants(views: Sequence[View | None], jitter: ColorJitter | None, variants: Sequence[int] | None
+              ) -> Sequence[int]:
+    """The drawn variant per view (all 0 when none were drawn), checked against the views and the jitter."""
+    if variants is None:
+        return [0] * len(views)
+    if len(variants) != len(views):
+        raise DitrError(f"{len(variants)} colour-jitter variants for {len(views)} views")
+    if jitter is None and any(variants):
+        raise DitrError("colour-jitter variants were drawn, but no colour jitter says what they are")
+    return variants
 
 
 def batch_image_table(batch: Mapping[str, Any], source: ImageFeatureSource | None, owner: str = "model"

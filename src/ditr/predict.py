@@ -188,7 +188,7 @@ def inference_config(config: RunConfig, options: PredictOptions) -> RunConfig:
         vfm.cache, vfm.online = str(options.features), False
     else:
         vfm.online = True
-    images.color_jitter = None
+    images.color_jitter, images.jitter_variants = None, 0  # (a stored config stays valid: variants need a jitter)
     if options.views == "all":
         images.eval_views = "all"
     elif options.views is not None:

@@ -4,7 +4,10 @@ See docs/design.md#projection-and-visibility.
 
 For every (view, point) pair we compute the pixel ``(u, v)`` (u = column, v = row, continuous, in the
 original image), the camera depth ``z`` and whether the point is visible: in front of the camera,
-inside the image, inside the optional depth gate, and not occluded. Occlusion is tested
+inside the image, inside the optional depth gate, and not occluded. The pixel comes from the pinhole
+model, or from the view's stored per-point ``pixels`` where the scene has them (the dataset's own
+projection, with lens distortion and rolling shutter; docs/scene-format.md#per-point-pixels): the
+depth ``z`` is then still the pose's, which those effects do not change. Occlusion is tested
 
 * against the view's depth map when it has one (``|z - depth| <= tolerance``, the reference rule), or
 * against the points themselves, by the test that suits what made them (:func:`occlusion_rule`):
@@ -93,8 +96,9 @@ class ProjectionConfig:
 class Correspondences:
     """Per (view, point) pixel coordinates, depth and visibility.
 
-    ``in_frame`` is the geometric test alone (in front, inside the image and the depth gate);
-    ``visible`` additionally passed the occlusion test, so ``in_frame & ~visible`` are occluded.
+    ``in_frame`` is the geometric test alone (in front, inside the image and the depth gate; for a
+    view with stored pixels also: the point has one); ``visible`` additionally passed the occlusion
+    test, so ``in_frame & ~visible`` are occluded. ``uv`` is meaningful only where ``in_frame``.
     ``rules`` names per view the occlusion test that ran (``depth``, ``surface``, ``scan``, ``sparse``
     or ``none``); ``warnings`` say where a test cannot be trusted (points too sparse).
     """
@@ -327,6 +331,7 @@ def compute_correspondences(
     depth_intrinsics: list[torch.Tensor | None] | None = None,
     view_names: list[str] | None = None,
     normals: torch.Tensor | None = None,
+    pixels: list[torch.Tensor | None] | None = None,
     acquisition: str | None = None,
     sensor_to_scene: torch.Tensor | None = None,
 ) -> Correspondences:
@@ -339,6 +344,8 @@ def compute_correspondences(
             colour camera's (same pose, as in registered RGB-D), else None.
         normals: optional (N, 3) point normals; the splatted test then culls back faces and
             widens its tolerance on surfaces seen at grazing angles (see ``_splat_test``).
+        pixels: per view the (N, 2) pixels the dataset projected the points to (NaN = not
+            projected), which replace the pinhole pixels of that view, or None.
         acquisition: what made the points (the scene's ``meta.json``); ``config.acquisition``
             overrides it. Picks the test for views without a depth map (:func:`occlusion_rule`).
         sensor_to_scene: (4, 4) pose of the LiDAR that scanned the points (z its spin axis), for
@@ -350,6 +357,7 @@ def compute_correspondences(
     depth_intrinsics = depth_intrinsics or [None] * nv
     view_names = view_names or [f"view{i}" for i in range(nv)]
     image_sizes = image_sizes.to(device=device, dtype=torch.long)
+    stored, stored_uv, stored_has = _stored_pixels(pixels or [None] * nv, n, view_names, device)
     has_depth = torch.tensor([d is not None for d in depth_maps], device=device)
     if config.occlusion == "depth" and not bool(has_depth.all()):
         missing = [name for name, d in zip(view_names, depth_maps) if d is None]
@@ -373,7 +381,12 @@ def compute_correspondences(
     for s in range(0, n, config.chunk_size):
         e = min(n, s + config.chunk_size)
         c_uv, c_z = project_points(pts[s:e], w2c, k, out=(uv_store[:, :, s:e], depth[:, s:e]))
+        if stored.numel():  # c_uv views uv_store: the stored pixels replace the pinhole ones in place
+            has = stored_has[:, s:e]
+            uv_store[stored, :, s:e] = torch.where(has[:, None], stored_uv[:, :, s:e], uv_store[stored, :, s:e])
         in_frame[:, s:e] = _in_image(c_uv, c_z, image_sizes, config)
+        if stored.numel():
+            in_frame[stored, s:e] &= has
     uv = uv_store.transpose(1, 2)
     visible = in_frame.clone()
     warnings: list[str] = []
@@ -424,6 +437,22 @@ def sparse_warning(views: list[str], total: int) -> str:
     return (f"{len(views)} of {total} views see points more than {SPARSE_GAP_FRACTION:.0%} of the image apart "
             f"({shown}): too sparse for any occlusion test to be trusted; points behind surfaces may count "
             "as visible there (denser points, e.g. a dense reconstruction, or depth maps fix this)")
+
+
+def _stored_pixels(pixels: list[torch.Tensor | None], n: int, view_names: list[str], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indices of the views with stored pixels, their pixels (S, 2, N) in :func:`project_points`'
+    layout with NaN as 0, whether each point has one (S, N))."""
+    for name, p in zip(view_names, pixels):
+        if p is not None and tuple(p.shape) != (n, 2):
+            raise DitrError(f"view {name}: stored pixels have shape {tuple(p.shape)}, expected ({n}, 2)")
+    index = [i for i, p in enumerate(pixels) if p is not None]
+    if not index:
+        return (torch.zeros(0, dtype=torch.long, device=device), torch.zeros((0, 2, n), device=device),
+                torch.zeros((0, n), dtype=torch.bool, device=device))
+    uv = torch.stack([p.to(device=device, dtype=torch.float32) for p in pixels if p is not None]).transpose(1, 2)
+    has = ~torch.isnan(uv).any(dim=1)
+    return torch.tensor(index, device=device), torch.nan_to_num(uv, nan=0.0), has
 
 
 def _depth_test(uv, depth, visible, views, depth_maps, depth_intrinsics, k, cfg) -> None:
@@ -542,15 +571,19 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     distance = ranges[pi, None]
     z = depth[vi, pi]
     point_uv = uv[vi, pi]
-    half = torch.zeros_like(point_uv)
     project = k[vi] @ w2c[vi, :3, :]  # (P, 3, 4)
+
+    def pinhole(x: torch.Tensor) -> torch.Tensor:  # the footprint's size, also where a view stores pixels
+        h = project[:, :, :3] @ x.unsqueeze(-1) + project[:, :, 3:]
+        return h[:, :2, 0] / h[:, 2:, 0].clamp(min=1e-6)
+
+    centre = pinhole(pts[pi])
+    half = torch.zeros_like(point_uv)
     for da in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
         for de in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
             a, e = az[pi] + da * step_az, el[pi] + de * step_el[pi]
             corner = torch.stack([e.cos() * a.cos(), e.cos() * a.sin(), e.sin()], dim=1) * distance
-            h = project[:, :, :3] @ (corner @ rotation.T + origin).unsqueeze(-1) + project[:, :, 3:]
-            corner_uv = h[:, :2, 0] / h[:, 2:, 0].clamp(min=1e-6)
-            half = torch.maximum(half, (corner_uv - point_uv).abs())
+            half = torch.maximum(half, (pinhole(corner @ rotation.T + origin) - centre).abs())
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
     # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
     # spans less of the image than its cell: no more than half-way to the next ring on it.
@@ -729,7 +762,8 @@ def _bracket_test(uv, depth, visible, use, sizes, cfg) -> torch.Tensor:
 
 def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                   device: str | torch.device = "cpu") -> Correspondences:
-    """Correspondences between a scene's points and all of its views (reads depth maps if needed)."""
+    """Correspondences between a scene's points and all of its views (reads depth maps if needed;
+    a view's stored ``pixels`` replace its pinhole projection)."""
     device = torch.device(device)
     views = scene.views
     points = torch.from_numpy(np.ascontiguousarray(scene.coord, dtype=np.float32)).to(device)
@@ -752,6 +786,8 @@ def project_scene(scene: Scene, config: ProjectionConfig = ProjectionConfig(),
                     depth_k[i] = torch.from_numpy(v.depth_intrinsics).to(device)
     normal_array = scene.attributes.get("normal")
     normals = torch.from_numpy(normal_array).to(device) if normal_array is not None else None
+    pixels = [torch.from_numpy(v.pixels).to(device) if v.pixels is not None else None for v in views]
     sensor = scene.sensor_to_scene
     return compute_correspondences(points, w2c, k, sizes, config, depth_maps, depth_k, [v.name for v in views],
-                                   normals, scene.acquisition, None if sensor is None else torch.from_numpy(sensor))
+                                   normals, pixels, scene.acquisition,
+                                   None if sensor is None else torch.from_numpy(sensor))

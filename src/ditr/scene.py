@@ -1,4 +1,4 @@
-"""The scene format, version 1.1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
+"""The scene format, version 1.2 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
 
 A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
 that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an
@@ -24,10 +24,15 @@ from .fileio import atomic_directory, atomic_save_npy, atomic_write_json
 
 VIEWS_FORMAT = "ditr.views"
 VIEWS_VERSION = 1
+#: Minor version of views.json (docs/scene-format.md#versions): minors only add optional fields, so a
+#: reader accepts every minor of its major version; 1 added per-point ``pixels``, 2 meta.json's ``acquisition``.
+VIEWS_MINOR = 2
+#: Directory of the per-view ``pixels`` arrays that :meth:`Scene.save` writes.
+PIXELS_DIR = "pixels"
 VIEWS_FILE = "views.json"
 META_FILE = "meta.json"
 COORD_FILE = "coord.npy"
-#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.1; docs/scene-format.md):
+#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.2; docs/scene-format.md):
 #: visibility picks its occlusion rule by it (docs/projection.md). ``unknown`` behaves like no entry.
 ACQUISITION_KINDS = ("lidar", "rgbd", "mesh", "mvs", "sfm", "unknown")
 
@@ -164,6 +169,41 @@ def _positive_int(value: Any, file: Path, field_name: str) -> int:
     return value
 
 
+def check_pixels(array: np.ndarray, n: int, width: int, height: int, file: Path | str, field_name: str
+                 ) -> np.ndarray:
+    """A view's per-point pixels (docs/scene-format.md#per-point-pixels) as float32 (n, 2), else a
+    SceneError naming ``file`` and ``field_name``: one row per point, each row a pixel inside the
+    ``width`` x ``height`` image or NaN, NaN (the point is not projected into the view). A row with
+    one NaN, an infinite value or a pixel outside the image is an error: the projection would use it
+    as it is, so a wrong array must not load."""
+    if array.ndim != 2 or array.shape[1:] != (2,):
+        raise SceneError(file, field_name, f"shape {array.shape}, expected ({n}, 2): one (u, v) per point")
+    if array.shape[0] != n:
+        raise SceneError(file, field_name, f"has {array.shape[0]} rows, expected {n} (one per point in {COORD_FILE})")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise SceneError(file, field_name, f"dtype {array.dtype}, expected float32 (NaN = not projected)")
+    pixels = array.astype(np.float32, copy=False)
+    missing = np.isnan(pixels)
+    half = missing[:, 0] != missing[:, 1]
+    if half.any():
+        first = int(np.flatnonzero(half)[0])
+        raise SceneError(file, field_name, f"{int(half.sum())} rows have one NaN coordinate (first: row {first}); "
+                                           "a point without a pixel is NaN, NaN")
+    infinite = np.isinf(pixels).any(axis=1)
+    if infinite.any():
+        first = int(np.flatnonzero(infinite)[0])
+        raise SceneError(file, field_name, f"{int(infinite.sum())} rows are infinite (first: row {first})")
+    u, v = pixels[:, 0], pixels[:, 1]
+    with np.errstate(invalid="ignore"):
+        outside = ~missing[:, 0] & ((u < 0) | (u >= width) | (v < 0) | (v >= height))
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise SceneError(file, field_name, f"{int(outside.sum())} rows lie outside the {width}x{height} image "
+                                           f"(first: row {first} at ({u[first]:g}, {v[first]:g})); a point the view "
+                                           "does not see is NaN, NaN")
+    return pixels
+
+
 def read_label_image(path: Path) -> np.ndarray:
     """Read a per-pixel class-id image (PNG: 255 / 65535 = ignore; ``.npy``: -1 = ignore) as int64."""
     if path.suffix == ".npy":
@@ -261,6 +301,9 @@ class View:
     image: np.ndarray | None = field(default=None, repr=False)
     depth: np.ndarray | None = field(default=None, repr=False)
     label: np.ndarray | None = field(default=None, repr=False)
+    #: (N, 2) float32 pixel (u, v) of every point of the scene in this image as the dataset itself
+    #: computed it (lens distortion, rolling shutter), NaN = not projected; None: the pinhole model.
+    pixels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def world_to_cam(self) -> np.ndarray:
@@ -415,7 +458,8 @@ class Scene:
                 continue
             attributes[name] = _validate_attribute(name, _load_npy(file, name), n, file)
         meta = cls._load_meta(path / META_FILE)
-        views = cls._load_views(path, check_images, allow_external_files) if (path / VIEWS_FILE).exists() else []
+        views = (cls._load_views(path, check_images, allow_external_files, num_points=n)
+                 if (path / VIEWS_FILE).exists() else [])
         scene = cls(coord=coord, attributes=attributes, views=views, meta=meta, path=path)
         if num_classes is not None:
             scene.check_labels(num_classes, segment)
@@ -458,7 +502,8 @@ class Scene:
         return meta
 
     @staticmethod
-    def _load_views(path: Path, check_images: bool, allow_external_files: bool = False) -> list[View]:
+    def _load_views(path: Path, check_images: bool, allow_external_files: bool = False, *,
+                    num_points: int) -> list[View]:
         file = path / VIEWS_FILE
         try:
             doc = json.loads(file.read_text())
@@ -469,12 +514,15 @@ class Scene:
         if doc.get("version") != VIEWS_VERSION:
             raise SceneError(file, "version",
                              f"unsupported version {doc.get('version')!r}; this ditr reads version {VIEWS_VERSION}")
+        minor = doc.get("minor", 0)
+        if isinstance(minor, bool) or not isinstance(minor, int) or minor < 0:
+            raise SceneError(file, "minor", f"must be a non-negative integer, got {minor!r}")
         entries = doc.get("views")
         if not isinstance(entries, list):
             raise SceneError(file, "views", "must be a list")
         views, seen = [], set()
         for i, entry in enumerate(entries):
-            views.append(_parse_view(entry, i, path, file, check_images, allow_external_files))
+            views.append(_parse_view(entry, i, path, file, check_images, allow_external_files, num_points=num_points))
             if views[-1].name in seen:
                 raise SceneError(file, f"views[{i}].name", f"duplicate view name {views[-1].name!r}")
             seen.add(views[-1].name)
@@ -499,6 +547,8 @@ class Scene:
             names.add(view.name)
             pose = finite_numbers(view.cam_to_world, (4, 4), path / VIEWS_FILE, f"{where}.cam_to_world")
             check_rigid_pose(pose, path / VIEWS_FILE, f"{where}.cam_to_world")
+            if view.pixels is not None:
+                check_pixels(np.asarray(view.pixels), n, view.width, view.height, path / VIEWS_FILE, f"{where}.pixels")
         if "acquisition" in self.meta:
             check_acquisition(self.meta["acquisition"], path / META_FILE)
         with atomic_directory(path) as tmp:
@@ -511,13 +561,14 @@ class Scene:
                 stems: set[str] = set()
                 entries = [_write_view(v, tmp, image_format, stems) for v in self.views]
                 atomic_write_json(tmp / VIEWS_FILE,
-                                  {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "views": entries})
+                                  {"format": VIEWS_FORMAT, "version": VIEWS_VERSION, "minor": VIEWS_MINOR,
+                                   "views": entries})
         self.path = path
         return path
 
 
 def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool,
-                allow_external_files: bool = False) -> View:
+                allow_external_files: bool = False, *, num_points: int) -> View:
     where = f"views[{i}]"
     if not isinstance(entry, dict):
         raise SceneError(file, where, "must be a JSON object")
@@ -552,6 +603,12 @@ def _parse_view(entry: Any, i: int, root: Path, file: Path, check_images: bool,
 
     view = View(name=name, width=width, height=height, intrinsics=k, cam_to_world=pose,
                 image_path=existing("image"), depth_path=existing("depth"), label_path=existing("label"))
+    pixels_path = existing("pixels")
+    if pixels_path is not None:
+        if pixels_path.suffix != ".npy":
+            raise SceneError(file, f"{where}.pixels", f"{entry['pixels']!r}: per-point pixels are a .npy array")
+        raw = _load_npy(pixels_path, f"{where}.pixels")
+        view.pixels = check_pixels(raw, num_points, width, height, pixels_path, f"{where}.pixels")
     if view.depth_path is not None:
         scale = entry.get("depth_scale", 1000.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
@@ -671,4 +728,9 @@ def _write_view(view: View, root: Path, image_format: str, stems: set[str]) -> d
             rel = f"labels/{safe}{view.label_path.suffix}"
             shutil.copyfile(view.label_path, root / rel)
         entry["label"] = rel
+    if view.pixels is not None:
+        (root / PIXELS_DIR).mkdir(exist_ok=True)
+        rel = f"{PIXELS_DIR}/{safe}.npy"
+        atomic_save_npy(root / rel, np.ascontiguousarray(view.pixels, dtype=np.float32))
+        entry["pixels"] = rel
     return entry

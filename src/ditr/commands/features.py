@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DitrError
+from ..vfm.color_jitter import REFERENCE_STRENGTH
 from ..vfm.registry import POS_INTERPOLATIONS, PRECISIONS, list_models
 from ._options import add_projection_arguments, projection_config
 
@@ -22,6 +23,8 @@ EXAMPLES = f"""examples:
   ditr features rooms/room_0000 --model dinov2-tiny-random-reg --cache feats/ --render pics/
   ditr features scans/* --model dinov2-vitl14-reg --checkpoint ~/weights/dinov2_vitl14_reg4_pretrain.pth \\
       --cache feats/ --resolution 420x560 --flip
+  ditr features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/ --resolution 420x560 \\
+      --flip --jitter-variants 4          # + 4 colour-jittered variants per image (images.jitter_variants: 4)
   ditr features scans/* --model dinov3-vitl16 --checkpoint ~/hf/dinov3-vitl16-pretrain-lvd1689m --cache feats/
   ditr features scans/* --model dinov2-vitb14-reg --download --cache feats/      # fetch from the hub once
   torchrun --nproc-per-node 8 -m ditr.cli features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/
@@ -44,6 +47,17 @@ def _resolution(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
+def _strength(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(0 <= v <= 1 for v in values) or values[3] > 0.5:
+        raise DitrError(f"--color-jitter must be BRIGHTNESS,CONTRAST,SATURATION,HUE in [0, 1] (hue <= 0.5), "
+                        f"e.g. 0.4,0.4,0.2,0.1; got {text!r}")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE",
                    help="scene directories (format: docs/design.md#scene-format)")
@@ -55,6 +69,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default=None, metavar="HxW",
                    help="network input size, multiples of the patch size (default: image size rounded to it)")
     p.add_argument("--flip", action="store_true", help="also cache the horizontally flipped images' features")
+    p.add_argument("--jitter-variants", type=int, default=0, metavar="K",
+                   help="also cache K colour-jittered variants of every image (and of its mirror with --flip), "
+                        "for training with images.jitter_variants: K (default 0)")
+    p.add_argument("--color-jitter", default=",".join(f"{x:g}" for x in REFERENCE_STRENGTH), metavar="B,C,S,H",
+                   help="the variants' jitter strength, as images.color_jitter (default: the reference's "
+                        "%(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16/fp16 autocast on CUDA, fp32 on CPU")
@@ -74,10 +94,14 @@ def run(args: argparse.Namespace) -> int:
     from ..cache import FeatureCache
     from ..scene import Scene
     from ..vfm.backends import build_backend
-    from ..vfm.extract import FeatureSource, ImageJob, distributed_rank_world
+    from ..vfm.color_jitter import ColorJitter
+    from ..vfm.extract import FeatureSource, distributed_rank_world, image_jobs
 
     hf_logging.disable_progress_bar()
     resolution = _resolution(args.resolution)
+    if args.jitter_variants < 0:
+        raise DitrError(f"--jitter-variants must be >= 0, got {args.jitter_variants}")
+    jitter = ColorJitter(_strength(args.color_jitter), variants=args.jitter_variants) if args.jitter_variants else None
     cache = FeatureCache(args.cache)
     settings = {"model": args.model, "checkpoint": args.checkpoint, "download": args.download,
                 "precision": args.precision, "pos_interpolation": args.pos_interpolation}
@@ -89,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if not scene.views:
             print(f"ditr features: warning: {scene.path} has no views (3D-only scene), skipped", file=sys.stderr)
     flips = (False, True) if args.flip else (False,)
-    jobs = [ImageJob(scene.name, view, flip) for scene in scenes for view in scene.views for flip in flips]
+    jobs = [job for scene in scenes for job in image_jobs(scene.name, scene.views, flips, jitter)]
     rank, world = distributed_rank_world()
     if handle.random_weights and rank == 0:
         print(f"ditr features: note: {args.model} has random weights: its features are not real DINO features",
@@ -97,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     stats = _fill_with_progress(jobs, source, rank, world)
     summary = {"model": args.model, "weights": handle.source, "random_weights": handle.random_weights,
                "device": str(backend.device), "precision": backend.precision, "cache": str(args.cache),
-               "rank": rank, "world_size": world, **stats.as_dict()}
+               "jitter_variants": args.jitter_variants, "rank": rank, "world_size": world, **stats.as_dict()}
+    if jitter is not None:
+        summary["color_jitter"] = list(jitter.strength)
     if args.render is not None and rank == 0:
         summary["renders"] = [str(p) for p in _render(scenes, source, args)]
     print(json.dumps(summary))

@@ -52,6 +52,13 @@ def _step(step: dict[str, Any]) -> str:
     return f"{step['type']}({args})"
 
 
+def _mark(row: Any, declared: str) -> str:
+    """The difference column: the declared reason, or a loud mark where there is none."""
+    if row.status == declared:
+        return f"[yellow]{row.reason}[/yellow]"
+    return "" if not row.reason and row.status != "undeclared" else "[bold red]UNDECLARED[/bold red]"
+
+
 def _summary() -> int:
     from rich.console import Console
     from rich.table import Table
@@ -59,14 +66,14 @@ def _summary() -> int:
     from ..recipe import build_card, card_names, methods_of
 
     table = Table(title="recipe cards (ditr recipe PRESET --method M for one)", title_justify="left", box=None)
-    for column in ("preset", "method", "follows", "keys", "differ", "undeclared"):
+    for column in ("preset", "method", "reference entry", "keys", "differ", "undeclared"):
         table.add_column(column, justify="right" if column in ("keys", "differ", "undeclared") else "left")
     bad = 0
     for preset in card_names():
         for method in methods_of(preset):
             card = build_card(preset, method)
             bad += len(card.undeclared)
-            table.add_row(preset, method, card.entry_config, str(len(card.rows)), str(len(card.differences)),
+            table.add_row(preset, method, card.spec.entry, str(len(card.rows)), str(len(card.differences)),
                           str(len(card.undeclared)))
     Console().print(table)
     return bad
@@ -90,19 +97,30 @@ def run(args: argparse.Namespace) -> int:
                   f"{card.entry_config} ({card.reports})")
     if card.spec.note:
         console.print(card.spec.note)
-    table = Table(show_lines=True, box=None, pad_edge=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("ours")
-    table.add_column("reference")
-    table.add_column("difference")
-    for row in card.rows:
-        if args.differences and row.status == SAME:
-            continue
-        mark = ("" if row.status == SAME else f"[yellow]{row.reason}[/yellow]" if row.status == DECLARED
-                else "[bold red]UNDECLARED[/bold red]")
-        key = row.key if row.status == SAME else f"[bold]{row.key}[/bold]"
-        table.add_row(key, show(row.ours), show(row.reference), mark)
-    console.print(table)
+    rows = [r for r in card.rows if not (args.differences and r.status == SAME)]
+    if console.width >= 150:
+        table = Table(show_lines=True, box=None, pad_edge=False)
+        for column in ("key", "ours", "reference", "difference"):
+            table.add_column(column, no_wrap=column == "key")
+        for row in rows:
+            key = row.key if row.status == SAME else f"[bold]{row.key}[/bold]"
+            table.add_row(key, show(row.ours), show(row.reference), _mark(row, DECLARED))
+        console.print(table)
+    else:  # one block per key: a four-column table would wrap every cell on a narrow terminal
+        for row in rows:
+            value = show(row.ours)
+            if row.status == SAME:
+                console.print(f"{row.key} = {value}" if "\n" not in value else
+                              f"{row.key} =\n    " + value.replace("\n", "\n    "), highlight=False)
+                continue
+            block = Table.grid(padding=(0, 1))
+            block.add_column(no_wrap=True)
+            block.add_column()
+            block.add_row("  ours:", value)
+            block.add_row("  reference:", show(row.reference))
+            block.add_row("  why:", _mark(row, DECLARED))
+            console.print(f"[bold]{row.key}[/bold]", highlight=False)
+            console.print(block, highlight=False)
     for note in card.notes:
         console.print(f"reference: {note}")
     if card.spec.method == "d-ditr":

@@ -32,6 +32,7 @@ from ..errors import ConfigError, DitrError
 from ..models.ptv3 import MAX_CHANNELS, PTv3Config, get_config
 from ..lifting import ViewFusion
 from ..projection import ProjectionConfig
+from ..vfm.color_jitter import ColorJitter
 from ..vfm.registry import POS_INTERPOLATIONS, get_spec
 from .files import apply_override, merge, read_config_files
 from .schema import check_fields, config_fields, from_mapping, to_mapping
@@ -52,6 +53,8 @@ MAX_CLASSES = 65535
 #: Largest network input side (pixels) and views per sample: sanity limits against typos.
 MAX_RESOLUTION = 8192
 MAX_VIEWS = 4096
+#: Most cached colour-jitter variants per image (each costs one more cache-full of features).
+MAX_JITTER_VARIANTS = 256
 
 
 class ModelKind(str, enum.Enum):
@@ -147,7 +150,13 @@ class DatasetConfig:
 class ImagesConfig:
     """Which frames a sample uses (``train_views`` / ``eval_views`` select them, up to
     ``views_per_sample``) and which of those a point reads its feature from (``view_strategy``),
-    at what network input size (``resolution``, H x W)."""
+    at what network input size (``resolution``, H x W).
+
+    Training colour jitter (docs/features.md#colour-jitter): ``color_jitter`` = (brightness,
+    contrast, saturation, hue) strengths or null, applied to a view with probability
+    ``color_jitter_p``; ``jitter_variants`` = K draws the jittered views from K fixed variants per
+    image, which the feature cache holds (``ditr features --jitter-variants K``); 0 jitters afresh on
+    every draw, which needs ``vfm.online``."""
 
     views_per_sample: int | None = None
     train_views: FrameSelection = "random"
@@ -156,6 +165,8 @@ class ImagesConfig:
     resolution: list[int] | None = None
     view_strategy: ViewFusion = "last"
     color_jitter: list[float] | None = None
+    color_jitter_p: float = 0.5
+    jitter_variants: int = 0
 
     def __post_init__(self) -> None:
         checks.positive_int("views_per_sample", self.views_per_sample, optional=True, high=MAX_VIEWS)
@@ -164,6 +175,17 @@ class ImagesConfig:
         if self.color_jitter is not None:  # (brightness, contrast, saturation, hue) as torchvision's ColorJitter
             checks.numbers("color_jitter", self.color_jitter, length=4, low=0, high=1)
             checks.number("color_jitter[3]", self.color_jitter[3], low=0, high=0.5)
+        checks.number("color_jitter_p", self.color_jitter_p, low=0, high=1)
+        checks.number("jitter_variants", self.jitter_variants, low=0, high=MAX_JITTER_VARIANTS, integer=True)
+        if self.jitter_variants and self.color_jitter is None:
+            raise ConfigError("", "jitter_variants", f"is {self.jitter_variants} but color_jitter is null: give the "
+                                                     "variants' strength (e.g. [0.4, 0.4, 0.2, 0.1]), or 0")
+
+    def jitter(self) -> ColorJitter | None:
+        """The training colour jitter these settings ask for; None without ``color_jitter``."""
+        if self.color_jitter is None:
+            return None
+        return ColorJitter(tuple(self.color_jitter), self.color_jitter_p, self.jitter_variants)
 
 
 @dataclass

@@ -11,7 +11,10 @@ Features come from an :class:`~ditr.image_features.ImageFeatureSource`: the on-d
 ``ditr features`` (never computed silently: a missing entry is an error that says which command
 fills it), or, with ``vfm.online``, the sample carries the views' normalised network inputs and the
 model runs the VFM itself. The run config's model kind says whether samples carry views at all
-(:attr:`RunConfig.uses_images`: not for the 3D-only PTv3, nor for D-DITR fine-tuning).
+(:attr:`RunConfig.uses_images`: not for the 3D-only PTv3, nor for D-DITR fine-tuning). With
+``images.color_jitter``, each training view draws a colour-jitter variant after the transforms
+(:meth:`ditr.vfm.color_jitter.ColorJitter.draw`): the cache's entry of that variant, or the online
+VFM's input jittered as that variant.
 """
 
 from __future__ import annotations
@@ -211,10 +214,13 @@ class SceneDataset(Dataset):
         self.features = None
         if self.use_images:
             self.features = features if features is not None else self._feature_source(config)
-        self.color_jitter = self.images.color_jitter if mode == "train" and self.use_images else None
-        if self.color_jitter is not None and not self.features.online:  # type: ignore[union-attr]
-            raise DitrError("images.color_jitter changes the images, so their features cannot come from the cache: "
-                            "set vfm.online: true, or images.color_jitter: null to train from cached features")
+        #: Training colour jitter: each view draws a variant (docs/features.md#colour-jitter); evaluation never does.
+        self.jitter = self.images.jitter() if mode == "train" and self.use_images else None
+        if self.jitter is not None and not self.jitter.variants and not self.features.online:  # type: ignore[union-attr]
+            raise DitrError("images.color_jitter with images.jitter_variants: 0 jitters every image afresh, so its "
+                            "features cannot come from the cache: cache K jittered variants per image (`ditr features "
+                            "... --jitter-variants K`) and set images.jitter_variants: K, or set vfm.online: true, or "
+                            "images.color_jitter: null to train from cached features without jitter")
 
     def _feature_source(self, config: RunConfig) -> ImageFeatureSource:
         """The data workers' source: they only read the cache or prepare images, on
@@ -298,10 +304,11 @@ class SceneDataset(Dataset):
         table = pixels = None
         if self.features is not None:
             flips, patch_grids = self._flips(fragments)
+            variants = [self.jitter.draw(rng) if v is not None else 0 for v in views] if self.jitter else None
             if self.features.online and views:
-                pixels = self.features.pixels(views, flips, patch_grids, self.color_jitter, rng)
+                pixels = self.features.pixels(views, flips, patch_grids, self.jitter, variants)
             elif not self.features.online:
-                table = self.features.cached_table(scene, views, flips, patch_grids)
+                table = self.features.cached_table(scene, views, flips, patch_grids, self.jitter, variants)
         outs = [self.finish(s, table, pixels, rng) for s in fragments]
         if split:
             item = {"fragments": outs, "origin_segment": torch.from_numpy(sample["origin_segment"]),

@@ -10,6 +10,8 @@ file per 20 s segment, named by the segment's context name)::
     SRC/training/camera_image/<context>.parquet        JPEG + vehicle pose at exposure, per (frame, camera)
     SRC/training/camera_calibration/<context>.parquet  intrinsics, extrinsic, size, per camera
     SRC/training/vehicle_pose/<context>.parquet        world_from_vehicle, per frame
+    SRC/training/lidar_camera_projection/<context>.parquet  per range-image pixel: up to two camera
+                                                       pixels, per (frame, laser); optional
     SRC/validation/...                                 the same
 
 Geometry, as the format defines it. A range image has one row per beam (row 0 = the highest
@@ -26,15 +28,24 @@ y left, z up, metres).
 Cameras are pinholes with OpenCV-style distortion. Waymo's camera frame is x forward, y left, z up;
 ``cam_to_world`` of a view is the OpenCV camera (x right, y down, z forward) in the scene frame,
 through the vehicle pose at the image's exposure (``[CameraImageComponent].pose``), which
-compensates the ego motion between the LiDAR sweep and the camera. Distortion and the cameras'
-rolling shutter are not modelled (the scene format is pinhole): see docs/datasets.md.
+compensates the ego motion between the LiDAR sweep and the camera. Where the segment has
+``lidar_camera_projection``, each view also carries the pixel Waymo projected every point to
+(``View.pixels``, docs/scene-format.md#per-point-pixels), which includes the lens distortion and the
+cameras' rolling shutter that the pinhole model leaves out; the projection uses those pixels, and the
+pose only for the camera depth. Its range images (same size as the LiDAR's) hold per pixel
+``(camera name, x, y)`` of a first and a second projection (camera name 0 = none), the first two
+cameras seeing the point in the order FRONT, FRONT_LEFT, FRONT_RIGHT, SIDE_LEFT, SIDE_RIGHT. By
+default only the first is imported, as the reference uses them (each point in at most one camera);
+``projections="both"`` keeps the second too. Frames without that data fall back to the pinhole
+model, with a warning and counts in the report.
 
 Front-camera crop (docs/design.md#views-per-dataset): the three front cameras (FRONT, FRONT_LEFT, FRONT_RIGHT,
 told apart by ``key.camera_name``) are 1920x1280, the two side cameras 1920x886. By default the importer drops
 the front images' top 394 rows, so all five cameras share 1920x886 (one aspect before the model's
 resize); the principal point moves up with the image (``c_v -= rows``), nothing else changes
 (focal lengths, ``c_u``, the pose). Cropped images are re-encoded as JPEG (see
-:func:`top_cropped_jpeg`); the side cameras' JPEGs are copied byte for byte.
+:func:`top_cropped_jpeg`); the side cameras' JPEGs are copied byte for byte. Stored pixels move up
+with the crop (``y - rows``); a point projected into the removed rows is not in the cropped view.
 
 Labels: only the TOP laser is labelled (channel 1 of the label range image = semantic class;
 channel 0, the instance id, is not imported), on about one frame in five; points of the other
@@ -52,6 +63,7 @@ from __future__ import annotations
 import difflib
 import io
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,10 +118,18 @@ _LIDAR = "[LiDARComponent]."
 _LIDAR_CALIB = "[LiDARCalibrationComponent]."
 _LIDAR_POSE = "[LiDARPoseComponent]."
 _LIDAR_SEG = "[LiDARSegmentationLabelComponent]."
+_PROJECTION = "[LiDARCameraProjectionComponent]."
 _CAMERA = "[CameraImageComponent]."
 _CAMERA_CALIB = "[CameraCalibrationComponent]."
 _VEHICLE_POSE = "[VehiclePoseComponent]."
 RETURNS = ("range_image_return1", "range_image_return2")
+#: Which of a point's two stored camera projections to import: the first only (at most one camera per
+#: point, as the reference uses them; the default), both (a point two cameras see is in both views,
+#: and the view fusion picks), or none (the pinhole model, as without lidar_camera_projection, and
+#: 8 bytes per point and view less on disk).
+PROJECTIONS = ("first", "both", "none")
+#: Channels (camera name, x, y) of the first and second projection in a lidar_camera_projection pixel.
+PROJECTION_CHANNELS = ((0, 1, 2), (3, 4, 5))
 
 
 @dataclass
@@ -127,6 +147,9 @@ class WaymoImportReport:
     missing_cameras: int = 0
     image_crop_top: dict[str, int] = field(default_factory=dict)  # camera -> top rows removed
     cropped_views: int = 0
+    stored_pixel_views: int = 0  # views with Waymo's per-point pixels (lidar_camera_projection)
+    pinhole_views: int = 0  # views projected with the pinhole model: no such data, or projections="none"
+    pinhole_frames: dict[str, int] = field(default_factory=dict)  # frames without the data: reason -> frames
 
 
 class FrameSkipped(Exception):
@@ -320,7 +343,7 @@ class _CameraCalibration:
 class _Segment:
     """The component files of one segment and its per-segment tables (calibrations, vehicle poses)."""
 
-    def __init__(self, split_dir: Path, context: str):
+    def __init__(self, split_dir: Path, context: str, stored_projections: bool = True):
         def open_(component: str, *keys: str) -> ComponentFile:
             return ComponentFile(split_dir / component / f"{context}.parquet", context, keys)
 
@@ -333,6 +356,12 @@ class _Segment:
         seg_file = split_dir / "lidar_segmentation" / f"{context}.parquet"
         # Not every segment has segmentation labels: without the file, its frames are all unlabelled.
         self.labels = open_("lidar_segmentation", KEY_TIME, KEY_LASER) if seg_file.is_file() else None
+        # Without Waymo's projections the views fall back to the pinhole model (warned and counted
+        # unless the user asked for it: ``stored_projections`` False).
+        projection_file = split_dir / "lidar_camera_projection" / f"{context}.parquet"
+        self.stored_projections = stored_projections
+        self.projection = (open_("lidar_camera_projection", KEY_TIME, KEY_LASER)
+                           if stored_projections and projection_file.is_file() else None)
         self.laser_calibrations = self._laser_calibrations(open_("lidar_calibration", KEY_LASER))
         self.camera_calibrations = self._camera_calibrations(open_("camera_calibration", KEY_CAMERA))
         self.vehicle_poses = self._vehicle_poses(open_("vehicle_pose", KEY_TIME))
@@ -396,6 +425,8 @@ class _FramePoints:
     coord: np.ndarray
     strength: np.ndarray
     segment: np.ndarray | None
+    projection: np.ndarray | None  # (N, 6) Waymo's camera projections of the points (PROJECTION_CHANNELS)
+    pinhole_reason: str | None  # why ``projection`` is None although stored projections were asked for
 
 
 def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled: bool) -> _FramePoints:
@@ -403,7 +434,10 @@ def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled:
     lidar = seg.lidar
     names = [KEY_LASER] + [f"{_LIDAR}{r}.{part}" for r in RETURNS for part in ("values", "shape")]
     table = lidar.rows(lidar.keys[KEY_TIME] == t, names)
-    coords, strengths, segments = [], [], []
+    projection_table, projection_rows = _projection_rows(seg, t)
+    coords, strengths, segments, projections = [], [], [], []
+    collect = seg.projection is not None
+    missing = "no lidar_camera_projection file" if seg.stored_projections and not collect else None
     for i in range(table.num_rows):
         laser = int(_row_value(table, KEY_LASER, i))
         where = f"frame {t} laser {LASER_NAMES.get(laser, laser)}"
@@ -428,6 +462,13 @@ def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled:
                                                           f"in {lidar.path.name} has {image.shape[:2]}")
             if pose is not None:
                 points = compensate_motion(points, pose[rows, cols].astype(np.float64), frame_from_world)
+            if collect:  # until a laser return without projections sends the frame to the pinhole model
+                projection, missing = _laser_projection(seg, projection_table, projection_rows, laser, ret,
+                                                        (rows, cols), image.shape[:2], where)
+                if projection is None:
+                    collect = False
+                else:
+                    projections.append(projection)
             coords.append(points.astype(np.float32))
             strengths.append(np.tanh(image[rows, cols, 1]).astype(np.float32))
             if labelled:
@@ -436,7 +477,67 @@ def _frame_points(seg: _Segment, t: int, frame_from_world: np.ndarray, labelled:
     if not coords or sum(len(c) for c in coords) == 0:
         raise FrameSkipped("no LiDAR points")
     return _FramePoints(np.concatenate(coords), np.concatenate(strengths),
-                        np.concatenate(segments) if labelled else None)
+                        np.concatenate(segments) if labelled else None,
+                        np.concatenate(projections) if collect else None, missing)
+
+
+def _projection_rows(seg: _Segment, t: int) -> tuple[object, dict[int, int]]:
+    """The frame's lidar_camera_projection rows (both returns) and their row index per laser."""
+    cf = seg.projection
+    if cf is None:
+        return None, {}
+    names = [KEY_LASER] + [f"{_PROJECTION}{r}.{part}" for r in RETURNS for part in ("values", "shape")]
+    table = cf.rows(cf.keys[KEY_TIME] == t, names)
+    return table, {int(laser): i for i, laser in enumerate(table.column(KEY_LASER).to_pylist())}
+
+
+def _laser_projection(seg: _Segment, table, index: dict[int, int], laser: int, ret: str,
+                      pixels: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...], where: str
+                      ) -> tuple[np.ndarray | None, str | None]:
+    """(M, 6) Waymo's camera projections of one laser return's points (its range-image ``pixels``),
+    or (None, why they are absent)."""
+    cf = seg.projection
+    assert cf is not None  # _frame_points asks only when the segment has the file
+    name = LASER_NAMES.get(laser, str(laser))
+    row = index.get(laser)
+    if row is None:
+        return None, f"no lidar_camera_projection row for laser {name}"
+    image = _tensor(table, _PROJECTION + ret, row, len(PROJECTION_CHANNELS) * 3, cf.path, where)
+    if image is None:
+        return None, f"no lidar_camera_projection {ret} for laser {name}"
+    column = f"{_PROJECTION}{ret}.values"
+    if image.shape[:2] != shape:
+        raise SceneError(cf.path, column, f"{where}: {image.shape[:2]} pixels, the range image in "
+                                          f"{seg.lidar.path.name} has {shape}")
+    projection = image[pixels][:, :6].astype(np.float32)
+    cameras = projection[:, [c for c, _, _ in PROJECTION_CHANNELS]]
+    bad = (cameras < 0) | (cameras != np.round(cameras))
+    if bad.any():
+        raise SceneError(cf.path, column, f"{where}: camera name {cameras[bad][0]:g} is not a Waymo CameraName "
+                                          "(0 = no projection, 1-5 = FRONT, FRONT_LEFT, FRONT_RIGHT, SIDE_LEFT, "
+                                          "SIDE_RIGHT)")
+    return projection, None
+
+
+def stored_pixels(projection: np.ndarray, camera: int, width: int, height: int, crop_top: int = 0,
+                  first_only: bool = False) -> np.ndarray:
+    """(N, 2) float32 pixels of the points in camera ``camera`` from their stored projections (N, 6),
+    NaN where the point has none (:data:`PROJECTION_CHANNELS`).
+
+    Pixels are kept as Waymo stores them (x along the width, y along the height, 0 = the first pixel's
+    edge, the scene format's convention), moved up by the ``crop_top`` rows removed from the image; a
+    pixel outside the ``width`` x ``height`` image (the removed rows) is no pixel. The first projection
+    wins should both name the camera.
+    """
+    pixels = np.full((len(projection), 2), np.nan, np.float32)
+    for name, x, y in (PROJECTION_CHANNELS[:1] if first_only else PROJECTION_CHANNELS[::-1]):
+        hit = projection[:, name] == camera
+        pixels[hit] = projection[hit][:, [x, y]]
+    pixels[:, 1] -= crop_top
+    with np.errstate(invalid="ignore"):
+        inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0) & (pixels[:, 1] < height)
+    pixels[~inside] = np.nan
+    return pixels
 
 
 def _pixel_pose(seg: _Segment, t: int, where: str) -> np.ndarray:
@@ -466,12 +567,13 @@ def _map_labels(semantic: np.ndarray, seg: _Segment, ret: str, where: str) -> np
     return LABEL_MAP[semantic.astype(np.int64)]
 
 
-def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path, crop_front_top: int
-                 ) -> tuple[list[View], int]:
+def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path, crop_front_top: int,
+                 projection: np.ndarray | None = None, first_only: bool = False) -> tuple[list[View], int]:
     """The frame's camera images as views (fixed camera order), and how many calibrated cameras are missing.
 
     Front cameras lose their top ``crop_front_top`` rows; an image that cannot be decoded for the crop
-    counts as missing, like one whose header cannot be read.
+    counts as missing, like one whose header cannot be read. With the points' stored ``projection``
+    each view carries their pixels (:func:`stored_pixels`).
     """
     cf = seg.camera
     image_col, pose_col = _CAMERA + "image", _CAMERA + "pose.transform"
@@ -499,10 +601,12 @@ def _frame_views(seg: _Segment, t: int, frame_from_world: np.ndarray, tmp: Path,
                 continue
         path = tmp / f"{name}.jpg"
         path.write_bytes(jpeg)
+        pixels = (None if projection is None else
+                  stored_pixels(projection, camera, calib.width, calib.height - crop, crop, first_only))
         views.append(View(name=name, width=calib.width, height=calib.height - crop,
                           intrinsics=crop_intrinsics(calib.intrinsics, crop),
                           cam_to_world=frame_from_world @ world_from_vehicle @ calib.extrinsic @ WAYMO_FROM_OPENCV,
-                          image_path=path))
+                          image_path=path, pixels=pixels))
     return views, len(seg.camera_calibrations) - len(views)
 
 
@@ -560,11 +664,13 @@ def check_crop(seg: _Segment, crop_front_top: int) -> None:
 
 
 def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: WaymoImportReport,
-                 crop_front_top: int = DEFAULT_CROP_FRONT_TOP) -> None:
+                 crop_front_top: int = DEFAULT_CROP_FRONT_TOP, projections: str = "first") -> str | None:
     """Write one frame as a scene; raises FrameSkipped for a frame without a pose or without points.
 
     Cropped front cameras are listed in ``meta.json`` as ``image_crop_top`` (camera -> rows), since
     views.json has no crop field: the images and intrinsics written are already the cropped ones.
+    Returns why the views use the pinhole model although stored projections were asked for (the
+    data is absent), else None.
     """
     frame_pose = seg.vehicle_poses.get(t)
     if frame_pose is None:
@@ -583,7 +689,8 @@ def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: W
         meta["segment"] = "segment"
         report.labelled_points += int((points.segment >= 0).sum())
     with tempfile.TemporaryDirectory(prefix=".waymo-", dir=out_dir.parent) as tmp:
-        views, missing = _frame_views(seg, t, frame_from_world, Path(tmp), crop_front_top)
+        views, missing = _frame_views(seg, t, frame_from_world, Path(tmp), crop_front_top, points.projection,
+                                      projections == "first")
         cropped = {v.name: crop_front_top for v in views if crop_front_top and v.name in FRONT_CAMERAS}
         if cropped:
             meta["image_crop_top"] = cropped
@@ -594,13 +701,19 @@ def import_frame(seg: _Segment, t: int, out_dir: Path, labelled: bool, report: W
     report.missing_cameras += missing
     report.image_crop_top.update(cropped)
     report.cropped_views += len(cropped)
+    if points.projection is None:
+        report.pinhole_views += len(views)
+    else:
+        report.stored_pixel_views += len(views)
+    return points.pinhole_reason
 
 
 def import_segment(split_dir: Path, context: str, out: Path, report: WaymoImportReport, *,
                    labelled_only: bool = True, frame_step: int = 1, max_frames: int | None = None,
-                   crop_front_top: int = DEFAULT_CROP_FRONT_TOP) -> list[str]:
-    """Import the chosen frames of one segment; returns the names of the scenes written."""
-    seg = _Segment(split_dir, context)
+                   crop_front_top: int = DEFAULT_CROP_FRONT_TOP, projections: str = "first") -> list[str]:
+    """Import the chosen frames of one segment; returns the names of the scenes written. Frames whose
+    views fall back to the pinhole model are counted in the report and named in one warning."""
+    seg = _Segment(split_dir, context, stored_projections=projections != "none")
     check_crop(seg, crop_front_top)
     frames = seg.frames()
     labelled = seg.labelled_frames()
@@ -609,17 +722,25 @@ def import_segment(split_dir: Path, context: str, out: Path, report: WaymoImport
         report.skipped_unlabelled += int((~keep).sum())
         frames = frames[keep]
     frames = frames[::frame_step][:max_frames]
-    names, skipped = [], Counter(report.skipped)
+    names, skipped, pinhole = [], Counter(report.skipped), Counter[str]()
     for t in frames.tolist():
         name = f"{context}_{t}"
         try:
-            import_frame(seg, int(t), out / name, t in labelled, report, crop_front_top)
+            reason = import_frame(seg, int(t), out / name, t in labelled, report, crop_front_top, projections)
         except FrameSkipped as exc:
             skipped[str(exc)] += 1
             continue
         names.append(name)
+        if reason is not None:
+            pinhole[reason] += 1
     report.skipped = dict(skipped)
+    report.pinhole_frames = dict(Counter(report.pinhole_frames) + pinhole)
     report.segments += 1
+    if pinhole:
+        why = "; ".join(f"{reason}: {count}" for reason, count in sorted(pinhole.items()))
+        warnings.warn(f"Waymo segment {context}: {sum(pinhole.values())} of {len(names)} frames have no stored "
+                      f"camera projections ({why}); their views use the pinhole model of the calibration, without "
+                      "lens distortion and rolling shutter (docs/datasets.md, Waymo)", stacklevel=2)
     return names
 
 
@@ -652,18 +773,21 @@ def _segments(split_dir: Path, labelled_only: bool) -> list[str]:
 
 def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True, frame_step: int = 1,
                  max_frames: int | None = None, crop_front_top: int = DEFAULT_CROP_FRONT_TOP,
-                 progress: Progress | None = None) -> WaymoImportReport:
+                 projections: str = "first", progress: Progress | None = None) -> WaymoImportReport:
     """Import every segment of SRC's splits into OUT/<context>_<timestamp>/ plus OUT/splits/<split>.txt.
 
     ``crop_front_top`` rows are removed from the top of the front cameras' images (394 in
     docs/design.md#views-per-dataset; 0 keeps every image as it is). ``progress(done, total)`` counts
     segments. Each split file lists this import's scenes plus those an earlier import listed that are
-    still in OUT, so that imports of parts of a split add up.
+    still in OUT, so that imports of parts of a split add up. ``projections`` (:data:`PROJECTIONS`)
+    picks which of each point's two stored camera projections the views carry.
     """
     src, out = Path(src), Path(out)
     check_sampling(frame_step, max_frames)
     if crop_front_top < 0:
         raise DitrError(f"--crop-front-top must be 0 (no crop) or a positive number of rows, got {crop_front_top}")
+    if projections not in PROJECTIONS:
+        raise DitrError(f"--projections must be one of {', '.join(PROJECTIONS)}, got {projections!r}")
     if not src.is_dir():
         raise DitrError(f"{src}: source directory does not exist")
     _pyarrow_parquet()
@@ -675,7 +799,8 @@ def import_waymo(src: str | Path, out: str | Path, *, labelled_only: bool = True
         scenes = []
         for context in contexts:
             scenes += import_segment(split_dir, context, out, report, labelled_only=labelled_only,
-                                     frame_step=frame_step, max_frames=max_frames, crop_front_top=crop_front_top)
+                                     frame_step=frame_step, max_frames=max_frames, crop_front_top=crop_front_top,
+                                     projections=projections)
             done += 1
             if progress is not None:
                 progress(done, total)

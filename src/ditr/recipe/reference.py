@@ -74,7 +74,8 @@ class Declared:
     reason: str
 
     def covers(self, card: str, key: str) -> bool:
-        return fnmatch.fnmatchcase(key, self.key.replace("[", "[[]")) and any(fnmatch.fnmatchcase(card, c) for c in self.cards)
+        key_matches = fnmatch.fnmatchcase(key, self.key.replace("[", "[[]"))
+        return key_matches and any(fnmatch.fnmatchcase(card, c) for c in self.cards)
 
 
 def _read(name: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 :class:`FeatureSource` is what everything downstream asks for features (lifting, training): it keys
 each request (:class:`~ditr.cache.FeatureKey`), serves hits from the cache and computes only the
-misses, batched. :func:`fill_cache` runs it over a list of images, sharded over torchrun ranks:
+misses, batched; a request may name a colour-jitter variant of the image
+(:class:`~ditr.vfm.color_jitter.JitterVariant`), whose features are keyed and computed as those of
+the jittered image. :func:`fill_cache` runs it over a list of images, sharded over torchrun ranks:
 rank r takes every world-th image, and since entries are independent files, the ranks' outputs
 merge into one cache without any communication.
 """
@@ -22,6 +24,7 @@ import torch
 from ..cache import FeatureCache, FeatureKey, image_digest
 from ..scene import Scene, View
 from .backends import VFMBackend, build_backend
+from .color_jitter import REFERENCE_STRENGTH, ColorJitter, JitterVariant
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -31,11 +34,13 @@ def distributed_rank_world() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One view's features to have in the cache (``flip``: those of the mirrored image)."""
+    """One view's features to have in the cache (``flip``: those of the mirrored image; ``jitter``:
+    those of a colour-jittered variant)."""
 
     scene: str
     view: View
     flip: bool = False
+    jitter: JitterVariant | None = None
 
 
 @dataclass
@@ -65,17 +70,20 @@ class FeatureSource:
         self.batch_size = max(1, batch_size)
         self.forward_calls = 0  # model forwards run so far (lets tests and benchmarks prove cache hits)
 
-    def key(self, view: View, flip: bool = False) -> FeatureKey:
+    def key(self, view: View, flip: bool = False, jitter: JitterVariant | None = None) -> FeatureKey:
         size = self.backend.input_size(view.height, view.width, self.resolution)
         return FeatureKey(image=image_digest(view), model=self.backend.spec.name,
                           weights=self.backend.handle.identity, size=size, flip=flip,
-                          settings=self.backend.settings)
+                          settings=self.backend.settings, jitter=jitter.tag if jitter else "")
 
     def grids(self, views: Sequence[View], flips: Sequence[bool] | None = None,
+              jitters: Sequence[JitterVariant | None] | None = None,
               on_done: Callable[[int, bool], None] | None = None) -> list[torch.Tensor]:
-        """(D, H'/p, W'/p) float32 grid per view; ``on_done(count, was_hit)`` reports progress."""
+        """(D, H'/p, W'/p) float32 grid per view (of its jittered variant where ``jitters`` names
+        one); ``on_done(count, was_hit)`` reports progress."""
         flips = list(flips) if flips is not None else [False] * len(views)
-        keys = [self.key(v, f) for v, f in zip(views, flips)]
+        jitters = list(jitters) if jitters is not None else [None] * len(views)
+        keys = [self.key(v, f, j) for v, f, j in zip(views, flips, jitters)]
         out: list[torch.Tensor | None] = [None] * len(views)
         todo: dict[tuple[tuple[int, int], bool], list[int]] = defaultdict(list)
         for i, key in enumerate(keys):
@@ -90,7 +98,10 @@ class FeatureSource:
         for (size, flip), idx in todo.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                pixels = self.backend.preprocess([views[i].read_image() for i in chunk], size, flip)
+                images = [views[i].read_image() for i in chunk]
+                images = [jitters[i].apply(img, keys[i].image) if jitters[i] else img  # type: ignore[union-attr]
+                          for i, img in zip(chunk, images)]
+                pixels = self.backend.preprocess(images, size, flip)
                 feats = self.backend.forward(pixels).cpu()
                 self.forward_calls += 1
                 for i, f in zip(chunk, feats):
@@ -100,6 +111,14 @@ class FeatureSource:
                 if on_done:
                     on_done(len(chunk), False)
         return out  # type: ignore[return-value]
+
+
+def image_jobs(scene: str, views: Sequence[View], flips: Sequence[bool] = (False,),
+               jitter: ColorJitter | None = None) -> list[ImageJob]:
+    """Every entry a scene's views need: each view as it is and, with ``jitter``, its variants
+    1..``jitter.variants``, each for every flip in ``flips``."""
+    variants = [None] + [jitter.variant(k) for k in range(1, jitter.variants + 1)] if jitter else [None]
+    return [ImageJob(scene, view, flip, variant) for view in views for flip in flips for variant in variants]
 
 
 def shard(jobs: Sequence[ImageJob], rank: int, world: int) -> list[ImageJob]:
@@ -129,7 +148,8 @@ def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, w
     for flip in (False, True):  # grouped so each forward batch shares one flip setting
         subset = [j for j in mine if j.flip == flip]
         for i in range(0, len(subset), step):
-            source.grids([j.view for j in subset[i:i + step]], [flip] * len(subset[i:i + step]), on_done=done)
+            part = subset[i:i + step]
+            source.grids([j.view for j in part], [flip] * len(part), [j.jitter for j in part], on_done=done)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if source.cache is not None:
@@ -141,17 +161,20 @@ def fill_cache(jobs: Sequence[ImageJob], source: FeatureSource, rank: int = 0, w
 
 def fill_scene_features(scenes: Sequence[str | Path], model: str, cache_dir: str | Path, *,
                         checkpoint: str | None = None, flips: Sequence[bool] = (False, True), device: str = "auto",
+                        jitter_variants: int = 0, color_jitter: Sequence[float] = REFERENCE_STRENGTH,
                         on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Cache the features of every view of the scene directories (and of their mirror images, for
-    the flip augmentation) with the VFM ``model``; what was used and done, for reports.
+    the flip augmentation, and of ``jitter_variants`` colour-jittered variants at strength
+    ``color_jitter``) with the VFM ``model``; what was used and done, for reports.
 
-    The library form of ``ditr features SCENES --model M --cache DIR --flip`` at the images' own
-    size rounded to the patch (no ``--resolution``), on one process.
+    The library form of ``ditr features SCENES --model M --cache DIR --flip [--jitter-variants K]``
+    at the images' own size rounded to the patch (no ``--resolution``), on one process.
     """
     cache = FeatureCache(cache_dir)
     backend = build_backend({"model": model, "checkpoint": checkpoint}, device, hash_memo=cache.hash_memo)
-    jobs = [ImageJob(Path(scene).name, view, flip) for scene in scenes
-            for view in Scene.load(scene, check_images=False).views for flip in flips]
+    jitter = ColorJitter(tuple(color_jitter), variants=jitter_variants) if jitter_variants else None
+    jobs = [job for scene in scenes
+            for job in image_jobs(Path(scene).name, Scene.load(scene, check_images=False).views, flips, jitter)]
     stats = fill_cache(jobs, FeatureSource(backend, cache), on_progress=on_progress)
     handle = backend.handle
     return {"model": model, "weights": handle.source, "random_weights": handle.random_weights,

@@ -9,6 +9,8 @@ appearance. See docs/synthetic.md.
 
 ``generate_room(seed)`` is a pure function of the seed; ``write_rooms`` derives one seed per room
 from ``(seed, index)`` so a room does not change when more rooms are requested.
+
+Streets scanned by a spinning LiDAR, with ground-truth visibility, are in :mod:`.outdoor`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,8 @@ class Builder:
 
     def quad_faces(self, lo: np.ndarray, hi: np.ndarray, sides: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Quads on the faces of box [lo, hi]; side (axis k, sign s) has its normal along s * e_k."""
-        verts, tris = [], []
+        verts: list[np.ndarray] = []
+        tris: list[list[int]] = []
         for k, s in sides:
             a, b = (k + 1) % 3, (k + 2) % 3
             corners = [(0, 0), (1, 0), (1, 1), (0, 1)] if s > 0 else [(0, 0), (0, 1), (1, 1), (1, 0)]
@@ -198,8 +200,8 @@ def emit(b: Builder, parts: list[Part], centre: np.ndarray, front: np.ndarray, *
     right = np.array([front[1], -front[0]])
     for part in parts:
         lo, hi = to_world(part, centre, front, base)
-        record = dict(cls=cls, instance=instance, material=part.material, front=front3, color_a=part.color_a,
-                      color_b=part.color_b, solid=True)
+        record: dict[str, Any] = dict(cls=cls, instance=instance, material=part.material, front=front3,
+                                      color_a=part.color_a, color_b=part.color_b, solid=True)
         if not part.cylinder:
             b.box(lo, hi, **record)
             continue

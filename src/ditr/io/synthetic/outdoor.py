@@ -1,16 +1,17 @@
 """Synthetic streets: a spinning-LiDAR scan, six posed cameras, and ground-truth visibility per (view, point).
 
 Each street (:mod:`.street`) is scanned by a 32- or 64-beam LiDAR (:mod:`.lidar`) on the roof of an
-ego car and photographed by a rig of six cameras around it, mounted 0.7-1.0 m away from the LiDAR
+ego car and photographed by a rig of six cameras around it, mounted 0.69-1.04 m away from the LiDAR
 (as on nuScenes' cars), so parallax makes real occlusions: a pole or a car hides, from a camera,
 surfaces the LiDAR saw behind it. Because the geometry is known exactly, so is whether each LiDAR
 point is visible from each camera: :func:`.render.true_visibility` casts a ray from the camera
 centre to the surface point. That ground truth is what an occlusion test (``ditr.projection``) can
 be measured against. See docs/synthetic.md#outdoor-scenes.
 
-The points carry what a LiDAR dataset has (coordinates, intensity as ``strength``, class and instance
-labels); no colour, normals or depth maps. ``generate_street(seed)`` is a pure function of the seed;
-``write_streets`` derives one seed per street from ``(seed, index)`` (:func:`~ditr.io.synthetic.room_seed`).
+The points carry what a LiDAR dataset has (coordinates in the LiDAR's frame, intensity as
+``strength``, class and instance labels); no colour, normals or depth maps. ``generate_street(seed)``
+is a pure function of the seed; ``write_streets`` derives one seed per street from ``(seed, index)``
+(:func:`~ditr.io.synthetic.room_seed`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .street import CLASS_NAMES, REFLECTIVITY, build_street
 from .textures import sky_color, surface_color
 
 __all__ = ["CAMERA_RIG", "CLASS_NAMES", "GENERATOR_VERSION", "GT_FILE", "LIDAR_FILE", "StreetScan",
-           "generate_street", "write_streets"]
+           "generate_street", "rig_cameras", "write_streets"]
 
 #: Bumped whenever the same seed and settings would produce a different street.
 GENERATOR_VERSION = 1
@@ -63,8 +64,10 @@ class StreetScan:
     """One street: the scene (points, views, meta) plus what the scene format cannot hold.
 
     ``visible`` and ``in_frame`` are (V, N) ground truth in view order; ``surface`` (N, 3) is where
-    each beam really met the surface (the points are moved off it by range noise); ``ring`` and
-    ``column`` index the beam (into ``meta["lidar"]["elevations_deg"]``) and the azimuth step.
+    each beam really met the surface (the points are moved off it by range noise), in the points'
+    frame (the LiDAR's: x forward, y left, z up; ``meta["lidar"]["sensor_to_world"]`` places it in
+    the street); ``ring`` and ``column`` index the beam (into ``meta["lidar"]["elevations_deg"]``)
+    and the azimuth step.
     """
 
     scene: Scene
@@ -121,24 +124,29 @@ def generate_street(seed: int, *, lidar: LidarConfig | None = None, width: int =
     segment = geometry.face_class[sweep.face]
     strength = intensity(REFLECTIVITY[segment], surface_color(geometry, sweep.surface, sweep.face),
                          geometry.face_normals[sweep.face], sweep.direction, lidar.intensity_noise, noise_rng)
-    coord = sweep.points.astype(np.float32)
+    # the scene is written in the LiDAR's frame, as LiDAR datasets are (and the outdoor recipes'
+    # rotations about the origin and point-range clips assume)
+    world_to_sensor = np.linalg.inv(sensor_to_world)
+    coord = (sweep.points @ world_to_sensor[:3, :3].T + world_to_sensor[:3, 3]).astype(np.float32)
+    surface = sweep.surface @ world_to_sensor[:3, :3].T + world_to_sensor[:3, 3]
 
     cameras = rig_cameras(sensor_to_world, width, height)
     renderings = render(geometry, mesh, cameras, background=sky_color)
-    in_frame, visible = true_visibility(geometry, mesh, cameras, coord, sweep.surface, tolerance)
-    views = [View(name=name, width=width, height=height, intrinsics=cam.intrinsics, cam_to_world=cam.cam_to_world,
-                  image=r.image, label=r.label)
+    stored = coord.astype(np.float64) @ sensor_to_world[:3, :3].T + sensor_to_world[:3, 3]  # coord.npy, in the street
+    in_frame, visible = true_visibility(geometry, mesh, cameras, stored, sweep.surface, tolerance)
+    views = [View(name=name, width=width, height=height, intrinsics=cam.intrinsics,
+                  cam_to_world=world_to_sensor @ cam.cam_to_world, image=r.image, label=r.label)
              for (name, _, _), cam, r in zip(CAMERA_RIG, cameras, renderings)]
     meta = {"dataset": DATASET_NAME, "class_names": list(CLASS_NAMES), "ignore_index": -1, "segment": "segment",
             "seed": int(seed), "generator_version": GENERATOR_VERSION,
             "lidar": {**lidar.as_meta(), "height": LIDAR_HEIGHT, "sensor_to_world": sensor_to_world.tolist(),
                       "file": LIDAR_FILE},
             "visibility_gt": {"file": GT_FILE, "tolerance": tolerance},
-            "acquisition": {"kind": "lidar", "sensor_to_scene": sensor_to_world.tolist()}}
+            "acquisition": {"kind": "lidar"}}  # in the sensor's frame
     attributes = {"strength": strength, "segment": segment.astype(np.int64),
                   "instance": geometry.face_instance[sweep.face].astype(np.int64)}
     return StreetScan(scene=Scene(coord=coord, attributes=attributes, views=views, meta=meta), visible=visible,
-                      in_frame=in_frame, surface=sweep.surface, ring=sweep.ring, column=sweep.column,
+                      in_frame=in_frame, surface=surface, ring=sweep.ring, column=sweep.column,
                       tolerance=tolerance)
 
 

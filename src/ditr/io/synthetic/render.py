@@ -59,7 +59,8 @@ def place_cameras(geometry: Geometry, items: list[tuple[np.ndarray, np.ndarray]]
     """
     size = geometry.size
     solid = geometry.part_solid
-    cameras, attempts = [], 0
+    cameras: list[Camera] = []
+    attempts = 0
     while len(cameras) < num_views:
         # keep 0.6 m from every item, relaxed step by step in a room too crowded for that
         margin = 2 * CLEARANCE * 0.5 ** (attempts // 200)
@@ -115,15 +116,15 @@ def render(geometry: Geometry, mesh: trimesh.Trimesh, cameras: list[Camera],
     """
     if not cameras:
         return []
-    origins, directions, counts = [], [], []
+    origin_parts, direction_parts, counts = [], [], []
     for cam in cameras:
         v, u = np.mgrid[0:cam.height, 0:cam.width]
         pix = np.stack([u.ravel() + 0.5, v.ravel() + 0.5, np.ones(u.size)], axis=1)
         rays_cam = pix @ np.linalg.inv(cam.intrinsics).T  # z = 1 in the camera frame
-        directions.append(rays_cam @ cam.cam_to_world[:3, :3].T)
-        origins.append(np.broadcast_to(cam.cam_to_world[:3, 3], (u.size, 3)))
+        direction_parts.append(rays_cam @ cam.cam_to_world[:3, :3].T)
+        origin_parts.append(np.broadcast_to(cam.cam_to_world[:3, 3], (u.size, 3)))
         counts.append(u.size)
-    origins, directions = np.concatenate(origins), np.concatenate(directions)
+    origins, directions = np.concatenate(origin_parts), np.concatenate(direction_parts)
     # t is the camera z because every direction has z_cam = 1
     tri, t = cast_rays(geometry, mesh, origins, directions)
     hit = tri >= 0

@@ -62,10 +62,6 @@ class _Side:
         y0, y1 = sorted((float(self.y(d0)), float(self.y(d1))))
         return np.array([x0, y0, z0]), np.array([x1, y1, z1])
 
-    @property
-    def outward(self) -> np.ndarray:
-        return np.array([0.0, float(self.sign)])
-
 
 class _Occupancy:
     """Discs (centre, radius) on the ground that items keep apart, so poles, trunks and people never overlap."""
@@ -161,7 +157,7 @@ def _buildings(b: Builder, rng: np.random.Generator, side: _Side, curb_h: float)
         width = rng.uniform(8.0, 25.0)
         if x + width > SIZE[0] - 2.0:
             return
-        yard = rng.uniform(1.0, 5.0) if rng.random() < 0.4 else 0.0
+        yard = rng.uniform(1.0, 6.0) if rng.random() < 0.5 else 0.0
         front, depth = outer + yard, rng.uniform(10.0, 16.0)
         floors = int(rng.integers(2, 7))
         top = curb_h + floors * STOREY + rng.uniform(0.3, 1.0)
@@ -193,6 +189,9 @@ def _buildings(b: Builder, rng: np.random.Generator, side: _Side, curb_h: float)
             b.box(*side.box(x, x + width, front - 0.3, front, top - 0.4, top), **trim_record)
         if yard >= 1.6 and rng.random() < 0.6:  # a hedge along the yard's front, with a gap for the entrance
             _hedge(b, rng, side, x, x + width, outer, curb_h)
+        if yard >= 3.0 and rng.random() < 0.6:  # a tree in the yard
+            d = outer + yard / 2
+            _tree(b, rng, side, rng.uniform(x + 1.5, x + width - 1.5), d, curb_h, yard / 2 + 0.3)
         x += width + (0.0 if rng.random() < 0.6 else rng.uniform(2.0, 8.0))
 
 
@@ -241,7 +240,7 @@ def _traffic_sign(b: Builder, rng: np.random.Generator, side: _Side, x: float, z
 
 
 def _trees(b: Builder, rng: np.random.Generator, side: _Side, z: float, occupied: _Occupancy) -> None:
-    """Trees in pits along the sidewalk's road side (wide sidewalks only): trunk plus one or two crown tiers."""
+    """Trees in pits along the sidewalk's road side, every 7-14 m with gaps (wide sidewalks only)."""
     if side.sidewalk < 2.8:
         return
     spacing = rng.uniform(7.0, 14.0)
@@ -249,22 +248,26 @@ def _trees(b: Builder, rng: np.random.Generator, side: _Side, z: float, occupied
     for x in np.arange(rng.uniform(3.0, spacing), SIZE[0] - 3.0, spacing):
         if rng.random() < 0.25 or not occupied.take(np.array([x, side.y(d)]), 1.5):
             continue
-        r, trunk = rng.uniform(0.12, 0.22), rng.uniform(2.8, 3.6)
-        crown_r = min(rng.uniform(1.5, 2.8), side.curb + side.sidewalk - d - 0.3)  # clear of the facades
-        crown_h = rng.uniform(2.0, 3.5)
-        bark = hsv_color(rng, (0.05, 0.1), (0.3, 0.55), (0.25, 0.4))
-        leaf_a = hsv_color(rng, (0.2, 0.33), (0.45, 0.75), (0.25, 0.45))
-        leaf_b = hsv_color(rng, (0.15, 0.25), (0.4, 0.7), (0.35, 0.55))
-        b.cylinder(*side.box(x - r, x + r, d - r, d + r, z, z + trunk + 0.3), segments=10,
-                   **_record("trunk", b.new_instance(), Material.BARK, bark))
-        crown = _record("vegetation", b.new_instance(), Material.FOLIAGE, leaf_a, leaf_b)
-        bottom = z + trunk
-        b.cylinder(*side.box(x - crown_r, x + crown_r, d - crown_r, d + crown_r, bottom, bottom + crown_h),
-                   segments=16, **crown)
-        if rng.random() < 0.6:
-            r2 = 0.65 * crown_r
-            b.cylinder(*side.box(x - r2, x + r2, d - r2, d + r2, bottom + crown_h, bottom + crown_h + r2),
-                       segments=12, **crown)
+        _tree(b, rng, side, x, d, z, side.curb + side.sidewalk - d - 0.3)  # crown clear of the facades
+
+
+def _tree(b: Builder, rng: np.random.Generator, side: _Side, x: float, d: float, z: float, max_crown: float) -> None:
+    """A trunk standing at height ``z`` and one or two crown tiers (radius at most ``max_crown``)."""
+    r, trunk = rng.uniform(0.12, 0.22), rng.uniform(2.8, 3.6)
+    crown_r, crown_h = min(rng.uniform(1.5, 2.8), max_crown), rng.uniform(2.0, 3.5)
+    bark = hsv_color(rng, (0.05, 0.1), (0.3, 0.55), (0.25, 0.4))
+    leaf_a = hsv_color(rng, (0.2, 0.33), (0.45, 0.75), (0.25, 0.45))
+    leaf_b = hsv_color(rng, (0.15, 0.25), (0.4, 0.7), (0.35, 0.55))
+    b.cylinder(*side.box(x - r, x + r, d - r, d + r, z, z + trunk + 0.3), segments=10,
+               **_record("trunk", b.new_instance(), Material.BARK, bark))
+    crown = _record("vegetation", b.new_instance(), Material.FOLIAGE, leaf_a, leaf_b)
+    bottom = z + trunk
+    b.cylinder(*side.box(x - crown_r, x + crown_r, d - crown_r, d + crown_r, bottom, bottom + crown_h),
+               segments=16, **crown)
+    if rng.random() < 0.6:
+        r2 = 0.65 * crown_r
+        b.cylinder(*side.box(x - r2, x + r2, d - r2, d + r2, bottom + crown_h, bottom + crown_h + r2),
+                   segments=12, **crown)
 
 
 def _pedestrian(b: Builder, rng: np.random.Generator, side: _Side, x: float, z: float, occupied: _Occupancy) -> None:
@@ -327,9 +330,9 @@ def _cars(b: Builder, rng: np.random.Generator, sides: list[_Side], lanes: int, 
     for side in sides:
         front = np.array([-float(side.sign), 0.0])
         if side.parking > 0:
-            rows.append((float(side.y(side.curb - side.parking / 2)), front, 0.6, 2.5, rng.uniform(0.55, 0.9)))
+            rows.append((float(side.y(side.curb - side.parking / 2)), front, 0.6, 2.5, rng.uniform(0.4, 0.85)))
         for lane in range(lanes):
-            rows.append((float(side.y((lane + 0.5) * lane_w)), front, 6.0, 30.0, 1.0))
+            rows.append((float(side.y((lane + 0.5) * lane_w)), front, 8.0, 40.0, 1.0))
     for y, front, gap_lo, gap_hi, occupancy in rows:
         x = rng.uniform(2.0, 10.0)
         while x < SIZE[0] - 8.0:
