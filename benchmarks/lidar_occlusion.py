@@ -1,4 +1,4 @@
-"""Occlusion tests on LiDAR scans against ray-cast ground truth (docs/projection.md#lidar-scans).
+"""Occlusion tests on LiDAR scans against ray-cast ground truth (docs/projection.md#lidar-scans-scan).
 
 Synthetic streets (``ditr.io.synthetic.outdoor``: a spinning 32- or 64-beam LiDAR, six cameras
 0.7-1.0 m away from it) carry the true visibility of every (view, point). For each occlusion mode
@@ -46,8 +46,8 @@ def counts(street, config: ProjectionConfig) -> tuple[dict[str, list[int]], floa
     start = time.perf_counter()
     corr = project_scene(scene, config)
     seconds = time.perf_counter() - start
-    sensor = np.asarray(scene.meta["acquisition"]["sensor_to_scene"])[:3, 3]
-    distance = np.linalg.norm(scene.coord - sensor, axis=1)
+    sensor = scene.sensor_to_scene
+    distance = np.linalg.norm(scene.coord - (0.0 if sensor is None else sensor[:3, 3]), axis=1)
     both = corr.in_frame.numpy() & street.in_frame
     called = both & ~corr.visible.numpy()
     truth = both & ~street.visible

@@ -99,14 +99,15 @@ def street():
     from ditr.io.synthetic.lidar import LidarConfig
     from ditr.io.synthetic.outdoor import generate_street
 
-    return generate_street(7, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=400, height=225)
+    return generate_street(8, lidar=LidarConfig.velodyne(32, azimuth_step_deg=0.4), width=400, height=225)
 
 
 def test_scan_rule_against_ray_cast_ground_truth(street):
-    """On a synthetic street (seed 7, not a tuning seed) the scan rule finds most point-views that
-    parallax hides and calls few visible ones hidden (measured: precision 0.76, recall 0.89), where
-    footprints from the surface spacing call 4 in 5 of their "occluded" wrongly; and the points it
-    keeps land on their own class in the rendered label images more often than without any test."""
+    """On a synthetic street (seed 8, not a tuning seed) the scan rule finds most point-views that
+    parallax hides and calls few visible ones hidden (measured: precision 0.81, recall 0.86), where
+    footprints from the surface spacing call 6 in 7 of their "occluded" wrongly (0.14 / 0.94); and the
+    points it keeps land on their own class in the rendered label images more often than without any
+    test."""
     agreement = {}
     for mode, config in (("none", ProjectionConfig(occlusion="none")), ("scan", ProjectionConfig()),
                          ("surface", ProjectionConfig(occlusion="splat"))):
@@ -115,7 +116,7 @@ def test_scan_rule_against_ray_cast_ground_truth(street):
         called, truth = both & ~corr.visible.numpy(), both & ~street.visible
         if mode == "scan":
             assert corr.rules == ["scan"] * 6
-            assert (called & truth).sum() >= 0.7 * called.sum() and (called & truth).sum() >= 0.85 * truth.sum()
+            assert (called & truth).sum() >= 0.75 * called.sum() and (called & truth).sum() >= 0.8 * truth.sum()
         if mode == "surface":
             assert (called & truth).sum() < 0.3 * called.sum()
         segment, agree, seen = street.scene.attributes["segment"], 0, 0

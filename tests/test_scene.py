@@ -219,7 +219,7 @@ def _with_pixels(tmp_path: Path) -> tuple[Path, np.ndarray]:
 def test_stored_pixels_round_trip_with_the_minor_version(tmp_path):
     path, pixels = _with_pixels(tmp_path)
     doc = json.loads((path / "views.json").read_text())
-    assert (doc["version"], doc["minor"]) == (1, 1) and doc["views"][0]["pixels"] == "pixels/cam0.npy"
+    assert (doc["version"], doc["minor"]) == (1, 2) and doc["views"][0]["pixels"] == "pixels/cam0.npy"
     loaded = Scene.load(path).views[0].pixels
     assert loaded.dtype == np.float32 and np.isnan(loaded).any()
     np.testing.assert_array_equal(loaded, pixels)

@@ -10,10 +10,11 @@ projection, with lens distortion and rolling shutter; docs/scene-format.md#per-p
 depth ``z`` is then still the pose's, which those effects do not change. Occlusion is tested
 
 * against the view's depth map when it has one (``|z - depth| <= tolerance``, the reference rule), or
-* against a depth buffer splatted from the points themselves: each point covers a small disc of
-  pixels whose radius follows its projected spacing, so that surfaces are closed and points behind
-  them fail the test. This is what makes occlusion possible for scans without depth maps and for
-  LiDAR rigs, where the reference does none.
+* against the points themselves, by the test that suits what made them (:func:`occlusion_rule`):
+  a depth buffer splatted with footprints from the surface spacing (dense surfaces) or from each
+  LiDAR return's beam cell (scans), or, for sparse clouds, whether nearer points bracket a point.
+  This is what makes occlusion possible for scans without depth maps and for LiDAR rigs, where the
+  reference does none.
 
 Everything is vectorised torch on any device; points are processed in chunks to bound memory.
 """
@@ -38,8 +39,8 @@ Rule = Literal["surface", "scan", "sparse"]
 
 #: Largest splat radius (in depth-buffer pixels); larger footprints use a coarser buffer instead.
 _MAX_SPLAT_RADIUS = 3
-#: Buffer cells written per scatter when splatting (bounds the temporary memory to ~100 MB).
-_SPLAT_CHUNK = 1 << 22
+#: Buffer cells written per scatter when splatting (bounds its temporary memory to about 150 MB).
+_SPLAT_CHUNK = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,14 @@ class ProjectionConfig:
     """How visibility is decided. Defaults follow the reference's indoor rule without depth gating.
 
     Attributes:
-        occlusion: ``auto`` uses a view's depth map when it has one and the splatted buffer
-            otherwise; ``depth`` requires depth maps; ``splat`` always splats; ``none`` skips it.
+        occlusion: ``auto`` uses a view's depth map when it has one and otherwise the test that
+            suits what made the points (:func:`occlusion_rule`); ``depth`` requires depth maps;
+            ``splat`` always splats footprints from the surface spacing; ``none`` skips it.
         depth_tolerance: metres a point may lie behind the observed surface and still count as it.
         min_depth / max_depth: depth gate in metres (ScanNet's reference uses 1.0 and 4.0).
         point_spacing: typical distance between neighbouring points in metres, which sets the
             splat footprint; estimated from the points when None.
-        splat_radius_px: a fixed splat radius in image pixels instead (right for LiDAR, whose
-            points are evenly spaced in angle rather than on surfaces).
+        splat_radius_px: a fixed splat radius in image pixels instead.
         splat_scale: footprint radius as a multiple of the projected point spacing.
         use_normals: in the splatted test, use point normals where the scene has them: points
             facing away from the camera are hidden, and the tolerance grows on grazing surfaces.
@@ -413,7 +414,8 @@ def compute_correspondences(
 
 
 def occlusion_rule(occlusion: Occlusion, acquisition: str | None) -> Rule:
-    """The occlusion test for views without a depth map: the one place that decides (docs/projection.md).
+    """The occlusion test for views without a depth map: the one place that decides
+    (docs/projection.md#choosing-the-test).
 
     With ``auto``, LiDAR scans splat each return's beam cell (``scan``, :func:`_scan_test`) and
     structure-from-motion clouds are tested by bracketing (``sparse``, :func:`_bracket_test`): their
@@ -508,7 +510,7 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
 #: Footprints of up to this many pixels per axis are splatted at full resolution by the scan test.
 _MAX_SCAN_CELLS = 4
 #: The share of its beam cell a return's footprint covers, per axis (1: all of it, up to half-way to
-#: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans).
+#: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans-scan).
 SCAN_CELL_SHARE = 1.0
 #: A return on the next ring whose range differs by at most this fraction lies on the same surface.
 _SAME_SURFACE = 0.25
@@ -569,15 +571,19 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     distance = ranges[pi, None]
     z = depth[vi, pi]
     point_uv = uv[vi, pi]
-    half = torch.zeros_like(point_uv)
     project = k[vi] @ w2c[vi, :3, :]  # (P, 3, 4)
+
+    def pinhole(x: torch.Tensor) -> torch.Tensor:  # the footprint's size, also where a view stores pixels
+        h = project[:, :, :3] @ x.unsqueeze(-1) + project[:, :, 3:]
+        return h[:, :2, 0] / h[:, 2:, 0].clamp(min=1e-6)
+
+    centre = pinhole(pts[pi])
+    half = torch.zeros_like(point_uv)
     for da in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
         for de in (-SCAN_CELL_SHARE / 2, SCAN_CELL_SHARE / 2):
             a, e = az[pi] + da * step_az, el[pi] + de * step_el[pi]
             corner = torch.stack([e.cos() * a.cos(), e.cos() * a.sin(), e.sin()], dim=1) * distance
-            h = project[:, :, :3] @ (corner @ rotation.T + origin).unsqueeze(-1) + project[:, :, 3:]
-            corner_uv = h[:, :2, 0] / h[:, 2:, 0].clamp(min=1e-6)
-            half = torch.maximum(half, (corner_uv - point_uv).abs())
+            half = torch.maximum(half, (pinhole(corner @ rotation.T + origin) - centre).abs())
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
     # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
     # spans less of the image than its cell: no more than half-way to the next ring on it.
@@ -642,8 +648,9 @@ def _strip_gaps(group: torch.Tensor, a: torch.Tensor, b: torch.Tensor, groups: i
     elevation and azimuth), per ``group`` (a view).
 
     A point's gaps along ``b`` are the distances to the nearest points before and after it in a
-    strip of ``a`` around it; the strip is half the typical gap along ``a`` to each side, and vice versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart
-    along a ring and tens between rings; scattered points alike on both axes). Typical is the ``q``
+    strip of ``a`` around it; the strip is half the typical gap along ``a`` to each side, and vice
+    versa, which a few alternating rounds settle (LiDAR rings are a few pixels apart along a ring and
+    tens between rings; scattered points alike on both axes). Typical is the ``q``
     quantile per group. Returns (gaps, neighbour indices) along b and along a, each (2, P) as
     :func:`_neighbour_gaps` gives them, then typical_b (G,) and typical_a (G,).
     """

@@ -1,4 +1,4 @@
-"""The scene format, version 1.1 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
+"""The scene format, version 1.2 (docs/design.md#scene-format): points plus posed, calibrated images in one directory.
 
 A scene directory holds per-point ``.npy`` arrays (``coord.npy`` and optional attributes, the layout
 that preprocessed datasets already use), an optional ``views.json`` describing the cameras, and an
@@ -25,14 +25,14 @@ from .fileio import atomic_directory, atomic_save_npy, atomic_write_json
 VIEWS_FORMAT = "ditr.views"
 VIEWS_VERSION = 1
 #: Minor version of views.json (docs/scene-format.md#versions): minors only add optional fields, so a
-#: reader accepts every minor of its major version; 1 added per-point ``pixels``.
-VIEWS_MINOR = 1
+#: reader accepts every minor of its major version; 1 added per-point ``pixels``, 2 meta.json's ``acquisition``.
+VIEWS_MINOR = 2
 #: Directory of the per-view ``pixels`` arrays that :meth:`Scene.save` writes.
 PIXELS_DIR = "pixels"
 VIEWS_FILE = "views.json"
 META_FILE = "meta.json"
 COORD_FILE = "coord.npy"
-#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.1; docs/scene-format.md):
+#: What made the points, as ``meta.json``'s ``acquisition.kind`` says (format 1.2; docs/scene-format.md):
 #: visibility picks its occlusion rule by it (docs/projection.md). ``unknown`` behaves like no entry.
 ACQUISITION_KINDS = ("lidar", "rgbd", "mesh", "mvs", "sfm", "unknown")
 

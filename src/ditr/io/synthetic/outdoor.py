@@ -142,8 +142,7 @@ def generate_street(seed: int, *, lidar: LidarConfig | None = None, width: int =
             "lidar": {**lidar.as_meta(), "height": LIDAR_HEIGHT, "sensor_to_world": sensor_to_world.tolist(),
                       "file": LIDAR_FILE},
             "visibility_gt": {"file": GT_FILE, "tolerance": tolerance},
-            # the points are in the LiDAR's own frame (above), so its pose in the scene is the identity
-            "acquisition": {"kind": "lidar", "sensor_to_scene": np.eye(4).tolist()}}
+            "acquisition": {"kind": "lidar"}}  # in the sensor's frame
     attributes = {"strength": strength, "segment": segment.astype(np.int64),
                   "instance": geometry.face_instance[sweep.face].astype(np.int64)}
     return StreetScan(scene=Scene(coord=coord, attributes=attributes, views=views, meta=meta), visible=visible,
