@@ -32,29 +32,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import multiprocessing
 import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/performance.md: spin-waiting on a shared CPU
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/study.py, also when not run as a script
 
 import torch  # noqa: E402
+from study import run_jobs, write_study  # noqa: E402
 
 from ditr.cache import FeatureCache  # noqa: E402
 from ditr.demo import DemoSettings, method_config  # noqa: E402
-from ditr.fileio import atomic_write_json  # noqa: E402
 from ditr.io.synthetic import ensure_rooms  # noqa: E402
+from ditr.stats import compare_arms  # noqa: E402
 from ditr.vfm.color_jitter import REFERENCE_STRENGTH  # noqa: E402
 from ditr.vfm.extract import fill_scene_features  # noqa: E402
 
-#: Two-sided 95% quantiles of Student's t by degrees of freedom (seeds - 1).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 #: ScanNet at the reference's setting: ViT-L/14 (1024 channels) at 420x560 = a 30 x 40 grid, fp16.
 SCANNET_ENTRY_BYTES = 1024 * 30 * 40 * 2
 #: Frames the reference's ScanNet pipeline exports: every 10th of the about 2.5 M frames of its 1513 scans.
@@ -103,29 +100,10 @@ def run_one(arm: str, seed: int, args: dict[str, Any], rooms: dict[str, list[str
             "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
-def interval(values: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation and the 95% t-interval of the mean (needs 2..11 values)."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if n > 1 else float("nan")
-    half = T95[n - 1] * std / math.sqrt(n) if n - 1 in T95 else float("nan")
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
-
-
 def summarise(results: list[dict[str, Any]], variants: int) -> dict[str, Any]:
     """Per arm: score statistics and step times; per jitter arm: paired differences to ``none``."""
-    by_arm = {arm: sorted((r for r in results if r["arm"] == arm), key=lambda r: r["seed"]) for arm in arms(variants)}
-    table: dict[str, Any] = {}
-    for arm, rows in by_arm.items():
-        entry: dict[str, Any] = {key: interval([r[key] for r in rows]) for key in ("val_miou", "test_miou")}
-        entry["step_seconds"] = statistics.fmean(r["step_seconds"] for r in rows)
-        entry["step_cpu_seconds"] = statistics.fmean(r["step_cpu_seconds"] for r in rows)
-        if arm != "none":
-            base = {r["seed"]: r for r in by_arm["none"]}
-            for key in ("val_miou", "test_miou"):
-                entry[f"{key}_minus_none"] = interval([r[key] - base[r["seed"]][key] for r in rows])
-        table[arm] = entry
-    return table
+    return compare_arms(results, arms(variants), ("val_miou", "test_miou"), baseline="none",
+                        averages=("step_seconds", "step_cpu_seconds"))
 
 
 def cache_costs(cache_dir: Path, rooms: list[str], vfm_model: str, variants: int) -> dict[str, Any]:
@@ -159,7 +137,7 @@ def scannet_extrapolation(variants: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="rooms, features, runs and jitter_study.json go here")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (2..11)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm (at least 2)")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run (the same for every arm)")
     parser.add_argument("--variants", type=int, default=4, help="K of the cached-K arm")
     parser.add_argument("--train-rooms", type=int, default=12)
@@ -173,8 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.train_rooms, args.eval_rooms, args.points = 2, 20, 4, 2, 4000
-    if args.seeds - 1 not in T95:
-        parser.error(f"--seeds must be 2..{max(T95) + 1}")
+    if args.seeds < 2:
+        parser.error("--seeds must be at least 2: one seed says nothing about run-to-run noise")
     args.out.mkdir(parents=True, exist_ok=True)
     total = args.train_rooms + 2 * args.eval_rooms
     paths = [str(p) for p in ensure_rooms(args.out / "rooms", total, 0, args.points, args.views)]
@@ -185,24 +163,13 @@ def main() -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     jobs = [(arm, seed) for seed in range(args.seeds) for arm in arms(args.variants)]
     threads = max(1, torch.get_num_threads() // args.jobs)
-    results = []
-    if args.jobs == 1:
-        for arm, seed in jobs:
-            results.append(run_one(arm, seed, settings, rooms, costs["vfm"], threads))
-            print(json.dumps(results[-1]), flush=True)
-    else:  # fresh interpreters: forking a process whose OpenMP threads have run can deadlock
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, arm, seed, settings, rooms, costs["vfm"], threads) for arm, seed in jobs]
-            for future in futures:
-                results.append(future.result())
-                print(json.dumps(results[-1]), flush=True)
+    results = run_jobs(run_one, jobs, (settings, rooms, costs["vfm"], threads), parallel=args.jobs)
     study = {"settings": settings, "vfm": "dinov2-tiny-random-reg (random weights)", "color_jitter":
              {"strength": list(REFERENCE_STRENGTH), "p": 0.5}, "rooms": {k: [Path(p).name for p in v]
                                                                         for k, v in rooms.items()},
              "costs": costs, "runs": results, "summary": summarise(results, args.variants),
              "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}}
-    atomic_write_json(args.out / "jitter_study.json", study)
-    print(json.dumps({"summary": study["summary"]}), file=sys.stderr, flush=True)
+    write_study(args.out / "jitter_study.json", study)
 
 
 if __name__ == "__main__":
