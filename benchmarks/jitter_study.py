@@ -43,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/performance.md: 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/study.py, also when not run as a script
 
 import torch  # noqa: E402
-from study import run_jobs, write_study  # noqa: E402
+from study import add_training_arguments, check_seeds, run_jobs, write_study  # noqa: E402
 
 from ditr.cache import FeatureCache  # noqa: E402
 from ditr.demo import DemoSettings, method_config  # noqa: E402
@@ -144,15 +144,12 @@ def main() -> None:
     parser.add_argument("--eval-rooms", type=int, default=4, help="rooms each of val and test")
     parser.add_argument("--points", type=int, default=12000)
     parser.add_argument("--views", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.004)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (only on an otherwise idle machine)")
+    add_training_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 20 steps, small rooms")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.train_rooms, args.eval_rooms, args.points = 2, 20, 4, 2, 4000
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2: one seed says nothing about run-to-run noise")
+    check_seeds(parser, args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     total = args.train_rooms + 2 * args.eval_rooms
     paths = [str(p) for p in ensure_rooms(args.out / "rooms", total, 0, args.points, args.views)]

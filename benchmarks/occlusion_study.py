@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/study.py,
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from study import run_jobs, write_study  # noqa: E402
+from study import add_training_arguments, check_seeds, run_jobs, write_study  # noqa: E402
 
 from ditr.configs import RunConfig, load_preset  # noqa: E402
 from ditr.io.synthetic import room_seed  # noqa: E402
@@ -231,15 +231,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=270)
     parser.add_argument("--azimuth-step", type=float, default=0.2, help="LiDAR azimuth step, degrees (32 beams)")
     parser.add_argument("--grid", type=float, default=0.1, help="GridSample voxel size, m")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.004)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (only on an otherwise idle machine)")
+    add_training_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 20 steps, 3/1/1 small streets")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.streets, args.width, args.height = 2, 20, [3, 1, 1], 240, 135
-    if args.seeds < 2:
-        parser.error("--seeds must be at least 2: one seed says nothing about run-to-run noise")
+    check_seeds(parser, args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     n_train, n_val, _ = args.streets

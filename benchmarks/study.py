@@ -10,6 +10,7 @@ extended by seeds) reruns only what is missing; a run cached under other setting
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import sys
@@ -76,3 +77,16 @@ def write_study(path: Path, study: dict[str, Any]) -> None:
     """Write the whole study atomically and print its ``summary`` to stderr (stdout carries the runs)."""
     atomic_write_json(path, study)
     print(json.dumps({"summary": study.get("summary")}), file=sys.stderr, flush=True)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training options every seed study shares (the small-CPU settings of the synthetic preset)."""
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.004)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (only on an otherwise idle machine)")
+
+
+def check_seeds(parser: argparse.ArgumentParser, seeds: int) -> None:
+    """A study needs at least two seeds per arm to say anything about run-to-run noise."""
+    if seeds < 2:
+        parser.error("--seeds must be at least 2: one seed says nothing about run-to-run noise")
