@@ -17,6 +17,7 @@ from ditr.demo import DemoSettings, run_demo
 from ditr.engine.logging import read_jsonl
 from ditr.engine.trainer import Callback
 from ditr.errors import DitrError
+from ditr.io.synthetic import CLASS_NAMES
 from ditr.model_files import load_model
 from ditr.models.ditr import DITRSegmentor
 from ditr.models.ptv3 import PTv3Segmentor
@@ -106,15 +107,20 @@ def test_interrupted_training_resumes_to_the_same_step_count(world):
 def test_demo_writes_results_and_pictures(tmp_path, capsys):
     settings = DemoSettings(train_rooms=2, val_rooms=1, points=2000, views=2, steps=4, batch_size=1,
                             distill_rooms=1, distill_steps=6, distill_views="mean")
-    results = run_demo(tmp_path, settings, quiet=True)
+    results = run_demo(tmp_path, settings, quiet=True, workers=2)
     saved = json.loads((tmp_path / "results.json").read_text())
-    for method in ("3d-only", "ditr"):
-        assert 0.0 <= saved["runs"][method]["miou"] <= 1.0
-        assert saved["runs"][method]["steps"] == 4
+    for method in ("3d-only", "ditr", "d-ditr"):
+        run = saved["runs"][method]
+        assert 0.0 <= run["miou"] <= 1.0 and list(run["iou"]) == list(CLASS_NAMES)  # fractions, by class name
+        assert all(v is None or 0.0 <= v <= 1.0 for v in run["iou"].values())
+        assert run["steps"] == 4
+        val = [r for r in read_jsonl(tmp_path / "runs" / method / "metrics.jsonl") if r["kind"] == "val"]
+        assert val and list(val[-1]["iou"]) == list(CLASS_NAMES) and 0.0 <= val[-1]["miou"] <= 1.0
     assert saved["runs"]["ditr"]["needs_images"] and not saved["runs"]["3d-only"]["needs_images"]
-    assert saved["vfm"]["random_weights"] is True
+    assert saved["vfm"]["random_weights"] is True and saved["mode"] == "custom" and saved["workers"] == 2
     assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions", "distillation"}
-    assert saved["runs"]["d-ditr"]["steps"] == 4 and not saved["runs"]["d-ditr"]["needs_images"]
+    assert saved["prediction_view"]["room"] == "room_0002" and saved["prediction_view"]["visible_points"] > 0
+    assert not saved["runs"]["d-ditr"]["needs_images"]
     assert -1.0 <= saved["runs"]["d-ditr"]["teacher_cosine"] <= 1.0
     # D-DITR pretraining also used the extra unlabelled room (room_0003), for its own step budget.
     assert saved["runs"]["d-ditr"]["distill_steps"] == 6 and saved["runs"]["d-ditr"]["distill_rooms"] == 3
@@ -122,6 +128,17 @@ def test_demo_writes_results_and_pictures(tmp_path, capsys):
     assert saved["rooms"]["unlabelled"] == ["room_0003"]
     for picture in results["pictures"].values():
         assert Path(picture).parent == tmp_path and Path(picture).stat().st_size > 10_000
+    # A run made in a worker process equals the same run made here, after other work in this process.
+    from ditr.demo.runs import train_run
+    from ditr.demo.settings import method_config
+
+    rooms = sorted((tmp_path / "rooms").glob("room_*"))
+    config = method_config("3d-only", settings, tmp_path / "features", saved["vfm"]["feature_dim"],
+                           saved["vfm"]["precision"], 2)
+    train_run("3d-only", config, tmp_path / "here", rooms[:2], rooms[2:3])
+    here = torch.load(tmp_path / "here" / "last.pt", weights_only=True)["model"]
+    there = torch.load(tmp_path / "runs" / "3d-only" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(here[k], there[k]) for k in there)
     # The trained DITR model evaluates from the command line, reading the same feature cache.
     model, config = load_model(tmp_path / "runs" / "ditr" / "last.pt")
     assert isinstance(model, DITRSegmentor)
@@ -130,7 +147,11 @@ def test_demo_writes_results_and_pictures(tmp_path, capsys):
                  "--out", str(out), "--plot", str(tmp_path / "iou.png"), "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["miou"] == pytest.approx(saved["runs"]["ditr"]["miou"])
-    assert json.loads(out.read_text())["confusion"] and (tmp_path / "iou.png").is_file()
+    written = json.loads(out.read_text())
+    assert written["confusion"] and (tmp_path / "iou.png").is_file()
+    assert list(written["iou"]) == list(CLASS_NAMES) and 0.0 <= written["miou"] <= 1.0
+    assert {k: v for k, v in written["iou"].items() if v is not None} == pytest.approx(
+        {k: v for k, v in saved["runs"]["ditr"]["iou"].items() if v is not None})
 
 
 def test_online_vfm_gives_the_cached_features(world):
@@ -155,7 +176,7 @@ def test_online_vfm_gives_the_cached_features(world):
 
 
 def test_demo_runs_start_afresh_when_settings_change(tmp_path):
-    from ditr.demo import _reset_runs_if_settings_changed
+    from ditr.demo.pipeline import _reset_runs_if_settings_changed
 
     runs = tmp_path / "runs"
     _reset_runs_if_settings_changed(runs, DemoSettings(steps=4))

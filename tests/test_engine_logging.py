@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from ditr.engine.logging import JsonlLogger, plot_class_iou, plot_training_curves, read_jsonl
 
@@ -41,9 +42,36 @@ def test_progress_bar_plain_lines_off_terminal(capsys):
         bar.update(1, info="loss 1.0")  # first line is printed at once
         bar.update(1, info="loss 0.5")  # rate-limited
         bar.update(1, info="loss 0.2")  # the last step always prints
-        bar.print("step 3: mIoU 50.00")
+        bar.print("step 3: mIoU 50.00%")
     with ProgressBar(3, enabled=False) as quiet:
         quiet.update(3, info="loss 0.1")
         quiet.print("nothing")
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["train 1/3  loss 1.0", "train 3/3  loss 0.2", "step 3: mIoU 50.00"]
+    assert len(lines) == 3 and lines[-1] == "step 3: mIoU 50.00%"
+    assert re.fullmatch(r"train 1/3  loss 1\.0  \[elapsed 0:0\d, ETA 0:0\d\]", lines[0]), lines[0]
+    assert re.fullmatch(r"train 3/3  loss 0\.2  \[elapsed 0:0\d, ETA 0:00\]", lines[1]), lines[1]
+
+
+def test_progress_bar_tasks_side_by_side_with_eta(capsys, monkeypatch):
+    """Tasks added to one bar (the demo's parallel runs) keep their own counts, clocks and line rate."""
+    from ditr.engine import logging as log
+
+    clock = [100.0]
+    monkeypatch.setattr(log.time, "monotonic", lambda: clock[0])
+    with log.ProgressBar(enabled=True, plain_every_s=20) as bar:
+        a = bar.add_task("train 3D-only", 400, completed=100)  # a resumed run: its ETA counts new steps only
+        b = bar.add_task("train DITR", 400)
+        clock[0] += 30
+        bar.update(task=a, completed=200, info="loss 0.5")
+        bar.update(task=b, completed=50, info="loss 1.0")
+        clock[0] += 10
+        bar.update(task=b, completed=60, info="loss 0.9")  # within 20 s of its last line: not printed
+    assert capsys.readouterr().err.splitlines() == [
+        "train 3D-only 200/400  loss 0.5  [elapsed 0:30, ETA 1:00]",
+        "train DITR 50/400  loss 1.0  [elapsed 0:30, ETA 3:30]"]
+
+
+def test_format_duration():
+    from ditr.engine.logging import format_duration
+
+    assert [format_duration(s) for s in (0, 59.6, 61, 3600 + 62)] == ["0:00", "1:00", "1:01", "1:01:02"]

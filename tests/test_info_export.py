@@ -64,9 +64,25 @@ def test_info_of_a_ditr_checkpoint(world, tmp_path, capsys):
     assert info["data"]["class_names"][:3] == ["wall", "floor", "ceiling"] and info["data"]["in_channels"] == 6
     assert info["training"]["step"] == 40 and info["metrics"]["best"]["metric"] == "miou"
     assert info["model"]["voxel_size_m"] == 0.05 and info["file"]["kind"] == "training checkpoint"
+    last = info["metrics"]["last"]  # fractions, per-class values by class name
+    assert list(last["iou"])[:3] == ["wall", "floor", "ceiling"] and 0 <= last["miou"] <= 1
     assert main(["info", str(ckpt)]) == 0
     text = capsys.readouterr().out
     assert "needs images at inference: yes" in text and "last evaluation: mIoU" in text and "whiteboard" in text
+    assert f"best miou: {100 * last['miou']:.2f}%" in text
+
+
+def test_info_names_the_per_class_lists_of_older_checkpoints(world, tmp_path, capsys):
+    """Checkpoints written before metrics were stored by class name hold lists (and class_names)."""
+    ckpt = tmp_path / "old.pt"
+    save_trained_like(ckpt, ["synthetic", "method/ptv3"])
+    state = torch.load(ckpt, weights_only=True)
+    names = list(state["metrics"]["iou"])
+    state["metrics"] = {**state["metrics"], "iou": list(state["metrics"]["iou"].values()),
+                        "acc": list(state["metrics"]["acc"].values()), "class_names": names}
+    save_training_state(ckpt, state)
+    last = info_json(capsys, ckpt)["metrics"]["last"]
+    assert list(last["iou"]) == list(last["acc"]) == names and "class_names" not in last
 
 
 def test_info_of_image_free_and_distilled_checkpoints(tmp_path, capsys):

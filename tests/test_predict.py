@@ -134,6 +134,8 @@ def test_predict_room_with_views_writes_every_file(world, tmp_path, capsys):
     assert 0 < summary["points_seen_by_camera"] < scene.num_points
     assert summary["points_unseen"] == scene.num_points - summary["points_seen_by_camera"]
     assert summary["evaluation"]["scored"] and 0 <= summary["evaluation"]["miou"] <= 1
+    iou = summary["evaluation"]["iou"]  # fractions by class name, in the model's class order
+    assert list(iou) == config.dataset.class_names and all(v is None or 0 <= v <= 1 for v in iou.values())
     assert not summary["normals_estimated"] and not summary["warnings"]
     probs = np.load(out / "probs.npy")
     assert probs.shape == (scene.num_points, 15) and np.allclose(probs.sum(1), 1, atol=1e-2)

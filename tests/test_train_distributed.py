@@ -56,8 +56,9 @@ def close(a: dict, b: dict) -> None:
     for key in ("miou", "macc", "allacc"):
         assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
     for key in ("iou", "acc"):
-        x = np.array([np.nan if v is None else v for v in a[key]], dtype=float)
-        y = np.array([np.nan if v is None else v for v in b[key]], dtype=float)
+        assert list(a[key]) == list(b[key]), key  # the same class names, in the same order
+        x = np.array([np.nan if v is None else v for v in a[key].values()], dtype=float)
+        y = np.array([np.nan if v is None else v for v in b[key].values()], dtype=float)
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=key)
 
 
@@ -130,7 +131,7 @@ def test_distributed_confusion_counts_every_labelled_point_once(distributed_run)
     record = val_record(work)
     gt = label_counts([base / "rooms" / name for name in VAL])
     assert gt.sum() == len(VAL) * POINTS
-    for c, (acc, n) in enumerate(zip(record["acc"], gt)):
+    for c, (acc, n) in enumerate(zip(record["acc"].values(), gt)):
         assert (acc is None) == (n == 0), f"class {c}: accuracy {acc} with {n} labelled points"
         if n:
             assert abs(acc * n - round(acc * n)) < 1e-6, f"class {c}: {acc} x {n} points is not a count"
@@ -139,7 +140,7 @@ def test_distributed_confusion_counts_every_labelled_point_once(distributed_run)
     # The check can tell: against rank 0's rooms alone (0 and 2) the same numbers are not counts.
     rank0 = label_counts([base / "rooms" / VAL[i] for i in (0, 2)])
     assert any(acc is not None and n and abs(acc * n - round(acc * n)) > 1e-6
-               for acc, n in zip(record["acc"], rank0)), "accuracies too degenerate to tell the shards apart"
+               for acc, n in zip(record["acc"].values(), rank0)), "accuracies too degenerate to tell the shards apart"
 
 
 def test_rank_shards_add_up_to_the_single_process_confusion(distributed_run, single_eval, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ._options import MODEL_HELP, add_model_arguments, load_options
@@ -16,7 +17,11 @@ EXAMPLES = """examples:
   ditr evaluate runs/ditr-scannet/best.pt data/scannet_val/ --tta        # the paper's test-time voting
 
 DATA are scene directories, or directories holding scene directories. Image features are read
-from the feature cache the model was trained with (override with --set vfm.cache=DIR)."""
+from the feature cache the model was trained with (override with --set vfm.cache=DIR).
+
+Printed on stdout and written by --out as JSON: {"miou", "macc", "allacc": fractions in [0, 1],
+"iou", "acc": {class name: fraction} in class order (null: class absent), ...}; --out adds the
+confusion matrix (rows ground truth). The line on stderr and the --plot chart show percent."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(args.out, {**report, "confusion": result.confusion.tolist()})
     if args.plot:
-        plot_class_iou(result.metrics["iou"], args.plot, result.metrics.get("class_names"),
-                       title=f"per-class IoU, {args.checkpoint}")
+        plot_class_iou(result.metrics["iou"], args.plot, title=f"per-class IoU, {args.checkpoint}")
+    print(f"mIoU {100 * result.metrics['miou']:.1f}%  mAcc {100 * result.metrics['macc']:.1f}%  "
+          f"allAcc {100 * result.metrics['allacc']:.1f}% on {len(scenes)} scenes", file=sys.stderr)
     print(json.dumps(report))
     return 0

@@ -35,6 +35,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
 
 
+#: Metrics stored as fractions that tables print in percent.
+PERCENT_METRICS = ("miou", "macc", "allacc")
+
+
+def _by_class(metrics: Mapping[str, Any] | None, class_names: list[str] | None) -> dict[str, Any] | None:
+    """A checkpoint's metrics with per-class values by class name, as every ditr JSON file has them
+    (checkpoints written before that hold lists, named here by the run's classes)."""
+    from ..engine.metrics import per_class
+
+    if metrics is None:
+        return None
+    out = {k: v for k, v in metrics.items() if k != "class_names"}
+    for key in ("iou", "acc"):
+        if key in out:
+            out[key] = per_class(out[key], metrics.get("class_names") or class_names)
+    return out
+
+
 def _parameters(config: RunConfig) -> dict[str, int]:
     """Parameter counts by part, from the model built on the meta device (no memory, no weights)."""
     import torch
@@ -91,7 +109,7 @@ def checkpoint_info(path: str | Path, options: LoadOptions | None = None) -> dic
                      "epochs": config.trainer.epochs, "batch_size": config.trainer.batch_size,
                      "lr": config.optim.lr, "init": config.init,
                      "scenes": "not recorded in checkpoints; see dataset root / splits"},
-        "metrics": {"best": record.get("best"), "last": record.get("metrics")},
+        "metrics": {"best": record.get("best"), "last": _by_class(record.get("metrics"), data.class_names)},
         "inference": {"needs_images": needs_images,
                       "needs": ("posed images of the scene + features of " + vfm.model
                                 if needs_images else "points only (" + ", ".join(data.input_features) + ")"),
@@ -175,14 +193,14 @@ def _print(info: Mapping[str, Any]) -> None:
     best, last = info["metrics"]["best"], info["metrics"]["last"] or {}
     if best:
         at = f" at step {best['step']}" if best.get("step") is not None else ""
-        console.print(f"best {best['metric']}: [bold]{best['value']:.4f}[/bold]{at}")
+        value = f"{100 * best['value']:.2f}%" if best["metric"] in PERCENT_METRICS else f"{best['value']:.4f}"
+        console.print(f"best {best['metric']}: [bold]{value}[/bold]{at}")
     if last.get("iou"):
-        t = Table(title=f"last evaluation: mIoU {100 * last['miou']:.2f}, mAcc {100 * last['macc']:.2f}, "
-                        f"allAcc {100 * last['allacc']:.2f}", title_justify="left")
+        t = Table(title=f"last evaluation: mIoU {100 * last['miou']:.2f}%, mAcc {100 * last['macc']:.2f}%, "
+                        f"allAcc {100 * last['allacc']:.2f}%", title_justify="left")
         t.add_column("class")
         t.add_column("IoU %", justify="right")
-        names = last.get("class_names") or data["class_names"] or [str(i) for i in range(len(last["iou"]))]
-        for cls, iou in zip(names, last["iou"]):
+        for cls, iou in last["iou"].items():
             t.add_row(cls, "n/a" if iou is None else f"{100 * iou:.1f}")
         console.print(t)
     elif not best:

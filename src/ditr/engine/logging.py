@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,33 +72,76 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
-class ProgressBar:
-    """A rich progress bar over training steps, shown on rank 0 unless disabled (``quiet``).
+def format_duration(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``), the form of rich's elapsed / remaining columns."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
-    Everything goes to stderr, keeping stdout for the commands' JSON lines. When it is not a
-    terminal (a batch job's log file) an animated bar would show
-    nothing until the end, so a plain status line is printed instead, at most every
-    ``plain_every_s`` seconds. Disabled bars accept the same calls and do nothing.
+
+@dataclass
+class _Task:
+    """One line of progress: what it counts, how far it is and since when (for the ETA)."""
+
+    description: str
+    total: int
+    completed: int
+    started: float
+    start_completed: int
+    last_plain: float = -math.inf
+    rich_id: Any = None
+
+    def eta(self, now: float) -> str:
+        """Remaining time at the rate of this session's steps (a resumed run's earlier steps do not count)."""
+        done, left = self.completed - self.start_completed, self.total - self.completed
+        if left <= 0:
+            return "0:00"
+        return format_duration(left * (now - self.started) / done) if done > 0 else "?"
+
+
+class ProgressBar:
+    """Rich progress bars with elapsed time and ETA, shown on rank 0 unless disabled (``quiet``).
+
+    A bar is a task: the constructor's (``total`` steps of training) and any added with
+    :meth:`add_task` (the demo's runs going on side by side). Everything goes to stderr, keeping
+    stdout for the commands' JSON lines. When it is not a terminal (a batch job's or CI's log file)
+    an animated bar would show nothing until the end, so plain lines ``description done/total
+    info  [elapsed m:ss, ETA m:ss]`` are printed instead, per task at most every ``plain_every_s``
+    seconds (the first and the last step always). Disabled bars accept the same calls and do nothing.
     """
 
-    def __init__(self, total: int, completed: int = 0, description: str = "train",
+    def __init__(self, total: int | None = None, completed: int = 0, description: str = "train",
                  enabled: bool = True, plain_every_s: float = 30.0):
-        self._progress = self._console = None
-        self.total, self.completed, self.description = total, completed, description
-        self.plain_every_s, self._last_plain = plain_every_s, -math.inf
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        self._progress: Any = None
+        self._console: Any = None
+        self._tasks: list[_Task] = []
+        self.plain_every_s = plain_every_s
+        if enabled:
+            from rich.console import Console
 
-        self._console = Console(stderr=True)
-        if not self._console.is_terminal:
-            return
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[info]}"), console=self._console)
-        self._task = self._progress.add_task(description, total=total, completed=completed, info="")
+            self._console = Console(stderr=True)
+            if self._console.is_terminal:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn, TimeRemainingColumn)
+
+                self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                          MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+                                          TextColumn("ETA"), TimeRemainingColumn(),
+                                          TextColumn("{task.fields[info]}"), console=self._console)
+        if total is not None:
+            self.add_task(description, total, completed)
+
+    @property
+    def enabled(self) -> bool:
+        return self._console is not None
+
+    def add_task(self, description: str, total: int, completed: int = 0) -> int:
+        """A new bar; returns its id for :meth:`update`."""
+        task = _Task(description, total, completed, time.monotonic(), completed)
+        if self._progress is not None:
+            task.rich_id = self._progress.add_task(description, total=total, completed=completed, info="")
+        self._tasks.append(task)
+        return len(self._tasks) - 1
 
     def __enter__(self) -> ProgressBar:
         if self._progress is not None:
@@ -108,24 +152,31 @@ class ProgressBar:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, advance: int = 1, info: str | None = None) -> None:
-        self.completed += advance
+    def update(self, advance: int = 1, info: str | None = None, task: int = 0,
+               completed: int | None = None) -> None:
+        """Move a bar by ``advance`` steps (or to ``completed``); ``info`` is shown beside it (off a
+        terminal, only calls with ``info`` print a line)."""
+        if not self._tasks:
+            return
+        state = self._tasks[task]
+        state.completed = completed if completed is not None else state.completed + advance
         if self._progress is not None:
-            fields: dict[str, Any] = {"advance": advance}
+            fields: dict[str, Any] = {"completed": state.completed}
             if info is not None:
                 fields["info"] = info
-            self._progress.update(self._task, **fields)
+            self._progress.update(state.rich_id, **fields)
         elif self._console is not None and info is not None:
             now = time.monotonic()
-            if now - self._last_plain >= self.plain_every_s or self.completed >= self.total:
-                self._last_plain = now
-                self._console.print(f"{self.description} {self.completed}/{self.total}  {info}",
-                                    highlight=False)
+            if now - state.last_plain >= self.plain_every_s or state.completed >= state.total:
+                state.last_plain = now
+                text = f"{state.description} {state.completed}/{state.total}" + (f"  {info}" if info else "")
+                self._console.print(f"{text}  [elapsed {format_duration(now - state.started)}, "
+                                    f"ETA {state.eta(now)}]", highlight=False, markup=False, soft_wrap=True)
 
     def print(self, message: str) -> None:
-        """A line above the bar (e.g. validation results)."""
+        """A line above the bars (e.g. validation results, a stage header)."""
         if self._console is not None:
-            self._console.print(message, highlight=False)
+            self._console.print(message, highlight=False, soft_wrap=True)  # one log line, however long
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
@@ -162,13 +213,19 @@ def plot_training_curves(records: Iterable[Mapping[str, Any]], path: str | Path)
     return _save_figure(fig, path)
 
 
-def plot_class_iou(iou: Sequence[float | None], path: str | Path,
+def plot_class_iou(iou: Mapping[str, float | None] | Sequence[float | None], path: str | Path,
                    class_names: Sequence[str] | None = None, title: str = "per-class IoU") -> Path:
-    """Horizontal bars of IoU per class; classes without data (None/NaN) are marked n/a."""
+    """Horizontal bars of IoU per class, in percent; classes without data (None/NaN) are marked n/a.
+
+    ``iou`` is a metrics dict's ``"iou"`` (fractions by class name) or a list named by ``class_names``.
+    """
     from matplotlib.figure import Figure
 
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
-    values = [v if v is not None and math.isfinite(v) else None for v in iou]
+    from .metrics import per_class
+
+    by_class = per_class(iou, class_names)
+    names = list(by_class)
+    values = [v if v is not None and math.isfinite(v) else None for v in by_class.values()]
     fig = Figure(figsize=(7, 0.9 + 0.22 * len(names)), layout="constrained")
     ax = fig.subplots()
     ys = range(len(names))
@@ -179,7 +236,7 @@ def plot_class_iou(iou: Sequence[float | None], path: str | Path,
     finite = [v for v in values if v is not None]
     mean = sum(finite) / len(finite) if finite else float("nan")
     ax.set(yticks=list(ys), yticklabels=names, xlim=(0, 105), xlabel="IoU (%)",
-           title=f"{title} (mIoU {100 * mean:.1f})")
+           title=f"{title} (mIoU {100 * mean:.1f}%)")
     ax.tick_params(axis="y", labelsize=7)
     ax.invert_yaxis()
     return _save_figure(fig, path)

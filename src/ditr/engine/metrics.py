@@ -7,7 +7,7 @@ columns are predictions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,10 +45,13 @@ def all_reduce_confusion(conf: Tensor) -> Tensor:
 def segmentation_metrics(conf: Tensor, class_names: Sequence[str] | None = None) -> dict:
     """mIoU, mAcc, allAcc and per-class IoU / accuracy from a confusion matrix.
 
-    A class absent from both ground truth and prediction has IoU NaN (and accuracy NaN when absent
-    from the ground truth) and is left out of the means, so a validation subset without some
-    classes is not penalised for them. Values are plain floats, ready for JSON (NaN -> null is the
-    logger's job).
+    Every value is a fraction in [0, 1] (pictures and printed text show percent). Per-class values
+    are dicts by class name in class order (``"0"``, ``"1"`` ... without names), so every JSON file
+    that holds them (``metrics.jsonl``, ``ditr evaluate --out``, ``ditr predict``'s summary, the
+    demo's ``results.json``) reads the same way. A class absent from both ground truth and
+    prediction has IoU NaN (and accuracy NaN when absent from the ground truth) and is left out of
+    the means, so a validation subset without some classes is not penalised for them. Values are
+    plain floats, ready for JSON (NaN -> null is the logger's job).
     """
     conf = conf.double()
     tp = conf.diag()
@@ -57,18 +60,26 @@ def segmentation_metrics(conf: Tensor, class_names: Sequence[str] | None = None)
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
     acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, float("nan")))
     total = conf.sum()
-    metrics = {
+    if class_names is not None and len(class_names) != conf.shape[0]:
+        raise ValueError(f"{len(class_names)} class names for {conf.shape[0]} classes")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(conf.shape[0])]
+    return {
         "miou": _nanmean(iou),
         "macc": _nanmean(acc),
         "allacc": float(tp.sum() / total) if total > 0 else float("nan"),
-        "iou": iou.tolist(),
-        "acc": acc.tolist(),
+        "iou": dict(zip(names, iou.tolist())),
+        "acc": dict(zip(names, acc.tolist())),
     }
-    if class_names is not None:
-        if len(class_names) != conf.shape[0]:
-            raise ValueError(f"{len(class_names)} class names for {conf.shape[0]} classes")
-        metrics["class_names"] = list(class_names)
-    return metrics
+
+
+def per_class(values: Mapping[str, float | None] | Sequence[float | None],
+              class_names: Sequence[str] | None = None) -> dict[str, float | None]:
+    """Per-class values as a dict by class name, also from the lists that files written before
+    ditr stored them by name hold (named by ``class_names`` when given, else by index)."""
+    if isinstance(values, Mapping):
+        return dict(values)
+    names = list(class_names) if class_names and len(class_names) == len(values) else None
+    return {(names[i] if names else str(i)): v for i, v in enumerate(values)}
 
 
 def _nanmean(values: Tensor) -> float:

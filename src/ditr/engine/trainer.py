@@ -323,9 +323,9 @@ class Trainer:
                 self.best = {"metric": self.config.best_metric, "value": value, "step": self.step}
                 is_best = True
         if "miou" in result.metrics:
-            self._bar.print(f"step {self.step}: mIoU {100 * result.metrics['miou']:.2f}  "
-                            f"mAcc {100 * result.metrics['macc']:.2f}  "
-                            f"allAcc {100 * result.metrics['allacc']:.2f}")
+            self._bar.print(f"step {self.step}: mIoU {100 * result.metrics['miou']:.2f}%  "
+                            f"mAcc {100 * result.metrics['macc']:.2f}%  "
+                            f"allAcc {100 * result.metrics['allacc']:.2f}%")
         if self.config.plots and self.info.is_main:
             self.plot()
         for cb in self.callbacks:
@@ -429,8 +429,7 @@ class Trainer:
         with preserved_rng():
             plot_training_curves(read_jsonl(self.logger.path), self.work_dir / "curves.png")
             if self.last_metrics and "iou" in self.last_metrics:
-                plot_class_iou(self.last_metrics["iou"], self.work_dir / "class_iou.png",
-                               self.last_metrics.get("class_names"))
+                plot_class_iou(self.last_metrics["iou"], self.work_dir / "class_iou.png")
 
     # ----- helpers --------------------------------------------------------------------------
 

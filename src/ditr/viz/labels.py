@@ -1,12 +1,14 @@
-"""Per-point class labels as pictures: ground truth beside predictions, seen from a camera and from above.
+"""Per-point class labels as pictures: ground truth beside predictions, seen from inside the scene.
 
 The camera panels draw the points a view sees (with the occlusion test) in class colours over a
 dimmed copy of the image, which is where appearance-only classes (a picture on a wall) show; the
-top-down panels show a cut-away plan of the scene (points near the ceiling left out).
+wide-angle panels show the same labels from the same spot with a wider field of view, so the walls
+and what hangs on them are seen in context (a view from above would hide them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,45 +38,96 @@ def _colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Colours of the comparison panel: only the first method right, only the second, both, neither.
+COMPARE_COLORS = np.array([[0.10, 0.75, 0.20], [0.90, 0.15, 0.15], [0.80, 0.80, 0.80], [0.35, 0.35, 0.35]])
+#: Horizontal field of view (degrees) and size (pixels) of the wide-angle panels.
+WIDE_FOV, WIDE_SIZE = 100.0, (480, 360)
+#: Gaps between points up to this many pixels wide are closed in the wide-angle panels.
+WIDE_FILL = 3
+
+
+def _paint(uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, shape: tuple[int, int], focal: float,
+           spacing: float, background: np.ndarray, fill: int = 0) -> np.ndarray:
+    """``background`` (H, W, 3 floats) with the points drawn as squares about their spacing wide at
+    their depth (so surfaces close), the nearest point on top; gaps up to ``fill`` pixels wide take
+    their neighbours' colour (randomly sampled points leave holes a plain background would show)."""
+    from .render import MAX_SPLAT, _fill_holes, _splat
+
+    radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT).astype(np.int64)
+    cells, paint = _splat(uv, depth, colors, shape, radius)
+    image = background.reshape(-1, 3).copy()
+    image[cells] = paint
+    filled = np.zeros(image.shape[0], bool)
+    filled[cells] = True
+    return _fill_holes(image.reshape(*shape, 3), filled.reshape(shape), fill)
+
+
+def _wide_camera(cam_to_world: np.ndarray, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(uv, depth, in-frame mask) of the points seen by a wide-angle pinhole camera with the pose
+    ``cam_to_world`` (OpenCV axes), and its focal length in pixels. Occlusion is left to the
+    painter (nearest point on top)."""
+    width, height = WIDE_SIZE
+    focal = width / 2 / np.tan(np.radians(WIDE_FOV) / 2)
+    cam = (coord - cam_to_world[:3, 3]) @ cam_to_world[:3, :3]
+    depth = cam[:, 2]
+    front = depth > 0.05
+    uv = np.stack([focal * cam[:, 0] / np.where(front, depth, 1) + width / 2,
+                   focal * cam[:, 1] / np.where(front, depth, 1) + height / 2], 1)
+    ok = front & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+    return uv, depth, ok, focal
+
+
 def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], class_names: Sequence[str],
-                            path: str | Path, view: int = 0, title: str | None = None) -> Path:
-    """One PNG: row 1 the view's image and each labelling seen from that camera; row 2 from above.
+                            path: str | Path, view: int = 0, title: str | None = None,
+                            compare: tuple[str, str] | None = None) -> Path:
+    """One PNG of a scene seen from inside, from camera ``view``: row 1 its image and each labelling
+    of the points it sees painted over it; row 2 the same labellings from a wide-angle camera at the
+    same spot (walls, doors and floor in context).
 
     ``labels`` maps a panel title ("ground truth", "ditr" ...) to (N,) class ids (-1 = ignore).
+    ``compare=(a, b)`` with a "ground truth" entry adds a wide panel of where ``a`` is right and
+    ``b`` wrong (green) and the reverse (red).
     """
+    import torch
+
+    from ..projection import estimate_point_spacing
+
+    if not scene.views:
+        raise ValueError(f"{scene.name}: a scene without views cannot be drawn from a camera")
     palette = class_colors(len(class_names))
     panels = list(labels.items())
     ncols = len(panels) + 1
-    has_view = bool(scene.views)
-    fig = Figure(figsize=(4.2 * ncols, 3.6 * (2 if has_view else 1) + 0.9), layout="constrained")
-    axes = fig.subplots(2 if has_view else 1, ncols, squeeze=False)
+    fig = Figure(figsize=(3.6 * ncols, 6.4), layout="constrained")
+    axes = fig.subplots(2, ncols, squeeze=False)
     coord = scene.coord
-    if has_view:
-        v = scene.views[view]
-        image = v.read_image()
-        corr = project_scene(scene, ProjectionConfig())
-        vis = corr.visible[view].numpy()
-        uv = corr.uv[view].numpy()[vis]
-        axes[0, 0].imshow(image)
-        axes[0, 0].set_title(f"image ({v.name})")
-        for ax, (name, lab) in zip(axes[0, 1:], panels):
-            ax.imshow((image * 0.35).astype(np.uint8))
-            ax.scatter(uv[:, 0], uv[:, 1], s=4, c=_colors(lab[vis], palette), marker="s", linewidths=0)
-            ax.set_title(name)
-        for ax in axes[0]:
-            ax.set_xlim(0, v.width)
-            ax.set_ylim(v.height, 0)
-            ax.axis("off")
-    row = axes[-1]
-    cut = coord[:, 2] < coord[:, 2].max() - 0.25  # cut-away: drop the ceiling
-    order = np.argsort(coord[cut, 2])  # draw low points first, so furniture tops stay on top
-    xy = coord[cut][order]
-    row[0].axis("off")
-    row[0].text(0.0, 0.5, "top-down, cut away\nbelow the ceiling", fontsize=11, va="center")
-    for ax, (name, lab) in zip(row[1:], panels):
-        ax.scatter(xy[:, 0], xy[:, 1], s=1.5, c=_colors(lab[cut][order], palette), linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_title(f"{name} (top-down)")
+    spacing = estimate_point_spacing(torch.from_numpy(coord))
+    v = scene.views[view]
+    image = v.read_image().astype(np.float64) / 255
+    corr = project_scene(dataclasses.replace(scene, views=[v]), ProjectionConfig())
+    vis = corr.visible[0].numpy()
+    uv, depth = corr.uv[0].numpy()[vis], corr.depth[0].numpy()[vis]
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title(f"image ({v.name})")
+    for ax, (name, lab) in zip(axes[0, 1:], panels):
+        ax.imshow(_paint(uv, depth, _colors(lab[vis], palette), image.shape[:2], float(v.intrinsics[0, 0]),
+                         spacing, image * 0.35))
+        ax.set_title(name)
+    wide_uv, wide_depth, ok, focal = _wide_camera(v.cam_to_world, coord)
+    order = np.flatnonzero(ok)
+    blank = np.ones((WIDE_SIZE[1], WIDE_SIZE[0], 3))
+    for ax, (name, lab) in zip(axes[1, 1:], panels):
+        ax.imshow(_paint(wide_uv[order], wide_depth[order], _colors(lab[order], palette), blank.shape[:2],
+                         focal, spacing, blank, WIDE_FILL))
+        ax.set_title(f"{name}, wide angle ({WIDE_FOV:.0f} deg)")
+    if compare is not None and "ground truth" in labels:
+        gt = labels["ground truth"]
+        a_ok, b_ok = labels[compare[0]] == gt, labels[compare[1]] == gt
+        kind = np.select([a_ok & ~b_ok, b_ok & ~a_ok, a_ok & b_ok], [0, 1, 2], 3)
+        axes[1, 0].imshow(_paint(wide_uv[order], wide_depth[order], COMPARE_COLORS[kind[order]], blank.shape[:2],
+                                 focal, spacing, blank, WIDE_FILL))
+        axes[1, 0].set_title(f"green: only {compare[0]} right, red: only {compare[1]} right\n"
+                             "light grey: both right, dark grey: both wrong", fontsize=8)
+    for ax in axes.ravel():
         ax.axis("off")
     present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < len(class_names)})
     fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],

@@ -16,7 +16,7 @@ Streets scanned by a spinning LiDAR, with ground-truth visibility, are in :mod:`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,12 +90,15 @@ def write_rooms(out_dir: str | Path, scenes: int, seed: int, *, image_format: st
 
 
 def ensure_rooms(directory: str | Path, count: int, seed: int, points: int, views: int,
-                 on_room: Callable[[], None] | None = None) -> list[Path]:
+                 on_room: Callable[[], None] | None = None, indices: Sequence[int] | None = None) -> list[Path]:
     """Rooms ``room_0000``... of a set (``seed``) and size in ``directory``, generated only where
-    missing or made with other settings, so repeated runs (the demo, tests, benchmarks) reuse them."""
+    missing or made with other settings, so repeated runs (the demo, tests, benchmarks) reuse them.
+
+    ``indices`` limits the work to those rooms of the ``count`` (a worker's share: each room
+    depends on its index alone, so rooms made apart equal rooms made in one go)."""
     directory = Path(directory)
     paths = []
-    for i in range(count):
+    for i in (range(count) if indices is None else indices):
         path = directory / f"room_{i:04d}"
         meta = path / "meta.json"
         m = json.loads(meta.read_text()) if meta.is_file() else {}
