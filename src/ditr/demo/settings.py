@@ -60,15 +60,16 @@ class Mode:
 
     name: str
     settings: dict[str, Any]
-    #: Wall time measured on this project's 2-core machine (see docs/demo.md, "Time").
+    #: The time to expect, as docs/demo.md#time derives it.
     expected: str
     is_result: bool
 
 
 MODES = {
-    "smoke": Mode("smoke", SMOKE, "about 2 minutes", is_result=False),
-    "quick": Mode("quick", QUICK, "about 7-9 minutes on 2 idle CPU cores", is_result=True),
-    "full": Mode("full", {}, "about 30 minutes on 2 idle CPU cores", is_result=True),
+    "smoke": Mode("smoke", SMOKE, "about 2 minutes on 2 idle CPU cores (3 CPU-minutes of work)", is_result=False),
+    "quick": Mode("quick", QUICK, "about 6-8 minutes on 2 idle CPU cores (estimated, docs/demo.md#time)",
+                  is_result=True),
+    "full": Mode("full", {}, "roughly 3x the quick demo (not measured)", is_result=True),
 }
 
 
