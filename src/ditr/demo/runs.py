@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,8 +93,12 @@ def train_run(name: str, config: RunConfig, work_dir: Path, train_rooms: list[Pa
 
     report("start", name)
     t0 = time.perf_counter()
-    summary = train(config, work_dir, train_scenes=train_rooms, val_scenes=val_rooms, init=init, quiet=True,
-                    callbacks=[ReportProgress(name)])
+    with warnings.catch_warnings():
+        if init is not None:  # the distilled student: its head is meant to be dropped, said once here
+            warnings.filterwarnings("ignore", message=".*initialised .* tensors", category=UserWarning)
+            report("line", name, "starts from the distilled student's backbone, with a new segmentation head")
+        summary = train(config, work_dir, train_scenes=train_rooms, val_scenes=val_rooms, init=init, quiet=True,
+                        callbacks=[ReportProgress(name)])
     return {"steps": summary["step"], "train_seconds": round(time.perf_counter() - t0, 1),
             "checkpoint": str(work_dir / "last.pt")}
 
