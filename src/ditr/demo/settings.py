@@ -67,7 +67,7 @@ class Mode:
 
 MODES = {
     "smoke": Mode("smoke", SMOKE, "about 2 minutes on 2 idle CPU cores (3 CPU-minutes of work)", is_result=False),
-    "quick": Mode("quick", QUICK, "about 6-8 minutes on 2 idle CPU cores (estimated, docs/demo.md#time)",
+    "quick": Mode("quick", QUICK, "about 6-9 minutes on 2 idle CPU cores (estimated, docs/demo.md#time)",
                   is_result=True),
     "full": Mode("full", {}, "roughly 3x the quick demo (not measured)", is_result=True),
 }
