@@ -66,7 +66,7 @@ class Mode:
 
 
 MODES = {
-    "smoke": Mode("smoke", SMOKE, "about 2 minutes on 2 idle CPU cores (3 CPU-minutes of work)", is_result=False),
+    "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores (3 CPU-minutes of work)", is_result=False),
     "quick": Mode("quick", QUICK, "about 6-9 minutes on 2 idle CPU cores (estimated, docs/demo.md#time)",
                   is_result=True),
     "full": Mode("full", {}, "roughly 3x the quick demo (not measured)", is_result=True),
