@@ -12,7 +12,7 @@ NAME = "demo"
 HELP = "Run DITR end to end on synthetic rooms and compare it with a 3D-only PTv3 (results.json + pictures)."
 EXAMPLES = """examples:
   ditr demo --smoke                     # a first look at every stage, about 2-3 minutes (not a result)
-  ditr demo --quick                     # the demo: about 6-9 minutes on 2 idle CPU cores, offline
+  ditr demo --quick                     # the demo: about 13 minutes on 2 CPU cores, offline
   ditr demo --out demo_full             # the longer run (more rooms, more steps)
   ditr demo --vfm dinov2-vits14-reg --checkpoint ~/weights/dinov2_vits14_reg4_pretrain.pth
   ditr demo --quick --distill-rooms 32 --distill-steps 1200 --distill-views mean
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="16 + 4 rooms, 400 steps per run (about 6-9 min on 2 idle cores)")
+                      help="16 + 4 rooms, 400 steps per run (about 13 min on 2 cores)")
     size.add_argument("--smoke", action="store_true",
                       help="6 + 2 small rooms, 60 steps: checks every stage in about 2-3 min; its numbers are "
                            "not a result")
