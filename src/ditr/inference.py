@@ -50,7 +50,7 @@ from .engine.evaluator import as_output
 from .engine.loading import move_to
 from .errors import DitrError
 from .image_features import ImageFeatureSource
-from .model_files import ModelFile, load_model
+from .model_files import ModelFile, load_model, read_model_file
 from .predict import Chunk, Prediction, PredictOptions, add_missing_normals, inference_config, plan_chunks
 from .scene import Scene, View
 
@@ -167,12 +167,19 @@ class Predictor:
         :class:`~ditr.model_files.ModelFile`): ``overrides`` (``key=value``, as ``--set``) change its
         stored run config; ``options`` set it up for prediction (:func:`ditr.predict.inference_config`:
         feature source, views, no augmentation); without them the config stays as trained (``ditr
-        evaluate``: features from the cache the model was trained with)."""
+        evaluate``: features from the cache the model was trained with, found on this machine from
+        where it was recorded at training: :func:`ditr.stored_paths.locate`)."""
+        from .stored_paths import cache_needed, given_keys, locate
+
+        file = read_model_file(source)
+        given = given_keys(overrides) | ({"vfm.cache"} if options is not None and options.features else set())
+
         def prepare(config: RunConfig) -> RunConfig:
             config = config.with_overrides(list(overrides), "--set")
-            return inference_config(config, options) if options is not None else config
+            config = inference_config(config, options) if options is not None else config
+            return locate(config, file.place, cache_needed(config), given, str(file))
 
-        model, config = load_model(source, device, prepare=prepare)
+        model, config = load_model(file, device, prepare=prepare)
         return cls(model, config, device)
 
     # ------------------------------------------------------------------------------------------ scenes

@@ -10,6 +10,7 @@ service's predictions (:class:`ditr.inference.Predictor`) on every original poin
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ from .engine.trainer import Trainer, TrainerConfig
 from .model_files import ModelFile, init_model
 
 Scenes = Sequence[str | Path]
+
+
+def record_scene_folder(config: RunConfig, scenes: Scenes | None) -> None:
+    """Store the folder of explicit scene lists as ``dataset.root``, so the checkpoint tells where its
+    data came from: the preset's own root (``data/synthetic`` of the synthetic preset) was not read."""
+    if scenes:
+        parents = [os.path.abspath(Path(s).parent) for s in scenes]
+        config.dataset.root = os.path.commonpath(parents)
 
 
 def datasets_from_config(config: RunConfig, train_scenes: Scenes | None = None,
@@ -69,6 +78,7 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
     else:
         model = model_from_config(config)
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
+    record_scene_folder(config, train_scenes)
     for dataset in (train_set, val_set):  # label arrays and ids checked before any work, naming the file
         if dataset is not None:
             dataset.check_labels()
