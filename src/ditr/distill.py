@@ -233,7 +233,7 @@ def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device 
 
     def prepare(config: RunConfig) -> RunConfig:
         config = config.with_overrides(list(overrides), "--set")
-        keys = cache_needed(config) + (["dataset.root"] if need_root else [])
+        keys = cache_needed(config, teacher=True) + (["dataset.root"] if need_root else [])
         return locate(config, file.place, keys, given_keys(overrides), str(file))
 
     model, config = load_model(file, device, prepare=prepare)

@@ -111,9 +111,11 @@ def given_keys(overrides: Sequence[str]) -> set[str]:
     return {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
 
 
-def cache_needed(config: RunConfig) -> list[str]:
-    """``["vfm.cache"]`` when the model reads cached image features (images, not online), else nothing."""
-    return ["vfm.cache"] if config.uses_images and not config.vfm.online else []
+def cache_needed(config: RunConfig, teacher: bool = False) -> list[str]:
+    """``["vfm.cache"]`` when cached image features are read (not online): by a model that needs images
+    at inference, or with ``teacher`` by a distillation's teacher; else nothing."""
+    reads = config.uses_images if teacher else config.kind.needs_images_at_inference
+    return ["vfm.cache"] if reads and not config.vfm.online else []
 
 
 def locate(config: RunConfig, place: TrainingPlace, keys: Sequence[str], given: Collection[str] = (),

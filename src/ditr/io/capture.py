@@ -57,7 +57,11 @@ class CaptureReport:
     skipped_missing_image: int = 0
     distortion_ignored_views: int = 0
     distortion_ignored_max_px: float | None = None
+    #: Views whose images were resampled into pinhole images (:mod:`ditr.io.undistort`).
+    undistorted_views: int = 0
     scale: float = 1.0
+    #: "metres", or "unknown" where no --scale gave the capture's unit (COLMAP without --scale).
+    units: str = "metres"
     up: str = "keep"
     extent_m: list[float] = field(default_factory=list)
     mean_camera_up: list[float] = field(default_factory=list)
@@ -172,14 +176,18 @@ def _rotation_onto_z(d: np.ndarray) -> np.ndarray:
     return np.eye(3) + skew + skew @ skew / (1.0 + cos)
 
 
-def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: float = 1.0, up: str = "keep",
+def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: float | None = 1.0, up: str = "keep",
                    meta: dict[str, Any], report: CaptureReport, acquisition: str = "unknown") -> Scene:
     """Scale, orient and (if far from the origin) re-centre points and cameras together; save the scene.
 
     ``acquisition`` (what made the points, :data:`~ditr.scene.ACQUISITION_KINDS`) goes into
     ``meta.json``; for a structure-from-motion cloud, the report says where its points are too sparse
-    for an occlusion test (:func:`~ditr.projection.sparse_warning`).
+    for an occlusion test (:func:`~ditr.projection.sparse_warning`). ``scale`` None: the capture's
+    unit is not known (a reconstruction without metric scale); the scene keeps it, ``meta.json``
+    says ``"units": "unknown"`` and the report's notes say how to give the scale.
     """
+    units = "metres" if scale is not None else "unknown"
+    scale = 1.0 if scale is None else scale
     if acquisition not in ACQUISITION_KINDS:
         raise DitrError(f"--acquisition must be one of {', '.join(ACQUISITION_KINDS)}, not {acquisition!r}")
     if not (math.isfinite(scale) and scale > 0):
@@ -203,7 +211,7 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
         pose[:3, 3] = linear @ v.cam_to_world[:3, 3] + shift
         v.cam_to_world = pose
     meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist(),
-            "acquisition": {"kind": acquisition}}
+            "acquisition": {"kind": acquisition}, **({"units": units} if units == "unknown" else {})}
     scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
     scene.save(out)
     if acquisition == "sfm":  # sparse by nature: say where no occlusion test can be trusted
@@ -213,12 +221,23 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
     report.points, report.views = scene.num_points, len(views)
     report.dropped_nonfinite_points += cloud.dropped_nonfinite
     report.dropped_invalid_points += cloud.dropped_invalid
-    report.scale, report.up = scale, up
+    report.scale, report.up, report.units = scale, up, units
     report.extent_m = np.round(coord.max(axis=0) - coord.min(axis=0), 3).tolist()
+    if units == "unknown":
+        report.notes.append(unknown_scale_note(report.extent_m))
     report.mean_camera_up = np.round(-np.mean([v.cam_to_world[:3, 1] for v in views], axis=0), 3).tolist()
     if far > _FAR:
         report.notes.append(f"coordinates reach {far:.0f} m: moved by {shift.tolist()} (in transform_from_source)")
     return scene
+
+
+def unknown_scale_note(extent: list[float]) -> str:
+    """What an import without a scale means, and how to give one."""
+    size = " x ".join(f"{x:.3g}" for x in extent)
+    return (f"no --scale: the scene keeps the reconstruction's arbitrary unit ({size} units across), but voxel sizes "
+            "(2 cm indoors), depth tolerances (0.2 m) and the presets assume metres. Measure one known length in "
+            "the reconstruction and import again with --scale TRUE_METRES/MEASURED_UNITS (e.g. a 0.90 m wide door "
+            "that measures 0.30 units: --scale 3); meta.json records units: unknown until then")
 
 
 # --------------------------------------------------------------------------------- plain capture

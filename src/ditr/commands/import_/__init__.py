@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     report = args._import(args)
     report = asdict(report) if is_dataclass(report) else dict(report)
     print(json.dumps({"dataset": args.dataset, "out": str(args.out), **report}))
+    for note in report.get("notes", []):
+        print(f"ditr import: note: {note}", file=sys.stderr)
     for warning in report.get("visibility_warnings", []):
         print(f"ditr import: warning: {warning}", file=sys.stderr)
     return 0

@@ -27,12 +27,15 @@ docs/own-scans.md describes the formats, conventions and scale."""
 
 
 def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
-                        default_acquisition: str = "unknown") -> None:
+                        default_acquisition: str = "unknown", scale_default: float | None = 1.0) -> None:
     """Options every own-capture importer shares: scale, up axis, frame subsampling, what made the
-    points (and distortion)."""
-    s.add_argument("--scale", type=float, default=1.0, metavar="M",
-                   help="metres per source unit (default 1). Structure-from-motion has no scale; the 2 cm voxel "
-                        "grid and 0.2 m depth tolerance need metres: divide a known length by its measured length")
+    points (and distortion). ``scale_default`` None: a source without a unit (COLMAP), recorded as unknown."""
+    default = ("none: the unit stays unknown, noted in the report and in meta.json" if scale_default is None
+               else f"{scale_default:g}")
+    s.add_argument("--scale", type=float, default=scale_default, metavar="M",
+                   help=f"metres per source unit (default {default}). Structure-from-motion has no scale; the 2 cm "
+                        "voxel grid and 0.2 m depth tolerance need metres: divide a known length by its measured "
+                        "length")
     s.add_argument("--up", default="keep", choices=["keep", "cameras", "+x", "-x", "+y", "-y", "+z", "-z"],
                    help="rotate this direction to +z (models trained on ScanNet expect z up); 'cameras': the mean "
                         "up direction of the cameras (default keep)")
@@ -43,8 +46,8 @@ def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
                         f"unknown (default: {default_acquisition})")
     if distortion:
         s.add_argument("--ignore-distortion", action="store_true",
-                       help="accept distorted cameras by using their pinhole part (counted, with the pixel shift "
-                            "at the corners, in the report); better: undistort the images first")
+                       help="keep the images of distorted cameras and use their pinhole part (counted, with the "
+                            "pixel shift at the corners, in the report) instead of undistorting them (the default)")
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
