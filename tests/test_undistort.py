@@ -125,5 +125,7 @@ def test_colmap_without_scale_says_the_unit_is_unknown(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ditr import: note: no --scale" in err and "--scale TRUE_METRES/MEASURED_UNITS" in err
     assert Scene.load(tmp_path / "out").meta["units"] == "unknown"
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    assert "in unknown units" in capsys.readouterr().out
     import_colmap(root, tmp_path / "metric", scale=0.5)
     assert "units" not in Scene.load(tmp_path / "metric").meta

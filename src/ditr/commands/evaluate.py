@@ -16,7 +16,9 @@ EXAMPLES = """examples:
   ditr evaluate runs/ditr-scannet/best.pt data/scannet_val/ --tta        # the paper's test-time voting
 
 DATA are scene directories, or directories holding scene directories. Image features are read
-from the feature cache the model was trained with (override with --set vfm.cache=DIR)."""
+from the feature cache the model was trained with, looked for where it was recorded, relative to
+the folder training ran in and beside the checkpoint (one line says which); --set vfm.cache=DIR
+gives it (docs/predict.md#paths-recorded-in-a-model)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

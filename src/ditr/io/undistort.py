@@ -56,21 +56,26 @@ class LensDistortion:
     def is_pinhole(self) -> bool:
         return not self.fisheye and not any(self.radial + self.tangential + self.denominator)
 
+    def _series(self, t2: np.ndarray) -> np.ndarray:
+        """``1 + c1 t2 + c2 t2^2 + ...`` of the numerator coefficients (t2: r^2, or theta^2 for a fisheye)."""
+        return 1 + sum(c * t2 ** (i + 1) for i, c in enumerate(self.radial))
+
+    def _radial_tangential(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(radial factor, tangential x shift, tangential y shift) at ideal coordinates (x, y)."""
+        r2 = x * x + y * y
+        factor = self._series(r2) / (1 + sum(c * r2 ** (i + 1) for i, c in enumerate(self.denominator)))
+        p1, p2 = self.tangential
+        return factor, 2 * p1 * x * y + p2 * (r2 + 2 * x * x), p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+
     def distort(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distorted normalised coordinates of ideal (pinhole) ones."""
-        r2 = x * x + y * y
         if self.fisheye:
-            r = np.sqrt(r2)
+            r = np.sqrt(x * x + y * y)
             theta = np.arctan(r)
-            t2 = theta * theta
-            theta_d = theta * (1 + sum(c * t2 ** (i + 1) for i, c in enumerate(self.radial)))
-            ratio = np.divide(theta_d, r, out=np.ones_like(r), where=r > 1e-12)
+            ratio = np.divide(theta * self._series(theta * theta), r, out=np.ones_like(r), where=r > 1e-12)
             return x * ratio, y * ratio
-        a = (1 + sum(c * r2 ** (i + 1) for i, c in enumerate(self.radial))) / (
-            1 + sum(c * r2 ** (i + 1) for i, c in enumerate(self.denominator)))
-        p1, p2 = self.tangential
-        return (x * a + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
-                y * a + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y)
+        factor, dx, dy = self._radial_tangential(x, y)
+        return x * factor + dx, y * factor + dy
 
     def undistort(self, xd: np.ndarray, yd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ideal normalised coordinates of distorted ones (the inverse of :meth:`distort`, iterated)."""
@@ -79,19 +84,14 @@ class LensDistortion:
             theta = rd.copy()
             for _ in range(_ITERATIONS):  # Newton on theta (1 + k1 theta^2 + ...) = rd
                 t2 = theta * theta
-                f = theta * (1 + sum(c * t2 ** (i + 1) for i, c in enumerate(self.radial))) - rd
-                df = 1 + sum((2 * i + 3) * c * t2 ** (i + 1) for i, c in enumerate(self.radial))
-                theta = theta - f / df
+                slope = 1 + sum((2 * i + 3) * c * t2 ** (i + 1) for i, c in enumerate(self.radial))
+                theta = theta - (theta * self._series(t2) - rd) / slope
             ratio = np.divide(np.tan(theta), rd, out=np.ones_like(rd), where=rd > 1e-12)
             return xd * ratio, yd * ratio
         x, y = xd.copy(), yd.copy()
         for _ in range(_ITERATIONS):  # x = (xd - tangential(x)) / radial(x), OpenCV's fixed point
-            r2 = x * x + y * y
-            a = (1 + sum(c * r2 ** (i + 1) for i, c in enumerate(self.radial))) / (
-                1 + sum(c * r2 ** (i + 1) for i, c in enumerate(self.denominator)))
-            p1, p2 = self.tangential
-            x = (xd - 2 * p1 * x * y - p2 * (r2 + 2 * x * x)) / a
-            y = (yd - p1 * (r2 + 2 * y * y) - 2 * p2 * x * y) / a
+            factor, dx, dy = self._radial_tangential(x, y)
+            x, y = (xd - dx) / factor, (yd - dy) / factor
         return x, y
 
 
