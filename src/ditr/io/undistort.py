@@ -58,7 +58,7 @@ class LensDistortion:
 
     def _series(self, t2: np.ndarray) -> np.ndarray:
         """``1 + c1 t2 + c2 t2^2 + ...`` of the numerator coefficients (t2: r^2, or theta^2 for a fisheye)."""
-        return 1 + sum(c * t2 ** (i + 1) for i, c in enumerate(self.radial))
+        return 1 + sum((c * t2 ** (i + 1) for i, c in enumerate(self.radial)), np.zeros_like(t2))
 
     def _radial_tangential(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(radial factor, tangential x shift, tangential y shift) at ideal coordinates (x, y)."""
