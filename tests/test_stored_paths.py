@@ -57,7 +57,7 @@ def test_info_says_where_the_recorded_paths_are(moved, capsys):
     assert main(["info", str(b / "runs" / "x" / "last.pt"), "--json"]) == 0
     paths = json.loads(capsys.readouterr().out)["paths"]
     assert paths["vfm.cache"] == {"recorded": "features", "here": str(b / "features"),
-                                  "how": "where it was next to the run directory, from the checkpoint's folder"}
+                                  "how": "in the same place relative to the checkpoint as at training"}
     # the explicit scene list's folder is the recorded root (not the preset's data/synthetic)
     assert paths["dataset.root"]["recorded"] == str(moved / "a" / "rooms")
     assert paths["dataset.root"]["here"] == str(b / "rooms")

@@ -78,7 +78,7 @@ class TrainingPlace:
                     stored, work = path, self.work_dir
                 if stored is not None and work is not None:
                     found.append((folder / os.path.relpath(stored, work),
-                                  "where it was next to the run directory, from the checkpoint's folder"))
+                                  "in the same place relative to the checkpoint as at training"))
             if not os.path.isabs(path):
                 found.append((folder / path, "in the checkpoint's folder"))
         unique: dict[str, tuple[Path, str]] = {}
