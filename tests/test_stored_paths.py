@@ -14,7 +14,6 @@ from ditr.errors import DitrError
 from ditr.model_files import read_bundle
 from ditr.stored_paths import TrainingPlace, strip_paths
 from ditr.training import evaluate, train
-from conftest import small_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -23,14 +22,19 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def moved(tmp_path_factory):
     """A three-step DITR run trained in folder ``a`` (relative cache and run directory), then moved whole
     to ``b``; ``c`` is an unrelated folder to run commands from."""
+    from ditr.io.synthetic import ensure_rooms
+    from ditr.vfm.extract import fill_scene_features
+
     base = tmp_path_factory.mktemp("paths")
-    root, rooms, vfm = small_world(base / "a")
+    root = base / "a"
+    rooms = ensure_rooms(root / "rooms", 1, 0, points=2000, views=2)
+    vfm = fill_scene_features(rooms, "dinov2-tiny-random-reg", root / "features")
     config = load_preset(["synthetic", "method/ditr"], [
         "vfm.cache=features", f"model.image_channels={vfm['feature_dim']}", "trainer.epochs=null",
         "trainer.max_steps=3", "trainer.batch_size=1", "trainer.eval_every_epochs=1000", "mix3d.p=0"])
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        train(config, "runs/x", train_scenes=rooms[:1], quiet=True)
+        train(config, "runs/x", train_scenes=rooms, quiet=True)
     shutil.move(base / "a", base / "b")
     (base / "c").mkdir()
     return base
