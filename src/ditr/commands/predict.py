@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ._options import MODEL_HELP, add_model_arguments, load_options
+from ._options import MODEL_HELP, add_device_argument, add_model_arguments, load_options
 
 NAME = "predict"
 HELP = "Predict per-point classes of a scene with a trained model: labels, coloured PLY, renders, summary."
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("scene", type=Path, help="scene directory (coord.npy, views.json ...)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_argument(p)
     p.add_argument("--max-points", type=int, default=200_000, metavar="N",
                    help="voxels per model forward, the memory budget (default 200000: 2.2 GB peak on the CPU "
                         "with the ScanNet PTv3; see docs/predict.md)")
