@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 # auto: the CPU build without an NVIDIA GPU, else the CUDA build; cpu or cuda to choose.
 TORCH_BUILD ?= auto
+# a wheel index to take torch from instead, e.g. https://download.pytorch.org/whl/cu126 (docs/install.md)
+TORCH_INDEX ?=
 DEMO_OUT ?= demo_out
 
 .PHONY: setup lint test demo bench clean
@@ -13,7 +15,8 @@ DEMO_OUT ?= demo_out
 $(VENV)/.installed: pyproject.toml Makefile scripts/install_torch.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) scripts/install_torch.py --torch-version $(TORCH_VERSION) --build $(TORCH_BUILD)
+	$(PY) scripts/install_torch.py --torch-version $(TORCH_VERSION) --build $(TORCH_BUILD) \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 

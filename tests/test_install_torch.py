@@ -60,6 +60,13 @@ def test_plans():
         ["install", "--force-reinstall", "torch==2.13.0"]]
     assert plan("2.13.0", "auto", False, lambda: False, installed="2.12.0+cpu").attempts == [
         ["install", "torch==2.13.0"]]
+    # an index named outright: no GPU probe matters, no CPU-index probe
+    cu126 = "https://download.pytorch.org/whl/cu126"
+    assert plan("2.13.0", "cpu", False, never, index=cu126).attempts == [
+        ["install", "--index-url", cu126, "torch==2.13.0"]]
+    assert plan("2.13.0", "auto", False, never, installed="2.13.0+cu126", index=cu126).attempts == []
+    assert plan("2.13.0", "auto", False, never, installed="2.13.0+cpu", index=cu126).attempts == [
+        ["install", "--force-reinstall", "--index-url", cu126, "torch==2.13.0"]]
 
 
 def dry_run(*args: str, path: str | None = None) -> tuple[str, float]:
