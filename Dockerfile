@@ -18,8 +18,11 @@ ARG TORCH_INDEX=
 # extras of pyproject.toml, e.g. "scans" or "scans,waymo"
 ARG EXTRAS=
 
+# HF_HOME: the Hugging Face cache (published models, VFM weights), a volume to mount; MPLCONFIGDIR:
+# writable under any --user.
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONUNBUFFERED=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+    PYTHONUNBUFFERED=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    HF_HOME=/cache/huggingface MPLCONFIGDIR=/tmp/matplotlib
 
 # python:*-slim has Python; a CUDA (Ubuntu) base gets the distribution's Python 3 with venv.
 RUN apt-get update \
