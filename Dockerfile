@@ -29,6 +29,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
         $(command -v python3 >/dev/null || echo python3 python3-venv) \
  && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p "$HF_HOME" && chmod 1777 "$HF_HOME" \
  && python3 -m venv "$VIRTUAL_ENV" \
  && python -m pip install --upgrade pip
 
