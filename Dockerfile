@@ -1,13 +1,13 @@
 # ditr in a container: CPU by default; docs/install.md#docker.
 #
 #   docker build -t ditr .
-#   docker run --rm -v "$PWD:/data" -w /data ditr demo --quick --out demo_out
+#   docker run --rm -v "$PWD:/data" ditr demo --quick --out demo_out
 #
 # CUDA: a CUDA base image and the CUDA build of torch (the build has no GPU to detect), run with --gpus all:
 #
-#   docker build -t ditr:cuda --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#   docker build -t ditr:cuda --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 \
 #       --build-arg TORCH_BUILD=cuda .
-#   docker run --rm --gpus all -v "$PWD:/data" -w /data ditr:cuda predict MODEL SCENE --out pred
+#   docker run --rm --gpus all -v "$PWD:/data" ditr:cuda predict MODEL SCENE --out pred
 ARG BASE_IMAGE=python:3.12-slim
 FROM ${BASE_IMAGE}
 
