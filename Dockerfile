@@ -24,7 +24,9 @@ ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CH
     PYTHONUNBUFFERED=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
     HF_HOME=/cache/huggingface MPLCONFIGDIR=/tmp/matplotlib
 
-# python:*-slim has Python; a CUDA (Ubuntu) base gets the distribution's Python 3 with venv.
+# python:*-slim has Python; a CUDA (Ubuntu) base gets the distribution's Python 3 with venv (two
+# words, split on purpose). Package versions follow the base image, so they are not pinned here.
+# hadolint ignore=DL3008,DL3013,SC2046
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
         $(command -v python3 >/dev/null || echo python3 python3-venv) \
@@ -42,6 +44,7 @@ RUN python /tmp/install_torch.py --torch-version "$TORCH_VERSION" --build "$TORC
 WORKDIR /opt/ditr
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
+# hadolint ignore=DL3013
 RUN python -m pip install ".${EXTRAS:+[$EXTRAS]}" \
  && ditr --version
 
