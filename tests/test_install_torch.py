@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +42,19 @@ def test_gpu_probe(tmp_path, fake_nvidia_smi):
     assert not install_torch.nvidia_gpu(str(tmp_path), no_driver)
     (tmp_path / "driver").mkdir()
     assert install_torch.nvidia_gpu(str(tmp_path), tmp_path / "driver")  # a driver without nvidia-smi
+
+
+def test_probe_gives_up_on_a_silent_index():
+    """A server that never answers (a dead proxy, a firewall that drops packets) costs the probe's limit, no more."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # connections queue up and are never answered
+    try:
+        start = time.perf_counter()
+        assert not install_torch.reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/whl/cpu/torch/", 0.5)
+        assert time.perf_counter() - start < 3
+    finally:
+        silent.close()
 
 
 def test_plans():
