@@ -106,6 +106,21 @@ def test_chunk_plans_cover_everything_within_budget():
         plan_chunks(coord, 0, 1.0)
 
 
+def test_chunk_plans_count_the_points_each_voxel_stands_for():
+    rng = np.random.default_rng(2)
+    coord = rng.uniform(0, 8, (4000, 3))
+    points = rng.integers(1, 6, len(coord))  # scene points per voxel
+    chunks = plan_chunks(coord, max_points=3000, overlap=0.5, points=points)
+    assert all(points[c.members].sum() <= 3000 for c in chunks)
+    core = np.concatenate([c.members[c.weight == 1] for c in chunks])
+    assert np.array_equal(np.unique(core), np.arange(len(coord)))
+    assert len(chunks) > len(plan_chunks(coord, max_points=3000, overlap=0.5))  # one point per voxel: fewer
+    assert len(plan_chunks(coord, max_points=int(points.sum()), overlap=0.5, points=points)) == 1
+    # a voxel of more points than the budget still gets its chunk
+    single = plan_chunks(coord[:3], max_points=4, overlap=0.0, points=np.array([9, 1, 1]))
+    assert np.array_equal(np.unique(np.concatenate([c.members for c in single])), np.arange(3))
+
+
 def test_estimated_normals_face_the_viewpoint():
     rng = np.random.default_rng(1)
     floor = np.c_[rng.uniform(0, 2, (3000, 2)), np.zeros(3000)]

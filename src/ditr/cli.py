@@ -55,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     plain_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, filename, lineno, line=None: (  # one line each
         f"ditr {args.command}: warning: {message}\n")
+    stdout_before = _stdout_file()
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:
         return _closed_pipe()
+    except SystemExit as exc:
+        # rich's console meets a closed pipe itself: it points stdout at /dev/null and exits with 1
+        if exc.code == 1 and _stdout_file() != stdout_before:
+            return 141
+        raise
     except DitrError as exc:
         print(f"ditr {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +94,15 @@ def _disk_full(exc: BaseException | None) -> OSError | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def _stdout_file() -> tuple[int, int] | None:
+    """(device, inode) of the file behind stdout: it changes only when a closed pipe is swapped for /dev/null."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured output)
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _closed_pipe() -> int:

@@ -235,7 +235,7 @@ class Predictor:
     def predict(self, scene: Scene | str | Path, options: PredictOptions | None = None, *,
                 rng: np.random.Generator | None = None, progress: Progress | None = None) -> Prediction:
         """Probabilities and labels of every point of ``scene``, forwarded in chunks of at most
-        ``options.max_points`` voxels (None: whole), over every TTA pass with ``options.tta``.
+        ``options.max_points`` of the scene's points (None: whole), over every TTA pass with ``options.tta``.
 
         ``rng`` (default: seed 0) draws what the pipelines draw; ``progress(stage, done, total)``
         reports the stages ``projection``, ``2D features`` and ``chunks``.
@@ -249,7 +249,7 @@ class Predictor:
                                  progress=progress)
         scene, data, passes = prepared.scene, prepared.data, prepared.passes
         timer = time.perf_counter()
-        plans = [plan_chunks(p["coord"], options.max_points, options.overlap) for p in passes]
+        plans = [plan_chunks(p["coord"], options.max_points, options.overlap, points_per_row(p)) for p in passes]
         total, done = sum(len(c) for c in plans), [0]
 
         def tick() -> None:
@@ -291,6 +291,18 @@ class Predictor:
             batch = self._model_batch(data, part, prepared.table, rng)
             yield chunk, as_output(self.model(batch))["logits"]
             on_chunk()
+
+
+def points_per_row(sample: Sample) -> np.ndarray:
+    """(M,) how many of the scene's points each row of a voxelised ``sample`` predicts: its voxel's
+    points (``inverse``), one for a fragment's point (``index``), or as many as that point represents
+    after a pre-grid (``represented_by``)."""
+    m = len(sample["coord"])
+    if "inverse" in sample:
+        return np.bincount(sample["inverse"], minlength=m)
+    if "represented_by" in sample:
+        return np.bincount(sample["represented_by"], minlength=len(sample["represented_by"]))[sample["index"]]
+    return np.ones(m, np.int64)
 
 
 def _visibility_warnings(scene: Scene, pred: Prediction, uses_images: bool) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._options import MODEL_HELP, add_model_arguments, load_options
+from ._options import MODEL_HELP, add_device_argument, add_model_arguments, load_options
 
 NAME = "evaluate"
 HELP = "Evaluate a trained checkpoint on scene directories (full-resolution mIoU, per-class IoU)."
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: vote over every voxelisation fragment and the preset's "
                         "test_time.variants (indoor: 4 rotations x 3 scales + a flip)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_argument(p)
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a per-class IoU bar chart (PNG) here")
     add_model_arguments(p, deterministic=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DitrError
-from ..vfm.color_jitter import REFERENCE_STRENGTH
 from ..vfm.registry import POS_INTERPOLATIONS, PRECISIONS, list_models
 from ._options import add_projection_arguments, projection_config
 
@@ -35,6 +34,10 @@ A second run with the same settings computes nothing (all hits). Under torchrun 
 every WORLD_SIZE-th image. Prints one JSON summary line.
 
 models: {', '.join(list_models())}"""
+
+#: The default of --color-jitter as the help shows it: ditr.vfm.color_jitter.REFERENCE_STRENGTH (a test keeps them
+#: equal), written out because that module imports torch, which would slow every command's --help by seconds.
+REFERENCE_JITTER = "0.4,0.4,0.2,0.1"
 
 
 def _resolution(text: str | None) -> tuple[int, int] | None:
@@ -72,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jitter-variants", type=int, default=0, metavar="K",
                    help="also cache K colour-jittered variants of every image (and of its mirror with --flip), "
                         "for training with images.jitter_variants: K (default 0)")
-    p.add_argument("--color-jitter", default=",".join(f"{x:g}" for x in REFERENCE_STRENGTH), metavar="B,C,S,H",
+    p.add_argument("--color-jitter", default=REFERENCE_JITTER, metavar="B,C,S,H",
                    help="the variants' jitter strength, as images.color_jitter (default: the reference's "
                         "%(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -85,7 +88,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view-strategy", choices=["last", "random", "nearest", "mean"], default="last",
                    help="how --render's point features combine views (default: last, the reference)")
     add_projection_arguments(p)
-    p.set_defaults(device="auto")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..scene import Scene
 from ._options import add_projection_arguments, projection_config
@@ -56,6 +54,9 @@ def scene_summary(scene: Scene, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     scene = Scene.load(args.scene)
     summary = scene_summary(scene, args)
     if args.json:
