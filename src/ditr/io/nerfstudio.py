@@ -148,7 +148,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
                       points: str | Path | None = None, points_frame: str = "transforms",
                       dataparser_transforms: str | Path | None = None, scale: float = 1.0, up: str = "keep",
                       ignore_distortion: bool = False, frame_step: int = 1, depth_unit: float = 0.001,
-                      acquisition: str | None = None) -> CaptureReport:
+                      acquisition: str | None = None, estimate_normals: bool = False) -> CaptureReport:
     """Import a nerfstudio / instant-ngp capture (see module doc) as one scene in ``out``.
 
     ``acquisition`` (what made the points) defaults to ``sfm`` for the ``ply_file_path`` cloud
@@ -198,7 +198,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     report.source = {"transforms": str(file), "points": str(point_path), "points_frame": points_frame}
     meta = {"dataset": "nerfstudio", "name": out.name, "source": report.source}
     assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report,
-                   acquisition=acquisition or ("unknown" if points else "sfm"))
+                   acquisition=acquisition or ("unknown" if points else "sfm"), estimate_normals=estimate_normals)
     return report
 
 
