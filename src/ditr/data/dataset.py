@@ -99,6 +99,25 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
     raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
 
 
+def check_input_files(paths: Sequence[Path], input_features: Sequence[str]) -> None:
+    """Refuse, before training starts, scenes that lack an input array (``normal.npy`` above all).
+
+    Normals are never estimated silently while training: they belong to the data, so they are made
+    once, at import (``--normals estimate``), and every run, evaluation and checkpoint sees the same.
+    """
+    for name in input_features:
+        if name == "coord":
+            continue
+        lacking = [p for p in paths if p.is_dir() and not (p / f"{name}.npy").is_file()]
+        if not lacking:
+            continue
+        how = ("import them again with --normals estimate (docs/datasets.md#normals)" if name == "normal"
+               else f"use scenes that have {name}")
+        rest = ",".join(n for n in input_features if n != name)
+        raise DitrError(f"{len(lacking)} of {len(paths)} scenes lack {name}.npy (first: {lacking[0]}), which "
+                        f"dataset.input_features reads: {how}, or train without it: dataset.input_features=[{rest}]")
+
+
 def label_array(path: Path, segment: str | None = None) -> str | None:
     """The name of the label array a scene directory's samples use, without loading the scene:
     ``segment`` when given, else the scene's meta.json ``segment``, else ``segment`` or its only
@@ -194,6 +213,7 @@ class SceneDataset(Dataset):
         self.segments = config.kind.segments
         self.labels_required = self.segments and mode == "train"
         self.input_features = list(config.dataset.input_features)
+        check_input_files(self.paths, self.input_features)
         self.loop = config.dataset.loop if mode == "train" else 1
         self.images = config.images
         self.use_images = config.uses_images

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ConstantLR, LRScheduler, OneCycleLR
+from torch.optim.lr_scheduler import LRScheduler, OneCycleLR
 
 from .. import checks
 from ..errors import ConfigError
@@ -95,18 +95,16 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
                              lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) -> LRScheduler:
+def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) -> OneCycleLR:
     """OneCycle over ``total_steps`` optimizer steps; each group peaks at its own initial lr.
 
-    PyTorch divides by zero when the warm-up is shorter than 2 steps, so short runs (tests, demos,
-    a first try) get a 2-step warm-up; real schedules (thousands of steps) are unaffected. A run of
-    1 or 2 steps has no room for a cycle at all: it keeps each group's peak lr (a smoke test of the
-    set-up rather than training), instead of refusing to start.
+    PyTorch divides by zero when the warm-up is shorter than 2 steps, so very short runs (tests,
+    demos) get a 2-step warm-up; real schedules (thousands of steps) are unaffected.
     """
-    if total_steps < 1:
-        raise ConfigError("trainer", "epochs / max_steps", f"the run has no optimizer step (got {total_steps})")
     if total_steps < 3:
-        return ConstantLR(optimizer, factor=1.0, total_iters=0)
+        raise ConfigError("trainer", "epochs / max_steps",
+                          f"a OneCycle schedule needs at least 3 steps, got {total_steps}: set trainer.max_steps=3 "
+                          "(and trainer.epochs=null), train more epochs, or lower trainer.batch_size")
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,

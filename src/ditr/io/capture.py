@@ -217,9 +217,6 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
         attributes["normal"] = scene_normals(coord, views)
         report.normals = "estimated"
         report.normals_undefined_points = int((attributes["normal"] == 0).all(axis=1).sum())
-    else:
-        report.notes.append("the points have no normals, which the indoor presets read: import again with "
-                            "--normals estimate")
     meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist(),
             "acquisition": {"kind": acquisition}}
     scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
@@ -236,6 +233,9 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
     report.mean_camera_up = np.round(-np.mean([v.cam_to_world[:3, 1] for v in views], axis=0), 3).tolist()
     if far > _FAR:
         report.notes.append(f"coordinates reach {far:.0f} m: moved by {shift.tolist()} (in transform_from_source)")
+    if report.normals == "none":
+        report.notes.append("the points have no normals, which the indoor presets read: import again with "
+                            "--normals estimate")
     return scene
 
 
