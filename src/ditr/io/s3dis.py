@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from ..errors import DitrError, SceneError
-from ..normals import estimate_normals
+from ..normals import DEFAULT_CELL, estimate_normals
 from ..projection import ProjectionConfig, compute_correspondences
 from ..scene import Scene, View
 from .common import Progress, image_size, read_json_object, tracked
@@ -357,7 +357,7 @@ def import_room(room_dir: Path, out_dir: Path, frames: list[Frame], report: S3DI
     coord, color, segment, instance = data
     attributes = {"color": color, "segment": segment, "instance": instance}
     if normals:
-        attributes["normal"] = estimate_normals(coord)
+        attributes["normal"] = estimate_normals(coord, DEFAULT_CELL)
     meta = {"dataset": "s3dis", "name": f"{area}_{room}", "area": area, "room": room,
             "class_names": S3DIS_CLASSES, "ignore_index": -1, "segment": "segment", "acquisition": {"kind": "rgbd"}}
     views: list[View] = []
