@@ -111,11 +111,16 @@ def check_input_files(paths: Sequence[Path], input_features: Sequence[str]) -> N
         lacking = [p for p in paths if p.is_dir() and not (p / f"{name}.npy").is_file()]
         if not lacking:
             continue
-        how = ("import them again with --normals estimate (docs/datasets.md#normals)" if name == "normal"
-               else f"use scenes that have {name}")
         rest = ",".join(n for n in input_features if n != name)
         raise DitrError(f"{len(lacking)} of {len(paths)} scenes lack {name}.npy (first: {lacking[0]}), which "
-                        f"dataset.input_features reads: {how}, or train without it: dataset.input_features=[{rest}]")
+                        f"dataset.input_features reads: {_how_to_get(name)}, or train without it: "
+                        f"dataset.input_features=[{rest}]")
+
+
+def _how_to_get(name: str) -> str:
+    if name == "normal":
+        return "import the scenes again with --normals estimate (docs/datasets.md#normals)"
+    return f"use scenes that have {name}"
 
 
 def label_array(path: Path, segment: str | None = None) -> str | None:
@@ -354,7 +359,7 @@ class SceneDataset(Dataset):
         missing = [n for n in self.input_features if n != "coord" and n not in sample]
         if missing:
             raise DitrError(f"scene {scene.path}: dataset.input_features needs {missing}, which the scene lacks "
-                            f"({', '.join(n + '.npy' for n in missing)})")
+                            f"({', '.join(n + '.npy' for n in missing)}): {_how_to_get(missing[0])}")
         segment = scene.segment(self.segment_key)
         n = scene.num_points
         if segment is None and self.labels_required:
