@@ -66,3 +66,13 @@ def test_scene_normals_face_the_cameras():
     view = View(name="v", width=4, height=4, intrinsics=np.eye(3), cam_to_world=pose)
     assert (scene_normals(plane, [view], 0.1)[:, 2] < -0.99).all()
     assert (np.abs(scene_normals(plane, [], 0.1)[:, 2]) > 0.99).all()  # no camera: the box centre
+
+
+def test_the_cube_size_follows_the_density():
+    rng = np.random.default_rng(4)
+    sparse = np.c_[rng.uniform(0, 4, (800, 2)), np.zeros(800)]  # ~14 cm apart: 4 cm cubes hold 1 point
+    assert (estimate_normals(sparse, 0.04) == 0).all(axis=1).mean() > 0.5
+    auto = estimate_normals(sparse, viewpoint=np.array([2.0, 2.0, 1.0]))
+    assert (auto[:, 2] > 0.99).mean() > 0.98  # larger cubes: (nearly) every point has a plane
+    dense = np.c_[rng.uniform(0, 1, (20000, 2)), np.zeros(20000)]
+    assert np.array_equal(estimate_normals(dense), estimate_normals(dense, 0.04))  # dense enough at 4 cm
