@@ -100,7 +100,8 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
 
 
 def check_input_files(paths: Sequence[Path], input_features: Sequence[str]) -> None:
-    """Refuse, before training starts, scenes that lack an input array (``normal.npy`` above all).
+    """Refuse, before training starts (:func:`ditr.training.train`), scenes that lack an input array
+    (``normal.npy`` above all), rather than at the first sample that reads one.
 
     Normals are never estimated silently while training: they belong to the data, so they are made
     once, at import (``--normals estimate``), and every run, evaluation and checkpoint sees the same.
@@ -218,7 +219,6 @@ class SceneDataset(Dataset):
         self.segments = config.kind.segments
         self.labels_required = self.segments and mode == "train"
         self.input_features = list(config.dataset.input_features)
-        check_input_files(self.paths, self.input_features)
         self.loop = config.dataset.loop if mode == "train" else 1
         self.images = config.images
         self.use_images = config.uses_images
