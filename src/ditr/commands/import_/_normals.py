@@ -15,5 +15,5 @@ CHOICES = ("source", "estimate")
 def add_normals_option(s: argparse.ArgumentParser, default: str = "source") -> None:
     s.add_argument("--normals", choices=CHOICES, default=default,
                    help="source: keep the source's normals (none where it has none); estimate: estimate the "
-                        "normals a scene lacks from its points, facing its cameras (the indoor presets read "
-                        f"normals; docs/datasets.md#normals; default {default})")
+                        "normals a scene lacks from its points (the indoor presets read normals; "
+                        f"docs/datasets.md#normals; default {default})")
