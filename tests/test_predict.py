@@ -21,7 +21,7 @@ from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
 from ditr.inference import Predictor
 from ditr.model_files import load_model
-from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks
+from ditr.predict import PredictOptions, inference_config, plan_chunks
 from ditr.scene import Scene
 from ditr.training import train
 from ditr.viz.viewer import viewer_payload, write_viewer
@@ -119,16 +119,6 @@ def test_chunk_plans_count_the_points_each_voxel_stands_for():
     # a voxel of more points than the budget still gets its chunk
     single = plan_chunks(coord[:3], max_points=4, overlap=0.0, points=np.array([9, 1, 1]))
     assert np.array_equal(np.unique(np.concatenate([c.members for c in single])), np.arange(3))
-
-
-def test_estimated_normals_face_the_viewpoint():
-    rng = np.random.default_rng(1)
-    floor = np.c_[rng.uniform(0, 2, (3000, 2)), np.zeros(3000)]
-    wall = np.c_[rng.uniform(0, 2, 2000), np.full(2000, 2.0), rng.uniform(0.1, 2, 2000)]
-    normals = estimate_normals(np.concatenate([floor, wall]).astype(np.float32), np.array([1.0, 1.0, 1.5]))
-    assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
-    assert (normals[:3000] @ [0, 0, 1] > 0.95).mean() > 0.9  # floor: up, towards the viewpoint
-    assert (normals[3000:] @ [0, -1, 0] > 0.95).mean() > 0.8  # wall: into the room
 
 
 # ------------------------------------------------------------------------------------------ synthetic rooms

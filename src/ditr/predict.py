@@ -16,7 +16,8 @@ what ``ditr predict`` makes of its result:
   core's border to 0 at ``overlap`` metres out, so a voxel is decided mostly by the chunk in which
   it has context on all sides. A scene of at most ``max_points`` points is one chunk: exactly the
   forward of ``ditr evaluate``;
-* :func:`estimate_normals` for scans stored without the normals a model reads;
+* :func:`add_missing_normals` (the estimator of :mod:`ditr.normals`) for scans stored without the
+  normals a model reads;
 * :class:`Prediction` (per-point labels and probabilities, and what they took), :func:`score`
   against the scene's ground truth and :func:`write_outputs` (labels, PLY, renders, summary).
 
@@ -38,6 +39,7 @@ import torch
 
 from .configs import RunConfig
 from .errors import DitrError
+from .normals import scene_normals
 from .scene import Scene
 
 
@@ -138,53 +140,11 @@ def plan_chunks(coord: np.ndarray, max_points: int | None, overlap: float,
 
 
 # ------------------------------------------------------------------------------------------ normals
-def estimate_normals(coord: np.ndarray, viewpoint: np.ndarray, cell: float = 0.05) -> np.ndarray:
-    """(N, 3) float32 unit normals from the covariance of each point's neighbourhood.
-
-    The neighbourhood of a point is its cube of ``cell`` metres and the 26 around it; all points of
-    a cube share its normal (the direction of least spread), which is as fine as the voxels a model
-    sees. Normals are turned towards ``viewpoint`` (the cameras' mean position: inside a room, the
-    side a scanner saw). An approximation for scans stored without normals (the ScanNet sample),
-    smoother than mesh normals at edges.
-    """
-    pts = coord.astype(np.float64)
-    grid = np.floor((pts - pts.min(0)) / cell).astype(np.int64) + 1  # a margin of one cell
-    dims = grid.max(0) + 2
-    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
-    cells, inverse = np.unique(key, return_inverse=True)
-    local = pts - pts.mean(0)
-    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    columns = [np.ones(len(pts))] + [local[:, a] for a in range(3)] + [local[:, a] * local[:, b] for a, b in pairs]
-    moments = np.stack([np.bincount(inverse, weights=c, minlength=len(cells)) for c in columns], 1)
-    summed = np.zeros_like(moments)
-    for dx in (-1, 0, 1):  # a loop over the 27 neighbouring cells, each one vectorised over all cells
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                other = cells + (dx * dims[1] + dy) * dims[2] + dz
-                pos = np.clip(np.searchsorted(cells, other), 0, len(cells) - 1)
-                hit = cells[pos] == other
-                summed[hit] += moments[pos[hit]]
-    count = summed[:, :1]
-    mean = summed[:, 1:4] / count
-    second = summed[:, 4:] / count
-    cov = np.empty((len(cells), 3, 3))
-    for j, (a, b) in enumerate(pairs):
-        cov[:, a, b] = cov[:, b, a] = second[:, j] - mean[:, a] * mean[:, b]
-    normals = np.linalg.eigh(cov)[1][:, :, 0][inverse]  # eigenvector of the smallest eigenvalue
-    flip = ((np.asarray(viewpoint, np.float64) - pts) * normals).sum(1) < 0
-    normals[flip] *= -1
-    return normals.astype(np.float32)
-
-
 def add_missing_normals(scene: Scene, input_features: list[str], voxel_size: float) -> bool:
     """Estimate ``normal`` in memory when the model reads normals the scene does not have; whether it did."""
     if "normal" not in input_features or "normal" in scene.attributes:
         return False
-    if scene.views:
-        viewpoint = np.mean([v.cam_to_world[:3, 3] for v in scene.views], axis=0)
-    else:
-        viewpoint = (scene.coord.min(0) + scene.coord.max(0)) / 2
-    scene.attributes["normal"] = estimate_normals(scene.coord, viewpoint, cell=2.5 * voxel_size)
+    scene.attributes["normal"] = scene_normals(scene.coord, scene.views, cell=2.5 * voxel_size)
     return True
 
 

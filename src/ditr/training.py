@@ -22,6 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .build import model_from_config
 from .configs import RunConfig
 from .data import SceneDataset, collate, resolve_scenes
+from .data.dataset import check_input_files
 from .data.dataset import item_rng
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
@@ -79,8 +80,9 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
         model = model_from_config(config)
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
     record_scene_folder(config, train_scenes)
-    for dataset in (train_set, val_set):  # label arrays and ids checked before any work, naming the file
+    for dataset in (train_set, val_set):  # inputs, label arrays and ids checked before any work, naming the file
         if dataset is not None:
+            check_input_files(dataset.paths, dataset.input_features)
             dataset.check_labels()
     criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),

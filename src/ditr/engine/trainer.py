@@ -165,8 +165,10 @@ class Trainer:
         self.sampler: TrainSampler = make_sampler(self.batch_per_rank, self.info.rank, world, config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
+            most = num_samples // world * world
             raise ConfigError("trainer", "batch_size", f"{num_samples} training samples make no full batch of "
-                                                         f"{self.batch_per_rank} per rank")
+                                                         f"{self.batch_per_rank} per rank: set trainer.batch_size="
+                                                         f"{most or world} or less, or train on more scenes")
         if config.epochs is None and config.max_steps is None:
             raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them (neither is set)")
         self.total_steps = (config.max_steps if config.max_steps is not None

@@ -464,7 +464,7 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
 def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None = None,
                   images: str | Path | None = None, points: str | Path | None = None, scale: float | None = None,
                   up: str = "keep", ignore_distortion: bool = False, frame_step: int = 1,
-                  acquisition: str | None = None) -> CaptureReport:
+                  acquisition: str | None = None, estimate_normals: bool = False) -> CaptureReport:
     """Import a COLMAP workspace or sparse model (see module doc) as one scene in ``out``.
 
     ``acquisition`` (what made the points) defaults to what COLMAP's own points are: ``mvs`` for a
@@ -491,5 +491,6 @@ def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None 
     made_by = acquisition or ("unknown" if points else "mvs" if ws.fused else "sfm")
     with tempfile.TemporaryDirectory(prefix="ditr-undistorted-") as folder:  # copied into the scene by its save
         report.undistorted_views = undistort_views(views, lenses, Path(folder))
-        assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=made_by)
+        assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=made_by,
+                       estimate_normals=estimate_normals)
     return report

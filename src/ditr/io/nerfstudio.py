@@ -161,7 +161,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
                       points: str | Path | None = None, points_frame: str = "transforms",
                       dataparser_transforms: str | Path | None = None, scale: float = 1.0, up: str = "keep",
                       ignore_distortion: bool = False, frame_step: int = 1, depth_unit: float = 0.001,
-                      acquisition: str | None = None) -> CaptureReport:
+                      acquisition: str | None = None, estimate_normals: bool = False) -> CaptureReport:
     """Import a nerfstudio / instant-ngp capture (see module doc) as one scene in ``out``.
 
     ``acquisition`` (what made the points) defaults to ``sfm`` for the ``ply_file_path`` cloud
@@ -214,7 +214,8 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     with tempfile.TemporaryDirectory(prefix="ditr-undistorted-") as folder:  # copied into the scene by its save
         report.undistorted_views = undistort_views(views, lenses, Path(folder))
         assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report,
-                       acquisition=acquisition or ("unknown" if points else "sfm"))
+                       acquisition=acquisition or ("unknown" if points else "sfm"),
+                       estimate_normals=estimate_normals)
     return report
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import CAPTURE_SPLITS
+from ._normals import add_normals_option
+
 from ...scene import ACQUISITION_KINDS
 
 NAME = "capture"
 HELP = "your own capture: a point file + a directory of images + a poses file (JSON or text)"
+NO_SPLITS = CAPTURE_SPLITS
 DESCRIPTION = """Your own capture (e.g. a LiDAR + camera rig): a point file, a directory of images and a poses file.
 
 Point files: .ply .pcd .las .laz .e57 .npy .txt .xyz .csv (LAS/LAZ/E57 need pip install 'ditr[scans]').
@@ -44,6 +48,7 @@ def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
                    help="what made the points, which picks the occlusion test (docs/projection.md): lidar (one scan, "
                         "in the sensor's frame), rgbd, mesh, mvs (dense stereo), sfm (sparse structure from motion) or "
                         f"unknown (default: {default_acquisition})")
+    add_normals_option(s)
     if distortion:
         s.add_argument("--ignore-distortion", action="store_true",
                        help="keep the images of distorted cameras and use their pinhole part (counted, with the "
@@ -68,4 +73,5 @@ def run(args: argparse.Namespace):
 
     return import_capture(args.points, args.images, args.poses, args.out, convention=args.convention,
                           pose_direction=args.pose_direction, scale=args.scale, up=args.up,
-                          frame_step=args.frame_step, acquisition=args.acquisition or "unknown")
+                          frame_step=args.frame_step, acquisition=args.acquisition or "unknown",
+                          estimate_normals=args.normals == "estimate")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import CAPTURE_SPLITS
+
 from .capture import add_capture_options
 
 NAME = "colmap"
 HELP = "a COLMAP reconstruction: dense workspace (undistorted, fused.ply) or sparse model (.bin/.txt)"
+NO_SPLITS = CAPTURE_SPLITS
 DESCRIPTION = """A COLMAP reconstruction of your photos or video frames, as one scene.
 
 SRC is searched for: a dense workspace (colmap image_undistorter output: sparse/ + images/ [+ fused.ply],
@@ -43,4 +46,5 @@ def run(args: argparse.Namespace):
 
     return import_colmap(args.src, args.out, model=args.model, images=args.images, points=args.points,
                          scale=args.scale, up=args.up, ignore_distortion=args.ignore_distortion,
-                         frame_step=args.frame_step, acquisition=args.acquisition)
+                         frame_step=args.frame_step, acquisition=args.acquisition,
+                         estimate_normals=args.normals == "estimate")
