@@ -106,11 +106,20 @@ def _ditr_argvs(line: str) -> list[list[str]]:
     return out
 
 
+_REDIRECT = re.compile(r"^\d*(>>?|<)(&\d+)?")
+
+
 def _split(tokens: list[str], separators: set[str]) -> list[list[str]]:
+    """Commands between separators, without their redirections (``> out.yaml``, ``2>&1``)."""
     segments: list[list[str]] = [[]]
+    skip_target = False
     for token in tokens:
-        if token in separators:
+        if skip_target:
+            skip_target = False
+        elif token in separators:
             segments.append([])
+        elif match := _REDIRECT.match(token):
+            skip_target = match.end() == len(token) and not match.group(2)  # the target is the next token
         else:
             segments[-1].append(token)
     return [s for s in segments if s]
@@ -165,6 +174,8 @@ def test_command_extraction_reads_doc_shorthand():
         ["features", "--model", "m", "--cache", "c", "SCENE"]]
     assert _ditr_argvs("OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m ditr.cli train synthetic") == [
         ["train", "synthetic"]]
+    assert _ditr_argvs("ditr train a --print-config > a.yaml 2>&1 && ditr info x 2>/dev/null >>log") == [
+        ["train", "a", "--print-config"], ["info", "x"]]
     assert _ditr_argvs("ditr info: error: no such model") == []
     assert _ditr_argvs("python download.py -o SRC") == []
     assert _parse_error(["features", "rooms", "--model", "m", "--cache", "c", "--no-such-option"]) is not None
