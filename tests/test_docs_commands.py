@@ -6,13 +6,15 @@ Two checks:
   parses with ditr's own argument parser, so a renamed sub-command or option cannot linger in the docs;
 - blocks marked runnable (an HTML comment line ``<!-- runnable -->`` directly before the fence) run with
   ``bash -e`` in a temporary directory, one directory per page so a page's blocks run in order as a session.
-  ``SUBSTITUTIONS`` shrinks sizes (scenes, points, steps) so the suite stays fast; ``SAMPLES`` points names a
-  page uses at the repository's small data samples.
+  ``SUBSTITUTIONS`` shrinks sizes (scenes, points, steps) so the suite stays fast, and points a page's
+  placeholders (``SRC``) at the small real data samples (``$DITR_TEST_DATA``, the folder conftest reads; such a
+  page is skipped where it is absent).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from ditr.cli import COMMANDS, build_parser
 
@@ -42,6 +45,8 @@ SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
         ("--scenes 100 --seed 1 ", "--scenes 1 --seed 1 --points 2000 --views 2 --width 64 --height 48 "),
     ],
     "docs/features.md": [("ditr synth rooms --scenes 1", "ditr synth rooms --scenes 1 --points 2000 --views 2")],
+    "docs/datasets.md": [("ditr import kitti SRC scenes/kitti [--split testing] [--frame-step 10] [--max-frames 100]",
+                          'ditr import kitti "$DITR_TEST_DATA/kitti_object" scenes/kitti --max-frames 1')],
 }
 
 
@@ -133,12 +138,15 @@ def _documented_commands() -> list[tuple[str, list[str]]]:
     return out
 
 
+_parser = functools.cache(build_parser)  # parse_args leaves the parser as it was: one serves every command
+
+
 def _parse_error(argv: list[str]) -> str | None:
     """argparse's complaint about ``ditr ARGV``, or None when it parses."""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(argv)
+            _parser().parse_args(argv)
     except SystemExit as exc:
         if exc.code not in (0, None):
             return stderr.getvalue().strip().splitlines()[-1]
@@ -181,13 +189,15 @@ def test_command_extraction_reads_doc_shorthand():
     assert _parse_error(["features", "rooms", "--model", "m", "--cache", "c", "--no-such-option"]) is not None
 
 
-def _environment(work: Path) -> dict[str, str]:
+def _environment(work: Path, test_data: Path | None) -> dict[str, str]:
     """The venv's ``ditr`` first on PATH, this checkout's sources imported, nothing downloaded."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p)
     env.update({"HOME": str(work), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE",
                 "DITR_MODELS": str(work / "no-models")})
+    if test_data is not None:
+        env["DITR_TEST_DATA"] = str(test_data)
     return env
 
 
@@ -203,7 +213,8 @@ def _script(page: str) -> str:
 @pytest.mark.parametrize("page", RUNNABLE_PAGES)
 def test_runnable_blocks_run(page, tmp_path):
     script = _script(page)
-    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=_environment(tmp_path),
+    test_data = shared_path("data") if "$DITR_TEST_DATA" in script else None
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=_environment(tmp_path, test_data),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (f"{page}: a runnable block failed (status {result.returncode})\n--- script\n"
                                     f"{script}\n--- stderr\n{result.stderr[-3000:]}")
