@@ -28,6 +28,7 @@ import pytest
 from conftest import shared_path
 
 from ditr.cli import COMMANDS, build_parser
+from ditr.errors import DitrError
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -159,6 +160,31 @@ def test_every_documented_ditr_command_parses():
     failures = [f"{where}: ditr {shlex.join(argv)}\n    {error}"
                 for where, argv in commands if (error := _parse_error(argv)) is not None]
     assert not failures, "documented commands that ditr rejects:\n" + "\n".join(failures)
+
+
+def test_documented_runs_resolve_their_configs():
+    """``ditr train`` / ``distill`` / ``recipe`` lines name existing presets and keys the run config has
+    (lines that name a YAML file of their own or a placeholder such as CONFIG are left to the parse check)."""
+    from ditr.commands.train import split_items
+    from ditr.configs import list_presets, load_preset
+
+    known = set(list_presets())
+    failures, checked = [], 0
+    for where, argv in _documented_commands():
+        if argv[0] not in ("train", "distill", "recipe"):
+            continue
+        args = _parser().parse_args(argv)
+        items = args.items if argv[0] != "recipe" else [args.preset, *args.overrides] if args.preset else []
+        presets, overrides = split_items(items)
+        if not presets or not set(presets) <= known:
+            continue
+        checked += 1
+        try:
+            load_preset(presets, overrides)
+        except DitrError as exc:
+            failures.append(f"{where}: ditr {shlex.join(argv)}\n    {exc}")
+    assert checked > 20, "too few documented runs were checked"
+    assert not failures, "\n".join(failures)
 
 
 def test_every_help_example_parses():
