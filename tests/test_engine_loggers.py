@@ -13,18 +13,18 @@ from ditr.engine.logging import read_jsonl
 from ditr.engine.loggers import scalars
 from ditr.engine.losses import SegmentationCriterion
 from ditr.engine.optim import OptimConfig
-from ditr.engine.trainer import Trainer, TrainerConfig
+from ditr.engine.trainer import Callback, Trainer, TrainerConfig
 from ditr.errors import ConfigError, DitrError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def fit(work_dir, loggers: list[str]) -> Trainer:
+def fit(work_dir, loggers: list[str], callbacks=(), **settings) -> Trainer:
     torch.manual_seed(0)
     config = TrainerConfig(work_dir=work_dir, batch_size=4, max_steps=4, eval_every_epochs=1, num_classes=NUM_CLASSES,
-                           log_every_steps=1, quiet=True, plots=False, loggers=loggers)
+                           log_every_steps=1, quiet=True, plots=False, loggers=loggers, **settings)
     trainer = Trainer(ToyNet(), SegmentationCriterion(), ToyScenes(8), config, collate_fn=collate,
-                      val_set=ToyScenes(2, seed=9, augment=False), optim=OptimConfig(lr=0.02))
+                      val_set=ToyScenes(2, seed=9, augment=False), optim=OptimConfig(lr=0.02), callbacks=callbacks)
     try:
         trainer.fit()
     finally:
@@ -50,6 +50,24 @@ def test_tensorboard_event_file_has_the_scalars(tmp_path):
     assert {"train/loss", "train/lr", "val/miou"} <= set(tags)
     logged = [(r["step"], r["loss"]) for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
     assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("train/loss")] == logged
+
+
+def test_tensorboard_drops_the_steps_a_resumed_run_redoes(tmp_path):
+    """Crash after step 3 with the checkpoint of step 2: step 3 is logged again, and shown once."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class CrashAt3(Callback):
+        def on_step_end(self, trainer, losses):
+            if trainer.step == 3:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path, ["jsonl", "tensorboard"], callbacks=[CrashAt3()], checkpoint_every_steps=2)
+    fit(tmp_path, ["jsonl", "tensorboard"], checkpoint_every_steps=2)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
 
 
 class FakeRun:

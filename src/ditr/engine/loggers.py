@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,9 @@ class MetricLogger(Protocol):
 
     def log(self, record: Mapping[str, Any]) -> None: ...
 
+    def resume(self, step: int) -> None:
+        """Training goes on from ``step``: what was logged after it is logged again."""
+
     def close(self) -> None: ...
 
 
@@ -41,7 +45,7 @@ def scalars(record: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
     """The step and the finite numbers of a record, named ``<kind>/<key>``."""
     kind = record.get("kind", "train")
     out = {f"{kind}/{key}": float(value) for key, value in record.items()
-           if key not in ("kind", "step", "time") and isinstance(value, (int, float))
+           if key not in ("kind", "step", "time") and isinstance(value, numbers.Real)
            and not isinstance(value, bool) and math.isfinite(value)}
     return int(record.get("step", 0)), out
 
@@ -52,16 +56,27 @@ class TensorBoardLogger:
     def __init__(self, log_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_dir = log_dir
+        self._writer_class = SummaryWriter
+        self.writer: Any = None  # opened by the first record or resume: no empty event files
 
     def log(self, record: Mapping[str, Any]) -> None:
+        if self.writer is None:
+            self.writer = self._writer_class(log_dir=str(self.log_dir))
         step, values = scalars(record)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, global_step=step)
         self.writer.flush()  # a crashed run keeps what it logged
 
+    def resume(self, step: int) -> None:
+        """A new event file that tells TensorBoard to drop the earlier files' events after ``step``."""
+        self.close()
+        self.writer = self._writer_class(log_dir=str(self.log_dir), purge_step=step + 1)
+
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class WandbLogger:
@@ -77,6 +92,9 @@ class WandbLogger:
     def log(self, record: Mapping[str, Any]) -> None:
         step, values = scalars(record)
         self.run.log(values, step=step)
+
+    def resume(self, step: int) -> None:
+        """Nothing to drop: each start of training is a W&B run of its own."""
 
     def close(self) -> None:
         self.run.finish()

@@ -64,6 +64,8 @@ class JsonlLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step``: on resume they belong to work that is redone."""
+        for tracker in self.trackers:
+            tracker.resume(step)
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
