@@ -56,6 +56,7 @@ def test_a_scene_without_images_predicts_from_3d_alone(tiny_model):
 @pytest.mark.parametrize(("change", "field"), [
     ({"points": np.zeros((5, 2))}, "points"),
     ({"colors": np.full((10, 3), 2.0)}, "colors"),
+    ({"normals": np.zeros((3, 3), np.float32)}, "normals: has 3 rows"),
     ({"images": [np.zeros((48, 64, 3), np.float32)] * 2}, r"images\[0\]"),
     ({"poses": np.eye(4)[None]}, "poses"),
     ({"poses": np.stack([np.diag([2.0, 1, 1, 1])] * 2)}, r"poses\[0\]"),

@@ -112,8 +112,9 @@ def test_config_fields_are_checked_by_name(tmp_path):
     assert spec_from_config("a/b", config, "c.json").mlp_hidden == 4 * 32
     with pytest.raises(DitrError, match="c.json: model_type 'vit'"):
         spec_from_config("a/b", {**config, "model_type": "vit"}, "c.json")
-    with pytest.raises(DitrError, match="c.json: hidden_size must be a whole number"):
-        spec_from_config("a/b", {**config, "hidden_size": "wide"}, "c.json")
+    for bad in ("wide", float("inf"), 0, 31.5):
+        with pytest.raises(DitrError, match="c.json: hidden_size must be a whole number >= 1"):
+            spec_from_config("a/b", {**config, "hidden_size": bad}, "c.json")
     dinov3 = spec_from_config("a/c", {"model_type": "dinov3_vit", "patch_size": 16, "hidden_size": 32,
                                       "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 88,
                                       "use_gated_mlp": True, "num_register_tokens": 4}, "d.json")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -487,16 +487,19 @@ class Scene:
         coord = _validate_coord(np.asarray(points), where, "points")
         n = coord.shape[0]
         attributes: dict[str, np.ndarray] = {}
-        arrays = {"color": colors, "normal": normals, "segment": segment}
-        for key, value in arrays.items():
+        arrays = {"color": ("colors", colors), "normal": ("normals", normals), "segment": ("segment", segment)}
+        for key, (argument, value) in arrays.items():
             if value is None:
                 continue
             array = np.asarray(value)
             if key == "color" and np.issubdtype(array.dtype, np.floating):
                 if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
-                    raise SceneError(where, "colors", "float colours must lie in [0, 1] (or give uint8 0-255)")
+                    raise SceneError(where, argument, "float colours must lie in [0, 1] (or give uint8 0-255)")
                 array = np.round(array * 255).astype(np.uint8)
-            attributes[key] = _validate_attribute(key, array, n, Path(where))
+            try:
+                attributes[key] = _validate_attribute(key, array, n, Path(where))
+            except SceneError as exc:  # the rule's words, the argument's name
+                raise SceneError(where, argument, exc.problem) from None
         views = _views_from_arrays(images, intrinsics, poses, depths, where)
         meta = {"name": name} | ({"segment": "segment"} if segment is not None else {})
         return cls(coord=coord, attributes=attributes, views=views, meta=meta)

@@ -9,6 +9,7 @@ model's (:func:`ditr.vfm.loading.load_vfm`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,16 @@ def spec_from_config(repo_id: str, config: dict[str, Any], where: str | Path) ->
                         f"({', '.join(_FAMILIES)})")
     family = _FAMILIES[model_type]
 
-    def field(key: str, default: Any = None) -> int:
+    def field(key: str, default: Any = None, low: int = 1) -> int:
         value = config.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
-            raise DitrError(f"{where}: {key} must be a whole number, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value) or value < low):
+            raise DitrError(f"{where}: {key} must be a whole number >= {low}, got {value!r}")
         return int(value)
 
     common: dict[str, Any] = dict(patch_size=field("patch_size"), hidden_size=field("hidden_size"),
                                   num_layers=field("num_hidden_layers"), num_heads=field("num_attention_heads"),
-                                  num_registers=field("num_register_tokens", 0),
+                                  num_registers=field("num_register_tokens", 0, low=0),
                                   image_size=field("image_size", 224 if family == "dinov3" else 518))
     if family == "dinov3":
         extra: dict[str, Any] = dict(intermediate_size=field("intermediate_size"),
