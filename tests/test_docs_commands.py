@@ -1,10 +1,10 @@
 """The commands shown in README.md and docs/*.md work.
 
-Two checks:
-
-- every ``ditr ...`` line in a fenced block (also ``torchrun ... -m ditr.cli ...`` and ``... | xargs ditr ...``)
-  parses with ditr's own argument parser, so a renamed sub-command or option cannot linger in the docs;
-- blocks marked runnable (an HTML comment line ``<!-- runnable -->`` directly before the fence) run with
+- Every ``ditr ...`` line in a fenced block (also ``torchrun ... -m ditr.cli ...`` and ``... | xargs ditr ...``)
+  parses with ditr's own argument parser, so a renamed sub-command or option cannot linger in the docs; so do
+  the examples of every command's ``--help``. Documented ``ditr train`` / ``distill`` / ``recipe`` runs also
+  resolve their presets and ``key=value`` overrides.
+- Blocks marked runnable (an HTML comment line ``<!-- runnable -->`` directly before the fence) run with
   ``bash -e`` in a temporary directory, one directory per page so a page's blocks run in order as a session.
   ``SUBSTITUTIONS`` shrinks sizes (scenes, points, steps) so the suite stays fast, and points a page's
   placeholders (``SRC``) at the small real data samples (``$DITR_TEST_DATA``, the folder conftest reads; such a
@@ -37,7 +37,7 @@ FENCE = re.compile(r"^\s*```(\S*)\s*$")
 # Fenced blocks in these languages are code of another kind; every other block may hold shell commands.
 NOT_SHELL = {"python", "py", "yaml", "yml", "json", "jsonl", "toml", "html", "text"}
 
-#: Per page, (old, new) replacements applied to its runnable blocks before they run: smaller sizes only.
+#: Per page, (old, new) replacements applied to its runnable blocks before they run: smaller sizes, sample data.
 SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
     "docs/synthetic.md": [
         ("--scenes 10 --seed 0 ", "--scenes 1 --seed 0 --points 2000 --views 2 --width 64 --height 48 "),
