@@ -26,10 +26,13 @@ EXAMPLES = f"""examples:
       --flip --jitter-variants 4          # + 4 colour-jittered variants per image (images.jitter_variants: 4)
   ditr features scans/* --model dinov3-vitl16 --checkpoint ~/hf/dinov3-vitl16-pretrain-lvd1689m --cache feats/
   ditr features scans/* --model dinov2-vitb14-reg --download --cache feats/      # fetch from the hub once
+  ditr features scans/* --model facebook/dinov2-base --cache feats/   # a Hugging Face id (local cache; --download)
   torchrun --nproc-per-node 8 -m ditr.cli features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/
 
 Weights are looked up offline first: --checkpoint (a Hugging Face directory or Meta's .pth), then
 $DITR_MODELS/<model>[.pth], then the local Hugging Face cache; --download allows the hub.
+--model also takes a Hugging Face repository id: a listed model's id is that model, and any other
+DINOv2 / DINOv3 repository is described by its own config.json.
 A second run with the same settings computes nothing (all hits). Under torchrun each rank takes
 every WORLD_SIZE-th image. Prints one JSON summary line.
 
@@ -64,7 +67,9 @@ def _strength(text: str) -> tuple[float, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE",
                    help="scene directories (format: docs/design.md#scene-format)")
-    p.add_argument("--model", required=True, metavar="NAME", help="model name, e.g. dinov2-vitl14-reg (see below)")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="model name, e.g. dinov2-vitl14-reg (see below), or a Hugging Face repository id "
+                        "(facebook/dinov2-base)")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="weights: Hugging Face directory, or Meta's official .pth (keys converted)")
     p.add_argument("--download", action="store_true", help="allow downloading the weights from the Hugging Face hub")

@@ -5,7 +5,8 @@ Resolution order for ``load_vfm(name, checkpoint)``:
 1. ``checkpoint`` given: a Hugging Face-format directory (``config.json`` + weights), an official
    Meta checkpoint file (``*.pth`` / ``*.pt``, keys converted by :mod:`ditr.vfm.checkpoints`), or a
    ``*.safetensors`` file in either layout.
-2. ``$DITR_MODELS/<name>/`` (HF directory) or ``$DITR_MODELS/<name>.pth`` (Meta file).
+2. ``$DITR_MODELS/<name>/`` (HF directory) or ``$DITR_MODELS/<name>.pth`` (Meta file); ``<name>`` is
+   the registry name, also when the model was named by its Hugging Face id (``facebook/dinov2-base``).
 3. ``tiny-random`` names: a seeded random init (reported everywhere as "random weights").
 4. The local Hugging Face cache (``~/.cache/huggingface``), read with ``local_files_only``.
 5. A hub download, only with ``allow_download=True`` (CLI ``--download``).
@@ -168,8 +169,10 @@ def _file(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
 
 def load_vfm(name: str, checkpoint: str | Path | None = None, *, allow_download: bool = False,
              hash_memo: Path | None = None) -> VFMHandle:
-    """Resolve a model's weights (see the module docstring); they are read on first use of ``.model``."""
-    spec = get_spec(name)
+    """Resolve a model's weights (see the module docstring); they are read on first use of ``.model``.
+
+    ``name`` is a registered model or a Hugging Face repository id (:mod:`ditr.vfm.hub`)."""
+    spec = get_spec(name, allow_download=allow_download)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
@@ -196,6 +199,8 @@ def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> VF
         local = snapshot_download(spec.hub_id, allow_patterns=patterns, local_files_only=True)
     except (LocalEntryNotFoundError, OSError):
         local = None
+    if local is not None and not any(Path(local).glob("*.safetensors")):
+        local = None  # only config.json cached so far (a repository id's architecture was read)
     if local is None and not allow_download:
         raise WeightsNotFound(spec,
             f"no weights for {spec.name!r} found offline. Provide them with --checkpoint PATH "

@@ -44,6 +44,7 @@ class VFMSpec:
     num_registers: int = 0
     qkv_bias: bool = True
     image_size: int = 518  # pretraining size; sets DINOv2's position-embedding grid (518 / 14 = 37)
+    intermediate_size: int | None = None  # the MLP width as a config.json gives it (else from mlp_ratio)
     hub_id: str | None = None
     random_weights: bool = False  # tiny test / demo models: seeded random init, never real features
     seed: int = 0
@@ -62,6 +63,8 @@ class VFMSpec:
     @property
     def mlp_hidden(self) -> int:
         """Hidden width of the block MLP (SwiGLU keeps two thirds, rounded up to ``swiglu_align``)."""
+        if self.intermediate_size is not None:
+            return self.intermediate_size
         width = int(self.hidden_size * self.mlp_ratio)
         if not self.swiglu:
             return width
@@ -134,9 +137,26 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_spec(name: str) -> VFMSpec:
-    """Look a model up by name; Meta's hub spelling (``dinov2_vitl14_reg``) is accepted too."""
+#: Architectures of unregistered Hugging Face repositories read so far, by repository id.
+_HUB_SPECS: dict[str, VFMSpec] = {}
+
+
+def get_spec(name: str, *, allow_download: bool = False) -> VFMSpec:
+    """Look a model up by name; Meta's hub spelling (``dinov2_vitl14_reg``) is accepted too, and so is a
+    Hugging Face repository id (:mod:`ditr.vfm.hub`: a registered model's, or any DINO repository in the
+    local cache; fetched with ``allow_download``)."""
+    from .hub import hub_spec, is_hub_id
+
     key = name.strip().lower().replace("_", "-")
-    if key not in _REGISTRY:
-        raise DitrError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[key]
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if not is_hub_id(name):
+        raise DitrError(f"unknown model {name!r}; known models: {', '.join(list_models())}, "
+                        f"or a Hugging Face repository id (owner/name)")
+    repo_id = name.strip()
+    registered = [spec for spec in _REGISTRY.values() if spec.hub_id and spec.hub_id.lower() == repo_id.lower()]
+    if registered:
+        return registered[0]
+    if repo_id not in _HUB_SPECS:
+        _HUB_SPECS[repo_id] = hub_spec(repo_id, allow_download)
+    return _HUB_SPECS[repo_id]
