@@ -39,6 +39,10 @@ NOT_SHELL = {"python", "py", "yaml", "yml", "json", "jsonl", "toml", "html", "te
 
 #: Per page, (old, new) replacements applied to its runnable blocks before they run: smaller sizes, sample data.
 SUBSTITUTIONS: dict[str, list[tuple[str, str]]] = {
+    "README.md": [
+        ("ditr synth rooms --scenes 4 --seed 0 ", "ditr synth rooms --scenes 4 --seed 0 --points 3000 --views 2 "),
+        ("trainer.epochs=20 trainer.eval_every_epochs=5", "trainer.epochs=3 trainer.eval_every_epochs=3"),
+    ],
     "docs/synthetic.md": [
         ("--scenes 10 --seed 0 ", "--scenes 1 --seed 0 --points 2000 --views 2 --width 64 --height 48 "),
         ("--scenes 2 --seed 3 --points 50000 --views 12 --width 640 --height 480",
