@@ -71,6 +71,30 @@ def _fill_holes(image: np.ndarray, filled: np.ndarray, steps: int) -> np.ndarray
     return image
 
 
+def _grid_cells(coord: np.ndarray, lo: np.ndarray, size: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """(N,) flat ids of the square ``size`` cells of a grid from ``lo`` that the points fall in, grid (w, h)."""
+    ij = np.floor((coord[:, :2] - lo) / size).astype(np.int64)
+    w, h = (int(v) for v in ij.max(0) + 1)
+    return ij[:, 1] * w + ij[:, 0], (w, h)
+
+
+def ceiling_mask(coord: np.ndarray, cell_size: float) -> np.ndarray | None:
+    """(N,) bool: the points of a ceiling, or None where the scene has none.
+
+    A ceiling is the top ``CEILING_BAND`` metres when they cover more than ``CEILING_SHARE`` of the
+    grid cells (``cell_size`` wide) that any point falls in, and leave points below: a room seen
+    from above shows its ceiling, a street its roofs and tree tops (a small share).
+    """
+    if len(coord) == 0:
+        return None
+    cell, _ = _grid_cells(coord, coord[:, :2].min(0), cell_size)
+    z = coord[:, 2]
+    top = z >= z.max() - CEILING_BAND
+    if np.unique(cell[top]).size <= CEILING_SHARE * np.unique(cell).size or top.all():
+        return None
+    return top
+
+
 def topdown_raster(coord: np.ndarray, colors: np.ndarray, max_pixels: int = TOPDOWN_PIXELS
                    ) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
     """(H, W, 3) uint8 raster seen from above (white background), its extent in metres, ceiling cut.
@@ -81,13 +105,11 @@ def topdown_raster(coord: np.ndarray, colors: np.ndarray, max_pixels: int = TOPD
     lo, hi = coord[:, :2].min(0), coord[:, :2].max(0)
     extent = np.maximum(hi - lo, 1e-3)
     pixel = max(float(extent.max()) / max_pixels, estimate_point_spacing(torch.from_numpy(coord)))
-    ij = np.floor((coord[:, :2] - lo) / pixel).astype(np.int64)
-    w, h = ij.max(0) + 1
-    cell = ij[:, 1] * w + ij[:, 0]
+    cell, (w, h) = _grid_cells(coord, lo, pixel)
     z = coord[:, 2]
-    top = z >= z.max() - CEILING_BAND
-    cut = np.unique(cell[top]).size > CEILING_SHARE * np.unique(cell).size
-    keep = ~top if cut and (~top).any() else np.ones(len(coord), bool)
+    ceiling = ceiling_mask(coord, pixel)
+    cut = ceiling is not None
+    keep = ~ceiling if ceiling is not None else np.ones(len(coord), bool)
     cells, rows = _first_per_cell(cell[keep], -z[keep])
     image = np.full((h * w, 3), 255, np.uint8)
     image[cells] = colors[keep][rows]
