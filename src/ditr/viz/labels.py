@@ -20,6 +20,10 @@ from ..projection import ProjectionConfig, project_scene
 from ..scene import Scene
 
 
+#: The colour of ignored (-1) and unknown class ids in every picture.
+UNLABELLED = np.array([0.6, 0.6, 0.6])
+
+
 def class_colors(num_classes: int) -> np.ndarray:
     """A fixed (C, 3) float palette: tab20 first, then evenly spaced hues."""
     base = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
@@ -29,8 +33,20 @@ def class_colors(num_classes: int) -> np.ndarray:
     return np.concatenate([base, extra])
 
 
+def legend_handles(class_ids: Sequence[int], class_names: Sequence[str], unlabelled: bool = False) -> list[Patch]:
+    """Legend entries (colour and name) for ``class_ids``, and a grey "unlabelled" one if asked."""
+    palette = class_colors(len(class_names))
+    handles = [Patch(color=palette[c], label=class_names[c]) for c in class_ids]
+    return handles + ([Patch(color=UNLABELLED, label="unlabelled")] if unlabelled else [])
+
+
+def has_unlabelled(labels: np.ndarray, num_classes: int) -> bool:
+    """Whether any label is -1 (ignore) or an id beyond the classes: drawn grey, named in the legend."""
+    return not bool(np.all((labels >= 0) & (labels < num_classes)))
+
+
 def _colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    out = np.full((labels.shape[0], 3), 0.6)  # ignore / unknown: grey
+    out = np.tile(UNLABELLED, (labels.shape[0], 1))  # ignore / unknown: grey
     ok = (labels >= 0) & (labels < len(palette))
     out[ok] = palette[labels[ok]]
     return out
@@ -77,8 +93,9 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
         ax.set_title(f"{name} (top-down)")
         ax.axis("off")
     present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < len(class_names)})
-    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
-               loc="outside lower center", ncols=min(len(present), 8), fontsize=9)
+    unlabelled = any(has_unlabelled(lab, len(class_names)) for lab in labels.values())
+    fig.legend(handles=legend_handles(present, class_names, unlabelled), loc="outside lower center",
+               ncols=min(len(present) + unlabelled, 8), fontsize=10)
     if title:
         fig.suptitle(title)
     path = Path(path)

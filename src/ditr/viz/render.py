@@ -18,13 +18,12 @@ import matplotlib.patches
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from PIL import Image
 
 from ..fileio import atomic_write
 from ..projection import ProjectionConfig, estimate_point_spacing, project_scene
 from ..scene import Scene
-from .labels import class_colors
+from .labels import UNLABELLED, class_colors, has_unlabelled, legend_handles
 
 #: Longest side of the top-down raster in pixels before it is enlarged for display.
 TOPDOWN_PIXELS = 1024
@@ -34,9 +33,8 @@ CEILING_BAND, CEILING_SHARE = 0.3, 0.4
 HOLE_FILL = 3
 #: Largest square (half-width in pixels) a point is drawn as over a view's image.
 MAX_SPLAT = 8
-#: Views are drawn at most this wide (pixels per panel).
-VIEW_WIDTH = 960
-UNLABELLED = np.array([0.6, 0.6, 0.6])
+#: Views are drawn at most this wide (pixels per panel); smaller ones are enlarged to this width.
+VIEW_WIDTH, MIN_VIEW_WIDTH = 960, 480
 
 
 def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -134,9 +132,8 @@ def render_topdown(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[
     ax.set_ylabel("y (m)")
     ax.set_title((title + "\n" if title else "") + "from above" + (", ceiling cut away" if cut else ""), fontsize=10)
     present = [int(c) for c in np.unique(labels) if 0 <= c < num_classes]
-    palette = class_colors(num_classes)
-    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
-               loc="outside right upper", fontsize=8)
+    fig.legend(handles=legend_handles(present, class_names, unlabelled=has_unlabelled(labels, num_classes)),
+               loc="outside right upper", fontsize=10)
     return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
 
 
@@ -158,10 +155,23 @@ def _splat(uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, shape: tuple[i
     return cells_first, colors[row[first]]
 
 
+def view_file_names(view_names: Sequence[str]) -> list[str]:
+    """``view_<name>.png`` per view, unique: names already starting with "view" are not prefixed twice
+    (``view_07`` gives ``view_07.png``), unsafe characters become ``_``, a repeated name gets ``_<index>``."""
+    names = []
+    for i, name in enumerate(view_names):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        stem = safe[4:].lstrip("_-") if safe.lower().startswith("view") else safe
+        candidate = f"view_{stem or safe or i}.png"
+        names.append(candidate if candidate not in names else f"view_{stem or safe}_{i}.png")
+    return names
+
+
 def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
                        view_ids: Sequence[int], projection: ProjectionConfig = ProjectionConfig(),
                        alpha: float = 0.65) -> list[Path]:
-    """``OUT/view_<name>.png`` per view: the image | the labels of the points it sees over it."""
+    """``OUT/view_<name>.png`` per view (:func:`view_file_names`): the image | the labels of the points
+    it sees over it, panel titles above and the classes it shows (most points first) named below."""
     if not view_ids:
         return []
     import dataclasses
@@ -171,8 +181,8 @@ def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[s
     colors = label_colors(labels, len(class_names)).astype(np.float32)
     spacing = projection.point_spacing or estimate_point_spacing(torch.from_numpy(scene.coord))
     written = []
-    for k, view in enumerate(sub.views):
-        scale = min(1.0, VIEW_WIDTH / view.width)
+    for k, (view, file_name) in enumerate(zip(sub.views, view_file_names([v.name for v in sub.views]))):
+        scale = min(VIEW_WIDTH / view.width, max(1.0, MIN_VIEW_WIDTH / view.width))
         w, h = max(1, round(view.width * scale)), max(1, round(view.height * scale))
         image = np.asarray(Image.fromarray(view.read_image()).resize((w, h), Image.BILINEAR))
         vis = corr.visible[k].numpy()
@@ -185,13 +195,39 @@ def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[s
         cells, paint = _splat(corr.uv[k].numpy()[vis] * scale, depth, colors[vis], (h, w), radius.astype(np.int64))
         overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
         overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
-        both = np.concatenate([image, np.full((h, max(4, w // 100), 3), 255, np.uint8),
+        gap = max(4, w // 100)
+        both = np.concatenate([image, np.full((h, gap, 3), 255, np.uint8),
                                overlay.reshape(h, w, 3).round().astype(np.uint8)], 1)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
-        path = Path(out_dir) / f"view_{safe}.png"
-        atomic_write(path, lambda fh, a=both: Image.fromarray(a).save(fh, format="PNG", compress_level=1))
-        written.append(path)
+        seen = np.bincount(labels[vis][labels[vis] >= 0], minlength=len(class_names))[:len(class_names)]
+        path = Path(out_dir) / file_name
+        written.append(_save_view_panels(path, both, (w, gap), view.name, seen, class_names,
+                                         unlabelled=has_unlabelled(labels[vis], len(class_names))))
     return written
+
+
+def _save_view_panels(path: Path, both: np.ndarray, widths: tuple[int, int], view_name: str, seen: np.ndarray,
+                      class_names: Sequence[str], unlabelled: bool) -> Path:
+    """Write the two panels at their pixel size with a title above each and a legend of the classes
+    in ``seen`` (points per class in view) below, so the colours can be read without ``legend.png``."""
+    dpi, (w, gap) = 100, widths
+    h, total_w = both.shape[:2]
+    present = [int(c) for c in np.argsort(-seen, kind="stable") if seen[c] > 0]
+    ncols = max(1, total_w // 170)
+    title_px, legend_px = 30, 22 * -(-(len(present) + unlabelled) // ncols) + 12
+    fig = Figure(figsize=(total_w / dpi, (h + title_px + legend_px) / dpi), dpi=dpi)
+    full_h = h + title_px + legend_px
+    ax = fig.add_axes((0, legend_px / full_h, 1, h / full_h))
+    ax.imshow(both, interpolation="nearest")
+    ax.axis("off")
+    y = 1 - title_px / 2 / full_h
+    fig.text(0.5 * w / total_w, y, f"image {view_name}", ha="center", va="center", fontsize=11)
+    fig.text((w + gap + 0.5 * w) / total_w, y, "classes of the points this camera sees", ha="center",
+             va="center", fontsize=11)
+    if present or unlabelled:
+        fig.legend(handles=legend_handles(present, class_names, unlabelled), loc="lower left",
+                   bbox_to_anchor=(0, 0), ncols=ncols, fontsize=10, frameon=False, borderaxespad=0.3,
+                   handlelength=1.2, columnspacing=1.2)
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
 
 
 def render_legend(class_names: Sequence[str], counts: Sequence[int], path: str | Path) -> Path:

@@ -113,7 +113,7 @@ def viewer_camera(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[s
         near = centres[0, :2] if len(centres) else lo[:2]
         corner = corners[np.argmin(np.linalg.norm(corners - near, axis=1))]
         target = np.array([centre[0], centre[1], floor + 0.3 * (top - floor)])
-        fit = 0.9 * float(np.linalg.norm(room.max(0) - room.min(0))) / 2 / np.tan(FOV / 2)
+        fit = float(np.linalg.norm(room.max(0) - room.min(0))) / 2 / np.tan(FOV / 2)
         towards = (corner - target[:2]) / max(float(np.linalg.norm(corner - target[:2])), 1e-6)
         eye = target + fit * np.array([*(np.cos(INDOOR_PITCH) * towards), np.sin(INDOOR_PITCH)])
     else:
