@@ -23,7 +23,7 @@ from PIL import Image
 from ..fileio import atomic_write
 from ..projection import ProjectionConfig, estimate_point_spacing, project_scene
 from ..scene import Scene
-from .labels import UNLABELLED, class_colors, has_unlabelled, legend_handles
+from .palette import class_colors, has_unlabelled, label_colors, legend_handles
 
 #: Longest side of the top-down raster in pixels before it is enlarged for display.
 TOPDOWN_PIXELS = 1024
@@ -35,15 +35,6 @@ HOLE_FILL = 3
 MAX_SPLAT = 8
 #: Views are drawn at most this wide (pixels per panel); smaller ones are enlarged to this width.
 VIEW_WIDTH, MIN_VIEW_WIDTH = 960, 480
-
-
-def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, 3) uint8 class colours (grey for -1 and unknown ids), the palette of every ditr picture."""
-    palette = class_colors(num_classes)
-    out = np.tile(UNLABELLED, (len(labels), 1))
-    ok = (labels >= 0) & (labels < num_classes)
-    out[ok] = palette[labels[ok]]
-    return np.round(out * 255).astype(np.uint8)
 
 
 def _first_per_cell(cell: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +146,19 @@ def _splat(uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, shape: tuple[i
     return cells_first, colors[row[first]]
 
 
+def paint_view(image: np.ndarray, uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, spacing: float,
+               focal: float, alpha: float = 0.65) -> np.ndarray:
+    """(H, W, 3) uint8: ``image`` dimmed, with the points (pixel ``uv``, camera ``depth``) painted in
+    ``colors`` (0-255) at ``alpha``, each a square about the point ``spacing`` wide as seen at its
+    depth (so surfaces render closed), nearest point on top."""
+    h, w = image.shape[:2]
+    radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT).astype(np.int64)
+    cells, paint = _splat(uv, depth, colors.astype(np.float32), (h, w), radius)
+    overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
+    overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
+    return overlay.reshape(h, w, 3).round().astype(np.uint8)
+
+
 def view_file_names(view_names: Sequence[str]) -> list[str]:
     """``view_<name>.png`` per view, unique: names already starting with "view" are not prefixed twice
     (``view_07`` gives ``view_07.png``), unsafe characters become ``_``, a repeated name gets ``_<index>``."""
@@ -178,7 +182,7 @@ def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[s
 
     sub = dataclasses.replace(scene, views=[scene.views[i] for i in view_ids])
     corr = project_scene(sub, projection)
-    colors = label_colors(labels, len(class_names)).astype(np.float32)
+    colors = label_colors(labels, len(class_names))
     spacing = projection.point_spacing or estimate_point_spacing(torch.from_numpy(scene.coord))
     written = []
     for k, (view, file_name) in enumerate(zip(sub.views, view_file_names([v.name for v in sub.views]))):
@@ -188,16 +192,10 @@ def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[s
         vis = corr.visible[k].numpy()
         if not vis.any():
             warnings.warn(f"view {view.name} sees no point of the scene; rendered without labels", stacklevel=2)
-        depth = corr.depth[k].numpy()[vis]
-        # about the point spacing as seen at the point's depth, so that surfaces render closed
-        focal = view.intrinsics[0, 0] * scale
-        radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT)
-        cells, paint = _splat(corr.uv[k].numpy()[vis] * scale, depth, colors[vis], (h, w), radius.astype(np.int64))
-        overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
-        overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
+        overlay = paint_view(image, corr.uv[k].numpy()[vis] * scale, corr.depth[k].numpy()[vis], colors[vis],
+                             spacing, view.intrinsics[0, 0] * scale, alpha)
         gap = max(4, w // 100)
-        both = np.concatenate([image, np.full((h, gap, 3), 255, np.uint8),
-                               overlay.reshape(h, w, 3).round().astype(np.uint8)], 1)
+        both = np.concatenate([image, np.full((h, gap, 3), 255, np.uint8), overlay], 1)
         seen = np.bincount(labels[vis][labels[vis] >= 0], minlength=len(class_names))[:len(class_names)]
         path = Path(out_dir) / file_name
         written.append(_save_view_panels(path, both, (w, gap), view.name, seen, class_names,

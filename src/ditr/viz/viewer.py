@@ -26,7 +26,8 @@ import torch
 from ..fileio import atomic_write_text
 from ..projection import estimate_point_spacing
 from ..scene import View
-from .render import ceiling_mask, label_colors
+from .palette import label_colors
+from .render import ceiling_mask
 
 #: Points embedded by default: about 8 MB of HTML, smooth in any browser.
 MAX_POINTS = 300_000
