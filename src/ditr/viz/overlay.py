@@ -111,7 +111,7 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         width_in, image_in = w * scale / dpi, h * scale / dpi
         fig = Figure(figsize=(width_in, image_in + HEADER_IN), dpi=dpi)
         ax = fig.add_axes((0, 0, 1, image_in / (image_in + HEADER_IN)))
-        ax.imshow(image)
+        ax.imshow(image, extent=(0, w, h, 0))  # pixel (i, j) covers [i, i+1) x [j, j+1), as uv counts
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.axis("off")
