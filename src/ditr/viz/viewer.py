@@ -202,6 +202,7 @@ function decode(b64, Type) {
   return new Type(bytes.buffer);
 }
 const canvas = document.getElementById("view");
+const panel = document.getElementById("panel");
 const gl = canvas.getContext("webgl", {antialias: true});
 if (!gl) { document.body.textContent = "This viewer needs WebGL."; throw new Error("no WebGL"); }
 function shader(type, src) {
@@ -293,7 +294,9 @@ function matrices() {
                                  -dot(r, eye), -dot(u, eye), dot(f, eye), 1]);
   const aspect = canvas.width / canvas.height, near = cam.dist / 100, far = cam.dist + 4 * data.radius;
   const t = 1 / Math.tan(0.5 * data.camera.fov);
-  const proj = new Float32Array([t / aspect, 0, 0, 0, 0, t, 0, 0, 0, 0, (far + near) / (near - far), -1,
+  // the view's centre sits in the middle of the canvas right of the panel, so the panel hides no part of it
+  const shift = Math.min(0.4, panel.offsetWidth / canvas.clientWidth) || 0;
+  const proj = new Float32Array([t / aspect, 0, 0, 0, 0, t, 0, 0, -shift, 0, (far + near) / (near - far), -1,
                                  0, 0, 2 * far * near / (near - far), 0]);
   return {mvp: multiply(proj, view), right: r, up: u};
 }
