@@ -1,8 +1,9 @@
 """Projected points drawn over their images, so a person sees at a glance whether calibration is right.
 
 Visible points are dots coloured by camera depth, drawn far to near so near ones stay on top;
-occluded points (in the image, hidden by a surface) are smaller magenta dots underneath, so
-occlusion mistakes show up as colour in odd places. Points outside the image are not drawn.
+occluded points (in the image, hidden by a surface) are smaller magenta dots drawn over them, so
+that where occlusion is decided shows, and its mistakes show up as magenta in odd places. Points
+outside the image are not drawn.
 
 The dot size follows the picture (a share of its diagonal), and shrinks where the points are so
 dense that big dots would hide the photo. The colour scale spans the 2nd-98th percentile of the
@@ -39,6 +40,8 @@ MAX_WIDTH, MIN_WIDTH = 1280, 720
 #: Height of the white band above the photo (inches at 100 dpi) that holds title, colour bar, legend.
 HEADER_IN = 1.0
 OCCLUDED_COLOR = "magenta"
+#: Occluded dots are this much smaller than visible ones, so the depth colour around them still shows.
+OCCLUDED_SHARE = 0.6
 
 
 def dot_diameter(width: float, height: float, count: int) -> float:
@@ -120,10 +123,10 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         vis = vis[np.argsort(-depth_all[i, vis], kind="stable")]  # far first: near dots end on top
         size = point_size or dot_diameter(w * scale, h * scale, occ.size + vis.size)
         low, high = depth_scale(depth_all[i, vis])
-        ax.scatter(uv_all[i, occ, 0], uv_all[i, occ, 1], s=_marker_area(0.7 * size, dpi), c=OCCLUDED_COLOR,
-                   marker="o", linewidths=0, alpha=0.8)
         sc = ax.scatter(uv_all[i, vis, 0], uv_all[i, vis, 1], s=_marker_area(size, dpi), c=depth_all[i, vis],
                         cmap="turbo", norm=Normalize(low, high), marker="o", linewidths=0)
+        ax.scatter(uv_all[i, occ, 0], uv_all[i, occ, 1], s=_marker_area(OCCLUDED_SHARE * size, dpi),
+                   c=OCCLUDED_COLOR, marker="o", linewidths=0)
         _header(fig, sc if vis.size else None, (low, high), image_in, width_in,
                 title=f"{scene.name} / {view.name}",
                 counts=(int(visible_all[i].sum()), int(occluded_all[i].sum())))
