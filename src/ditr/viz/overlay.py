@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from ..fileio import atomic_write
 from ..projection import Correspondences
 from ..scene import Scene
+from .render import safe_stem
 
 #: At most this many markers per category per view keep the figure readable and fast.
 MAX_MARKERS = 60_000
@@ -130,8 +131,7 @@ def render_overlays(scene: Scene, corr: Correspondences, out_dir: str | Path, *,
         _header(fig, sc if vis.size else None, (low, high), image_in, width_in,
                 title=f"{scene.name} / {view.name}",
                 counts=(int(visible_all[i].sum()), int(occluded_all[i].sum())))
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
-        path = out_dir / f"{safe}.png"
+        path = out_dir / f"{safe_stem(view.name)}.png"
         atomic_write(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=dpi))
         written.append(path)
     return written

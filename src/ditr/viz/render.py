@@ -159,12 +159,17 @@ def paint_view(image: np.ndarray, uv: np.ndarray, depth: np.ndarray, colors: np.
     return overlay.reshape(h, w, 3).round().astype(np.uint8)
 
 
+def safe_stem(name: str) -> str:
+    """``name`` usable as a file name on any system: characters other than letters, digits, ``-_.`` become ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def view_file_names(view_names: Sequence[str]) -> list[str]:
     """``view_<name>.png`` per view, unique: names already starting with "view" are not prefixed twice
     (``view_07`` gives ``view_07.png``), unsafe characters become ``_``, a repeated name gets ``_<index>``."""
     names = []
     for i, name in enumerate(view_names):
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        safe = safe_stem(name)
         stem = safe[4:].lstrip("_-") if safe.lower().startswith("view") else safe
         candidate = f"view_{stem or safe or i}.png"
         names.append(candidate if candidate not in names else f"view_{stem or safe}_{i}.png")

@@ -106,7 +106,7 @@ def viewer_camera(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[s
     centre = (lo + hi) / 2
     ceiling = ceiling_mask(coord, CEILING_CELL)
     ceiling_classes = [i for i, name in enumerate(class_names)
-                       if name.strip().lower() == "ceiling" and bool(np.any(labels == i))]
+                       if str(name).strip().lower() == "ceiling" and bool(np.any(labels == i))]
     indoor = ceiling is not None or bool(np.max(hi[:2] - lo[:2]) <= INDOOR_EXTENT)
     centres = np.array([v.cam_to_world[:3, 3] for v in views]).reshape(-1, 3)
     if indoor:
