@@ -219,7 +219,7 @@ def test_scannet_sample_with_demo_trained_ditr(scannet_scene, demo_model, tmp_pa
 
 # ------------------------------------------------------------------------------------------ HTML viewer
 #: Runs the viewer's script in node with a stand-in WebGL context and DOM: it must decode the data,
-#: draw every point and aim the camera at the cloud.
+#: draw every point (but the ceiling, which a room's page starts with hidden) and aim the camera at the cloud.
 NODE_HARNESS = r"""
 const fs = require("fs");
 const html = fs.readFileSync(process.argv[2], "utf8");
@@ -262,6 +262,8 @@ def test_html_viewer_payload_and_script(world, tmp_path):
     run = subprocess.run(["node", str(tmp_path / "harness.js"), str(page)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     calls = json.loads(run.stdout)
-    assert calls["points"] == 2000 and calls["draws"] == len(payload["classes"])
+    shown = [c for c in payload["classes"] if c["id"] not in payload["camera"]["ceiling_classes"]]
+    assert payload["camera"]["ceiling_classes"] == [scene.class_names.index("ceiling")]  # a room: starts hidden
+    assert calls["points"] == sum(c["count"] for c in shown) and calls["draws"] == len(shown)
     clip = np.array(calls["mvp"]).reshape(4, 4).T @ [0, 0, 0, 1]  # column-major; the cloud's centre
     assert clip[3] > 0 and np.all(np.abs(clip[:3] / clip[3]) < 1)

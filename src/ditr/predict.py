@@ -310,7 +310,8 @@ def _write_outputs(out: Path, scene: Scene | str | Path, pred: Prediction, confi
         from .viz.viewer import write_viewer
 
         files["html"] = write_viewer(out / "pred.html", scene.coord, pred.labels, names,
-                                     rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes")
+                                     rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes",
+                                     views=scene.views)
     seen = pred.points_seen
     summary = {
         "checkpoint": source, "scene": str(scene.path), "points": scene.num_points,

@@ -2,7 +2,7 @@
 
 The camera panels draw the points a view sees (with the occlusion test) in class colours over a
 dimmed copy of the image, which is where appearance-only classes (a picture on a wall) show; the
-top-down panels show a cut-away plan of the scene (points near the ceiling left out).
+top-down panels show a plan of the scene with its ceiling cut away.
 """
 
 from __future__ import annotations
@@ -10,30 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from ..fileio import atomic_write
-from ..projection import ProjectionConfig, project_scene
+from ..projection import ProjectionConfig, estimate_point_spacing, project_scene
 from ..scene import Scene
-
-
-def class_colors(num_classes: int) -> np.ndarray:
-    """A fixed (C, 3) float palette: tab20 first, then evenly spaced hues."""
-    base = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
-    if num_classes <= 20:
-        return base[:num_classes]
-    extra = matplotlib.colormaps["hsv"](np.linspace(0, 1, num_classes - 20, endpoint=False))[:, :3]
-    return np.concatenate([base, extra])
-
-
-def _colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    out = np.full((labels.shape[0], 3), 0.6)  # ignore / unknown: grey
-    ok = (labels >= 0) & (labels < len(palette))
-    out[ok] = palette[labels[ok]]
-    return out
+from .palette import has_unlabelled, label_colors, legend_handles
+from .render import paint_view, topdown_raster
 
 
 def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], class_names: Sequence[str],
@@ -41,8 +26,10 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
     """One PNG: row 1 the view's image and each labelling seen from that camera; row 2 from above.
 
     ``labels`` maps a panel title ("ground truth", "ditr" ...) to (N,) class ids (-1 = ignore).
+    The panels are the rasters of ``ditr predict``'s pictures (:func:`ditr.viz.render.paint_view`,
+    :func:`ditr.viz.render.topdown_raster`): closed surfaces, not specks, at any point density.
     """
-    palette = class_colors(len(class_names))
+    num_classes = len(class_names)
     panels = list(labels.items())
     ncols = len(panels) + 1
     has_view = bool(scene.views)
@@ -54,31 +41,27 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
         image = v.read_image()
         corr = project_scene(scene, ProjectionConfig())
         vis = corr.visible[view].numpy()
-        uv = corr.uv[view].numpy()[vis]
+        uv, depth = corr.uv[view].numpy()[vis], corr.depth[view].numpy()[vis]
+        spacing = estimate_point_spacing(torch.from_numpy(coord))
         axes[0, 0].imshow(image)
         axes[0, 0].set_title(f"image ({v.name})")
         for ax, (name, lab) in zip(axes[0, 1:], panels):
-            ax.imshow((image * 0.35).astype(np.uint8))
-            ax.scatter(uv[:, 0], uv[:, 1], s=4, c=_colors(lab[vis], palette), marker="s", linewidths=0)
+            ax.imshow(paint_view(image, uv, depth, label_colors(lab[vis], num_classes), spacing, v.intrinsics[0, 0]))
             ax.set_title(name)
         for ax in axes[0]:
-            ax.set_xlim(0, v.width)
-            ax.set_ylim(v.height, 0)
             ax.axis("off")
     row = axes[-1]
-    cut = coord[:, 2] < coord[:, 2].max() - 0.25  # cut-away: drop the ceiling
-    order = np.argsort(coord[cut, 2])  # draw low points first, so furniture tops stay on top
-    xy = coord[cut][order]
     row[0].axis("off")
-    row[0].text(0.0, 0.5, "top-down, cut away\nbelow the ceiling", fontsize=11, va="center")
     for ax, (name, lab) in zip(row[1:], panels):
-        ax.scatter(xy[:, 0], xy[:, 1], s=1.5, c=_colors(lab[cut][order], palette), linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_title(f"{name} (top-down)")
+        raster, extent, cut = topdown_raster(coord, label_colors(lab, num_classes))
+        ax.imshow(raster, extent=extent, interpolation="nearest")
+        ax.set_title(f"{name} (from above)")
         ax.axis("off")
-    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < len(class_names)})
-    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
-               loc="outside lower center", ncols=min(len(present), 8), fontsize=9)
+    row[0].text(0.0, 0.5, "from above" + (",\nceiling cut away" if cut else ""), fontsize=11, va="center")
+    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < num_classes})
+    unlabelled = any(has_unlabelled(lab, num_classes) for lab in labels.values())
+    fig.legend(handles=legend_handles(present, class_names, unlabelled), loc="outside lower center",
+               ncols=min(len(present) + unlabelled, 8), fontsize=10)
     if title:
         fig.suptitle(title)
     path = Path(path)
