@@ -95,3 +95,15 @@ def test_every_device_option_defaults_to_auto_and_says_so():
 def test_color_jitter_default_in_help_is_the_reference_strength():
     assert REFERENCE_JITTER == ",".join(f"{x:g}" for x in REFERENCE_STRENGTH)
 
+
+
+def test_overrides_may_follow_options():
+    from ditr.cli import parse_arguments
+
+    parser = build_parser()
+    args = parse_arguments(parser, ["train", "synthetic", "--work-dir", "runs/x", "trainer.epochs=1", "loss.x=2"])
+    assert args.items == ["synthetic", "trainer.epochs=1", "loss.x=2"] and args.work_dir == Path("runs/x")
+    args = parse_arguments(parser, ["recipe", "scannet", "--json", "trainer.epochs=3"])
+    assert args.overrides == ["trainer.epochs=3"]
+    with pytest.raises(SystemExit):  # not an override: argparse's own error
+        parse_arguments(parser, ["train", "synthetic", "--work-dir", "runs/x", "stray"])

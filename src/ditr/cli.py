@@ -42,13 +42,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose trailing positional list takes presets and ``key=value`` overrides.
+OVERRIDE_LISTS = ("items", "overrides")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, also taking ``key=value`` overrides written after an option.
+
+    argparse fills a positional list from one run of positionals only, so ``ditr train synthetic
+    --work-dir runs/x trainer.epochs=1`` would stop at ``trainer.epochs=1``; a user writes overrides
+    wherever they like, so such leftovers join the command's override list. Anything else left over
+    gets argparse's own error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    target = next((name for name in OVERRIDE_LISTS if isinstance(getattr(args, name, None), list)), None)
+    if extra and target is not None and all("=" in item and not item.startswith("-") for item in extra):
+        getattr(args, target).extend(extra)
+    elif extra:
+        parser.parse_args(argv)  # exits with argparse's message naming the unrecognised arguments
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make torch many times slower as soon as another process
     # shares the cores (seen here: 2.4 s -> 12.6 s for one PTv3 forward). Set before a command
     # imports torch (commands import it lazily), and only when ditr runs as a program.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not hasattr(args, "_run"):
         parser.print_help()
         return 1
