@@ -507,8 +507,13 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
 
 
 # ---------------------------------------------------------------------------------------- LiDAR scans
-#: Footprints of up to this many pixels per axis are splatted at full resolution by the scan test.
-_MAX_SCAN_CELLS = 4
+#: Footprints of up to this many buffer cells per axis are splatted at the buffer's full resolution
+#: by the scan test (larger ones into coarser buffers, where they still span at least half as many).
+_MAX_SCAN_CELLS = 8
+#: The scan test's buffer is made finer than the image, per axis, until the median footprint spans at
+#: least this many cells on each side of its point, but at most ``_MAX_SCAN_SUPERSAMPLE`` cells per pixel.
+_SCAN_FOOTPRINT_CELLS = 2.0
+_MAX_SCAN_SUPERSAMPLE = 4
 #: The share of its beam cell a return's footprint covers, per axis (1: all of it, up to half-way to
 #: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans-scan).
 SCAN_CELL_SHARE = 1.0
@@ -593,8 +598,25 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     same = (torch.minimum(to_below, to_above) <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
     to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
     half[:, 1] = torch.where(same, torch.minimum(half[:, 1], to_ring), half[:, 1])
-    surface = _splatted_depth(vi, point_uv, z, half[:, 1], half[:, 0], sizes, _MAX_SCAN_CELLS)
+    fine = _supersampling(half)
+    surface = _splatted_depth(vi, point_uv * fine, z, half[:, 1] * fine[1], half[:, 0] * fine[0],
+                              sizes * fine.flip(0).long(), _MAX_SCAN_CELLS)
     visible[vi, pi] = z <= surface + cfg.depth_tolerance
+
+
+def _supersampling(half: torch.Tensor) -> torch.Tensor:
+    """Buffer cells per image pixel along u and v (powers of two) for footprints of ``half`` (P, 2) pixels.
+
+    A splatted footprint covers whole buffer cells: its half-width is rounded to cells and it is
+    centred on its point's cell, so it may reach up to a cell and a half beyond its true extent. A
+    LiDAR's azimuth cell spans about a pixel on a camera of 800 pixels across and less on smaller
+    images, so at image resolution that rounding alone would make footprints two to three times as
+    wide as the cells they stand for, and what the test hides would depend on the image size. On a
+    buffer where the median footprint spans ``_SCAN_FOOTPRINT_CELLS`` cells it is about exact.
+    """
+    typical = half.median(dim=0).values.clamp(min=1e-6) if half.numel() else torch.ones(2, device=half.device)
+    steps = torch.ceil(torch.log2(_SCAN_FOOTPRINT_CELLS / typical)).clamp(0, math.log2(_MAX_SCAN_SUPERSAMPLE))
+    return 2.0 ** steps
 
 
 # ---------------------------------------------------------------------------------------- sparse clouds
