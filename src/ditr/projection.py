@@ -591,13 +591,14 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
             half = torch.maximum(half, (pinhole(corner @ rotation.T + origin) - centre).abs())
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
     # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
-    # spans less of the image than its cell: no more than half-way to the next ring on it.
+    # spans less of the image than its cell: no more than half-way to the next ring on it (at a share
+    # of 1).
     to_below = torch.where(below[pi] >= 0, (ranges[below.clamp(min=0)] - ranges)[pi].abs(), math.inf)
     to_above = torch.where(above[pi] >= 0, (ranges[above.clamp(min=0)] - ranges)[pi].abs(), math.inf)
     chosen = torch.where(to_below <= to_above, below[pi], above[pi]).clamp(min=0)  # the likelier same surface
     same = (torch.minimum(to_below, to_above) <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
     to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
-    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], to_ring), half[:, 1])
+    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], SCAN_CELL_SHARE * to_ring), half[:, 1])
     fine = _supersampling(half)
     surface = _splatted_depth(vi, point_uv * fine, z, half[:, 1] * fine[1], half[:, 0] * fine[0],
                               sizes * fine.flip(0).long(), _MAX_SCAN_CELLS)
