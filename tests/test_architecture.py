@@ -22,9 +22,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-#: Modules that turn a run config into work (training, distillation, prediction, demo, commands).
+#: Modules that turn a run config into work (training, distillation, prediction, demo, commands, the Python API).
 WORKFLOWS = ("ditr.training", "ditr.distill", "ditr.predict", "ditr.inference", "ditr.demo", "ditr.build",
-             "ditr.model_files", "ditr.published", "ditr.recipe", "ditr.commands", "ditr.cli")
+             "ditr.model_files", "ditr.published", "ditr.recipe", "ditr.commands", "ditr.cli", "ditr.api")
 #: (layer, what it must not import).
 LAYERS = (
     ("ditr.lifting", ("ditr.image_features", "ditr.models", "ditr.data", "ditr.engine", "ditr.configs", *WORKFLOWS)),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DitrError
-from .registry import VFMSpec
+from .spec import VFMSpec
 
 #: ``owner/name`` as the hub spells repositories.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
