@@ -1,8 +1,9 @@
 """Named vision foundation models: one spec class, each variant a single registration line.
 
 A name (``dinov2-vitl14-reg``, ``dinov3-vitl16``, ...) fixes the architecture only; where the weights
-come from (a local Hugging Face directory, an official Meta ``.pth``, the hub, or a seeded random
-init for the ``tiny-random`` variants) is decided by :mod:`ditr.vfm.loading`. Keeping the numbers
+come from (a local Hugging Face directory, an official Meta ``.pth``, the hub, a seeded random
+init for the ``tiny-random`` variants, or a file shipped inside the package for ``demo-vit-rooms``)
+is decided by :mod:`ditr.vfm.loading`. Keeping the numbers
 here, away from loading and forward code, means a new variant is one line and nothing else changes.
 """
 
@@ -63,6 +64,11 @@ register(VFMSpec("dinov2-tiny-random-reg", "dinov2", 14, 32, 2, 2, num_registers
                  random_weights=True))
 register(VFMSpec("dinov3-tiny-random", "dinov3", 16, 32, 2, 2, num_registers=4, image_size=64,
                  random_weights=True))
+# A tiny DINOv2-architecture ViT trained here on synthetic rooms' 2D label images (ditr.vfm.train_teacher,
+# docs/demo-teacher.md): a teacher that knows the rooms' classes, not a foundation model.
+register(VFMSpec("demo-vit-rooms", "dinov2", 14, 96, 4, 3, image_size=224,
+                 packaged_weights="demo-vit-rooms.safetensors",
+                 weights_note="trained on synthetic rooms (2D labels), not a foundation model"))
 
 
 def list_models() -> list[str]:

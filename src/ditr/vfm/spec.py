@@ -33,6 +33,10 @@ class VFMSpec:
     hub_id: str | None = None
     random_weights: bool = False  # tiny test / demo models: seeded random init, never real features
     seed: int = 0
+    #: file name under ``ditr/vfm/weights/`` for models whose weights ship with the package
+    packaged_weights: str | None = None
+    #: what the packaged weights are, shown wherever the weights' source is reported
+    weights_note: str = ""
 
     @property
     def feature_dim(self) -> int:
