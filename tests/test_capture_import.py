@@ -145,3 +145,28 @@ def test_cli(capture, capsys):
                  str(root / "out"), "--frame-step", "2"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"dataset": "capture"' in line and '"views": 2' in line
+
+
+def test_estimated_normals_and_the_splits_note(capture, capsys):
+    """--normals estimate gives a point file without normals unit normals like the room's faces; a capture
+    is one scene, so the import says it wrote no split lists and how to write them."""
+    from ditr.cli import main
+
+    root, scene = capture
+    lines = [f"{v.name}.png {_fmt(_k(v))} " + " ".join(repr(float(x)) for x in v.cam_to_world[:3].ravel())
+             for v in scene.views]
+    (root / "poses.txt").write_text("\n".join(lines) + "\n")
+    args = ["import", "capture", str(root / "scan.ply"), str(root / "frames"), str(root / "poses.txt")]
+    assert main(args + [str(root / "plain")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["normals"] == "none" and "--normals estimate" in out
+    assert "a capture is one scene" in err and "DATA/splits/train.txt" in err
+    assert main(args + [str(root / "out"), "--normals", "estimate"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    normal = Scene.load(root / "out").attributes["normal"]
+    defined = np.abs(normal).sum(1) > 0
+    assert report["normals"] == "estimated" and report["normals_undefined_points"] == int((~defined).sum())
+    assert defined.mean() > 0.95 and np.allclose(np.linalg.norm(normal[defined], axis=1), 1, atol=1e-5)
+    cos = np.einsum("ij,ij->i", normal[defined], scene.attributes["normal"][defined])
+    # 4000 points in a furnished room are sparse (cubes of ~0.3 m): near the faces' normals, mostly the same side
+    assert np.median(np.abs(cos)) > 0.85 and (cos > 0.5).mean() > 0.8

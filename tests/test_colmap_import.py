@@ -182,16 +182,19 @@ def test_dense_workspace_is_preferred_with_fused_points(tmp_path):
     assert_same_correspondences(scene, imported, ProjectionConfig(occlusion="splat"))
 
 
-def test_distorted_cameras_are_refused_or_counted(tmp_path):
+def test_distorted_cameras_are_undistorted_refused_or_counted(tmp_path):
     scene = synthetic_room()
     radial = [("SIMPLE_RADIAL", [v.intrinsics[0, 0], v.intrinsics[0, 2], v.intrinsics[1, 2], 0.05])
               for v in scene.views]
     root = sparse_project(tmp_path, cameras=radial)
+    report = import_colmap(root, tmp_path / "undistorted")  # tests/test_undistort.py checks the pixels
+    assert report.undistorted_views == 4 and report.distortion_ignored_views == 0
+    fov = [("FOV", [*_camera_line(v)[1], 0.1]) for v in scene.views]  # a model ditr does not undistort
     with pytest.raises(SceneError, match="image_undistorter") as err:
-        import_colmap(root, tmp_path / "out")
-    assert "cameras.txt" in str(err.value) and "SIMPLE_RADIAL" in str(err.value)
+        import_colmap(sparse_project(tmp_path / "fov", cameras=fov), tmp_path / "out")
+    assert "cameras.txt" in str(err.value) and "FOV" in str(err.value)
     report = import_colmap(root, tmp_path / "out", ignore_distortion=True)
-    assert report.distortion_ignored_views == 4
+    assert report.distortion_ignored_views == 4 and report.undistorted_views == 0
     # corner at normalised radius r ~ 0.71: shift = f * r^3 * k ~ 140 * 0.36 * 0.05 ~ 2.5 px
     assert 1.0 < report.distortion_ignored_max_px < 5.0
     zero = [("SIMPLE_RADIAL", [*p[:3], 0.0]) for _, p in radial]  # k = 0 is a pinhole: accepted silently
@@ -204,6 +207,7 @@ def test_fisheye_cameras_always_need_undistortion(tmp_path):
     root = sparse_project(tmp_path, write_colmap_binary, cameras=fisheye)
     with pytest.raises(SceneError, match="fisheye cameras are not pinholes"):
         import_colmap(root, tmp_path / "out", ignore_distortion=True)
+    assert import_colmap(root, tmp_path / "out").undistorted_views == 4
 
 
 def test_scale_and_up_keep_the_pixels(tmp_path):

@@ -195,8 +195,9 @@ def test_bad_engine_settings_are_one_line_errors(tmp_path, capsys):
     common = ["train", "synthetic", "method/ptv3", f"dataset.root={tmp_path / 'rooms'}"]
     options = ["--quiet", "--work-dir", str(tmp_path / "run")]
     for override, message in [("trainer.amp=fp8", "trainer.amp: must be"),
-                              ("trainer.max_steps=2", "needs at least 3 steps")]:
-        extra = [override] if "amp" in override else [override, "trainer.epochs=null"]
+                              ("trainer.max_steps=2", "needs at least 3 steps, got 2: set trainer.max_steps=3"),
+                              ("trainer.batch_size=3", "set trainer.batch_size=2 or less")]:
+        extra = [override, "trainer.epochs=null"] if "max_steps" in override else [override]
         assert main(common + extra + options) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -150,8 +150,11 @@ def test_chunked_and_whole_predictions_agree(world):
     assert stages[-1] == ("chunks", chunked.chunks, chunked.chunks) and stages[0] == ("projection", 0, 1)
     assert np.array_equal(whole.segment, Scene.load(rooms[0]).segment("segment"))
     # one chunk within the budget is the whole forward, bit for bit
-    budget = predictor.predict(rooms[0], PredictOptions(max_points=whole.voxels))
+    points = Scene.load(rooms[0]).num_points
+    budget = predictor.predict(rooms[0], PredictOptions(max_points=points))
     assert budget.chunks == 1 and np.array_equal(budget.probs, whole.probs)
+    # the budget counts the scene's points, not the voxels they fill
+    assert whole.voxels < points and predictor.predict(rooms[0], PredictOptions(max_points=points - 1)).chunks > 1
 
 
 def test_batch_is_the_datasets_val_sample(world):

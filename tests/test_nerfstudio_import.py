@@ -162,17 +162,19 @@ def test_distortion_size_and_fisheye_errors(tmp_path):
     _ply(root / "sparse_pc.ply", scene.coord, scene)
     doc = json.loads((root / "transforms.json").read_text())
     (root / "transforms.json").write_text(json.dumps({**doc, "k1": 0.05}))
-    with pytest.raises(SceneError, match=r"transforms.json: frames\[0\].k1..p2: lens distortion"):
-        import_nerfstudio(root, tmp_path / "out")
+    assert import_nerfstudio(root, tmp_path / "undistorted").undistorted_views == 4  # tests/test_undistort.py
     report = import_nerfstudio(root, tmp_path / "out", ignore_distortion=True)
     assert report.distortion_ignored_views == 4 and report.distortion_ignored_max_px > 1.0
     (root / "transforms.json").write_text(json.dumps({**doc, "w": 320}))
     with pytest.raises(SceneError, match=r"view_00.png: frames\[0\].w/h: the image is 160x120, "
                                          r"transforms.json declares 320x120"):
         import_nerfstudio(root, tmp_path / "out")
-    (root / "transforms.json").write_text(json.dumps({**doc, "camera_model": "OPENCV_FISHEYE"}))
-    with pytest.raises(SceneError, match="camera_model: OPENCV_FISHEYE images are not pinhole images"):
+    (root / "transforms.json").write_text(json.dumps({**doc, "camera_model": "EQUIRECTANGULAR"}))
+    with pytest.raises(SceneError, match="camera_model: EQUIRECTANGULAR images are not pinhole images"):
         import_nerfstudio(root, tmp_path / "out")
+    (root / "transforms.json").write_text(json.dumps({**doc, "camera_model": "OPENCV_FISHEYE"}))
+    with pytest.raises(SceneError, match="camera_model: fisheye images are not pinhole images"):
+        import_nerfstudio(root, tmp_path / "out", ignore_distortion=True)
     bad = json.loads(json.dumps(doc))
     bad["frames"][2]["transform_matrix"][0][0] *= -1  # a mirrored pose: one axis flipped
     (root / "transforms.json").write_text(json.dumps(bad))

@@ -21,7 +21,7 @@ from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
 from ditr.inference import Predictor
 from ditr.model_files import load_model
-from ditr.predict import PredictOptions, estimate_normals, inference_config, plan_chunks
+from ditr.predict import PredictOptions, inference_config, plan_chunks
 from ditr.scene import Scene
 from ditr.training import train
 from ditr.viz.viewer import viewer_payload, write_viewer
@@ -106,14 +106,19 @@ def test_chunk_plans_cover_everything_within_budget():
         plan_chunks(coord, 0, 1.0)
 
 
-def test_estimated_normals_face_the_viewpoint():
-    rng = np.random.default_rng(1)
-    floor = np.c_[rng.uniform(0, 2, (3000, 2)), np.zeros(3000)]
-    wall = np.c_[rng.uniform(0, 2, 2000), np.full(2000, 2.0), rng.uniform(0.1, 2, 2000)]
-    normals = estimate_normals(np.concatenate([floor, wall]).astype(np.float32), np.array([1.0, 1.0, 1.5]))
-    assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
-    assert (normals[:3000] @ [0, 0, 1] > 0.95).mean() > 0.9  # floor: up, towards the viewpoint
-    assert (normals[3000:] @ [0, -1, 0] > 0.95).mean() > 0.8  # wall: into the room
+def test_chunk_plans_count_the_points_each_voxel_stands_for():
+    rng = np.random.default_rng(2)
+    coord = rng.uniform(0, 8, (4000, 3))
+    points = rng.integers(1, 6, len(coord))  # scene points per voxel
+    chunks = plan_chunks(coord, max_points=3000, overlap=0.5, points=points)
+    assert all(points[c.members].sum() <= 3000 for c in chunks)
+    core = np.concatenate([c.members[c.weight == 1] for c in chunks])
+    assert np.array_equal(np.unique(core), np.arange(len(coord)))
+    assert len(chunks) > len(plan_chunks(coord, max_points=3000, overlap=0.5))  # one point per voxel: fewer
+    assert len(plan_chunks(coord, max_points=int(points.sum()), overlap=0.5, points=points)) == 1
+    # a voxel of more points than the budget still gets its chunk
+    single = plan_chunks(coord[:3], max_points=4, overlap=0.0, points=np.array([9, 1, 1]))
+    assert np.array_equal(np.unique(np.concatenate([c.members for c in single])), np.arange(3))
 
 
 # ------------------------------------------------------------------------------------------ synthetic rooms
@@ -216,7 +221,7 @@ def test_scannet_sample_with_demo_trained_ditr(scannet_scene, demo_model, tmp_pa
 
 # ------------------------------------------------------------------------------------------ HTML viewer
 #: Runs the viewer's script in node with a stand-in WebGL context and DOM: it must decode the data,
-#: draw every point and aim the camera at the cloud.
+#: draw every point (but the ceiling, which a room's page starts with hidden) and aim the camera at the cloud.
 NODE_HARNESS = r"""
 const fs = require("fs");
 const html = fs.readFileSync(process.argv[2], "utf8");
@@ -259,6 +264,8 @@ def test_html_viewer_payload_and_script(world, tmp_path):
     run = subprocess.run(["node", str(tmp_path / "harness.js"), str(page)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     calls = json.loads(run.stdout)
-    assert calls["points"] == 2000 and calls["draws"] == len(payload["classes"])
+    shown = [c for c in payload["classes"] if c["id"] not in payload["camera"]["ceiling_classes"]]
+    assert payload["camera"]["ceiling_classes"] == [scene.class_names.index("ceiling")]  # a room: starts hidden
+    assert calls["points"] == sum(c["count"] for c in shown) and calls["draws"] == len(shown)
     clip = np.array(calls["mvp"]).reshape(4, 4).T @ [0, 0, 0, 1]  # column-major; the cloud's centre
     assert clip[3] > 0 and np.all(np.abs(clip[:3] / clip[3]) < 1)

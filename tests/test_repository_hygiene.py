@@ -19,6 +19,12 @@ EXTERNAL_DESIGN = re.compile(r"DESIGN \d|DESIGN\.md")
 # A path into the folder of shared samples beside the checkout: not something users have.
 SHARED_PATH = re.compile(r"\.\./shared")
 DESIGN_ANCHOR = re.compile(r"design\.md#([A-Za-z0-9_-]+)")
+# Notes written while building the project, not facts for users: they must not reach the documentation.
+INTERNAL_NOTE = re.compile(r"(?i:\bthe issue\b|\bgoal is not met\b|\bthe lead\b|\bhelpers?\b|reference-recipe\.md)"
+                           r"|\bTODO\b|\bFIXME\b|\bXXX\b|\bDESIGN\b")
+# A Markdown file named in the documentation (a link or a mention): users must be able to open it.
+MARKDOWN_NAME = re.compile(r"[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b")
+USER_DOCS = ("docs", "README.md")
 
 
 def _files(*roots: str) -> list[Path]:
@@ -57,7 +63,7 @@ def test_no_citation_of_an_external_design_file():
 
 
 def test_no_path_to_the_shared_folder_in_package_or_docs():
-    hits = _hits(SHARED_PATH, _files("src", "docs"))
+    hits = _hits(SHARED_PATH, _files("src", *USER_DOCS))
     assert not hits, "users have no ../shared folder:\n" + "\n".join(hits)
 
 
@@ -79,3 +85,30 @@ def test_github_anchor_rule():
     assert _github_anchor("Projection and visibility") == "projection-and-visibility"
     assert _github_anchor("2D features") == "2d-features"
     assert _github_anchor("D-DITR distillation") == "d-ditr-distillation"
+
+
+def test_docs_hold_no_internal_notes():
+    hits = _hits(INTERNAL_NOTE, [p for p in _files(*USER_DOCS) if p.suffix == ".md"])
+    assert not hits, "write these as facts for users:\n" + "\n".join(hits)
+
+
+def test_docs_name_only_markdown_files_of_the_repository():
+    """A page may name ``docs/x.md``, ``x.md`` (beside it) or ``README.md``; each must exist here."""
+    missing = []
+    for path in (p for p in _files(*USER_DOCS) if p.suffix == ".md"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in MARKDOWN_NAME.findall(line):
+                if name.startswith("//"):  # a web address's path
+                    continue
+                candidates = [(path.parent / name).resolve(), (REPO / name).resolve(), REPO / "docs" / Path(name).name]
+                if not any(c.is_file() and c.is_relative_to(REPO) for c in candidates):
+                    missing.append(f"{path.relative_to(REPO)}:{number}: {name}")
+    assert not missing, "documents users do not have:\n" + "\n".join(missing)
+
+
+def test_internal_note_rule():
+    assert INTERNAL_NOTE.search("as the issue asks") and INTERNAL_NOTE.search("TODO: later")
+    assert INTERNAL_NOTE.search("see ../shared/reference-recipe.md")
+    assert not INTERNAL_NOTE.search("a design choice, issues of the dataset's tracker, the leading axis")
+    assert MARKDOWN_NAME.findall("see [x](../shared/DESIGN.md) and https://host/README.md") == [
+        "../shared/DESIGN.md", "//host/README.md"]

@@ -194,6 +194,10 @@ class FeatureCache:
         """Where checkpoint file digests are remembered between runs."""
         return self.root / "file-digests.json"
 
+    def exists(self) -> bool:
+        """Whether the folder holds a cache of this format (``ditr features`` made it), not just any folder."""
+        return (self.root / f"v{FEATURE_FORMAT_VERSION}").is_dir()
+
     def path(self, key: FeatureKey) -> Path:
         d = key.digest()
         return self.root / f"v{FEATURE_FORMAT_VERSION}" / d[:2] / f"{d}.safetensors"

@@ -42,25 +42,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose trailing positional list takes presets and ``key=value`` overrides.
+OVERRIDE_LISTS = ("items", "overrides")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, also taking ``key=value`` overrides written after an option.
+
+    argparse fills a positional list from one run of positionals only, so ``ditr train synthetic
+    --work-dir runs/x trainer.epochs=1`` would stop at ``trainer.epochs=1``; a user writes overrides
+    wherever they like, so such leftovers join the command's override list. Anything else left over
+    gets argparse's own error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    target = next((name for name in OVERRIDE_LISTS if isinstance(getattr(args, name, None), list)), None)
+    if extra and target is not None and all("=" in item and not item.startswith("-") for item in extra):
+        getattr(args, target).extend(extra)
+    elif extra:
+        parser.parse_args(argv)  # exits with argparse's message naming the unrecognised arguments
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make torch many times slower as soon as another process
     # shares the cores (seen here: 2.4 s -> 12.6 s for one PTv3 forward). Set before a command
     # imports torch (commands import it lazily), and only when ditr runs as a program.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not hasattr(args, "_run"):
         parser.print_help()
         return 1
     plain_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, filename, lineno, line=None: (  # one line each
         f"ditr {args.command}: warning: {message}\n")
+    stdout_before = _stdout_file()
     try:
         code = int(args._run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:
         return _closed_pipe()
+    except SystemExit as exc:
+        # rich's console meets a closed pipe itself: it points stdout at /dev/null and exits with 1
+        if exc.code == 1 and _stdout_file() != stdout_before:
+            return 141
+        raise
     except DitrError as exc:
         print(f"ditr {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +115,15 @@ def _disk_full(exc: BaseException | None) -> OSError | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def _stdout_file() -> tuple[int, int] | None:
+    """(device, inode) of the file behind stdout: it changes only when a closed pipe is swapped for /dev/null."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured output)
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _closed_pipe() -> int:

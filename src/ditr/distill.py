@@ -48,7 +48,7 @@ from .image_features import ImageFeatureSource, batch_image_table
 from .inference import Predictor
 from .lifting import lookup_image_features
 from .model_files import ModelFile, load_model, read_model_file
-from .training import fit, trainer_config
+from .training import fit, record_scene_folder, trainer_config
 
 Scenes = Sequence[str | Path]
 #: Run-config sections a distillation source may set for itself (the rest is the run's).
@@ -203,6 +203,7 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
     torch.manual_seed(config.trainer.seed)
     model = model_from_config(config)
     train_set, val_set = distill_datasets(config, train_scenes, val_scenes)
+    record_scene_folder(config, train_scenes)
     settings = trainer_config(config, work_dir, quiet)
     if settings.best_metric == "miou":  # a segmentation metric: the student is judged by its cosine
         settings.best_metric, settings.best_mode = "val_cosine", "max"
@@ -214,17 +215,28 @@ def distill(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, trai
 
 
 def load_student(checkpoint: str | Path | ModelFile, device: str | torch.device = "cpu",
-                 overrides: Sequence[str] = ()) -> tuple[list[Predictor], ImageFeatureSource | None]:
+                 overrides: Sequence[str] = (), need_root: bool = False
+                 ) -> tuple[list[Predictor], ImageFeatureSource | None]:
     """A distilled student behind the inference service, and its teacher.
 
     One :class:`~ditr.inference.Predictor` per distillation source (:func:`source_configs`: its
     data settings, the one model shared), whose batches carry the teacher's feature table: from the
     cache, or the frozen VFM run online (the returned teacher, None when every source is cached).
-    ``overrides`` (``key=value``) adjust the stored run config first.
+    ``overrides`` (``key=value``) adjust the stored run config first. The feature cache (and with
+    ``need_root`` the dataset root) recorded at training is found on this machine
+    (:func:`ditr.stored_paths.locate`).
     """
+    from .stored_paths import cache_needed, given_keys, locate
+
     file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
     check_student_config(file.run_config())
-    model, config = load_model(file, device, prepare=lambda c: c.with_overrides(list(overrides), "--set"))
+
+    def prepare(config: RunConfig) -> RunConfig:
+        config = config.with_overrides(list(overrides), "--set")
+        keys = cache_needed(config, teacher=True) + (["dataset.root"] if need_root else [])
+        return locate(config, file.place, keys, given_keys(overrides), str(file))
+
+    model, config = load_model(file, device, prepare=prepare)
     teacher = load_teacher(config)
     return [Predictor(model, s, device, features=teacher if s.vfm.online else None)
             for s in source_configs(config)], teacher
@@ -243,7 +255,7 @@ def evaluate_distillation(checkpoint: str | Path | ModelFile, scenes: Scenes | N
     ``vfm.online=true``).
     """
     file = checkpoint if isinstance(checkpoint, ModelFile) else read_model_file(checkpoint)
-    predictors, teacher = load_student(file, device, overrides)
+    predictors, teacher = load_student(file, device, overrides, need_root=scenes is None)
     config = predictors[0].config
     if scenes is not None:
         work = [(predictors[0], [Path(s) for s in scenes])]

@@ -50,7 +50,7 @@ from .engine.evaluator import as_output
 from .engine.loading import move_to
 from .errors import DitrError
 from .image_features import ImageFeatureSource
-from .model_files import ModelFile, load_model
+from .model_files import ModelFile, load_model, read_model_file
 from .predict import Chunk, Prediction, PredictOptions, add_missing_normals, inference_config, plan_chunks
 from .scene import Scene, View
 
@@ -167,12 +167,19 @@ class Predictor:
         :class:`~ditr.model_files.ModelFile`): ``overrides`` (``key=value``, as ``--set``) change its
         stored run config; ``options`` set it up for prediction (:func:`ditr.predict.inference_config`:
         feature source, views, no augmentation); without them the config stays as trained (``ditr
-        evaluate``: features from the cache the model was trained with)."""
+        evaluate``: features from the cache the model was trained with, found on this machine from
+        where it was recorded at training: :func:`ditr.stored_paths.locate`)."""
+        from .stored_paths import cache_needed, given_keys, locate
+
+        file = read_model_file(source)
+        given = given_keys(overrides) | ({"vfm.cache"} if options is not None and options.features else set())
+
         def prepare(config: RunConfig) -> RunConfig:
             config = config.with_overrides(list(overrides), "--set")
-            return inference_config(config, options) if options is not None else config
+            config = inference_config(config, options) if options is not None else config
+            return locate(config, file.place, cache_needed(config), given, str(file))
 
-        model, config = load_model(source, device, prepare=prepare)
+        model, config = load_model(file, device, prepare=prepare)
         return cls(model, config, device)
 
     # ------------------------------------------------------------------------------------------ scenes
@@ -228,7 +235,7 @@ class Predictor:
     def predict(self, scene: Scene | str | Path, options: PredictOptions | None = None, *,
                 rng: np.random.Generator | None = None, progress: Progress | None = None) -> Prediction:
         """Probabilities and labels of every point of ``scene``, forwarded in chunks of at most
-        ``options.max_points`` voxels (None: whole), over every TTA pass with ``options.tta``.
+        ``options.max_points`` of the scene's points (None: whole), over every TTA pass with ``options.tta``.
 
         ``rng`` (default: seed 0) draws what the pipelines draw; ``progress(stage, done, total)``
         reports the stages ``projection``, ``2D features`` and ``chunks``.
@@ -242,7 +249,7 @@ class Predictor:
                                  progress=progress)
         scene, data, passes = prepared.scene, prepared.data, prepared.passes
         timer = time.perf_counter()
-        plans = [plan_chunks(p["coord"], options.max_points, options.overlap) for p in passes]
+        plans = [plan_chunks(p["coord"], options.max_points, options.overlap, points_per_row(p)) for p in passes]
         total, done = sum(len(c) for c in plans), [0]
 
         def tick() -> None:
@@ -284,6 +291,18 @@ class Predictor:
             batch = self._model_batch(data, part, prepared.table, rng)
             yield chunk, as_output(self.model(batch))["logits"]
             on_chunk()
+
+
+def points_per_row(sample: Sample) -> np.ndarray:
+    """(M,) how many of the scene's points each row of a voxelised ``sample`` predicts: its voxel's
+    points (``inverse``), one for a fragment's point (``index``), or as many as that point represents
+    after a pre-grid (``represented_by``)."""
+    m = len(sample["coord"])
+    if "inverse" in sample:
+        return np.bincount(sample["inverse"], minlength=m)
+    if "represented_by" in sample:
+        return np.bincount(sample["represented_by"], minlength=len(sample["represented_by"]))[sample["index"]]
+    return np.ones(m, np.int64)
 
 
 def _visibility_warnings(scene: Scene, pred: Prediction, uses_images: bool) -> list[str]:

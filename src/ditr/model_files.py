@@ -63,6 +63,7 @@ from .errors import DitrError
 from .fileio import read_torch_file, torch_load_problem
 from .integrity import HASH_KEY, IntegrityError, mismatch, tensor_digest, warn_no_hash
 from .published import DEPTH_FORMULA, LoadOptions, PublishedInfo, describe, find_config, find_weights
+from .stored_paths import TrainingPlace, strip_paths
 
 BUNDLE = "ditr.bundle"
 REFERENCE = "reference"
@@ -94,7 +95,8 @@ class ModelFile:
     weights: dict[str, Tensor]
     #: The run config the model was trained with (derived for a reference model; None where it cannot be).
     config: dict[str, Any] | None
-    #: Step, epoch, best and last metrics ... of training (epoch and best metric of a reference trainer).
+    #: Step, epoch, best and last metrics ... of training (epoch and best metric of a reference trainer);
+    #: a training state's ``paths``: the folder training ran in and the run directory.
     record: dict[str, Any] = field(default_factory=dict)
     #: What the user named (a path, a zoo name, a folder).
     source: str = ""
@@ -114,6 +116,11 @@ class ModelFile:
                 return "published reference model (config.py + trainer checkpoint)"
             return "reference state dict"
         return {TRAINING_STATE: "training checkpoint", BUNDLE: "bundle"}.get(self.format, self.format)
+
+    @property
+    def place(self) -> TrainingPlace:
+        """Where the model was trained, to find the paths its run config recorded (:mod:`ditr.stored_paths`)."""
+        return TrainingPlace.of(self.path, self.record)
 
     @property
     def origin(self) -> str | None:
@@ -189,8 +196,10 @@ def _read_file(path: Path, source: str, options: LoadOptions, *, config_py: Path
                         f"reference state dict: {torch_load_problem(exc)})") from None
     if isinstance(raw, Mapping) and "format" in raw:  # ours, or a ditr file this version refuses
         state = check_training_state(raw, path, keys=("model",), zip_checked=zipfile.is_zipfile(path))
-        return ModelFile(path, TRAINING_STATE, state["model"], state.get("config") or None,
-                         {k: state.get(k) for k in RECORD_KEYS}, source, options=options)
+        record = {k: state.get(k) for k in RECORD_KEYS}
+        record["paths"] = state.get("paths") or {"work_dir": (state.get("trainer") or {}).get("work_dir")}
+        return ModelFile(path, TRAINING_STATE, state["model"], state.get("config") or None, record, source,
+                         options=options)
     warn_no_hash(path, zipfile.is_zipfile(path))  # a reference file: no content hash, never refused for that
     if config_py is None:
         config_py = find_config(path)
@@ -402,7 +411,11 @@ def read_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 def export_bundle(checkpoint: str | Path | ModelFile, out: str | Path,
                   options: LoadOptions | None = None) -> dict[str, Any]:
     """Write a model (a ``ditr train`` / ``ditr distill`` checkpoint, a published model) as a
-    ``.ditr`` bundle; a report. A published model's bundle holds its derived run config."""
+    ``.ditr`` bundle; a report. A published model's bundle holds its derived run config.
+
+    A bundle carries no path of the machine it was made on (:func:`ditr.stored_paths.strip_paths`:
+    no feature cache, dataset root, VFM weights file or source file): it is made to travel, and a
+    command reading it is given those on its own command line."""
     from safetensors.torch import save
 
     from .engine.logging import to_jsonable
@@ -411,9 +424,9 @@ def export_bundle(checkpoint: str | Path | ModelFile, out: str | Path,
     file = read_model_file(checkpoint, options)
     config = file.run_config()
     weights = {k: v.detach().cpu().contiguous() for k, v in file.weights.items()}
-    record = {**{k: file.record.get(k) for k in ("step", "epoch", "total_steps", "best", "metrics")},
-              "source": str(file)}
-    metadata = {"format": BUNDLE, "version": str(VERSION), "config": json.dumps(to_jsonable(config.to_dict())),
+    record = {k: file.record.get(k) for k in ("step", "epoch", "total_steps", "best", "metrics")}
+    stored = strip_paths(to_jsonable(config.to_dict()))
+    metadata = {"format": BUNDLE, "version": str(VERSION), "config": json.dumps(stored),
                 "training": json.dumps(to_jsonable(record))}
     metadata[HASH_KEY] = tensor_digest(weights, extra=metadata)
     path = atomic_write_bytes(out, save(weights, metadata=metadata))

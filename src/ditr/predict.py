@@ -7,15 +7,17 @@ what ``ditr predict`` makes of its result:
 
 * :class:`PredictOptions` and :func:`inference_config` (the stored run config set up for
   prediction: feature source, views, no augmentation);
-* :func:`plan_chunks`: the model's memory grows with the voxels it sees, not with the raw points,
-  so a voxelised scene is split at the median of its longer horizontal axis, again and again, until
-  every chunk (its core plus ``overlap`` metres of context around it) holds at most ``max_points``
-  voxels. The cores partition the scene, so every voxel, and through the voxel inverse map every
-  point, gets a prediction. Where chunks overlap, their votes are weighted from 1 at the core's
-  border to 0 at ``overlap`` metres out, so a voxel is decided mostly by the chunk in which it has
-  context on all sides. A scene of at most ``max_points`` voxels is one chunk: exactly the forward
-  of ``ditr evaluate``;
-* :func:`estimate_normals` for scans stored without the normals a model reads;
+* :func:`plan_chunks`: a voxelised scene is split at the (point-weighted) median of its longer
+  horizontal axis, again and again, until every chunk (its core plus ``overlap`` metres of context
+  around it) stands for at most ``max_points`` of the scene's points: the number a user knows from
+  the file, and a bound on the voxels, which the model's memory grows with (a voxel holds at least
+  one point). The cores partition the scene, so every voxel, and through the voxel inverse map
+  every point, gets a prediction. Where chunks overlap, their votes are weighted from 1 at the
+  core's border to 0 at ``overlap`` metres out, so a voxel is decided mostly by the chunk in which
+  it has context on all sides. A scene of at most ``max_points`` points is one chunk: exactly the
+  forward of ``ditr evaluate``;
+* :func:`add_missing_normals` (the estimator of :mod:`ditr.normals`) for scans stored without the
+  normals a model reads;
 * :class:`Prediction` (per-point labels and probabilities, and what they took), :func:`score`
   against the scene's ground truth and :func:`write_outputs` (labels, PLY, renders, summary).
 
@@ -37,6 +39,7 @@ import torch
 
 from .configs import RunConfig
 from .errors import DitrError
+from .normals import scene_normals
 from .scene import Scene
 
 
@@ -44,12 +47,13 @@ from .scene import Scene
 class PredictOptions:
     """How to predict.
 
-    ``max_points``: voxels per model forward (the memory budget); None forwards every voxelisation
-    whole, as ``ditr evaluate`` does. ``overlap``: metres of context around a chunk. ``tta``: vote
-    over every fragment of every ``test_time`` variant. ``estimate_normals``: estimate the normals
-    a model reads when the scene has none (else that is an error, as in training). ``views`` and
-    ``features`` set the config up (:func:`inference_config`): ``views`` None keeps the checkpoint's
-    evaluation views (e.g. 10 evenly spaced), ``"all"`` takes every view of the scene, a number that
+    ``max_points``: the scene's points per model forward (the memory budget: their voxels are
+    fewer); None forwards every voxelisation whole, as ``ditr evaluate`` does. ``overlap``: metres
+    of context around a chunk. ``tta``: vote over every fragment of every ``test_time`` variant.
+    ``estimate_normals``: estimate the normals a model reads when the scene has none (else that is
+    an error, as in training). ``views`` and ``features`` set the config up
+    (:func:`inference_config`): ``views`` None keeps the checkpoint's evaluation views (e.g. 10
+    evenly spaced), ``"all"`` takes every view of the scene, a number that
     many evenly spaced ones; ``features`` a ``ditr features`` cache (default: the VFM run online).
     """
 
@@ -88,21 +92,24 @@ class Prediction:
 
 
 # ------------------------------------------------------------------------------------------ chunks
-def plan_chunks(coord: np.ndarray, max_points: int | None, overlap: float) -> list[Chunk]:
-    """Chunks of at most ``max_points`` rows whose cores partition all rows of ``coord`` (M, 3);
-    ``max_points`` None: one chunk of every row.
+def plan_chunks(coord: np.ndarray, max_points: int | None, overlap: float,
+                points: np.ndarray | None = None) -> list[Chunk]:
+    """Chunks of rows of ``coord`` (M, 3) that stand for at most ``max_points`` points each and whose
+    cores partition all rows; ``points`` (M,): how many of the scene's points each row (voxel) stands
+    for (default one each); ``max_points`` None: one chunk of every row.
 
-    A core is split at the median of its longer horizontal axis while its chunk (core + context
-    within ``overlap`` metres of the core's box) is over budget. A core of a quarter of the budget
-    or less is not split further: its context is then the nearest rows that fit, so very dense
-    context shrinks instead of multiplying the chunks.
+    A core is split at the point-weighted median of its longer horizontal axis while its chunk (core
+    + context within ``overlap`` metres of the core's box) is over budget. A core of a quarter of the
+    budget or less (or a single row) is not split further: its context is then the nearest rows that
+    fit, so very dense context shrinks instead of multiplying the chunks.
     """
     if max_points is not None and max_points < 1:
         raise DitrError(f"max_points must be at least 1, got {max_points}")
     if overlap < 0:
         raise DitrError(f"overlap must be >= 0 metres, got {overlap}")
     n = len(coord)
-    if max_points is None or n <= max_points:
+    weight = np.ones(n, np.int64) if points is None else np.asarray(points, np.int64)
+    if max_points is None or weight.sum() <= max_points:
         return [Chunk(np.arange(n), np.ones(n, np.float32))]
     xy = np.asarray(coord[:, :2], np.float64)
     chunks: list[Chunk] = []
@@ -113,67 +120,31 @@ def plan_chunks(coord: np.ndarray, max_points: int | None, overlap: float) -> li
         gap = np.maximum(np.maximum(lo - xy, xy - hi), 0.0)
         dist = np.hypot(gap[:, 0], gap[:, 1])  # distance to the core's box, 0 inside it
         near = np.flatnonzero(dist <= overlap)
-        if len(near) > max_points and len(core) > max_points // 4:
-            order = np.argsort(xy[core, int(np.argmax(hi - lo))], kind="stable")
-            half = len(core) // 2
-            cells += [core[order[half:]], core[order[:half]]]
+        over = weight[near].sum() > max_points
+        if over and len(core) > 1 and weight[core].sum() > max_points // 4:
+            ordered = core[np.argsort(xy[core, int(np.argmax(hi - lo))], kind="stable")]
+            cumulative = np.cumsum(weight[ordered])
+            half = int(np.clip(np.searchsorted(cumulative, cumulative[-1] / 2, side="right"), 1, len(core) - 1))
+            cells += [ordered[half:], ordered[:half]]
             continue
-        if len(near) > max_points:
-            near = near[np.argpartition(dist[near], max_points - 1)[:max_points]]
-        near.sort()
-        weight = (dist[near] == 0) if overlap == 0 else np.clip(1.0 - dist[near] / overlap, 0.0, 1.0)
-        chunks.append(Chunk(near, weight.astype(np.float32)))
+        if over:  # the core, then the nearest context rows while the points fit
+            in_core = np.zeros(n, bool)
+            in_core[core] = True
+            ordered = near[np.lexsort((dist[near], ~in_core[near]))]
+            fits = np.cumsum(weight[ordered]) <= max_points
+            fits[:len(core)] = True
+            near = np.sort(ordered[fits])
+        chunk_weight = (dist[near] == 0) if overlap == 0 else np.clip(1.0 - dist[near] / overlap, 0.0, 1.0)
+        chunks.append(Chunk(near, chunk_weight.astype(np.float32)))
     return chunks
 
 
 # ------------------------------------------------------------------------------------------ normals
-def estimate_normals(coord: np.ndarray, viewpoint: np.ndarray, cell: float = 0.05) -> np.ndarray:
-    """(N, 3) float32 unit normals from the covariance of each point's neighbourhood.
-
-    The neighbourhood of a point is its cube of ``cell`` metres and the 26 around it; all points of
-    a cube share its normal (the direction of least spread), which is as fine as the voxels a model
-    sees. Normals are turned towards ``viewpoint`` (the cameras' mean position: inside a room, the
-    side a scanner saw). An approximation for scans stored without normals (the ScanNet sample),
-    smoother than mesh normals at edges.
-    """
-    pts = coord.astype(np.float64)
-    grid = np.floor((pts - pts.min(0)) / cell).astype(np.int64) + 1  # a margin of one cell
-    dims = grid.max(0) + 2
-    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
-    cells, inverse = np.unique(key, return_inverse=True)
-    local = pts - pts.mean(0)
-    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    columns = [np.ones(len(pts))] + [local[:, a] for a in range(3)] + [local[:, a] * local[:, b] for a, b in pairs]
-    moments = np.stack([np.bincount(inverse, weights=c, minlength=len(cells)) for c in columns], 1)
-    summed = np.zeros_like(moments)
-    for dx in (-1, 0, 1):  # a loop over the 27 neighbouring cells, each one vectorised over all cells
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                other = cells + (dx * dims[1] + dy) * dims[2] + dz
-                pos = np.clip(np.searchsorted(cells, other), 0, len(cells) - 1)
-                hit = cells[pos] == other
-                summed[hit] += moments[pos[hit]]
-    count = summed[:, :1]
-    mean = summed[:, 1:4] / count
-    second = summed[:, 4:] / count
-    cov = np.empty((len(cells), 3, 3))
-    for j, (a, b) in enumerate(pairs):
-        cov[:, a, b] = cov[:, b, a] = second[:, j] - mean[:, a] * mean[:, b]
-    normals = np.linalg.eigh(cov)[1][:, :, 0][inverse]  # eigenvector of the smallest eigenvalue
-    flip = ((np.asarray(viewpoint, np.float64) - pts) * normals).sum(1) < 0
-    normals[flip] *= -1
-    return normals.astype(np.float32)
-
-
 def add_missing_normals(scene: Scene, input_features: list[str], voxel_size: float) -> bool:
     """Estimate ``normal`` in memory when the model reads normals the scene does not have; whether it did."""
     if "normal" not in input_features or "normal" in scene.attributes:
         return False
-    if scene.views:
-        viewpoint = np.mean([v.cam_to_world[:3, 3] for v in scene.views], axis=0)
-    else:
-        viewpoint = (scene.coord.min(0) + scene.coord.max(0)) / 2
-    scene.attributes["normal"] = estimate_normals(scene.coord, viewpoint, cell=2.5 * voxel_size)
+    scene.attributes["normal"] = scene_normals(scene.coord, scene.views, cell=2.5 * voxel_size)
     return True
 
 
@@ -339,7 +310,8 @@ def _write_outputs(out: Path, scene: Scene | str | Path, pred: Prediction, confi
         from .viz.viewer import write_viewer
 
         files["html"] = write_viewer(out / "pred.html", scene.coord, pred.labels, names,
-                                     rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes")
+                                     rgb=scene.attributes.get("color"), title=f"{scene.name}: predicted classes",
+                                     views=scene.views)
     seen = pred.points_seen
     summary = {
         "checkpoint": source, "scene": str(scene.path), "points": scene.num_points,

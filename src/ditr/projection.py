@@ -507,8 +507,13 @@ def _splat_test(pts, uv, depth, visible, use_splat, k, w2c, sizes, cfg, normals)
 
 
 # ---------------------------------------------------------------------------------------- LiDAR scans
-#: Footprints of up to this many pixels per axis are splatted at full resolution by the scan test.
-_MAX_SCAN_CELLS = 4
+#: Footprints of up to this many buffer cells per axis are splatted at the buffer's full resolution
+#: by the scan test (larger ones into coarser buffers, where they still span at least half as many).
+_MAX_SCAN_CELLS = 8
+#: The scan test's buffer is made finer than the image, per axis, until the median footprint spans at
+#: least this many cells on each side of its point, but at most ``_MAX_SCAN_SUPERSAMPLE`` cells per pixel.
+_SCAN_FOOTPRINT_CELLS = 2.0
+_MAX_SCAN_SUPERSAMPLE = 4
 #: The share of its beam cell a return's footprint covers, per axis (1: all of it, up to half-way to
 #: the neighbouring returns); tuned on synthetic streets (docs/projection.md#lidar-scans-scan).
 SCAN_CELL_SHARE = 1.0
@@ -586,15 +591,34 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
             half = torch.maximum(half, (pinhole(corner @ rotation.T + origin) - centre).abs())
     half = torch.minimum(half, sizes[vi].flip(1).to(half.dtype))  # a patch behind the camera spans the image
     # A surface the camera sees more obliquely than the sensor (a car's roof, level with the camera)
-    # spans less of the image than its cell: no more than half-way to the next ring on it.
+    # spans less of the image than its cell: no more than half-way to the next ring on it (scaled by
+    # SCAN_CELL_SHARE like the rest of the footprint).
     to_below = torch.where(below[pi] >= 0, (ranges[below.clamp(min=0)] - ranges)[pi].abs(), math.inf)
     to_above = torch.where(above[pi] >= 0, (ranges[above.clamp(min=0)] - ranges)[pi].abs(), math.inf)
     chosen = torch.where(to_below <= to_above, below[pi], above[pi]).clamp(min=0)  # the likelier same surface
     same = (torch.minimum(to_below, to_above) <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
     to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
-    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], to_ring), half[:, 1])
-    surface = _splatted_depth(vi, point_uv, z, half[:, 1], half[:, 0], sizes, _MAX_SCAN_CELLS)
+    half[:, 1] = torch.where(same, torch.minimum(half[:, 1], SCAN_CELL_SHARE * to_ring), half[:, 1])
+    fine = _supersampling(half)
+    surface = _splatted_depth(vi, point_uv * fine, z, half[:, 1] * fine[1], half[:, 0] * fine[0],
+                              sizes * fine.flip(0).long(), _MAX_SCAN_CELLS)
     visible[vi, pi] = z <= surface + cfg.depth_tolerance
+
+
+def _supersampling(half: torch.Tensor) -> torch.Tensor:
+    """Buffer cells per image pixel along u and v (powers of two) for footprints of ``half`` (P, 2) pixels.
+
+    A splatted footprint covers whole buffer cells: its half-width is rounded to cells and it is
+    centred on its point's cell, so it may reach up to a cell and a half beyond its true extent. An
+    azimuth step of 0.2 degrees spans about 2 pixels on a camera 800 pixels across with a 70 degree
+    field of view and 1.2 at 480, so at image resolution that rounding alone would make footprints
+    1.5 to 2.5 times as wide as the cells they stand for, and what the test hides would depend on the
+    image size. On a buffer where the median footprint spans ``_SCAN_FOOTPRINT_CELLS`` cells on each
+    side it is about exact.
+    """
+    typical = half.median(dim=0).values.clamp(min=1e-6)
+    steps = torch.ceil(torch.log2(_SCAN_FOOTPRINT_CELLS / typical)).clamp(0, math.log2(_MAX_SCAN_SUPERSAMPLE))
+    return 2.0 ** steps
 
 
 # ---------------------------------------------------------------------------------------- sparse clouds

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,23 @@ def _validate_attribute(name: str, array: np.ndarray, n: int, file: Path) -> np.
     if array.size and array.min() < -1:
         raise SceneError(file, name, f"contains {int(array.min())}; ids must be >= 0 or -1 (ignore)")
     return array.astype(np.int64, copy=False)
+
+
+def _validate_coord(coord: np.ndarray, file: Path | str, name: str) -> np.ndarray:
+    """Point positions: float (N, 3), N > 0, all finite; returned as float32."""
+    if coord.ndim != 2 or coord.shape[1] != 3:
+        raise SceneError(file, name, f"shape {coord.shape}, expected (N, 3)")
+    if not np.issubdtype(coord.dtype, np.floating):
+        raise SceneError(file, name, f"dtype {coord.dtype}, expected float32")
+    if coord.shape[0] == 0:
+        raise SceneError(file, name, "the scene has no points")
+    coord = coord.astype(np.float32, copy=False)
+    finite = np.isfinite(coord).all(axis=1)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite)[0])
+        raise SceneError(file, name,
+                         f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
+    return coord
 
 
 def _load_npy(file: Path, name: str) -> np.ndarray:
@@ -437,19 +455,7 @@ class Scene:
         coord_file = path / COORD_FILE
         if not coord_file.is_file():
             raise SceneError(coord_file, "coord", "missing: every scene needs coord.npy (float32, N x 3, metres)")
-        coord = _load_npy(coord_file, "coord")
-        if coord.ndim != 2 or coord.shape[1] != 3:
-            raise SceneError(coord_file, "coord", f"shape {coord.shape}, expected (N, 3)")
-        if not np.issubdtype(coord.dtype, np.floating):
-            raise SceneError(coord_file, "coord", f"dtype {coord.dtype}, expected float32")
-        if coord.shape[0] == 0:
-            raise SceneError(coord_file, "coord", "the scene has no points")
-        coord = coord.astype(np.float32, copy=False)
-        finite = np.isfinite(coord).all(axis=1)
-        if not finite.all():
-            first = int(np.flatnonzero(~finite)[0])
-            raise SceneError(coord_file, "coord",
-                             f"{int((~finite).sum())} points have NaN or infinite coordinates (first: row {first})")
+        coord = _validate_coord(_load_npy(coord_file, "coord"), coord_file, "coord")
         n = coord.shape[0]
         attributes = {}
         for file in sorted(path.glob("*.npy")):
@@ -464,6 +470,39 @@ class Scene:
         if num_classes is not None:
             scene.check_labels(num_classes, segment)
         return scene
+
+    @classmethod
+    def from_arrays(cls, points: Any, colors: Any = None, normals: Any = None, *, images: Sequence[Any] = (),
+                    intrinsics: Any = None, poses: Any = None, depths: Sequence[Any] | None = None,
+                    segment: Any = None, name: str = "scene") -> Scene:
+        """A scene built from arrays in memory, checked as :meth:`load` checks a directory; no file is written.
+
+        ``points`` (N, 3) metres; ``colors`` (N, 3) uint8 RGB, or floats in [0, 1]; ``normals`` (N, 3);
+        ``segment`` (N,) class ids (-1 = none). ``images``: V RGB uint8 (H, W, 3) arrays, seen through
+        ``intrinsics`` (one 3x3 matrix for all, or V of them, pixels) from ``poses`` (V 4x4
+        camera-to-world matrices, OpenCV axes: x right, y down, z forward); ``depths``: V (H, W)
+        depth maps in metres (0 = no depth), optional. An error names the argument (``images[2]``).
+        """
+        where = "Scene.from_arrays"
+        coord = _validate_coord(np.asarray(points), where, "points")
+        n = coord.shape[0]
+        attributes: dict[str, np.ndarray] = {}
+        arrays = {"color": ("colors", colors), "normal": ("normals", normals), "segment": ("segment", segment)}
+        for key, (argument, value) in arrays.items():
+            if value is None:
+                continue
+            array = np.asarray(value)
+            if key == "color" and np.issubdtype(array.dtype, np.floating):
+                if array.size and not (np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
+                    raise SceneError(where, argument, "float colours must lie in [0, 1] (or give uint8 0-255)")
+                array = np.round(array * 255).astype(np.uint8)
+            try:
+                attributes[key] = _validate_attribute(key, array, n, Path(where))
+            except SceneError as exc:  # the rule's words, the argument's name
+                raise SceneError(where, argument, exc.problem) from None
+        views = _views_from_arrays(images, intrinsics, poses, depths, where)
+        meta = {"name": name} | ({"segment": "segment"} if segment is not None else {})
+        return cls(coord=coord, attributes=attributes, views=views, meta=meta)
 
     def check_labels(self, num_classes: int, segment: str | None = None) -> None:
         """The label array (``segment``, else the scene's choice) holds ids ``0 .. num_classes - 1``
@@ -734,3 +773,39 @@ def _write_view(view: View, root: Path, image_format: str, stems: set[str]) -> d
         atomic_save_npy(root / rel, np.ascontiguousarray(view.pixels, dtype=np.float32))
         entry["pixels"] = rel
     return entry
+
+
+def _views_from_arrays(images: Sequence[Any], intrinsics: Any, poses: Any, depths: Sequence[Any] | None,
+                       where: str) -> list[View]:
+    """The views of :meth:`Scene.from_arrays`: sizes, dtypes, intrinsics and rigid poses checked."""
+    count = len(images)
+    if count == 0:
+        if poses is not None or depths is not None:
+            raise SceneError(where, "images", "poses or depths were given without images")
+        return []
+    if intrinsics is None or poses is None:
+        raise SceneError(where, "intrinsics" if intrinsics is None else "poses", "images need intrinsics and poses")
+    k_one = np.shape(intrinsics) == (3, 3)
+    k_all = finite_numbers(intrinsics, (3, 3) if k_one else (count, 3, 3), where, "intrinsics")
+    k_all = np.broadcast_to(k_all, (count, 3, 3)) if k_one else k_all
+    pose_all = finite_numbers(poses, (count, 4, 4), where, "poses")
+    if depths is not None and len(depths) != count:
+        raise SceneError(where, "depths", f"{len(depths)} depth maps for {count} images")
+    views = []
+    for i, image in enumerate(images):
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise SceneError(where, f"images[{i}]",
+                             f"shape {image.shape} dtype {image.dtype}, expected (H, W, 3) uint8")
+        height, width = image.shape[:2]
+        _check_intrinsics(k_all[i], Path(where), f"intrinsics[{i}]")
+        check_rigid_pose(pose_all[i], where, f"poses[{i}]")
+        depth = None
+        if depths is not None:
+            depth = np.asarray(depths[i], dtype=np.float32)
+            if depth.shape != (height, width) or not np.isfinite(depth).all() or depth.min() < 0:
+                raise SceneError(where, f"depths[{i}]", f"must be finite metres >= 0 of shape {(height, width)}, "
+                                                        f"got shape {depth.shape}")
+        views.append(View(name=f"view_{i:04d}", width=width, height=height, intrinsics=np.array(k_all[i]),
+                          cam_to_world=pose_all[i], image=image, depth=depth))
+    return views

@@ -10,6 +10,7 @@ service's predictions (:class:`ditr.inference.Predictor`) on every original poin
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .build import model_from_config
 from .configs import RunConfig
 from .data import SceneDataset, collate, resolve_scenes
+from .data.dataset import check_input_files
 from .data.dataset import item_rng
 from .engine.evaluator import EvalResult, Evaluator
 from .engine.losses import SegmentationCriterion
@@ -28,6 +30,14 @@ from .engine.trainer import Trainer, TrainerConfig
 from .model_files import ModelFile, init_model
 
 Scenes = Sequence[str | Path]
+
+
+def record_scene_folder(config: RunConfig, scenes: Scenes | None) -> None:
+    """Store the folder of explicit scene lists as ``dataset.root``, so the checkpoint tells where its
+    data came from: the preset's own root (``data/synthetic`` of the synthetic preset) was not read."""
+    if scenes:
+        parents = [os.path.abspath(Path(s).parent) for s in scenes]
+        config.dataset.root = os.path.commonpath(parents)
 
 
 def datasets_from_config(config: RunConfig, train_scenes: Scenes | None = None,
@@ -69,8 +79,10 @@ def train(config: RunConfig | Mapping[str, Any], work_dir: str | Path, *, train_
     else:
         model = model_from_config(config)
     train_set, val_set = datasets_from_config(config, train_scenes, val_scenes)
-    for dataset in (train_set, val_set):  # label arrays and ids checked before any work, naming the file
+    record_scene_folder(config, train_scenes)
+    for dataset in (train_set, val_set):  # inputs, label arrays and ids checked before any work, naming the file
         if dataset is not None:
+            check_input_files(dataset.paths, dataset.input_features)
             dataset.check_labels()
     criterion = SegmentationCriterion(**dataclasses.asdict(config.loss), ignore_index=config.dataset.ignore_index)
     trainer = Trainer(model, criterion, train_set, trainer_config(config, work_dir, quiet),

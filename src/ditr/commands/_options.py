@@ -30,7 +30,17 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
                    help="what made the points, which picks the occlusion test of views without depth maps "
                         "(docs/projection.md): lidar, sfm, rgbd, mesh, mvs or unknown (default: the scene's "
                         "meta.json, else unknown)")
-    g.add_argument("--device", default="auto", help="torch device: cpu, cuda or auto")
+    add_device_argument(g)
+
+
+#: Every command's --device: one default and one meaning (ditr.device.resolve_device).
+DEVICE_HELP = "auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N (default: auto)"
+
+
+def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        purpose: str = "torch device") -> None:
+    """``--device``, default ``auto``; ``purpose`` says what runs there when that is not the whole command."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE", help=f"{purpose}: {DEVICE_HELP}")
 
 
 def projection_config(args: argparse.Namespace) -> ProjectionConfig:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._options import add_model_arguments, load_options
+from ._options import add_device_argument, add_model_arguments, load_options
 
 NAME = "distill"
 HELP = "D-DITR: distil frozen 2D features into a 3D-only PTv3 student (then fine-tune with ditr train --init)."
@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print what a checkpoint or .ditr bundle needs at inference (images or not, teacher, "
                         "classes) and exit")
     p.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
-    p.add_argument("--device", default="cpu", help="device for --evaluate")
+    add_device_argument(p, "where the student is evaluated (--evaluate, and after training, which itself runs "
+                           "on a CUDA GPU when torch sees one)")
     p.add_argument("--set", action="append", default=[], metavar="key=value",
                    help="with --evaluate: override a setting of the student's run config (vfm.cache=DIR: the "
                         "teacher's feature cache; vfm.online=true: run the teacher now)")
@@ -67,6 +68,7 @@ def _dump(result: Mapping[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..configs import load_preset
+    from ..device import resolve_device
     from ..distill import distill, evaluate_distillation
     from ..errors import DitrError
     from ..fileio import atomic_write_json
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.evaluate is not None:
         student = read_model_file(args.evaluate, load_options(args))
-        result = evaluate_distillation(student, args.items or None, device=args.device, out=args.out,
+        result = evaluate_distillation(student, args.items or None, device=resolve_device(args.device), out=args.out,
                                        overrides=getattr(args, "set", None) or ())
         print(_dump({k: v for k, v in result.items() if k != "per_scene"}))
         return 0
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"work_dir": str(work_dir), **summary}
     if (Path(work_dir) / "last.pt").is_file() and summary.get("metrics") is not None:
         result["eval"] = {k: v for k, v in evaluate_distillation(
-            Path(work_dir) / "last.pt", out=Path(work_dir) / "distill_eval.json").items() if k != "per_scene"}
+            Path(work_dir) / "last.pt", device=resolve_device(args.device),
+            out=Path(work_dir) / "distill_eval.json").items() if k != "per_scene"}
     print(_dump(result))
     return 0

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._options import MODEL_HELP, add_model_arguments, load_options
+from ._options import MODEL_HELP, add_device_argument, add_model_arguments, load_options
 
 NAME = "evaluate"
 HELP = "Evaluate a trained checkpoint on scene directories (full-resolution mIoU, per-class IoU)."
@@ -17,7 +17,9 @@ EXAMPLES = """examples:
   ditr evaluate runs/ditr-scannet/best.pt data/scannet_val/ --tta        # the paper's test-time voting
 
 DATA are scene directories, or directories holding scene directories. Image features are read
-from the feature cache the model was trained with (override with --set vfm.cache=DIR).
+from the feature cache the model was trained with, looked for where it was recorded, relative to
+the folder training ran in and beside the checkpoint (one line says which); --set vfm.cache=DIR
+gives it (docs/predict.md#paths-recorded-in-a-model).
 
 Printed on stdout and written by --out as JSON: {"miou", "macc", "allacc": fractions in [0, 1],
 "iou", "acc": {class name: fraction} in class order (null: class absent), ...}; --out adds the
@@ -32,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: vote over every voxelisation fragment and the preset's "
                         "test_time.variants (indoor: 4 rotations x 3 scales + a flip)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_argument(p)
     p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write a per-class IoU bar chart (PNG) here")
     add_model_arguments(p, deterministic=True)

@@ -16,32 +16,20 @@ EXAMPLES = """examples:
 
 A bundle is a safetensors file whose metadata holds the run config as JSON: readable without
 pickle by any safetensors reader, about a third of a training checkpoint (no optimizer state).
---format torchscript / onnx are refused with the reason: the PTv3 forward builds its rulebooks
-with data-dependent shapes that tracing, scripting and torch.export cannot capture (docs/predict.md)."""
-
-#: Why the other formats are refused (the command prints it; docs/predict.md has the details).
-UNSUPPORTED = (
-    "{fmt} export of the PTv3 / DITR forward does not work: the network builds its sparse-conv "
-    "rulebooks, serialization orders and pooling clusters from the points with data-dependent shapes "
-    "(unique, nonzero, .tolist()), which tracing freezes to the example cloud and torch.export / the "
-    "ONNX exporter cannot capture. Use --format bundle (a safetensors file with the config, loadable "
-    "by ditr predict and ditr.model_files.load_model); see docs/predict.md."
-)
+It is the one export format: TorchScript and ONNX cannot capture the PTv3 forward, which builds its
+rulebooks with data-dependent shapes (docs/predict.md)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("out", type=Path, help="the bundle to write (e.g. model.ditr)")
-    p.add_argument("--format", default="bundle", choices=["bundle", "torchscript", "onnx"],
-                   help="bundle (default); torchscript and onnx do not work for this network (see above)")
+    p.add_argument("--format", default="bundle", choices=["bundle"],
+                   help="bundle, the one format (TorchScript and ONNX cannot capture this network: see below)")
     add_model_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DitrError
     from ..model_files import export_bundle
 
-    if args.format != "bundle":
-        raise DitrError(UNSUPPORTED.format(fmt={"torchscript": "TorchScript", "onnx": "ONNX"}[args.format]))
     print(json.dumps(export_bundle(args.checkpoint, args.out, load_options(args))))
     return 0

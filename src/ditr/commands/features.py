@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DitrError
-from ..vfm.color_jitter import REFERENCE_STRENGTH
 from ..vfm.registry import POS_INTERPOLATIONS, PRECISIONS, list_models
 from ._options import add_projection_arguments, projection_config
 
@@ -27,14 +26,21 @@ EXAMPLES = f"""examples:
       --flip --jitter-variants 4          # + 4 colour-jittered variants per image (images.jitter_variants: 4)
   ditr features scans/* --model dinov3-vitl16 --checkpoint ~/hf/dinov3-vitl16-pretrain-lvd1689m --cache feats/
   ditr features scans/* --model dinov2-vitb14-reg --download --cache feats/      # fetch from the hub once
+  ditr features scans/* --model facebook/dinov2-base --cache feats/   # a Hugging Face id (local cache; --download)
   torchrun --nproc-per-node 8 -m ditr.cli features scans/* --model dinov2-vitl14-reg --checkpoint W.pth --cache feats/
 
 Weights are looked up offline first: --checkpoint (a Hugging Face directory or Meta's .pth), then
 $DITR_MODELS/<model>[.pth], then the local Hugging Face cache; --download allows the hub.
+--model also takes a Hugging Face repository id: a listed model's id is that model, and any other
+DINOv2 / DINOv3 repository is described by its own config.json.
 A second run with the same settings computes nothing (all hits). Under torchrun each rank takes
 every WORLD_SIZE-th image. Prints one JSON summary line.
 
 models: {', '.join(list_models())}"""
+
+#: The default of --color-jitter as the help shows it: ditr.vfm.color_jitter.REFERENCE_STRENGTH (a test keeps them
+#: equal), written out because that module imports torch, which would slow every command's --help by seconds.
+REFERENCE_JITTER = "0.4,0.4,0.2,0.1"
 
 
 def _resolution(text: str | None) -> tuple[int, int] | None:
@@ -61,7 +67,9 @@ def _strength(text: str) -> tuple[float, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenes", type=Path, nargs="+", metavar="SCENE",
                    help="scene directories (format: docs/design.md#scene-format)")
-    p.add_argument("--model", required=True, metavar="NAME", help="model name, e.g. dinov2-vitl14-reg (see below)")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="model name, e.g. dinov2-vitl14-reg (see below), or a Hugging Face repository id "
+                        "(facebook/dinov2-base)")
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="weights: Hugging Face directory, or Meta's official .pth (keys converted)")
     p.add_argument("--download", action="store_true", help="allow downloading the weights from the Hugging Face hub")
@@ -72,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jitter-variants", type=int, default=0, metavar="K",
                    help="also cache K colour-jittered variants of every image (and of its mirror with --flip), "
                         "for training with images.jitter_variants: K (default 0)")
-    p.add_argument("--color-jitter", default=",".join(f"{x:g}" for x in REFERENCE_STRENGTH), metavar="B,C,S,H",
+    p.add_argument("--color-jitter", default=REFERENCE_JITTER, metavar="B,C,S,H",
                    help="the variants' jitter strength, as images.color_jitter (default: the reference's "
                         "%(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -85,7 +93,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view-strategy", choices=["last", "random", "nearest", "mean"], default="last",
                    help="how --render's point features combine views (default: last, the reference)")
     add_projection_arguments(p)
-    p.set_defaults(device="auto")
 
 
 def run(args: argparse.Namespace) -> int:

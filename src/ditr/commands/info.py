@@ -25,8 +25,10 @@ EXAMPLES = """examples:
   ditr info exp/scannet/semseg-ptv3/                      # a published folder: config.py + model/model_best.pth
 
 The --json object has the sections file, model, vfm, data, training, metrics, inference
-(inference.needs_images: whether ditr predict / evaluate need the scene's images) and, for a
-published model, published (zoo entry, origin, how each setting was decided; docs/models.md)."""
+(inference.needs_images: whether ditr predict / evaluate need the scene's images), paths (each
+folder the run config names: recorded at training, and here: where it is on this machine, null
+when it is not; docs/predict.md#paths-recorded-in-a-model) and, for a published model, published
+(zoo entry, origin, how each setting was decided; docs/models.md)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,6 +80,7 @@ def checkpoint_info(path: str | Path, options: LoadOptions | None = None) -> dic
     from ..engine.logging import to_jsonable
     from ..model_files import read_model_file
     from ..models.ptv3 import get_config
+    from ..stored_paths import describe
 
     file = read_model_file(path, options)
     kind, config, record = file.kind, file.run_config(), file.record
@@ -116,6 +119,8 @@ def checkpoint_info(path: str | Path, options: LoadOptions | None = None) -> dic
                       "predicts": f"{data.num_classes} classes" if model_kind.segments
                       else "2D features (distillation student: fine-tune before predicting classes)"},
         "published": _published(file.published, config) if file.published is not None else None,
+        # the folders the run config names, as recorded at training, and where each is on this machine
+        "paths": describe(config, file.place),
     }
     return to_jsonable(info)
 
@@ -148,6 +153,14 @@ def _table(title: str, rows: Mapping[str, Any]) -> Any:
             continue
         t.add_row(key, value if isinstance(value, str) else json.dumps(value))
     return t
+
+
+def _recorded(path: Mapping[str, Any]) -> str:
+    """A recorded path in words: as recorded at training, and whether (where) it is on this machine."""
+    here = path["here"]
+    where = ("not on this machine" if here is None else "here" if here == path["recorded"]
+             else f"found here at {here}")
+    return f"recorded at training: {path['recorded']} ({where})"
 
 
 def _print(info: Mapping[str, Any]) -> None:
@@ -183,10 +196,13 @@ def _print(info: Mapping[str, Any]) -> None:
         "decoder": f"channels {model['dec_channels']}, depths {model['dec_depths']}",
         "image channels": model["image_channels"], "injection": model["injection"],
         "voxel size (m)": model["voxel_size_m"]}))
+    paths = {key: _recorded(value) for key, value in info["paths"].items()}
     if info["vfm"]:
-        console.print(_table("2D foundation model", {k.replace("_", " "): v for k, v in info["vfm"].items()}))
+        console.print(_table("2D foundation model", {k.replace("_", " "): paths.get(f"vfm.{k}", v)
+                                                    for k, v in info["vfm"].items()}))
     console.print(_table("data", {
-        "dataset": data["dataset"], "root": data["root"], "splits": data["splits"], "segment": data["segment"],
+        "dataset": data["dataset"], "root": paths.get("dataset.root"), "splits": data["splits"],
+        "segment": data["segment"],
         "input": f"{', '.join(data['input_features'])} ({data['in_channels']} channels)",
         "classes": f"{data['num_classes']}: {', '.join(data['class_names'] or [])}"}))
     console.print(_table("training", {k.replace("_", " "): v for k, v in training.items()}))

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..scene import Scene
 from ._options import add_projection_arguments, projection_config
@@ -33,6 +31,8 @@ def scene_summary(scene: Scene, args: argparse.Namespace) -> dict:
         "extent_m": [round(float(x), 3) for x in hi - lo],
         "attributes": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in scene.attributes.items()},
         "views": len(scene.views),
+        # "unknown": imported without a scale (docs/scene-format.md#metajson-units); absent: metres
+        "units": scene.meta.get("units", "metres"),
     }
     seg = scene.segment()
     if seg is not None:
@@ -54,6 +54,9 @@ def scene_summary(scene: Scene, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     scene = Scene.load(args.scene)
     summary = scene_summary(scene, args)
     if args.json:
@@ -63,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     t = Table(title=f"scene {scene.name}", show_header=False)
     t.add_row("directory", str(scene.path))
     t.add_row("points", f"{summary['points']:,}")
-    t.add_row("extent (m)", " x ".join(f"{x:.2f}" for x in summary["extent_m"]))
+    extent = " x ".join(f"{x:.2f}" for x in summary["extent_m"])
+    if summary["units"] == "unknown":
+        t.add_row("extent", f"[bold yellow]{extent} in unknown units[/bold yellow] (imported without --scale: "
+                            "voxel sizes and depth tolerances assume metres; see docs/own-scans.md)")
+    else:
+        t.add_row("extent (m)", extent)
     t.add_row("attributes",
               ", ".join(f"{k} {v['dtype']}{tuple(v['shape'])}" for k, v in summary["attributes"].items()) or "-")
     t.add_row("views", str(summary["views"]) + (f" ({', '.join(summary['view_sizes'])}; "

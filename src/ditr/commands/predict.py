@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ._options import MODEL_HELP, add_model_arguments, load_options
+from ._options import MODEL_HELP, add_device_argument, add_model_arguments, load_options
 
 NAME = "predict"
 HELP = "Predict per-point classes of a scene with a trained model: labels, coloured PLY, renders, summary."
@@ -26,17 +26,18 @@ pred.html, a 3D viewer in one file (open it in a browser; no server needed).
 
 DITR models compute the views' image features online with the checkpoint's VFM (weights as in
 ditr features: --set vfm.checkpoint=PATH), or read them from a feature cache with --features DIR.
-Scenes of more than --max-points voxels are predicted in overlapping chunks (the memory budget)."""
+Scenes of more than --max-points points are predicted in overlapping chunks (the memory budget)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("scene", type=Path, help="scene directory (coord.npy, views.json ...)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    add_device_argument(p)
     p.add_argument("--max-points", type=int, default=200_000, metavar="N",
-                   help="voxels per model forward, the memory budget (default 200000: 2.2 GB peak on the CPU "
-                        "with the ScanNet PTv3; see docs/predict.md)")
+                   help="the scene's points per model forward, the memory budget; a larger scene is cut into "
+                        "overlapping chunks (default 200000: about 2.2 GB peak on the CPU with the ScanNet PTv3; "
+                        "see docs/predict.md)")
     p.add_argument("--overlap", type=float, default=1.0, metavar="M",
                    help="metres of context around each chunk, voted over where chunks overlap (default 1.0)")
     p.add_argument("--tta", action="store_true",

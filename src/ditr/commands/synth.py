@@ -7,9 +7,6 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from ..errors import DitrError
 
 NAME = "synth"
@@ -58,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
     _check(args)
     mode = "streets" if args.outdoor else "rooms"
     width, height = (args.width or DEFAULT_SIZE[mode][0]), (args.height or DEFAULT_SIZE[mode][1])

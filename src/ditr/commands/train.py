@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._options import add_model_arguments, load_options
+
+if TYPE_CHECKING:
+    from ..configs import RunConfig
 
 NAME = "train"
 HELP = "Train a model (DITR or 3D-only PTv3) from YAML presets with key=value overrides."
@@ -15,6 +19,8 @@ EXAMPLES = """examples:
   ditr train scannet method/ptv3 dataset.root=data/scannet --work-dir runs/ptv3-scannet
   ditr train synthetic dataset.root=rooms trainer.epochs=5 trainer.batch_size=2
   ditr train scannet method/ptv3 dataset.root=data/scannet --init d-ditr-scannet-ptv3 --download   # fine-tune
+  ditr train scannet trainer.batch_size=8 --print-config > my-run.yaml   # the resolved config; edit, then:
+  ditr train my-run.yaml dataset.root=data/scannet
   torchrun --nproc_per_node 8 -m ditr.cli train scannet dataset.root=data/scannet trainer.batch_size=16
       (trainer.batch_size is the global batch: it must divide by the number of processes)
 
@@ -35,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true",
                    help="start over from step 0 when WORK_DIR's checkpoints are all damaged (else an error)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved run configuration (YAML, every key; a file ditr train reads back) "
+                        "and exit without training")
     add_model_arguments(p)
 
 
@@ -46,13 +55,17 @@ def split_items(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     from ..configs import load_preset
     from ..errors import DitrError
-    from ..model_files import read_model_file
+    from ..model_files import init_behaviour, read_model_file
     from ..training import train
 
     presets, overrides = split_items(args.items)
     if not presets:
         raise DitrError("name at least one preset or YAML file before the key=value overrides")
     config = load_preset(presets, overrides)
+    if args.print_config:
+        print_config(config if args.init is None else init_behaviour(config, read_model_file(args.init,
+                                                                                             load_options(args))))
+        return 0
     work_dir = args.work_dir or Path("runs") / config.name or Path(presets[0]).stem
     init = read_model_file(args.init, load_options(args)) if args.init is not None else None
     summary = train(config, work_dir, init=init, resume=not args.no_resume,
@@ -63,3 +76,20 @@ def run(args: argparse.Namespace) -> int:
     if distributed.is_main():
         print(json.dumps(to_jsonable({"work_dir": str(work_dir), **summary})))
     return 0
+
+
+def print_config(config: RunConfig) -> None:
+    """The whole configuration as YAML, in the sections' order; lists of plain values on one line."""
+    import yaml
+
+    from ..engine.logging import to_jsonable
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
+        flat = all(not isinstance(v, (dict, list)) for v in value)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flat)
+
+    Dumper.add_representer(list, represent_list)
+    print(yaml.dump(to_jsonable(config.to_dict()), Dumper=Dumper, sort_keys=False, width=110), end="")

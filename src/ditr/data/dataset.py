@@ -99,6 +99,31 @@ def _resolve_entry(root: Path, name: str) -> list[Path]:
     raise DitrError(f"split entry {name!r}: {path} is neither a scene nor a directory of scenes")
 
 
+def check_input_files(paths: Sequence[Path], input_features: Sequence[str]) -> None:
+    """Refuse, before training starts (:func:`ditr.training.train`), scenes that lack an input array
+    (``normal.npy`` above all), rather than at the first sample that reads one.
+
+    Normals are never estimated silently while training: they belong to the data, so they are made
+    once, at import (``--normals estimate``), and every run, evaluation and checkpoint sees the same.
+    """
+    for name in input_features:
+        if name == "coord":
+            continue
+        lacking = [p for p in paths if p.is_dir() and not (p / f"{name}.npy").is_file()]
+        if not lacking:
+            continue
+        rest = ",".join(n for n in input_features if n != name)
+        raise DitrError(f"{len(lacking)} of {len(paths)} scenes lack {name}.npy (first: {lacking[0]}), which "
+                        f"dataset.input_features reads: {_how_to_get(name)}, or train without it: "
+                        f"dataset.input_features=[{rest}]")
+
+
+def _how_to_get(name: str) -> str:
+    if name == "normal":
+        return "import the scenes again with --normals estimate (docs/datasets.md#normals)"
+    return f"use scenes that have {name}"
+
+
 def label_array(path: Path, segment: str | None = None) -> str | None:
     """The name of the label array a scene directory's samples use, without loading the scene:
     ``segment`` when given, else the scene's meta.json ``segment``, else ``segment`` or its only
@@ -334,7 +359,7 @@ class SceneDataset(Dataset):
         missing = [n for n in self.input_features if n != "coord" and n not in sample]
         if missing:
             raise DitrError(f"scene {scene.path}: dataset.input_features needs {missing}, which the scene lacks "
-                            f"({', '.join(n + '.npy' for n in missing)})")
+                            f"({', '.join(n + '.npy' for n in missing)}): {_how_to_get(missing[0])}")
         segment = scene.segment(self.segment_key)
         n = scene.num_points
         if segment is None and self.labels_required:

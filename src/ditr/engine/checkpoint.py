@@ -126,11 +126,17 @@ class CheckpointManager:
         return self.directory / BEST
 
     def save(self, state: dict[str, Any], is_best: bool = False) -> Path:
-        """Rotate ``last.pt`` to ``last.prev.pt``, write the new ``last.pt``, link ``best.pt``."""
+        """Rotate ``last.pt`` to ``last.prev.pt``, write the new ``last.pt``, link ``best.pt``.
+
+        The state records the folder training runs in and the run directory (``paths``): the
+        run config's relative paths (feature cache, dataset root) are relative to the first, and
+        their place beside the second finds them again after a move (:mod:`ditr.stored_paths`).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.last.exists() and self.rotate:
             _link_or_copy(self.last, self.prev)
-        save_training_state(self.last, state)
+        paths = {"ran_in": os.getcwd(), "work_dir": os.path.abspath(self.directory)}
+        save_training_state(self.last, {**state, "paths": paths})
         self.rotate = True
         if is_best:
             _link_or_copy(self.last, self.best)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write, atomic_write_text
+from .loggers import MetricLogger
 
 
 def to_jsonable(value: Any) -> Any:
@@ -35,12 +36,14 @@ class JsonlLogger:
     """Appends one JSON object per line to ``path``; a no-op when ``enabled`` is False.
 
     Each record is written with a single ``write`` of a complete line and flushed, so a crash
-    loses at most the line being written and readers skip a torn last line.
+    loses at most the line being written and readers skip a torn last line. ``trackers``
+    (:mod:`ditr.engine.loggers`: TensorBoard, W&B) receive every record too.
     """
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, trackers: Sequence[MetricLogger] = ()):
         self.path = Path(path)
         self.enabled = enabled
+        self.trackers = list(trackers)
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -51,9 +54,19 @@ class JsonlLogger:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
+        for tracker in self.trackers:
+            tracker.log(record)
+
+    def close(self) -> None:
+        """Close the trackers (W&B finishes its run); the JSONL file needs nothing."""
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step``: on resume they belong to work that is redone."""
+        for tracker in self.trackers:
+            tracker.resume(step)
         if not self.enabled or not self.path.exists():
             return
         kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]

@@ -103,7 +103,8 @@ def build_scheduler(optimizer: Optimizer, cfg: OptimConfig, total_steps: int) ->
     """
     if total_steps < 3:
         raise ConfigError("trainer", "epochs / max_steps",
-                          f"a OneCycle schedule needs at least 3 steps, got {total_steps}")
+                          f"a OneCycle schedule needs at least 3 steps, got {total_steps}: set trainer.max_steps=3 "
+                          "(and trainer.epochs=null), train more epochs, or lower trainer.batch_size")
     pct_start = max(cfg.pct_start, 2.0 / total_steps)
     return OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                       total_steps=total_steps, pct_start=pct_start,

@@ -42,6 +42,7 @@ from .checkpoint import CheckpointManager, load_training_state, preserved_rng, r
 from .evaluator import EvalResult, Evaluator, amp_dtype, as_output, autocast
 from .loading import (MODEL_STREAM, EpochSampler, SeededDataset, TrainSampler, ignore_stop_signals,
                       item_seed, move_to, seed_all)
+from .loggers import DEFAULT_LOGGERS, LOGGERS, build_loggers
 from .logging import JsonlLogger, ProgressBar, plot_class_iou, plot_training_curves, read_jsonl
 from .optim import OptimConfig, build, clip_gradients
 
@@ -88,6 +89,7 @@ class TrainerConfig:
     sync_bn: bool = False
     quiet: bool = field(default=False, metadata={"run_config": False})
     plots: bool = True
+    loggers: list[str] = field(default_factory=lambda: list(DEFAULT_LOGGERS))
 
     def __post_init__(self) -> None:
         """Ranges (a negative clip flips the gradient, 0 zeroes it); keys are relative to ``trainer``."""
@@ -109,6 +111,12 @@ class TrainerConfig:
         checks.positive_int("num_classes", self.num_classes, optional=True)
         if self.epochs is not None and self.max_steps is not None:
             raise ConfigError("", "epochs", "and max_steps are both set: give exactly one of them")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise ConfigError("", "loggers", f"unknown logger {unknown[0]!r}; choose from {', '.join(LOGGERS)}")
+        if "jsonl" not in self.loggers:
+            raise ConfigError("", "loggers", "must keep 'jsonl': metrics.jsonl is the run's own record "
+                                             "(curves.png and resuming read it)")
 
 
 class Callback:
@@ -165,8 +173,10 @@ class Trainer:
         self.sampler: TrainSampler = make_sampler(self.batch_per_rank, self.info.rank, world, config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch
         if self.steps_per_epoch == 0:
+            most = num_samples // world * world
             raise ConfigError("trainer", "batch_size", f"{num_samples} training samples make no full batch of "
-                                                         f"{self.batch_per_rank} per rank")
+                                                         f"{self.batch_per_rank} per rank: set trainer.batch_size="
+                                                         f"{most or world} or less, or train on more scenes")
         if config.epochs is None and config.max_steps is None:
             raise ConfigError("trainer", "epochs / max_steps", "give exactly one of them (neither is set)")
         self.total_steps = (config.max_steps if config.max_steps is not None
@@ -190,7 +200,8 @@ class Trainer:
                                    num_workers=config.num_workers, amp=config.amp,
                                    seed=config.seed, device=self.device)
         self.checkpoints = CheckpointManager(self.work_dir)
-        self.logger = JsonlLogger(self.work_dir / "metrics.jsonl", enabled=self.info.is_main)
+        self.logger = JsonlLogger(self.work_dir / "metrics.jsonl", enabled=self.info.is_main,
+                                  trackers=build_loggers(config.loggers, self.work_dir, enabled=self.info.is_main))
         self._stop_signal: int | None = None
         self._closed = False
         self._bar = ProgressBar(0, enabled=False)
@@ -218,7 +229,7 @@ class Trainer:
             seed_all(item_seed(self.config.seed, MODEL_STREAM, self.info.rank))
         self.logger.truncate_after(self.step)
         loader = self._train_loader()
-        enabled = self.info.is_main and not self.config.quiet
+        enabled = self.info.is_main and not self.config.quiet and "console" in self.config.loggers
         self._bar = ProgressBar(self.total_steps, self.step, enabled=enabled)
         with self._bar, self._stop_on_signals():
             while self.step < self.total_steps:
@@ -415,6 +426,7 @@ class Trainer:
         process at exit. A closed trainer can still evaluate, not train.
         """
         self.model = dist.unwrap(self.model)
+        self.logger.close()
         self._closed = True
         gc.collect()
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DitrError, SceneError
+from ..normals import scene_normals
 from ..scene import ACQUISITION_KINDS, Scene, View, finite_numbers
 from .common import image_size, quaternion_to_rotation, read_json
 from .pointfile import PointFile, read_point_file
@@ -57,10 +58,18 @@ class CaptureReport:
     skipped_missing_image: int = 0
     distortion_ignored_views: int = 0
     distortion_ignored_max_px: float | None = None
+    #: Views whose images were resampled into pinhole images (:mod:`ditr.io.undistort`).
+    undistorted_views: int = 0
     scale: float = 1.0
+    #: "metres", or "unknown" where no --scale gave the capture's unit (COLMAP without --scale).
+    units: str = "metres"
     up: str = "keep"
     extent_m: list[float] = field(default_factory=list)
     mean_camera_up: list[float] = field(default_factory=list)
+    #: "source" (the point file's), "estimated" (:func:`ditr.normals.scene_normals`) or "none".
+    normals: str = "none"
+    #: Points whose estimated normal is zero: fewer than 3 points within the estimator's 3x3x3 cubes.
+    normals_undefined_points: int = 0
     notes: list[str] = field(default_factory=list)
     #: Where the points are too sparse for an occlusion test (:func:`~ditr.projection.sparse_warning`).
     visibility_warnings: list[str] = field(default_factory=list)
@@ -172,14 +181,22 @@ def _rotation_onto_z(d: np.ndarray) -> np.ndarray:
     return np.eye(3) + skew + skew @ skew / (1.0 + cos)
 
 
-def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: float = 1.0, up: str = "keep",
-                   meta: dict[str, Any], report: CaptureReport, acquisition: str = "unknown") -> Scene:
+def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: float | None = 1.0, up: str = "keep",
+                   meta: dict[str, Any], report: CaptureReport, acquisition: str = "unknown",
+                   estimate_normals: bool = False) -> Scene:
     """Scale, orient and (if far from the origin) re-centre points and cameras together; save the scene.
+
+    With ``estimate_normals``, a cloud without normals gets them from its points, in metres and
+    facing the cameras (the indoor presets read normals).
 
     ``acquisition`` (what made the points, :data:`~ditr.scene.ACQUISITION_KINDS`) goes into
     ``meta.json``; for a structure-from-motion cloud, the report says where its points are too sparse
-    for an occlusion test (:func:`~ditr.projection.sparse_warning`).
+    for an occlusion test (:func:`~ditr.projection.sparse_warning`). ``scale`` None: the capture's
+    unit is not known (a reconstruction without metric scale); the scene keeps it, ``meta.json``
+    says ``"units": "unknown"`` and the report's notes say how to give the scale.
     """
+    units = "metres" if scale is not None else "unknown"
+    scale = 1.0 if scale is None else scale
     if acquisition not in ACQUISITION_KINDS:
         raise DitrError(f"--acquisition must be one of {', '.join(ACQUISITION_KINDS)}, not {acquisition!r}")
     if not (math.isfinite(scale) and scale > 0):
@@ -202,8 +219,14 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
         pose[:3, :3] = rotation @ v.cam_to_world[:3, :3]
         pose[:3, 3] = linear @ v.cam_to_world[:3, 3] + shift
         v.cam_to_world = pose
+    if "normal" in attributes:
+        report.normals = "source"
+    elif estimate_normals:
+        attributes["normal"] = scene_normals(coord, views)
+        report.normals = "estimated"
+        report.normals_undefined_points = int((attributes["normal"] == 0).all(axis=1).sum())
     meta = {**meta, "scale": scale, "up": up, "transform_from_source": similarity.tolist(),
-            "acquisition": {"kind": acquisition}}
+            "acquisition": {"kind": acquisition}, **({"units": units} if units == "unknown" else {})}
     scene = Scene(coord=coord.astype(np.float32), attributes=attributes, views=views, meta=meta)
     scene.save(out)
     if acquisition == "sfm":  # sparse by nature: say where no occlusion test can be trusted
@@ -213,12 +236,26 @@ def assemble_scene(cloud: PointFile, views: list[View], out: Path, *, scale: flo
     report.points, report.views = scene.num_points, len(views)
     report.dropped_nonfinite_points += cloud.dropped_nonfinite
     report.dropped_invalid_points += cloud.dropped_invalid
-    report.scale, report.up = scale, up
+    report.scale, report.up, report.units = scale, up, units
     report.extent_m = np.round(coord.max(axis=0) - coord.min(axis=0), 3).tolist()
+    if units == "unknown":
+        report.notes.append(unknown_scale_note(report.extent_m))
     report.mean_camera_up = np.round(-np.mean([v.cam_to_world[:3, 1] for v in views], axis=0), 3).tolist()
     if far > _FAR:
         report.notes.append(f"coordinates reach {far:.0f} m: moved by {shift.tolist()} (in transform_from_source)")
+    if report.normals == "none":
+        report.notes.append("the points have no normals, which the indoor presets read: import again with "
+                            "--normals estimate")
     return scene
+
+
+def unknown_scale_note(extent: list[float]) -> str:
+    """What an import without a scale means, and how to give one."""
+    size = " x ".join(f"{x:.3g}" for x in extent)
+    return (f"no --scale: the scene keeps the reconstruction's arbitrary unit ({size} units across), but voxel sizes "
+            "(2 cm indoors), depth tolerances (0.2 m) and the presets assume metres. Measure one known length in "
+            "the reconstruction and import again with --scale TRUE_METRES/MEASURED_UNITS (e.g. a 0.90 m wide door "
+            "that measures 0.30 units: --scale 3); meta.json records units: unknown until then")
 
 
 # --------------------------------------------------------------------------------- plain capture
@@ -323,7 +360,8 @@ def capture_cam_to_world(pose: np.ndarray, convention: str, direction: str) -> n
 
 def import_capture(points: str | Path, images: str | Path, poses: str | Path, out: str | Path, *,
                    convention: str | None = None, pose_direction: str | None = None, scale: float = 1.0,
-                   up: str = "keep", frame_step: int = 1, acquisition: str = "unknown") -> CaptureReport:
+                   up: str = "keep", frame_step: int = 1, acquisition: str = "unknown",
+                   estimate_normals: bool = False) -> CaptureReport:
     """Import a point file + a directory of images + a poses file as one scene (see module doc);
     ``acquisition`` says what made the points (nothing in the files does)."""
     points, images, poses, out = Path(points), Path(images), Path(poses), Path(out)
@@ -356,5 +394,6 @@ def import_capture(points: str | Path, images: str | Path, poses: str | Path, ou
     report.source = {"points": str(points), "images": str(images), "poses": str(poses), "convention": convention,
                      "pose_direction": direction}
     meta = {"dataset": "capture", "name": out.name, "source": report.source}
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=acquisition)
+    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=acquisition,
+                   estimate_normals=estimate_normals)
     return report

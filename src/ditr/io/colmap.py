@@ -14,15 +14,23 @@ Layouts found under SRC, in this order of preference:
 * a project directory with ``sparse/0`` (or ``sparse/``) and ``images/``: mapper output whose
   cameras may have lens distortion; the points are the sparse ``points3D``.
 
-Distortion is never silently ignored: perspective models with non-zero distortion coefficients
-are refused unless ``ignore_distortion`` is set, and then counted, with the largest pixel shift
-at the image corners reported; fisheye and spherical models always need the undistorter.
+Distortion is never silently ignored. Cameras of the radial-tangential models (SIMPLE_RADIAL,
+RADIAL, OPENCV, FULL_OPENCV) and the equidistant fisheye models (OPENCV_FISHEYE,
+SIMPLE_RADIAL_FISHEYE, RADIAL_FISHEYE, SIMPLE_FISHEYE, FISHEYE) are undistorted at import
+(:mod:`ditr.io.undistort`: the images resampled into pinhole images, counted in the report). With
+``ignore_distortion`` a perspective camera keeps its images and uses its pinhole part instead,
+counted with the largest pixel shift at the image corners. The other models (FOV, division, thin
+prism, EUCM, spherical) need COLMAP's undistorter.
+
+Without ``scale`` the scene keeps COLMAP's arbitrary unit: the report says so in a note and
+``meta.json`` records ``"units": "unknown"`` (docs/scene-format.md).
 """
 
 from __future__ import annotations
 
 import re
 import struct
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +43,19 @@ from .capture import (CaptureReport, assemble_scene, check_unique_names, distort
                       pose_from_quaternion, view_name)
 from .common import image_size
 from .pointfile import PointFile, read_point_file
+from .undistort import LensDistortion, check_invertible, undistort_views
+
+#: The lens of each COLMAP model ditr undistorts: (fisheye, which extra parameters are the radial /
+#: tangential / denominator coefficients), the extra parameters following f (or fx, fy), cx, cy.
+_LENSES: dict[str, tuple[bool, slice, slice | None, slice | None]] = {
+    "SIMPLE_PINHOLE": (False, slice(0, 0), None, None), "PINHOLE": (False, slice(0, 0), None, None),
+    "SIMPLE_RADIAL": (False, slice(0, 1), None, None), "RADIAL": (False, slice(0, 2), None, None),
+    "OPENCV": (False, slice(0, 2), slice(2, 4), None),
+    "FULL_OPENCV": (False, slice(0, 2), slice(2, 4), slice(5, 8)),  # k1 k2 p1 p2 k3 k4 k5 k6: k3 added below
+    "OPENCV_FISHEYE": (True, slice(0, 4), None, None), "SIMPLE_RADIAL_FISHEYE": (True, slice(0, 1), None, None),
+    "RADIAL_FISHEYE": (True, slice(0, 2), None, None), "SIMPLE_FISHEYE": (True, slice(0, 0), None, None),
+    "FISHEYE": (True, slice(0, 0), None, None),
+}
 
 
 @dataclass(frozen=True)
@@ -338,26 +359,55 @@ def find_workspace(src: Path, model: Path | None = None, images: Path | None = N
     return Workspace(model=model, images=images, fused=fused)
 
 
-def camera_intrinsics(camera: ColmapCamera, file: Path,
-                      ignore_distortion: bool) -> tuple[np.ndarray, float | None, bool]:
-    """(K, pixel shift at the corners if distortion is ignored, whether it is ignored) of a COLMAP camera."""
+def camera_lens(camera: ColmapCamera, file: Path) -> tuple[np.ndarray, LensDistortion | None]:
+    """(K, lens) of a COLMAP camera; the lens is None for a model ditr cannot undistort."""
     model, p = camera.model, camera.params
     where = f"camera {camera.id} ({model.name})"
-    if model.family != "perspective":
-        raise SceneError(file, where, f"{model.family} cameras are not pinholes: run colmap image_undistorter and "
-                                      "import its output (the dense workspace)")
     if model.focal_params == 1:
         k = intrinsics_matrix(p[0], p[0], p[1], p[2], file, where)
-    else:
+    elif model.focal_params == 2:
         k = intrinsics_matrix(p[0], p[1], p[2], p[3], file, where)
+    else:
+        raise SceneError(file, where, f"{model.family} cameras are not pinholes: run colmap image_undistorter and "
+                                      "import its output (the dense workspace)")
     extra = p[model.focal_params + 2:]
-    if not np.any(extra):
-        return k, None, False
-    if not ignore_distortion:
-        raise SceneError(file, where, f"has lens distortion {extra.tolist()}: import the undistorted dense "
-                                      "workspace (colmap image_undistorter), or pass --ignore-distortion to use the "
-                                      "pinhole part only (off-centre pixels then land off their points)")
-    return k, _corner_shift(model.name, extra, k, camera.width, camera.height), True
+    if model.name not in _LENSES:
+        return k, None
+    fisheye, radial, tangential, denominator = _LENSES[model.name]
+    coefficients = tuple(float(c) for c in extra[radial])
+    if model.name == "FULL_OPENCV":
+        coefficients += (float(extra[4]),)
+    p1, p2 = (float(c) for c in extra[tangential]) if tangential else (0.0, 0.0)
+    return k, LensDistortion(radial=coefficients, tangential=(p1, p2),
+                             denominator=tuple(float(c) for c in extra[denominator]) if denominator else (),
+                             fisheye=fisheye)
+
+
+def camera_intrinsics(camera: ColmapCamera, file: Path, ignore_distortion: bool
+                      ) -> tuple[np.ndarray, LensDistortion, float | None, bool]:
+    """(K, the lens to undistort, pixel shift at the corners if distortion is ignored, whether it is
+    ignored) of a COLMAP camera; an error for a camera that is neither a pinhole nor undistortable here."""
+    model = camera.model
+    where = f"camera {camera.id} ({model.name})"
+    k, lens = camera_lens(camera, file)
+    if lens is not None and lens.is_pinhole:
+        return k, lens, None, False
+    extra = camera.params[model.focal_params + 2:]
+    if ignore_distortion and model.family == "perspective":
+        return k, LensDistortion(), _corner_shift(model.name, extra, k, camera.width, camera.height), True
+    if lens is None and model.family == "perspective":
+        raise SceneError(file, where, f"has lens distortion {extra.tolist()} of a model ditr does not undistort: run "
+                                      "colmap image_undistorter and import its output (the dense workspace), or pass "
+                                      "--ignore-distortion to use the pinhole part only")
+    if lens is None:
+        raise SceneError(file, where, f"{model.family} cameras are not pinholes and ditr does not undistort "
+                                      f"{model.name}: run colmap image_undistorter and import its output (the dense "
+                                      "workspace)")
+    if ignore_distortion:
+        raise SceneError(file, where, "fisheye cameras are not pinholes, not even approximately: import without "
+                                      "--ignore-distortion to undistort their images")
+    check_invertible(k, lens, camera.width, camera.height, file, where)
+    return k, lens, None, False
 
 
 def _corner_shift(name: str, extra: np.ndarray, k: np.ndarray, width: int, height: int) -> float | None:
@@ -373,11 +423,12 @@ def _corner_shift(name: str, extra: np.ndarray, k: np.ndarray, width: int, heigh
 
 
 def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: bool, frame_step: int,
-                 report: CaptureReport) -> list[View]:
-    """One view per registered image (sorted by name, every ``frame_step``-th) whose file exists."""
+                 report: CaptureReport) -> tuple[list[View], list[LensDistortion]]:
+    """One view per registered image (sorted by name, every ``frame_step``-th) whose file exists, and
+    the lens of each (to undistort: :func:`ditr.io.undistort.undistort_views`)."""
     cameras_file, images_file = model.file("cameras"), model.file("images")
-    intrinsics: dict[int, tuple[np.ndarray, float | None, bool]] = {}
-    views, shifts = [], []
+    intrinsics: dict[int, tuple[np.ndarray, LensDistortion, float | None, bool]] = {}
+    views, lenses, shifts = [], [], []
     for image in sorted(model.images.values(), key=lambda im: im.name)[::frame_step]:
         where = f"image {image.id} ({image.name})"
         camera = model.cameras.get(image.camera_id)
@@ -390,7 +441,7 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
             continue
         if camera.id not in intrinsics:
             intrinsics[camera.id] = camera_intrinsics(camera, cameras_file, ignore_distortion)
-        k, shift, distorted = intrinsics[camera.id]
+        k, lens, shift, distorted = intrinsics[camera.id]
         size = image_size(path, where)
         if size != (camera.width, camera.height):
             raise SceneError(path, f"camera {camera.id}.WIDTH/HEIGHT",
@@ -399,6 +450,7 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
         world_to_cam = pose_from_quaternion(image.qvec, image.tvec, images_file, where)
         views.append(View(name=view_name(image.name), width=camera.width, height=camera.height, intrinsics=k,
                           cam_to_world=np.linalg.inv(world_to_cam), image_path=path))
+        lenses.append(lens)
         if distorted:
             report.distortion_ignored_views += 1
             shifts.append(shift)
@@ -406,17 +458,19 @@ def colmap_views(model: ColmapModel, images_dir: Path, *, ignore_distortion: boo
     if known:
         report.distortion_ignored_max_px = round(max(known), 2)
     check_unique_names(views, images_file)
-    return views
+    return views, lenses
 
 
 def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None = None,
-                  images: str | Path | None = None, points: str | Path | None = None, scale: float = 1.0,
+                  images: str | Path | None = None, points: str | Path | None = None, scale: float | None = None,
                   up: str = "keep", ignore_distortion: bool = False, frame_step: int = 1,
-                  acquisition: str | None = None) -> CaptureReport:
+                  acquisition: str | None = None, estimate_normals: bool = False) -> CaptureReport:
     """Import a COLMAP workspace or sparse model (see module doc) as one scene in ``out``.
 
     ``acquisition`` (what made the points) defaults to what COLMAP's own points are: ``mvs`` for a
     dense workspace's ``fused.ply``, ``sfm`` for the sparse ``points3D``, ``unknown`` for ``points``.
+    ``scale`` (metres per COLMAP unit) None: unknown, the scene keeps COLMAP's unit (noted, recorded).
+    Distorted cameras are undistorted (see the module doc) unless ``ignore_distortion``.
     """
     src, out = Path(src), Path(out)
     if frame_step < 1:
@@ -426,7 +480,8 @@ def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None 
     if not sparse.images:
         raise SceneError(sparse.file("images"), None, "the model has no registered images")
     report = CaptureReport()
-    views = colmap_views(sparse, ws.images, ignore_distortion=ignore_distortion, frame_step=frame_step, report=report)
+    views, lenses = colmap_views(sparse, ws.images, ignore_distortion=ignore_distortion, frame_step=frame_step,
+                                 report=report)
     point_path = Path(points) if points else ws.fused
     cloud = read_point_file(point_path) if point_path else read_model_points(sparse)
     report.point_source = str(cloud.path)
@@ -434,5 +489,8 @@ def import_colmap(src: str | Path, out: str | Path, *, model: str | Path | None 
                      "points": str(cloud.path)}
     meta = {"dataset": "colmap", "name": out.name, "source": report.source}
     made_by = acquisition or ("unknown" if points else "mvs" if ws.fused else "sfm")
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=made_by)
+    with tempfile.TemporaryDirectory(prefix="ditr-undistorted-") as folder:  # copied into the scene by its save
+        report.undistorted_views = undistort_views(views, lenses, Path(folder))
+        assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report, acquisition=made_by,
+                       estimate_normals=estimate_normals)
     return report

@@ -20,12 +20,17 @@ What is applied, and what is not:
   instant-ngp's internal unit cube, and the points must be in the frame of the file's own poses.
 * Per-frame ``depth_file_path`` (Record3D, Polycam) becomes the view's depth map (``depth_unit`` metres
   per stored value, 1 mm by default, as nerfstudio assumes), used for occlusion.
+* Lens distortion (``k1``-``k4``, ``p1``, ``p2`` of the OPENCV model; ``k1``-``k4`` of
+  OPENCV_FISHEYE, or ``is_fisheye``) is undone: the images (and depth maps) are resampled into
+  pinhole images (:mod:`ditr.io.undistort`), unless ``ignore_distortion`` keeps a perspective
+  camera's images and uses its pinhole part.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -37,10 +42,12 @@ from .capture import (OPENGL_TO_OPENCV, CaptureReport, assemble_scene, check_uni
                       intrinsics_matrix, rigid_pose, view_name)
 from .common import image_size, read_json
 from .pointfile import PointFile, read_point_file
+from .undistort import LensDistortion, check_invertible, undistort_views
 
 POINTS_FRAMES = ("transforms", "colmap", "dataparser")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".PNG", ".JPEG")
-_NOT_PINHOLE = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE", "OMNIDIRECTIONALSTEREO_L", "VR180_L")
+_NOT_PINHOLE = ("EQUIRECTANGULAR", "OMNIDIRECTIONALSTEREO_L", "VR180_L")
+_FISHEYE = ("OPENCV_FISHEYE", "FISHEYE")
 _INSTANT_NGP_KEYS = ("aabb_scale", "scale", "offset")
 
 
@@ -72,8 +79,8 @@ def resolve_image(base: Path, file_path: str) -> Path | None:
 
 
 def frame_camera(doc: dict[str, Any], frame: dict[str, Any], image: Path, file: Path, where: str,
-                 ignore_distortion: bool) -> tuple[np.ndarray, int, int, float | None]:
-    """(K, width, height, corner shift of ignored distortion or None) of one frame."""
+                 ignore_distortion: bool) -> tuple[np.ndarray, int, int, LensDistortion, float | None]:
+    """(K, width, height, the lens to undistort, corner shift of ignored distortion or None) of one frame."""
     def get(key: str) -> Any:
         return frame.get(key, doc.get(key))
 
@@ -84,9 +91,14 @@ def frame_camera(doc: dict[str, Any], frame: dict[str, Any], image: Path, file: 
                                                 f"{width}x{height}")
     width, height = actual
     model = get("camera_model") or "OPENCV"
-    if model in _NOT_PINHOLE or get("is_fisheye"):
-        raise SceneError(file, f"{where}.camera_model", f"{model if model in _NOT_PINHOLE else 'fisheye'} images are "
-                                                        "not pinhole images; undistort them first")
+    if model in _NOT_PINHOLE:
+        raise SceneError(file, f"{where}.camera_model", f"{model} images are not pinhole images and ditr does not "
+                                                        "undistort them; convert them to pinhole images first")
+    fisheye = model in _FISHEYE or bool(get("is_fisheye"))
+    if fisheye and ignore_distortion:
+        raise SceneError(file, f"{where}.camera_model", "fisheye images are not pinhole images, not even "
+                                                        "approximately: import without --ignore-distortion to "
+                                                        "undistort them")
     fx, fy = get("fl_x"), get("fl_y")
     if fx is None:
         angle = get("camera_angle_x")
@@ -100,13 +112,14 @@ def frame_camera(doc: dict[str, Any], frame: dict[str, Any], image: Path, file: 
     k = intrinsics_matrix(fx, fy, width / 2 if cx is None else cx, height / 2 if cy is None else cy, file, where)
     radial = tuple(float(get(key) or 0.0) for key in ("k1", "k2", "k3", "k4"))
     tangential = (float(get("p1") or 0.0), float(get("p2") or 0.0))
-    if not any(radial + tangential):
-        return k, width, height, None
-    if not ignore_distortion:
-        raise SceneError(file, f"{where}.k1..p2", f"lens distortion {radial + tangential}: undistort the images "
-                                                  "first (e.g. import COLMAP's dense workspace instead), or pass "
-                                                  "--ignore-distortion to use the pinhole part only")
-    return k, width, height, distortion_shift_px(k, width, height, radial=radial, tangential=tangential)
+    lens = LensDistortion(radial, (0.0, 0.0) if fisheye else tangential, fisheye=fisheye)
+    if lens.is_pinhole:
+        return k, width, height, lens, None
+    if ignore_distortion:
+        return k, width, height, LensDistortion(), distortion_shift_px(k, width, height, radial=radial,
+                                                                       tangential=tangential)
+    check_invertible(k, lens, width, height, file, f"{where}.k1..p2")
+    return k, width, height, lens, None
 
 
 def _points_to_transforms_frame(cloud: PointFile, doc: dict[str, Any], file: Path, frame: str,
@@ -148,7 +161,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
                       points: str | Path | None = None, points_frame: str = "transforms",
                       dataparser_transforms: str | Path | None = None, scale: float = 1.0, up: str = "keep",
                       ignore_distortion: bool = False, frame_step: int = 1, depth_unit: float = 0.001,
-                      acquisition: str | None = None) -> CaptureReport:
+                      acquisition: str | None = None, estimate_normals: bool = False) -> CaptureReport:
     """Import a nerfstudio / instant-ngp capture (see module doc) as one scene in ``out``.
 
     ``acquisition`` (what made the points) defaults to ``sfm`` for the ``ply_file_path`` cloud
@@ -162,7 +175,7 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     file = find_transforms(src, transforms)
     doc = _load(file)
     report = CaptureReport()
-    views, shifts = [], []
+    views, lenses, shifts = [], [], []
     for i, frame in enumerate(doc["frames"]):
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise SceneError(file, f"frames[{i}].file_path", "each frame needs a file_path (string)")
@@ -176,11 +189,12 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
         if image is None:
             report.skipped_missing_image += 1
             continue
-        k, width, height, shift = frame_camera(doc, frame, image, file, where, ignore_distortion)
+        k, width, height, lens, shift = frame_camera(doc, frame, image, file, where, ignore_distortion)
         pose = rigid_pose(frame["transform_matrix"], file, f"{where}.transform_matrix") @ OPENGL_TO_OPENCV
         view = View(name=name, width=width, height=height, intrinsics=k, cam_to_world=pose, image_path=image)
         _attach_depth(view, frame, file.parent, where, depth_unit)  # metric already: --scale does not apply
         views.append(view)
+        lenses.append(lens)
         if shift is not None:
             report.distortion_ignored_views += 1
             shifts.append(shift)
@@ -197,8 +211,11 @@ def import_nerfstudio(src: str | Path, out: str | Path, *, transforms: str | Non
     report.point_source = str(point_path)
     report.source = {"transforms": str(file), "points": str(point_path), "points_frame": points_frame}
     meta = {"dataset": "nerfstudio", "name": out.name, "source": report.source}
-    assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report,
-                   acquisition=acquisition or ("unknown" if points else "sfm"))
+    with tempfile.TemporaryDirectory(prefix="ditr-undistorted-") as folder:  # copied into the scene by its save
+        report.undistorted_views = undistort_views(views, lenses, Path(folder))
+        assemble_scene(cloud, views, out, scale=scale, up=up, meta=meta, report=report,
+                       acquisition=acquisition or ("unknown" if points else "sfm"),
+                       estimate_normals=estimate_normals)
     return report
 
 

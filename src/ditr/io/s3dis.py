@@ -28,9 +28,9 @@ preprocessing does. Every frame's depth map is then checked against the room's p
 depth agrees with too few of the points they should see are dropped and counted, so that a wrong
 pose shows up in the report instead of silently giving wrong features.
 
-Output: ``OUT/Area_N/<room>/`` scenes with coord, color, normal (estimated, see
-:func:`estimate_normals`), segment (13 classes), instance and views with depth (``depth_scale`` 512,
-missing depth written as 0).
+Output: ``OUT/Area_N/<room>/`` scenes with coord, color, normal (estimated by
+:func:`ditr.normals.estimate_normals`, facing the room's centre), segment (13 classes), instance
+and views with depth (``depth_scale`` 512, missing depth written as 0).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import torch
 from PIL import Image
 
 from ..errors import DitrError, SceneError
+from ..normals import DEFAULT_CELL, estimate_normals
 from ..projection import ProjectionConfig, compute_correspondences
 from ..scene import Scene, View
 from .common import Progress, image_size, read_json_object, tracked
@@ -208,45 +209,6 @@ def read_room(room_dir: Path, report: S3DISReport, src: Path) -> tuple[np.ndarra
     return data[:, :3], np.round(data[:, 3:6]).astype(np.uint8), np.concatenate(segments), np.concatenate(instances)
 
 
-def estimate_normals(coord: np.ndarray, cell: float = 0.04, viewpoint: np.ndarray | None = None) -> np.ndarray:
-    """Unit normals by PCA of each point's neighbourhood, oriented towards ``viewpoint``.
-
-    S3DIS ships no normals, yet the indoor recipe feeds colour + normal (docs/design.md#training-recipe). The
-    neighbourhood of a point is its 3x3x3 block of ``cell``-sized voxels: first and second moments
-    are summed per voxel once, then over the 27 neighbours of every voxel, so the cost is a few
-    passes over the voxels however dense the scan is; all points of a voxel share its normal. The
-    sign is chosen to face ``viewpoint`` (the room centre by default: walls, floor and ceiling then
-    face into the room, as the scanner saw them). Points with fewer than 3 neighbours get zeros.
-    """
-    x = coord - coord.mean(0)
-    cells = np.floor((x - x.min(0)) / cell).astype(np.int64) + 1  # +1: every neighbour index >= 0
-    dims = cells.max(0) + 2
-    flat = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    voxels, inverse = np.unique(flat, return_inverse=True)
-    m = len(voxels)
-    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    moments = np.stack([np.ones(len(x))] + [x[:, i] for i in range(3)] + [x[:, i] * x[:, j] for i, j in pairs], 1)
-    per_voxel = np.stack([np.bincount(inverse, moments[:, c], m) for c in range(moments.shape[1])], 1)
-    summed = np.zeros_like(per_voxel)
-    for offset in np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3):
-        neighbour = voxels + (offset[0] * dims[1] + offset[1]) * dims[2] + offset[2]
-        pos = np.minimum(np.searchsorted(voxels, neighbour), m - 1)
-        hit = voxels[pos] == neighbour
-        summed[hit] += per_voxel[pos[hit]]
-    count = summed[:, 0]
-    mean = summed[:, 1:4] / count[:, None]
-    cov = np.empty((m, 3, 3))
-    for c, (i, j) in enumerate(pairs):
-        cov[:, i, j] = cov[:, j, i] = summed[:, 4 + c] / count - mean[:, i] * mean[:, j]
-    normals = np.linalg.eigh(cov)[1][:, :, 0]  # eigenvector of the smallest eigenvalue
-    normals[count < 3] = 0.0
-    normals = normals[inverse]
-    target = (coord.min(0) + coord.max(0)) / 2 if viewpoint is None else np.asarray(viewpoint, np.float64)
-    flip = np.einsum("ij,ij->i", normals, target - coord) < 0
-    normals[flip] *= -1
-    return normals.astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------ frames
 @dataclass(frozen=True)
 class Frame:
@@ -395,7 +357,7 @@ def import_room(room_dir: Path, out_dir: Path, frames: list[Frame], report: S3DI
     coord, color, segment, instance = data
     attributes = {"color": color, "segment": segment, "instance": instance}
     if normals:
-        attributes["normal"] = estimate_normals(coord)
+        attributes["normal"] = estimate_normals(coord, DEFAULT_CELL)
     meta = {"dataset": "s3dis", "name": f"{area}_{room}", "area": area, "room": room,
             "class_names": S3DIS_CLASSES, "ignore_index": -1, "segment": "segment", "acquisition": {"kind": "rgbd"}}
     views: list[View] = []

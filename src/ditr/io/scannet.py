@@ -3,6 +3,7 @@
 Source layout (what common preprocessing and ScanNet's frame exporter write)::
 
     SRC/<scene>/coord.npy, color.npy, normal.npy?, segment20.npy?, segment200.npy?, instance.npy?
+    (or SRC/train/<scene>/..., SRC/val/<scene>/..., SRC/test/<scene>/...: scenes sorted by split)
     SRC/frames/<scene>/color/<frame>.jpg
     SRC/frames/<scene>/pose/<frame>.txt             4x4 camera-to-world (raw scan frame)
     SRC/frames/<scene>/intrinsic/intrinsic_color.txt (4x4; the top-left 3x3 is used)
@@ -15,6 +16,11 @@ written without views: 3D-only training uses it, DITR samples of it carry no ima
 A finite pose that is not rigid (scaled, sheared, mirrored) is an error naming its file. If the
 points were axis-aligned by the preprocessing (``--axis-aligned``), the poses are
 aligned with the same matrix so that points and cameras stay in one frame.
+
+Split lists ``OUT/splits/<split>.txt`` come from the official ScanNet lists (``splits_dir``) or,
+without them, from a ``SRC/<split>/<scene>`` layout. Scenes stored without ``normal.npy`` get normals
+from :func:`ditr.normals.scene_normals` with ``estimate_normals`` (else the report warns: the
+ScanNet presets read them).
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DitrError, SceneError
+from ..normals import scene_normals
 from ..scene import Scene, View, check_rigid_pose
+from .splits import listed_scenes, scannet_lists, write_listed_splits, write_split
+
+#: Split folders of a source sorted by split (SRC/train/<scene>/coord.npy ...).
+SPLIT_FOLDERS = ("train", "val", "test")
 
 SCANNET20_CLASSES = [
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -44,7 +55,10 @@ class ImportReport:
     frames: int = 0
     skipped_invalid_pose: int = 0
     scenes_without_frames: list[str] = field(default_factory=list)
+    normals_estimated: list[str] = field(default_factory=list)
+    scenes_without_normals: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)  # split file -> scenes it lists
 
 
 def read_matrix(path: Path) -> np.ndarray:
@@ -74,7 +88,7 @@ def _frame_sort_key(p: Path):
 
 def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, frame_step: int = 1,
                  max_frames: int | None = None, segment: str = "segment20", axis_aligned: bool = False,
-                 report: ImportReport | None = None) -> Scene:
+                 estimate_normals: bool = False, report: ImportReport | None = None) -> Scene:
     """Convert one preprocessed ScanNet scene (+ its exported frames) into the ditr scene format."""
     report = report if report is not None else ImportReport()
     if frame_step < 1 or (max_frames is not None and max_frames < 1):
@@ -132,28 +146,55 @@ def import_scene(scene_dir: Path, frames_dir: Path | None, out_dir: Path, *, fra
         meta["segment"] = segment
     if segment == "segment20":  # ScanNet200's names come with the raw label table (dataset importer)
         meta["class_names"] = SCANNET20_CLASSES
-    scene = Scene(coord=base.coord, attributes=base.attributes, views=views, meta=meta)
+    attributes = dict(base.attributes)
+    if "normal" not in attributes and estimate_normals:
+        attributes["normal"] = scene_normals(base.coord, views)
+        report.normals_estimated.append(scene_dir.name)
+    elif "normal" not in attributes:
+        report.scenes_without_normals.append(scene_dir.name)
+    scene = Scene(coord=base.coord, attributes=attributes, views=views, meta=meta)
     scene.save(out_dir)
     report.scenes.append(scene_dir.name)
     report.frames += len(views)
     return scene
 
 
-def import_scannet(src: str | Path, out: str | Path, **kwargs) -> ImportReport:
-    """Import every scene directory under ``src`` (those holding coord.npy) into ``out/<scene>``."""
+def import_scannet(src: str | Path, out: str | Path, *, splits_dir: str | Path | None = None,
+                   **kwargs) -> ImportReport:
+    """Import every scene directory under ``src`` (those holding coord.npy) into ``out/<scene>``, plus split lists."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DitrError(f"{src}: source directory does not exist")
-    scene_dirs = sorted(p.parent for p in src.glob("*/coord.npy"))
-    if (src / "coord.npy").is_file():  # SRC is a single scene directory
-        scene_dirs = [src]
-    if not scene_dirs:
-        raise DitrError(f"{src}: no scene directories with coord.npy found (expected SRC/<scene>/coord.npy)")
+    found = find_scenes(src)
     report = ImportReport()
-    for scene_dir in scene_dirs:
+    for scene_dir, _ in found:
         frames = _find_frames(src, scene_dir)
         import_scene(scene_dir, frames, out / scene_dir.name, report=report, **kwargs)
+    if splits_dir is not None:
+        report.splits = write_listed_splits(out, scannet_lists(Path(splits_dir)))
+    else:
+        by_split: dict[str, list[str]] = {}
+        for scene_dir, split in found:
+            if split is not None:
+                by_split.setdefault(split, []).append(scene_dir.name)
+        report.splits = {name: write_split(out, name, sorted({*listed_scenes(out, name), *scenes}))
+                         for name, scenes in by_split.items()}
+    if report.scenes_without_normals:
+        report.warnings.append(f"scenes without normal.npy ({len(report.scenes_without_normals)}): the scannet "
+                               "presets read normals; import again with --normals estimate")
     return report
+
+
+def find_scenes(src: Path) -> list[tuple[Path, str | None]]:
+    """(scene directory, split or None) of SRC itself, SRC/<scene>/ or SRC/<split>/<scene>/."""
+    if (src / "coord.npy").is_file():  # SRC is a single scene directory
+        return [(src, None)]
+    found: list[tuple[Path, str | None]] = [(p.parent, None) for p in sorted(src.glob("*/coord.npy"))]
+    found += [(p.parent, split) for split in SPLIT_FOLDERS for p in sorted((src / split).glob("*/coord.npy"))]
+    if not found:
+        raise DitrError(f"{src}: no scene directories with coord.npy found (expected SRC/<scene>/coord.npy "
+                        "or SRC/train/<scene>/coord.npy)")
+    return found
 
 
 def _find_frames(src: Path, scene_dir: Path) -> Path | None:

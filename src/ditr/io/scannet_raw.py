@@ -39,12 +39,11 @@ from .common import Progress, check_sampling, read_json_object, tracked
 from .scannet import SCANNET20_CLASSES
 from .scannet200 import SCANNET200_CLASSES, SCANNET200_IDS
 from .scannet_sens import COLOR_SUFFIX, SensFile
-from .splits import write_split
+from .splits import scannet_lists, write_listed_splits
 
 #: NYU40 ids of the 20 ScanNet benchmark classes, in the order of ``SCANNET20_CLASSES`` (ids 0..19).
 SCANNET20_NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 LABELS_TSV = "scannetv2-labels.combined.tsv"
-SPLIT_FILES = {"train": "scannetv2_train.txt", "val": "scannetv2_val.txt", "test": "scannetv2_test.txt"}
 
 
 @dataclass
@@ -410,17 +409,6 @@ def select_scenes(found: list[Path], names: Sequence[str] | None, src: Path) -> 
     return [by_name[n] for n in names]
 
 
-def write_splits(out: Path, lists: dict[str, Path]) -> dict[str, int]:
-    """``OUT/splits/<split>.txt`` from official scene lists (one name per line), keeping the scenes present in OUT."""
-    counts = {}
-    for split, path in lists.items():
-        if not path.is_file():
-            raise DitrError(f"{path}: split file missing")
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        counts[split] = write_split(out, split, names)
-    return counts
-
-
 def import_scenes(todo: Sequence[Path], out: Path, convert: Callable[[Path, Path], object], *, skip_existing: bool,
                   skipped: list[str], progress: Progress | None) -> None:
     """``convert(scene_dir, OUT/<scene>)`` for every scene; with ``skip_existing`` (resuming an interrupted
@@ -456,7 +444,5 @@ def import_scannet_raw(src: str | Path, out: str | Path, *, frame_step: int = 10
                       axis_align=axis_align, report=report)
     import_scenes(todo, out, convert, skip_existing=skip_existing, skipped=report.skipped_existing, progress=progress)
     if splits_dir is not None:
-        d = Path(splits_dir)
-        lists = {s: d / f for s, f in SPLIT_FILES.items() if s != "test" or (d / f).is_file()}
-        report.splits = write_splits(out, lists)
+        report.splits = write_listed_splits(out, scannet_lists(Path(splits_dir)))
     return report

@@ -41,7 +41,8 @@ from .capture import OPENGL_TO_OPENCV, pose_from_quaternion, rigid_pose
 from .colmap import read_images_text
 from .common import Progress, check_sampling, read_json_object
 from .scannet_raw import (import_scenes, per_vertex, read_mesh_points, read_object_groups, read_segments,
-                          save_scene, select_scenes, vertex_groups, write_splits)
+                          save_scene, select_scenes, vertex_groups)
+from .splits import write_listed_splits
 
 IMAGE_DIRS = ("resized_undistorted_images", "undistorted_images")
 TRANSFORMS = Path("dslr") / "nerfstudio" / "transforms_undistorted.json"
@@ -244,5 +245,5 @@ def import_scannetpp(src: str | Path, out: str | Path, *, classes: str | Path | 
                       image_dir=image_dir, report=report)
     import_scenes(todo, out, convert, skip_existing=skip_existing, skipped=report.skipped_existing, progress=progress)
     lists = {s: src / "splits" / f for s, f in SPLIT_FILES.items() if (src / "splits" / f).is_file()}
-    report.splits = write_splits(out, lists)
+    report.splits = write_listed_splits(out, lists)
     return report

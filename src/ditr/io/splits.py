@@ -12,7 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import DitrError
 from ..fileio import atomic_write_text
+
+#: The official ScanNet v2 scene lists (``Tasks/Benchmark`` in the ScanNet repository) by split.
+SCANNET_SPLIT_FILES = {"train": "scannetv2_train.txt", "val": "scannetv2_val.txt", "test": "scannetv2_test.txt"}
+#: What to do where a source holds no split information (the import reports it, the docs repeat it).
+HOW_TO_WRITE_SPLITS = ("to train, write OUT/splits/train.txt and val.txt (one scene folder name per line), or "
+                       "name the scenes when training: dataset.splits.train=[scene_a,scene_b] "
+                       "dataset.splits.val=[scene_c] (docs/datasets.md#split-lists)")
+#: The same for own captures, where OUT is one scene rather than a folder of scenes.
+CAPTURE_SPLITS = ("no split lists written: a capture is one scene (OUT itself); to train on several, import each into "
+                  "DATA/<name>/ and write DATA/splits/train.txt and val.txt (one capture folder name per line), or "
+                  "name them when training: dataset.root=DATA dataset.splits.train=[a,b] dataset.splits.val=[c] "
+                  "(docs/datasets.md#split-lists)")
 
 
 def split_file(out: Path, name: str) -> Path:
@@ -36,3 +49,18 @@ def write_split(out: Path, name: str, scenes: Iterable[str]) -> int:
     if present:
         atomic_write_text(split_file(out, name), "".join(f"{s}\n" for s in present))
     return len(present)
+
+
+def write_listed_splits(out: Path, lists: dict[str, Path]) -> dict[str, int]:
+    """``OUT/splits/<split>.txt`` from a dataset's own scene lists (one name per line), keeping the scenes in OUT."""
+    counts = {}
+    for split, path in lists.items():
+        if not path.is_file():
+            raise DitrError(f"{path}: split file missing")
+        counts[split] = write_split(out, split, path.read_text().split())
+    return counts
+
+
+def scannet_lists(splits_dir: Path) -> dict[str, Path]:
+    """The official ScanNet lists of a ``--splits-dir``: train and val must be there, test is optional."""
+    return {s: splits_dir / f for s, f in SCANNET_SPLIT_FILES.items() if s != "test" or (splits_dir / f).is_file()}

@@ -5,8 +5,10 @@ Resolution order for ``load_vfm(name, checkpoint)``:
 1. ``checkpoint`` given: a Hugging Face-format directory (``config.json`` + weights), an official
    Meta checkpoint file (``*.pth`` / ``*.pt``, keys converted by :mod:`ditr.vfm.checkpoints`), or a
    ``*.safetensors`` file in either layout.
-2. ``$DITR_MODELS/<name>/`` (HF directory) or ``$DITR_MODELS/<name>.pth`` (Meta file).
-3. ``tiny-random`` names: a seeded random init (reported everywhere as "random weights").
+2. ``$DITR_MODELS/<name>/`` (HF directory) or ``$DITR_MODELS/<name>.pth`` (Meta file); ``<name>`` is
+   the registry name, also when the model was named by its Hugging Face id (``facebook/dinov2-base``).
+3. ``tiny-random`` names: a seeded random init (reported everywhere as "random weights");
+   names with packaged weights (``demo-vit-rooms``): the file shipped in ``ditr/vfm/weights/``.
 4. The local Hugging Face cache (``~/.cache/huggingface``), read with ``local_files_only``.
 5. A hub download, only with ``allow_download=True`` (CLI ``--download``).
 
@@ -32,6 +34,8 @@ from .checkpoints import config_for_state_dict, load_meta_state_dict
 from .registry import VFMSpec, get_spec
 
 MODELS_ENV = "DITR_MODELS"
+#: Where weights that ship inside the package live (package data, see pyproject.toml).
+PACKAGED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 _MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel, "dinov3_vit": DINOv3ViTModel,
 }
@@ -146,7 +150,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DitrError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _file(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
+def _file(spec: VFMSpec, path: Path, memo: Path | None, source: str = "checkpoint file") -> VFMHandle:
     if path.suffix not in _META_SUFFIXES:
         raise DitrError(f"{path}: expected a directory or a {'/'.join(_META_SUFFIXES)} checkpoint file")
 
@@ -163,13 +167,24 @@ def _file(spec: VFMSpec, path: Path, memo: Path | None) -> VFMHandle:
             load_meta_state_dict(model, state, spec, str(path))
         return model
 
-    return VFMHandle(spec, file_digest(path, memo), f"{path} (checkpoint file)", load)
+    return VFMHandle(spec, file_digest(path, memo), f"{path} ({source})", load)
+
+
+def _packaged(spec: VFMSpec, packaged: str, memo: Path | None) -> VFMHandle:
+    """The weights file ``packaged`` that ships in the package, labelled with the spec's note on what it is."""
+    path = PACKAGED_WEIGHTS_DIR / packaged
+    if not path.is_file():
+        raise DitrError(f"{path}: the packaged weights of {spec.name!r} are missing from this installation; "
+                        "reinstall ditr, or retrain them with python -m ditr.vfm.train_teacher (docs/demo-teacher.md)")
+    return _file(spec, path, memo, f"packaged weights: {spec.weights_note}")
 
 
 def load_vfm(name: str, checkpoint: str | Path | None = None, *, allow_download: bool = False,
              hash_memo: Path | None = None) -> VFMHandle:
-    """Resolve a model's weights (see the module docstring); they are read on first use of ``.model``."""
-    spec = get_spec(name)
+    """Resolve a model's weights (see the module docstring); they are read on first use of ``.model``.
+
+    ``name`` is a registered model or a Hugging Face repository id (:mod:`ditr.vfm.hub`)."""
+    spec = get_spec(name, allow_download=allow_download)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
@@ -182,6 +197,8 @@ def load_vfm(name: str, checkpoint: str | Path | None = None, *, allow_download:
                 return load_vfm(name, candidate, hash_memo=hash_memo)
     if spec.random_weights:
         return VFMHandle.of_model(spec, build_random(spec), f"random weights (seed {spec.seed})", True)
+    if spec.packaged_weights is not None:
+        return _packaged(spec, spec.packaged_weights, hash_memo)
     return _load_from_hub(spec, allow_download, hash_memo)
 
 
@@ -196,6 +213,8 @@ def _load_from_hub(spec: VFMSpec, allow_download: bool, memo: Path | None) -> VF
         local = snapshot_download(spec.hub_id, allow_patterns=patterns, local_files_only=True)
     except (LocalEntryNotFoundError, OSError):
         local = None
+    if local is not None and not any(Path(local).glob("*.safetensors")):
+        local = None  # only config.json cached so far (a repository id's architecture was read)
     if local is None and not allow_download:
         raise WeightsNotFound(spec,
             f"no weights for {spec.name!r} found offline. Provide them with --checkpoint PATH "

@@ -1,17 +1,18 @@
 """Named vision foundation models: one spec class, each variant a single registration line.
 
 A name (``dinov2-vitl14-reg``, ``dinov3-vitl16``, ...) fixes the architecture only; where the weights
-come from (a local Hugging Face directory, an official Meta ``.pth``, the hub, or a seeded random
-init for the ``tiny-random`` variants) is decided by :mod:`ditr.vfm.loading`. Keeping the numbers
+come from (a local Hugging Face directory, an official Meta ``.pth``, the hub, a seeded random
+init for the ``tiny-random`` variants, or a file shipped inside the package for ``demo-vit-rooms``)
+is decided by :mod:`ditr.vfm.loading`. Keeping the numbers
 here, away from loading and forward code, means a new variant is one line and nothing else changes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from ..errors import DitrError
+from .spec import VFMSpec
+
+__all__ = ["VFMSpec", "get_spec", "list_models", "register"]
 
 #: Numeric precisions a backend runs the VFM in ("auto": bf16 on a CUDA device that has it, else fp32).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -20,74 +21,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Dinov2Model default). Irrelevant for DINOv3, whose RoPE needs no resizing.
 POS_INTERPOLATIONS = ("antialias", "plain")
 
-if TYPE_CHECKING:  # transformers loads in seconds: only where a model is built, not for `ditr --help`
-    from transformers import PretrainedConfig
-
 #: Pixel mean / std the DINO models were trained with (ImageNet statistics, RGB in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class VFMSpec:
-    """Architecture of one named DINOv2 / DINOv3 ViT (what a checkpoint must match)."""
-
-    name: str
-    family: str  # "dinov2" (learned, interpolated position embeddings) or "dinov3" (RoPE)
-    patch_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    mlp_ratio: int = 4
-    swiglu: bool = False
-    swiglu_align: int = 8
-    num_registers: int = 0
-    qkv_bias: bool = True
-    image_size: int = 518  # pretraining size; sets DINOv2's position-embedding grid (518 / 14 = 37)
-    hub_id: str | None = None
-    random_weights: bool = False  # tiny test / demo models: seeded random init, never real features
-    seed: int = 0
-
-    @property
-    def feature_dim(self) -> int:
-        return self.hidden_size
-
-    @property
-    def model_type(self) -> str:
-        """The transformers ``model_type`` whose classes implement this spec."""
-        if self.family == "dinov3":
-            return "dinov3_vit"
-        return "dinov2_with_registers" if self.num_registers else "dinov2"
-
-    @property
-    def mlp_hidden(self) -> int:
-        """Hidden width of the block MLP (SwiGLU keeps two thirds, rounded up to ``swiglu_align``)."""
-        width = int(self.hidden_size * self.mlp_ratio)
-        if not self.swiglu:
-            return width
-        d = int(width * 2 / 3)
-        return d + (-d % self.swiglu_align)
-
-    def hf_config(self) -> PretrainedConfig:
-        from transformers import Dinov2Config, Dinov2WithRegistersConfig, DINOv3ViTConfig
-
-        """The transformers configuration that builds this architecture."""
-        common: dict[str, Any] = dict(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
-                      num_attention_heads=self.num_heads, patch_size=self.patch_size,
-                      image_size=self.image_size, layerscale_value=1.0)
-        if self.family == "dinov3":
-            # the gated MLP applies hidden_act to the gate: SiLU makes it Meta's SwiGLU
-            return DINOv3ViTConfig(**common, intermediate_size=self.mlp_hidden, use_gated_mlp=self.swiglu,
-                                   hidden_act="silu" if self.swiglu else "gelu",
-                                   num_register_tokens=self.num_registers, query_bias=self.qkv_bias,
-                                   key_bias=False, value_bias=self.qkv_bias, layer_norm_eps=1e-5,
-                                   rope_theta=100.0)
-        common.update(mlp_ratio=self.mlp_ratio, use_swiglu_ffn=self.swiglu, qkv_bias=self.qkv_bias,
-                      layer_norm_eps=1e-6)
-        if self.num_registers:
-            return Dinov2WithRegistersConfig(**common, num_register_tokens=self.num_registers)
-        return Dinov2Config(**common)
-
 
 _REGISTRY: dict[str, VFMSpec] = {}
 
@@ -128,15 +64,37 @@ register(VFMSpec("dinov2-tiny-random-reg", "dinov2", 14, 32, 2, 2, num_registers
                  random_weights=True))
 register(VFMSpec("dinov3-tiny-random", "dinov3", 16, 32, 2, 2, num_registers=4, image_size=64,
                  random_weights=True))
+# A tiny DINOv2-architecture ViT trained here on synthetic rooms' 2D label images (ditr.vfm.train_teacher,
+# docs/demo-teacher.md): a teacher that knows the rooms' classes, not a foundation model.
+register(VFMSpec("demo-vit-rooms", "dinov2", 14, 96, 4, 3, image_size=224,
+                 packaged_weights="demo-vit-rooms.safetensors",
+                 weights_note="trained on synthetic rooms (2D labels), not a foundation model"))
 
 
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_spec(name: str) -> VFMSpec:
-    """Look a model up by name; Meta's hub spelling (``dinov2_vitl14_reg``) is accepted too."""
+#: Architectures of unregistered Hugging Face repositories read so far, by repository id.
+_HUB_SPECS: dict[str, VFMSpec] = {}
+
+
+def get_spec(name: str, *, allow_download: bool = False) -> VFMSpec:
+    """Look a model up by name; Meta's hub spelling (``dinov2_vitl14_reg``) is accepted too, and so is a
+    Hugging Face repository id (:mod:`ditr.vfm.hub`: a registered model's, or any DINO repository in the
+    local cache; fetched with ``allow_download``)."""
+    from .hub import hub_spec, is_hub_id  # hub reads config.json files: only for repository ids
+
     key = name.strip().lower().replace("_", "-")
-    if key not in _REGISTRY:
-        raise DitrError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[key]
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if not is_hub_id(name):
+        raise DitrError(f"unknown model {name!r}; known models: {', '.join(list_models())}, "
+                        f"or a Hugging Face repository id (owner/name)")
+    repo_id = name.strip()
+    registered = [spec for spec in _REGISTRY.values() if spec.hub_id and spec.hub_id.lower() == repo_id.lower()]
+    if registered:
+        return registered[0]
+    if repo_id not in _HUB_SPECS:
+        _HUB_SPECS[repo_id] = hub_spec(repo_id, allow_download)
+    return _HUB_SPECS[repo_id]

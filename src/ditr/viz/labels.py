@@ -12,30 +12,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from ..fileio import atomic_write
 from ..projection import ProjectionConfig, project_scene
 from ..scene import Scene
-
-
-def class_colors(num_classes: int) -> np.ndarray:
-    """A fixed (C, 3) float palette: tab20 first, then evenly spaced hues."""
-    base = matplotlib.colormaps["tab20"](np.arange(20))[:, :3]
-    if num_classes <= 20:
-        return base[:num_classes]
-    extra = matplotlib.colormaps["hsv"](np.linspace(0, 1, num_classes - 20, endpoint=False))[:, :3]
-    return np.concatenate([base, extra])
-
-
-def _colors(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    out = np.full((labels.shape[0], 3), 0.6)  # ignore / unknown: grey
-    ok = (labels >= 0) & (labels < len(palette))
-    out[ok] = palette[labels[ok]]
-    return out
+from .palette import label_colors, legend_handles
 
 
 #: Colours of the comparison panel: only the first method right, only the second, both, neither.
@@ -94,7 +77,7 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
 
     if not scene.views:
         raise ValueError(f"{scene.name}: a scene without views cannot be drawn from a camera")
-    palette = class_colors(len(class_names))
+    num_classes = len(class_names)
     panels = list(labels.items())
     ncols = len(panels) + 1
     fig = Figure(figsize=(3.6 * ncols, 6.4), layout="constrained")
@@ -109,15 +92,15 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
     axes[0, 0].imshow(image)
     axes[0, 0].set_title(f"image ({v.name})")
     for ax, (name, lab) in zip(axes[0, 1:], panels):
-        ax.imshow(_paint(uv, depth, _colors(lab[vis], palette), image.shape[:2], float(v.intrinsics[0, 0]),
-                         spacing, image * 0.35))
+        ax.imshow(_paint(uv, depth, label_colors(lab[vis], num_classes) / 255, image.shape[:2],
+                         float(v.intrinsics[0, 0]), spacing, image * 0.35))
         ax.set_title(name)
     wide_uv, wide_depth, ok, focal = _wide_camera(v.cam_to_world, coord)
     order = np.flatnonzero(ok)
     blank = np.ones((WIDE_SIZE[1], WIDE_SIZE[0], 3))
     for ax, (name, lab) in zip(axes[1, 1:], panels):
-        ax.imshow(_paint(wide_uv[order], wide_depth[order], _colors(lab[order], palette), blank.shape[:2],
-                         focal, spacing, blank, WIDE_FILL))
+        ax.imshow(_paint(wide_uv[order], wide_depth[order], label_colors(lab[order], num_classes) / 255,
+                         blank.shape[:2], focal, spacing, blank, WIDE_FILL))
         ax.set_title(f"{name}, wide angle ({WIDE_FOV:.0f} deg)")
     if compare is not None and "ground truth" in labels:
         gt = labels["ground truth"]
@@ -129,9 +112,9 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
                              "light grey: both right, dark grey: both wrong", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
-    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < len(class_names)})
-    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
-               loc="outside lower center", ncols=min(len(present), 8), fontsize=9)
+    present = sorted({int(c) for lab in labels.values() for c in np.unique(lab) if 0 <= c < num_classes})
+    fig.legend(handles=legend_handles(present, class_names), loc="outside lower center",
+               ncols=min(len(present), 8), fontsize=9)
     if title:
         fig.suptitle(title)
     path = Path(path)

@@ -18,13 +18,12 @@ import matplotlib.patches
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from PIL import Image
 
 from ..fileio import atomic_write
 from ..projection import ProjectionConfig, estimate_point_spacing, project_scene
 from ..scene import Scene
-from .labels import class_colors
+from .palette import class_colors, has_unlabelled, label_colors, legend_handles
 
 #: Longest side of the top-down raster in pixels before it is enlarged for display.
 TOPDOWN_PIXELS = 1024
@@ -34,18 +33,8 @@ CEILING_BAND, CEILING_SHARE = 0.3, 0.4
 HOLE_FILL = 3
 #: Largest square (half-width in pixels) a point is drawn as over a view's image.
 MAX_SPLAT = 8
-#: Views are drawn at most this wide (pixels per panel).
-VIEW_WIDTH = 960
-UNLABELLED = np.array([0.6, 0.6, 0.6])
-
-
-def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, 3) uint8 class colours (grey for -1 and unknown ids), the palette of every ditr picture."""
-    palette = class_colors(num_classes)
-    out = np.tile(UNLABELLED, (len(labels), 1))
-    ok = (labels >= 0) & (labels < num_classes)
-    out[ok] = palette[labels[ok]]
-    return np.round(out * 255).astype(np.uint8)
+#: Views are drawn at most this wide (pixels per panel); smaller ones are enlarged to this width.
+VIEW_WIDTH, MIN_VIEW_WIDTH = 960, 480
 
 
 def _first_per_cell(cell: np.ndarray, priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +60,30 @@ def _fill_holes(image: np.ndarray, filled: np.ndarray, steps: int) -> np.ndarray
     return image
 
 
+def _grid_cells(coord: np.ndarray, lo: np.ndarray, size: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """(N,) flat ids of the square ``size`` cells of a grid from ``lo`` that the points fall in, grid (w, h)."""
+    ij = np.floor((coord[:, :2] - lo) / size).astype(np.int64)
+    w, h = (int(v) for v in ij.max(0) + 1)
+    return ij[:, 1] * w + ij[:, 0], (w, h)
+
+
+def ceiling_mask(coord: np.ndarray, cell_size: float) -> np.ndarray | None:
+    """(N,) bool: the points of a ceiling, or None where the scene has none.
+
+    A ceiling is the top ``CEILING_BAND`` metres when they cover more than ``CEILING_SHARE`` of the
+    grid cells (``cell_size`` wide) that any point falls in, and leave points below: a room seen
+    from above shows its ceiling, a street its roofs and tree tops (a small share).
+    """
+    if len(coord) == 0:
+        return None
+    cell, _ = _grid_cells(coord, coord[:, :2].min(0), cell_size)
+    z = coord[:, 2]
+    top = z >= z.max() - CEILING_BAND
+    if np.unique(cell[top]).size <= CEILING_SHARE * np.unique(cell).size or top.all():
+        return None
+    return top
+
+
 def topdown_raster(coord: np.ndarray, colors: np.ndarray, max_pixels: int = TOPDOWN_PIXELS
                    ) -> tuple[np.ndarray, tuple[float, float, float, float], bool]:
     """(H, W, 3) uint8 raster seen from above (white background), its extent in metres, ceiling cut.
@@ -81,13 +94,11 @@ def topdown_raster(coord: np.ndarray, colors: np.ndarray, max_pixels: int = TOPD
     lo, hi = coord[:, :2].min(0), coord[:, :2].max(0)
     extent = np.maximum(hi - lo, 1e-3)
     pixel = max(float(extent.max()) / max_pixels, estimate_point_spacing(torch.from_numpy(coord)))
-    ij = np.floor((coord[:, :2] - lo) / pixel).astype(np.int64)
-    w, h = ij.max(0) + 1
-    cell = ij[:, 1] * w + ij[:, 0]
+    cell, (w, h) = _grid_cells(coord, lo, pixel)
     z = coord[:, 2]
-    top = z >= z.max() - CEILING_BAND
-    cut = np.unique(cell[top]).size > CEILING_SHARE * np.unique(cell).size
-    keep = ~top if cut and (~top).any() else np.ones(len(coord), bool)
+    ceiling = ceiling_mask(coord, pixel)
+    cut = ceiling is not None
+    keep = ~ceiling if ceiling is not None else np.ones(len(coord), bool)
     cells, rows = _first_per_cell(cell[keep], -z[keep])
     image = np.full((h * w, 3), 255, np.uint8)
     image[cells] = colors[keep][rows]
@@ -112,9 +123,8 @@ def render_topdown(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[
     ax.set_ylabel("y (m)")
     ax.set_title((title + "\n" if title else "") + "from above" + (", ceiling cut away" if cut else ""), fontsize=10)
     present = [int(c) for c in np.unique(labels) if 0 <= c < num_classes]
-    palette = class_colors(num_classes)
-    fig.legend(handles=[Patch(color=palette[c], label=class_names[c]) for c in present],
-               loc="outside right upper", fontsize=8)
+    fig.legend(handles=legend_handles(present, class_names, unlabelled=has_unlabelled(labels, num_classes)),
+               loc="outside right upper", fontsize=10)
     return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
 
 
@@ -136,40 +146,91 @@ def _splat(uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, shape: tuple[i
     return cells_first, colors[row[first]]
 
 
+def paint_view(image: np.ndarray, uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, spacing: float,
+               focal: float, alpha: float = 0.65) -> np.ndarray:
+    """(H, W, 3) uint8: ``image`` dimmed, with the points (pixel ``uv``, camera ``depth``) painted in
+    ``colors`` (0-255) at ``alpha``, each a square about the point ``spacing`` wide as seen at its
+    depth (so surfaces render closed), nearest point on top."""
+    h, w = image.shape[:2]
+    radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT).astype(np.int64)
+    cells, paint = _splat(uv, depth, colors.astype(np.float32), (h, w), radius)
+    overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
+    overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
+    return overlay.reshape(h, w, 3).round().astype(np.uint8)
+
+
+def safe_stem(name: str) -> str:
+    """``name`` usable as a file name on any system: characters other than letters, digits, ``-_.`` become ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def view_file_names(view_names: Sequence[str]) -> list[str]:
+    """``view_<name>.png`` per view, unique: names already starting with "view" are not prefixed twice
+    (``view_07`` gives ``view_07.png``), unsafe characters become ``_``, a repeated name gets ``_<index>``."""
+    names = []
+    for i, name in enumerate(view_names):
+        safe = safe_stem(name)
+        stem = safe[4:].lstrip("_-") if safe.lower().startswith("view") else safe
+        candidate = f"view_{stem or safe or i}.png"
+        names.append(candidate if candidate not in names else f"view_{stem or safe}_{i}.png")
+    return names
+
+
 def render_view_labels(scene: Scene, labels: np.ndarray, class_names: Sequence[str], out_dir: str | Path,
                        view_ids: Sequence[int], projection: ProjectionConfig = ProjectionConfig(),
                        alpha: float = 0.65) -> list[Path]:
-    """``OUT/view_<name>.png`` per view: the image | the labels of the points it sees over it."""
+    """``OUT/view_<name>.png`` per view (:func:`view_file_names`): the image | the labels of the points
+    it sees over it, panel titles above and the classes it shows (most points first) named below."""
     if not view_ids:
         return []
     import dataclasses
 
     sub = dataclasses.replace(scene, views=[scene.views[i] for i in view_ids])
     corr = project_scene(sub, projection)
-    colors = label_colors(labels, len(class_names)).astype(np.float32)
+    colors = label_colors(labels, len(class_names))
     spacing = projection.point_spacing or estimate_point_spacing(torch.from_numpy(scene.coord))
     written = []
-    for k, view in enumerate(sub.views):
-        scale = min(1.0, VIEW_WIDTH / view.width)
+    for k, (view, file_name) in enumerate(zip(sub.views, view_file_names([v.name for v in sub.views]))):
+        scale = min(VIEW_WIDTH / view.width, max(1.0, MIN_VIEW_WIDTH / view.width))
         w, h = max(1, round(view.width * scale)), max(1, round(view.height * scale))
         image = np.asarray(Image.fromarray(view.read_image()).resize((w, h), Image.BILINEAR))
         vis = corr.visible[k].numpy()
         if not vis.any():
             warnings.warn(f"view {view.name} sees no point of the scene; rendered without labels", stacklevel=2)
-        depth = corr.depth[k].numpy()[vis]
-        # about the point spacing as seen at the point's depth, so that surfaces render closed
-        focal = view.intrinsics[0, 0] * scale
-        radius = np.clip(np.ceil(0.6 * spacing * focal / np.maximum(depth, 1e-3)), 1, MAX_SPLAT)
-        cells, paint = _splat(corr.uv[k].numpy()[vis] * scale, depth, colors[vis], (h, w), radius.astype(np.int64))
-        overlay = (image.astype(np.float32) * 0.45).reshape(-1, 3)
-        overlay[cells] = (1 - alpha) * image.reshape(-1, 3)[cells] + alpha * paint
-        both = np.concatenate([image, np.full((h, max(4, w // 100), 3), 255, np.uint8),
-                               overlay.reshape(h, w, 3).round().astype(np.uint8)], 1)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in view.name)
-        path = Path(out_dir) / f"view_{safe}.png"
-        atomic_write(path, lambda fh, a=both: Image.fromarray(a).save(fh, format="PNG", compress_level=1))
-        written.append(path)
+        overlay = paint_view(image, corr.uv[k].numpy()[vis] * scale, corr.depth[k].numpy()[vis], colors[vis],
+                             spacing, view.intrinsics[0, 0] * scale, alpha)
+        gap = max(4, w // 100)
+        both = np.concatenate([image, np.full((h, gap, 3), 255, np.uint8), overlay], 1)
+        seen = np.bincount(labels[vis][labels[vis] >= 0], minlength=len(class_names))[:len(class_names)]
+        path = Path(out_dir) / file_name
+        written.append(_save_view_panels(path, both, (w, gap), view.name, seen, class_names,
+                                         unlabelled=has_unlabelled(labels[vis], len(class_names))))
     return written
+
+
+def _save_view_panels(path: Path, both: np.ndarray, widths: tuple[int, int], view_name: str, seen: np.ndarray,
+                      class_names: Sequence[str], unlabelled: bool) -> Path:
+    """Write the two panels at their pixel size with a title above each and a legend of the classes
+    in ``seen`` (points per class in view) below, so the colours can be read without ``legend.png``."""
+    dpi, (w, gap) = 100, widths
+    h, total_w = both.shape[:2]
+    present = [int(c) for c in np.argsort(-seen, kind="stable") if seen[c] > 0]
+    ncols = max(1, total_w // 170)
+    title_px, legend_px = 30, 22 * -(-(len(present) + unlabelled) // ncols) + 12
+    fig = Figure(figsize=(total_w / dpi, (h + title_px + legend_px) / dpi), dpi=dpi)
+    full_h = h + title_px + legend_px
+    ax = fig.add_axes((0, legend_px / full_h, 1, h / full_h))
+    ax.imshow(both, interpolation="nearest")
+    ax.axis("off")
+    y = 1 - title_px / 2 / full_h
+    fig.text(0.5 * w / total_w, y, f"image {view_name}", ha="center", va="center", fontsize=11)
+    fig.text((w + gap + 0.5 * w) / total_w, y, "classes of the points this camera sees", ha="center",
+             va="center", fontsize=11)
+    if present or unlabelled:
+        fig.legend(handles=legend_handles(present, class_names, unlabelled), loc="lower left",
+                   bbox_to_anchor=(0, 0), ncols=ncols, fontsize=10, frameon=False, borderaxespad=0.3,
+                   handlelength=1.2, columnspacing=1.2)
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
 
 
 def render_legend(class_names: Sequence[str], counts: Sequence[int], path: str | Path) -> Path:

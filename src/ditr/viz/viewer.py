@@ -5,6 +5,10 @@ a few lines of WebGL draw them. Sorting by class lets the page hide a class by s
 of the vertex buffer, so toggling classes costs nothing. Mouse: drag to orbit, right-drag or
 shift-drag to pan, wheel to zoom; the legend toggles classes; colours switch between classes and
 the scan's own RGB when it has one.
+
+The page opens where a person can see the scene (:func:`viewer_camera`): a room from a raised
+corner looking in, its ceiling hidden (a check box shows it); a street from above and behind the
+sensor, looking the way the front camera looks.
 """
 
 from __future__ import annotations
@@ -17,12 +21,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..fileio import atomic_write_text
-from .render import label_colors
+from ..projection import estimate_point_spacing
+from ..scene import View
+from .palette import label_colors
+from .render import ceiling_mask
 
 #: Points embedded by default: about 8 MB of HTML, smooth in any browser.
 MAX_POINTS = 300_000
+#: A scene wider than this (metres) with no ceiling is outdoors.
+INDOOR_EXTENT = 30.0
+#: Grid cell (metres) of the ceiling test.
+CEILING_CELL = 0.25
+#: Outdoors the camera starts this far behind and above the sensor (metres), looking at the
+#: ground this far ahead of it.
+BEHIND, ABOVE, AHEAD = 12.0, 8.0, 15.0
+#: Indoors the camera looks down at this angle (radians) from over a corner.
+INDOOR_PITCH = 0.75
+#: The page's vertical field of view (radians) and the canvas height assumed for the point size.
+FOV, CANVAS_PX = 0.9, 800
+#: Default point size (pixels): about the points' spacing at the target, within these bounds.
+POINT_PX = (2.0, 5.0)
+#: The spacing for the point size is estimated on at most this many points (it takes seconds on 300k).
+SPACING_SAMPLE = 20_000
 
 
 def _b64(array: np.ndarray) -> str:
@@ -30,8 +53,9 @@ def _b64(array: np.ndarray) -> str:
 
 
 def viewer_payload(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[str], rgb: np.ndarray | None,
-                   max_points: int = MAX_POINTS, seed: int = 0) -> dict:
-    """The page's data: centred float32 positions, class and RGB colours, per-class ranges."""
+                   max_points: int = MAX_POINTS, seed: int = 0, views: Sequence[View] = ()) -> dict:
+    """The page's data: centred float32 positions, class and RGB colours, per-class ranges and the
+    starting camera (:func:`viewer_camera` of the embedded points, so its point size fits them)."""
     n = len(coord)
     rng = np.random.default_rng(seed)
     keep = np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, replace=False))
@@ -52,18 +76,97 @@ def viewer_payload(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[
         "classes": [{"id": c, "name": class_names[c] if 0 <= c < num_classes else "unlabelled",
                      "color": palette[c].tolist() if 0 <= c < num_classes else [153, 153, 153],
                      "start": int(s), "count": int(e - s)} for c, s, e in zip(present, starts, ends)],
+        "camera": _shifted(viewer_camera(coord[order], lab, class_names, views), centre),
     }
 
 
+def _shifted(camera: dict, centre: np.ndarray) -> dict:
+    """``camera`` in the page's frame, whose origin is ``centre``."""
+    ceiling_z = camera["ceiling_z"]
+    return {**camera, "target": (np.asarray(camera["target"]) - centre).tolist(),
+            "ceiling_z": None if ceiling_z is None else ceiling_z - float(centre[2])}
+
+
+def viewer_camera(coord: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                  views: Sequence[View] = ()) -> dict:
+    """Where the page's camera starts and what it hides, in the frame of ``coord``.
+
+    Indoors (a ceiling is found, or the scene is at most ``INDOOR_EXTENT`` wide): from above the
+    corner of the bounding box nearest the first view's camera, looking down at ``INDOOR_PITCH``
+    into the room, far enough back that the room fits; points of a class named "ceiling" and points
+    in the ceiling's height band (:func:`ditr.viz.render.ceiling_mask`) start hidden, or a room seen
+    from above shows only its ceiling. Outdoors: ``BEHIND`` m behind and ``ABOVE`` m above the sensor
+    (the mean camera centre, else the origin where the points surround it, else the centre),
+    facing the first view's heading (else +x), so the street ahead fills the page.
+    Returns ``indoor``, ``target`` (3,), ``yaw``, ``pitch``, ``dist`` (the page's orbit camera),
+    ``ceiling_z`` (points above it start hidden; None: no band), ``ceiling_classes`` (class ids
+    that start hidden with it), ``point_size`` (pixels) and ``fov`` (vertical, radians).
+    """
+    lo, hi = coord.min(0), coord.max(0)
+    centre = (lo + hi) / 2
+    ceiling = ceiling_mask(coord, CEILING_CELL)
+    ceiling_classes = [i for i, name in enumerate(class_names)
+                       if str(name).strip().lower() == "ceiling" and bool(np.any(labels == i))]
+    indoor = ceiling is not None or bool(np.max(hi[:2] - lo[:2]) <= INDOOR_EXTENT)
+    centres = np.array([v.cam_to_world[:3, 3] for v in views]).reshape(-1, 3)
+    if indoor:
+        room = coord[~ceiling] if ceiling is not None else coord
+        floor, top = float(np.percentile(room[:, 2], 2)), float(room[:, 2].max())
+        corners = np.array([[x, y] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])])
+        near = centres[0, :2] if len(centres) else lo[:2]
+        corner = corners[np.argmin(np.linalg.norm(corners - near, axis=1))]
+        target = np.array([centre[0], centre[1], floor + 0.3 * (top - floor)])
+        fit = float(np.linalg.norm(room.max(0) - room.min(0))) / 2 / np.tan(FOV / 2)
+        towards = (corner - target[:2]) / max(float(np.linalg.norm(corner - target[:2])), 1e-6)
+        eye = target + fit * np.array([*(np.cos(INDOOR_PITCH) * towards), np.sin(INDOOR_PITCH)])
+    else:
+        if len(centres):
+            sensor = centres.mean(0)
+        else:
+            sensor = np.zeros(3) if bool(np.all((lo < 0) & (hi > 0))) else centre
+        heading = views[0].cam_to_world[:2, 2] if views else np.array([1.0, 0.0])
+        heading = heading / norm if (norm := float(np.linalg.norm(heading))) > 1e-6 else np.array([1.0, 0.0])
+        ground = float(np.percentile(coord[:, 2], 5))
+        eye = np.array([*(sensor[:2] - BEHIND * heading), sensor[2] + ABOVE])
+        target = np.array([*(sensor[:2] + AHEAD * heading), ground])
+    offset = eye - target
+    dist = float(np.linalg.norm(offset))
+    pixels_per_metre = CANVAS_PX / (2 * dist * np.tan(FOV / 2))
+    spacing = _spacing(coord)
+    return {
+        "indoor": indoor,
+        "target": target.tolist(),
+        "yaw": float(np.arctan2(offset[1], offset[0])),
+        "pitch": float(np.arctan2(offset[2], np.linalg.norm(offset[:2]))),
+        "dist": dist,
+        "ceiling_z": None if ceiling is None else float(coord[ceiling, 2].min()) - 1e-3,
+        "ceiling_classes": ceiling_classes if indoor else [],
+        "point_size": float(np.clip(np.round(2 * spacing * pixels_per_metre) / 2, *POINT_PX)),
+        "fov": FOV,
+    }
+
+
+def _spacing(coord: np.ndarray, sample: int = SPACING_SAMPLE) -> float:
+    """The points' typical spacing, from a random ``sample`` of them (spacing goes as 1 / sqrt(count))."""
+    n = len(coord)
+    if n > sample:
+        coord = coord[np.random.default_rng(0).choice(n, sample, replace=False)]
+    sub = estimate_point_spacing(torch.from_numpy(np.ascontiguousarray(coord, np.float32)))
+    return sub * float(np.sqrt(len(coord) / max(n, 1)))
+
+
 def write_viewer(path: str | Path, coord: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                 rgb: np.ndarray | None = None, title: str = "ditr", max_points: int = MAX_POINTS) -> Path:
+                 rgb: np.ndarray | None = None, title: str = "ditr", max_points: int = MAX_POINTS,
+                 views: Sequence[View] = ()) -> Path:
     """Write the viewer page for points ``coord`` (N, 3) with class ids ``labels`` (N,).
+
+    ``views`` (the scene's cameras, optional) choose where the page's camera starts (:func:`viewer_camera`).
 
     Class names and the title are data (they come from checkpoints, configs and bundles): they
     reach the page only as escaped text (the ``<title>``) and inside the JSON block, from which
     the script builds every element with DOM text APIs.
     """
-    payload = viewer_payload(coord, labels, class_names, rgb, max_points)
+    payload = viewer_payload(coord, labels, class_names, rgb, max_points, views=views)
     payload["title"] = str(title)
     parts = {"__TITLE__": html.escape(str(title), quote=True), "__DATA__": script_json(payload)}
     page = re.sub(r"__TITLE__|__DATA__", lambda m: parts[m.group(0)], _PAGE)  # one pass: no text is re-read
@@ -96,8 +199,9 @@ _PAGE = """<!DOCTYPE html>
 <div id="panel"><b id="title"></b><div id="stats"></div>
  <div><label><input type="radio" name="mode" value="class" checked> class colours</label>
  <label id="rgbmode"><input type="radio" name="mode" value="rgb"> scan colours</label></div>
- <div>point size <input id="size" type="range" min="1" max="8" step="0.5" value="2"></div>
- <div><button id="all">all</button> <button id="none">none</button></div>
+ <div>point size <input id="size" type="range" min="1" max="8" step="0.5"></div>
+ <div><label id="ceilingrow"><input id="ceiling" type="checkbox"> show ceiling</label></div>
+ <div><button id="all">all</button> <button id="none">none</button> <button id="reset">reset view</button></div>
  <div id="legend"></div>
  <div id="help">drag: orbit &middot; right/shift-drag: pan &middot; wheel: zoom</div></div>
 <script type="application/json" id="data">__DATA__</script>
@@ -109,6 +213,7 @@ function decode(b64, Type) {
   return new Type(bytes.buffer);
 }
 const canvas = document.getElementById("view");
+const panel = document.getElementById("panel");
 const gl = canvas.getContext("webgl", {antialias: true});
 if (!gl) { document.body.textContent = "This viewer needs WebGL."; throw new Error("no WebGL"); }
 function shader(type, src) {
@@ -118,8 +223,9 @@ function shader(type, src) {
 }
 const prog = gl.createProgram();
 gl.attachShader(prog, shader(gl.VERTEX_SHADER,
-  "attribute vec3 pos; attribute vec3 col; uniform mat4 mvp; uniform float size; varying vec3 c;" +
-  "void main(){ gl_Position = mvp * vec4(pos, 1.0); gl_PointSize = size; c = col / 255.0; }"));
+  "attribute vec3 pos; attribute vec3 col; uniform mat4 mvp; uniform float size, zcut; varying vec3 c;" +
+  "void main(){ gl_Position = pos.z > zcut ? vec4(0.0, 0.0, 2.0, 1.0) : mvp * vec4(pos, 1.0);" +
+  " gl_PointSize = size; c = col / 255.0; }"));
 gl.attachShader(prog, shader(gl.FRAGMENT_SHADER,
   "precision mediump float; varying vec3 c; void main(){ gl_FragColor = vec4(c, 1.0); }"));
 gl.linkProgram(prog); gl.useProgram(prog);
@@ -133,7 +239,11 @@ const usePos = buffer(decode(data.position, Float32Array), "pos", 3, gl.FLOAT, f
 const useClass = buffer(decode(data.class_color, Uint8Array), "col", 3, gl.UNSIGNED_BYTE, false);
 const useRgb = data.rgb ? buffer(decode(data.rgb, Uint8Array), "col", 3, gl.UNSIGNED_BYTE, false) : null;
 if (!useRgb) document.getElementById("rgbmode").style.display = "none";
-const visible = data.classes.map(() => true);
+// a room's ceiling starts hidden: its height band (zcut) and a class named "ceiling"
+const ceilingClass = data.classes.map(c => data.camera.ceiling_classes.includes(c.id));
+const hasCeiling = data.camera.ceiling_z !== null || ceilingClass.some(Boolean);
+const visible = ceilingClass.map(isCeiling => !isCeiling);
+if (!hasCeiling) document.getElementById("ceilingrow").style.display = "none";
 const legend = document.getElementById("legend");
 // Every element below is built with DOM APIs; data (names, title) only ever becomes text.
 document.title = data.title;
@@ -141,7 +251,7 @@ document.getElementById("title").textContent = data.title;
 data.classes.forEach((c, i) => {
   const row = document.createElement("label");
   const box = document.createElement("input");
-  box.type = "checkbox"; box.checked = true;
+  box.type = "checkbox"; box.checked = visible[i];
   box.addEventListener("change", e => { visible[i] = e.target.checked; draw(); });
   const swatch = document.createElement("span");
   swatch.className = "sw";
@@ -161,8 +271,22 @@ let mode = "class";
 document.querySelectorAll("input[name=mode]").forEach(r =>
   r.addEventListener("change", e => { mode = e.target.value; draw(); }));
 document.getElementById("size").addEventListener("input", draw);
-// camera: orbit (yaw, pitch, distance) around a target, z up
-const cam = {yaw: -0.6, pitch: 0.7, dist: 2.6 * data.radius, target: [0, 0, 0]};
+const ceilingBox = document.getElementById("ceiling");
+ceilingBox.addEventListener("change", () => {
+  legend.querySelectorAll("input").forEach((b, i) => {
+    if (ceilingClass[i]) { b.checked = ceilingBox.checked; visible[i] = b.checked; }
+  });
+  draw();
+});
+// camera: orbit (yaw, pitch, distance) around a target, z up; it starts where the page's writer chose
+const start = data.camera;
+const cam = {};
+function resetView() {
+  Object.assign(cam, {yaw: start.yaw, pitch: start.pitch, dist: start.dist, target: start.target.slice()});
+}
+resetView();
+document.getElementById("size").value = start.point_size;
+document.getElementById("reset").onclick = () => { resetView(); draw(); };
 function multiply(a, b) {
   const o = new Float32Array(16);
   for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) {
@@ -180,8 +304,10 @@ function matrices() {
   const view = new Float32Array([r[0], u[0], -f[0], 0, r[1], u[1], -f[1], 0, r[2], u[2], -f[2], 0,
                                  -dot(r, eye), -dot(u, eye), dot(f, eye), 1]);
   const aspect = canvas.width / canvas.height, near = cam.dist / 100, far = cam.dist + 4 * data.radius;
-  const t = 1 / Math.tan(0.5 * 0.9);
-  const proj = new Float32Array([t / aspect, 0, 0, 0, 0, t, 0, 0, 0, 0, (far + near) / (near - far), -1,
+  const t = 1 / Math.tan(0.5 * data.camera.fov);
+  // the view's centre sits in the middle of the canvas right of the panel, so the panel hides no part of it
+  const shift = Math.min(0.4, panel.offsetWidth / canvas.clientWidth) || 0;
+  const proj = new Float32Array([t / aspect, 0, 0, 0, 0, t, 0, 0, -shift, 0, (far + near) / (near - far), -1,
                                  0, 0, 2 * far * near / (near - far), 0]);
   return {mvp: multiply(proj, view), right: r, up: u};
 }
@@ -193,6 +319,8 @@ function draw() {
   usePos(); (mode === "rgb" && useRgb ? useRgb : useClass)();
   gl.uniformMatrix4fv(gl.getUniformLocation(prog, "mvp"), false, matrices().mvp);
   gl.uniform1f(gl.getUniformLocation(prog, "size"), document.getElementById("size").value * dpr);
+  const zcut = start.ceiling_z === null || ceilingBox.checked ? 1e30 : start.ceiling_z;
+  gl.uniform1f(gl.getUniformLocation(prog, "zcut"), zcut);
   data.classes.forEach((c, i) => { if (visible[i] && c.count) gl.drawArrays(gl.POINTS, c.start, c.count); });
 }
 let drag = null;

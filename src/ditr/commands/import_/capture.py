@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import CAPTURE_SPLITS
+from ._normals import add_normals_option
+
 from ...scene import ACQUISITION_KINDS
 
 NAME = "capture"
 HELP = "your own capture: a point file + a directory of images + a poses file (JSON or text)"
+NO_SPLITS = CAPTURE_SPLITS
 DESCRIPTION = """Your own capture (e.g. a LiDAR + camera rig): a point file, a directory of images and a poses file.
 
 Point files: .ply .pcd .las .laz .e57 .npy .txt .xyz .csv (LAS/LAZ/E57 need pip install 'ditr[scans]').
@@ -27,12 +31,15 @@ docs/own-scans.md describes the formats, conventions and scale."""
 
 
 def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
-                        default_acquisition: str = "unknown") -> None:
+                        default_acquisition: str = "unknown", scale_default: float | None = 1.0) -> None:
     """Options every own-capture importer shares: scale, up axis, frame subsampling, what made the
-    points (and distortion)."""
-    s.add_argument("--scale", type=float, default=1.0, metavar="M",
-                   help="metres per source unit (default 1). Structure-from-motion has no scale; the 2 cm voxel "
-                        "grid and 0.2 m depth tolerance need metres: divide a known length by its measured length")
+    points (and distortion). ``scale_default`` None: a source without a unit (COLMAP), recorded as unknown."""
+    default = ("none: the unit stays unknown, noted in the report and in meta.json" if scale_default is None
+               else f"{scale_default:g}")
+    s.add_argument("--scale", type=float, default=scale_default, metavar="M",
+                   help=f"metres per source unit (default {default}). Structure-from-motion has no scale; the 2 cm "
+                        "voxel grid and 0.2 m depth tolerance need metres: divide a known length by its measured "
+                        "length")
     s.add_argument("--up", default="keep", choices=["keep", "cameras", "+x", "-x", "+y", "-y", "+z", "-z"],
                    help="rotate this direction to +z (models trained on ScanNet expect z up); 'cameras': the mean "
                         "up direction of the cameras (default keep)")
@@ -41,10 +48,11 @@ def add_capture_options(s: argparse.ArgumentParser, *, distortion: bool = True,
                    help="what made the points, which picks the occlusion test (docs/projection.md): lidar (one scan, "
                         "in the sensor's frame), rgbd, mesh, mvs (dense stereo), sfm (sparse structure from motion) or "
                         f"unknown (default: {default_acquisition})")
+    add_normals_option(s)
     if distortion:
         s.add_argument("--ignore-distortion", action="store_true",
-                       help="accept distorted cameras by using their pinhole part (counted, with the pixel shift "
-                            "at the corners, in the report); better: undistort the images first")
+                       help="keep the images of distorted cameras and use their pinhole part (counted, with the "
+                            "pixel shift at the corners, in the report) instead of undistorting them (the default)")
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -65,4 +73,5 @@ def run(args: argparse.Namespace):
 
     return import_capture(args.points, args.images, args.poses, args.out, convention=args.convention,
                           pose_direction=args.pose_direction, scale=args.scale, up=args.up,
-                          frame_step=args.frame_step, acquisition=args.acquisition or "unknown")
+                          frame_step=args.frame_step, acquisition=args.acquisition or "unknown",
+                          estimate_normals=args.normals == "estimate")

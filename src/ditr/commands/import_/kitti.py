@@ -9,6 +9,8 @@ from ._progress import import_progress
 
 NAME = "kitti"
 HELP = "KITTI object layout (training/{velodyne,image_2,calib}), unlabelled"
+NO_SPLITS = ("no split lists written: KITTI object frames have no point labels (they serve projection checks "
+             "and inference with a model trained elsewhere, not training)")
 DESCRIPTION = """KITTI object (3D detection) frames in their own layout, one scene per frame (OUT/<frame>/):
 
   SRC/training/velodyne/FFFFFF.bin    float32 x, y, z, reflectance

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import CAPTURE_SPLITS
+
 from .capture import add_capture_options
 
 NAME = "nerfstudio"
 HELP = "a nerfstudio / instant-ngp capture: transforms.json + images + a point cloud"
+NO_SPLITS = CAPTURE_SPLITS
 DESCRIPTION = """A nerfstudio (ns-process-data) or instant-ngp capture, as one scene.
 
 SRC is transforms.json or its directory. Poses (transform_matrix) are camera-to-world in OpenGL axes
@@ -45,4 +48,5 @@ def run(args: argparse.Namespace):
     return import_nerfstudio(args.src, args.out, transforms=args.transforms, points=args.points,
                              points_frame=args.points_frame, dataparser_transforms=args.dataparser_transforms,
                              scale=args.scale, up=args.up, ignore_distortion=args.ignore_distortion,
-                             frame_step=args.frame_step, depth_unit=args.depth_unit, acquisition=args.acquisition)
+                             frame_step=args.frame_step, depth_unit=args.depth_unit, acquisition=args.acquisition,
+                             estimate_normals=args.normals == "estimate")

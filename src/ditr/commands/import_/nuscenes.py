@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import HOW_TO_WRITE_SPLITS
+
 from ._progress import import_progress
 
 NAME = "nuscenes"
 HELP = "nuScenes key frames (LIDAR_TOP + 6 cameras + lidarseg) from the JSON tables"
+NO_SPLITS = "no split lists written (--no-splits, or no imported scene is in a split); " + HOW_TO_WRITE_SPLITS
 DESCRIPTION = (
     "nuScenes as downloaded from nuscenes.org: SRC/<version>/*.json tables (v1.0-trainval, v1.0-mini, "
     "v1.0-test), SRC/samples/, optional SRC/lidarseg/<version>/ and SRC/sweeps/. Every key frame becomes "

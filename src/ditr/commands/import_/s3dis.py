@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._normals import add_normals_option
 from ._progress import import_progress
 
 NAME = "s3dis"
 HELP = "S3DIS rooms (Stanford3dDataset_v1.2) + 2D-3D-S rgb/depth/pose frames"
+NO_SPLITS = ("no split lists needed: S3DIS's splits are its areas, imported as OUT/Area_N/ folders; the s3dis "
+             "preset trains on Area_1-4 and Area_6 and validates on Area_5 (dataset.splits.val=Area_5)")
 DESCRIPTION = ("S3DIS rooms from their per-object annotation files (Area_N/<room>/Annotations/<class>_<k>.txt), "
                "with normals estimated from the points and, with --images, the room's 2D-3D-S perspective "
                "frames (area_N/data/{rgb,depth,pose}). Writes OUT/Area_N/<room>/.")
@@ -34,7 +37,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--min-agreement", type=float, default=0.1, metavar="F",
                    help="drop frames whose depth matches fewer than this fraction of the room points in view "
                         "(default 0.1; 0 keeps every frame)")
-    s.add_argument("--no-normals", action="store_true", help="do not estimate normals (the presets need them)")
+    add_normals_option(s, default="estimate")  # S3DIS has none: "source" leaves the rooms without normals
+    s.add_argument("--no-normals", dest="normals", action="store_const", const="source",
+                   help=argparse.SUPPRESS)  # the option's earlier name, kept so that scripts keep working
     s.add_argument("--no-area-5b-correction", dest="correct_area_5b", action="store_false",
                    help="read area_5b poses as they are, without the fixed area_5b correction (for checking it: "
                         "the frames then miss the points and are dropped)")
@@ -45,5 +50,5 @@ def run(args: argparse.Namespace):
 
     with import_progress(NAME, "rooms") as progress:
         return import_s3dis(args.src, args.out, images=args.images, areas=args.areas, max_frames=args.max_frames,
-                            min_agreement=args.min_agreement, normals=not args.no_normals,
+                            min_agreement=args.min_agreement, normals=args.normals == "estimate",
                             correct_area_5b=args.correct_area_5b, progress=progress)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import HOW_TO_WRITE_SPLITS
+
 from ._progress import import_progress
 
 NAME = "scannet-raw"
 HELP = "ScanNet / ScanNet200 raw scans (.sens, _vh_clean_2.ply, segs/aggregation)"
+NO_SPLITS = ("no split lists written: no --splits-dir was given (ScanNet's official lists: "
+             "Tasks/Benchmark/scannetv2_train.txt, scannetv2_val.txt in its repository); " + HOW_TO_WRITE_SPLITS)
 DESCRIPTION = """ScanNet v2 / ScanNet200 straight from the official download: reads each scan's .sens stream
 (every --frame-step-th frame: JPEG colour unchanged, depth as uint16 PNG, poses, intrinsics), the
 _vh_clean_2.ply mesh (points, colours, normals from the faces) and the annotation files

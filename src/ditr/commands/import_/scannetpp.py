@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ...io.splits import HOW_TO_WRITE_SPLITS
+
 from ._progress import import_progress
 
 NAME = "scannetpp"
 HELP = "ScanNet++ (mesh_aligned_0.05.ply + annotations, undistorted DSLR images)"
+NO_SPLITS = ("no split lists written: SRC/splits/nvs_sem_train.txt and nvs_sem_val.txt are absent; "
+             + HOW_TO_WRITE_SPLITS)
 DESCRIPTION = """ScanNet++ scenes: the laser-scan mesh (points, colours, normals from the faces), its annotation
 (instance per point; a semantic segment when --classes lists the classes) and the undistorted DSLR
 images with their nerfstudio poses (converted from nerfstudio's OpenGL camera and world axes to the

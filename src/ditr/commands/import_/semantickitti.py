@@ -9,6 +9,7 @@ from ._progress import import_progress
 
 NAME = "semantickitti"
 HELP = "SemanticKITTI sequences (velodyne + labels) with KITTI odometry image_2"
+NO_SPLITS = "no split lists written: none of the imported sequences is in the benchmark's split"
 DESCRIPTION = """SemanticKITTI in its own layout, one scene per scan (OUT/<seq>_<frame>/):
 
   SRC/sequences/NN/velodyne/FFFFFF.bin    float32 x, y, z, remission

@@ -9,6 +9,7 @@ from ._progress import import_progress
 
 NAME = "structured3d"
 HELP = "Structured3D perspective renderings -> one scene per room (points back-projected from depth)"
+NO_SPLITS = "no split lists written: no room was imported"
 DESCRIPTION = ("Structured3D rooms (scene_XXXXX/2D_rendering/<room>/perspective/full/<position>/ with "
                "rgb_rawlight.png, "
                "depth.png, semantic.png, camera_pose.txt). The dataset has no point clouds: every room's depth "

@@ -13,6 +13,7 @@ DEFAULT_CROP_FRONT_TOP = 394
 
 NAME = "waymo"
 HELP = "Waymo Open Dataset v2 (perception parquet files), one scene per LiDAR frame"
+NO_SPLITS = "no split lists written: no scene was imported"
 DESCRIPTION = ("Waymo Open Dataset v2 perception components (SRC/{training,validation}/<component>/<context>.parquet: "
                "lidar, lidar_calibration, lidar_pose, lidar_segmentation, camera_image, camera_calibration, "
                "vehicle_pose, and lidar_camera_projection). Writes OUT/<context>_<timestamp>/ per frame, in the "

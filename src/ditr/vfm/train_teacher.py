@@ -1,0 +1,257 @@
+"""Train ``demo-vit-rooms``: a tiny DINOv2-architecture ViT that knows the synthetic rooms' classes from images.
+
+The demo's random-weight VFM mostly passes colour through; a teacher trained on 2D label images
+gives DITR and D-DITR features that carry semantics learnt from images alone. The ViT is trained
+with a linear per-patch head (logits upsampled to the pixels, cross-entropy, AdamW) on rooms rendered
+by :mod:`ditr.io.synthetic` from its own room sets (``TRAIN_SET_SEED``, ``HELDOUT_SET_SEED``), which
+share no room with the demo's (the demo's room sets use seeds below ``MIN_TEACHER_SET_SEED``). The
+head is thrown away: DITR uses only the backbone's patch features, read through the normal
+:class:`~ditr.vfm.backends.VFMBackend` path. docs/demo-teacher.md gives the numbers and the command::
+
+    python -m ditr.vfm.train_teacher --out src/ditr/vfm/weights/demo-vit-rooms.safetensors \\
+        --record docs/demo-teacher.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DitrError
+from ..fileio import atomic_write_bytes, atomic_write_json
+from ..io.synthetic import CLASS_NAMES, generate_room, room_seed
+from .backends import VFMBackend, _interpolate_pos_encoding
+from .loading import VFMHandle, build_random
+from .registry import get_spec
+
+TEACHER_MODEL = "demo-vit-rooms"
+#: Room sets of the teacher (rooms ``room_seed(set, i)``); every demo room set uses a smaller set seed.
+MIN_TEACHER_SET_SEED = 100000
+TRAIN_SET_SEED = 100000
+HELDOUT_SET_SEED = 100001
+#: Room images are rendered at the demo's size (ditr.io.synthetic.generate_room's default).
+IMAGE_SIZE = (240, 320)
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """Rooms and budget of one teacher training run (the defaults made the shipped weights)."""
+
+    train_rooms: int = 160
+    heldout_rooms: int = 8
+    views: int = 4  # many rooms with few views each generalise better than few rooms seen from many sides
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 25
+    seed: int = 0
+    train_set_seed: int = TRAIN_SET_SEED
+    heldout_set_seed: int = HELDOUT_SET_SEED
+
+    def check(self) -> None:
+        """Refuse settings that would train on demo rooms or cannot run."""
+        for field in ("train_set_seed", "heldout_set_seed"):
+            if getattr(self, field) < MIN_TEACHER_SET_SEED:
+                raise DitrError(f"teacher settings: {field} must be >= {MIN_TEACHER_SET_SEED} "
+                                f"(smaller room-set seeds belong to the demo), got {getattr(self, field)}")
+        if self.train_set_seed == self.heldout_set_seed:
+            raise DitrError("teacher settings: train_set_seed and heldout_set_seed must differ")
+        for field in ("train_rooms", "heldout_rooms", "views", "steps", "batch_size"):
+            if getattr(self, field) < 1:
+                raise DitrError(f"teacher settings: {field} must be >= 1, got {getattr(self, field)}")
+
+
+@dataclass
+class RoomImages:
+    """Rendered views of a room set: uint8 RGB (N, H, W, 3), class ids (N, H, W) (-1: nothing hit)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    room_seeds: list[int]
+
+
+def render_rooms(set_seed: int, rooms: int, views: int, on_room: Callable[[], None] | None = None) -> RoomImages:
+    """Views and label images of rooms ``room_seed(set_seed, 0..rooms-1)`` (points are not needed)."""
+    seeds = [room_seed(set_seed, i) for i in range(rooms)]
+    images, labels = [], []
+    for seed in seeds:
+        scene = generate_room(seed, num_points=1, num_views=views, width=IMAGE_SIZE[1], height=IMAGE_SIZE[0])
+        images += [v.read_image() for v in scene.views]
+        labels += [np.asarray(v.label) for v in scene.views]  # generated rooms always have label images
+        if on_room is not None:
+            on_room()
+    return RoomImages(np.stack(images), np.stack(labels).astype(np.int8), seeds)
+
+
+def patch_centre_labels(labels: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W) pixel labels -> (N, gh, gw) label at each patch's centre (what a point there looks up)."""
+    h, w = labels.shape[-2:]
+    rows = ((torch.arange(grid[0]) + 0.5) * h / grid[0]).long()
+    cols = ((torch.arange(grid[1]) + 0.5) * w / grid[1]).long()
+    return labels[:, rows][:, :, cols]
+
+
+class _Trainee(torch.nn.Module):
+    """The ViT plus its throw-away linear head; forwards like :meth:`VFMBackend.forward`, with gradients."""
+
+    def __init__(self, model: torch.nn.Module, feature_dim: int, num_classes: int, patch: int):
+        super().__init__()
+        self.model = model
+        self.head = torch.nn.Conv2d(feature_dim, num_classes, 1)
+        self.patch = patch
+        embeddings: Any = model.embeddings  # the backend's position-embedding resizing, exactly
+        embeddings.interpolate_pos_encoding = functools.partial(_interpolate_pos_encoding, embeddings,
+                                                                antialias=True)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H', W') -> per-patch logits (B, C, H'/p, W'/p)."""
+        b, _, h, w = pixels.shape
+        tokens = self.model(pixel_values=pixels).last_hidden_state[:, 1:]
+        grid = tokens.reshape(b, h // self.patch, w // self.patch, -1).permute(0, 3, 1, 2)
+        return self.head(grid)
+
+
+def _lr_factor(step: int, settings: TeacherSettings) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate_head(trainee: _Trainee, backend: VFMBackend, rooms: RoomImages, batch_size: int = 8) -> dict[str, Any]:
+    """Held-out 2D scores of the ViT + head: pixel accuracy and mIoU (logits upsampled), patch accuracy."""
+    trainee.eval()
+    num_classes = len(CLASS_NAMES)
+    size = backend.input_size(*IMAGE_SIZE)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    patch_hits = patch_total = 0
+    for start in range(0, len(rooms.images), batch_size):
+        labels = torch.from_numpy(rooms.labels[start:start + batch_size]).long()
+        logits = trainee(backend.preprocess(list(rooms.images[start:start + batch_size]), size))
+        pixel_pred = F.interpolate(logits, size=IMAGE_SIZE, mode="bilinear", align_corners=False).argmax(1)
+        valid = labels >= 0
+        confusion += torch.bincount(labels[valid] * num_classes + pixel_pred[valid],
+                                    minlength=num_classes ** 2).reshape(num_classes, num_classes)
+        centre = patch_centre_labels(labels, tuple(logits.shape[-2:]))
+        patch_hits += int(((logits.argmax(1) == centre) & (centre >= 0)).sum())
+        patch_total += int((centre >= 0).sum())
+    trainee.train()
+    tp = confusion.diag().double()
+    union = confusion.sum(0).double() + confusion.sum(1).double() - tp
+    present = confusion.sum(1) > 0
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp))
+    return {"pixel_accuracy": round(float(tp.sum() / confusion.sum()), 4),
+            "miou": round(float(iou[present].mean()), 4),
+            "patch_accuracy": round(patch_hits / max(1, patch_total), 4),
+            "iou": {name: round(float(v), 4) for name, v, p in zip(CLASS_NAMES, iou, present) if p}}
+
+
+def _loss_summary(losses: list[float], parts: int = 10) -> list[dict[str, float]]:
+    """Mean training loss over ``parts`` equal stretches of the run (the curve, small enough for a record)."""
+    chunks = np.array_split(np.asarray(losses), min(parts, len(losses)))
+    ends = np.cumsum([len(c) for c in chunks])
+    return [{"until_step": int(e), "loss": round(float(c.mean()), 4)} for c, e in zip(chunks, ends)]
+
+
+def train_teacher(settings: TeacherSettings, out: str | Path, record: str | Path | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the teacher, write its backbone weights (safetensors, transformers names) to ``out`` and
+    the training record to ``record``; returns the record. Reproducible for a seed on one thread."""
+    from safetensors.torch import save
+
+    settings.check()
+    log = log or (lambda message: None)
+    t0 = time.perf_counter()
+    spec = get_spec(TEACHER_MODEL)
+    log(f"rendering {settings.train_rooms} training and {settings.heldout_rooms} held-out rooms")
+    train_set = render_rooms(settings.train_set_seed, settings.train_rooms, settings.views)
+    heldout_set = render_rooms(settings.heldout_set_seed, settings.heldout_rooms, settings.views)
+    render_seconds = time.perf_counter() - t0
+    torch.manual_seed(settings.seed)
+    model = build_random(spec).train()
+    trainee = _Trainee(model, spec.feature_dim, len(CLASS_NAMES), spec.patch_size)
+    backend = VFMBackend(VFMHandle(spec, "in training", "in training", lambda: model))
+    size = backend.input_size(*IMAGE_SIZE)
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, settings))
+    generator = torch.Generator().manual_seed(settings.seed)
+    losses: list[float] = []
+    for step in range(settings.steps):
+        idx = torch.randint(len(train_set.images), (settings.batch_size,), generator=generator)
+        flip = torch.rand(settings.batch_size, generator=generator) < 0.5  # the demo also reads mirrored views
+        pixels = backend.preprocess(list(train_set.images[idx.numpy()]), size)
+        labels = torch.from_numpy(train_set.labels[idx.numpy()]).long()
+        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+        labels = torch.where(flip[:, None, None], labels.flip(-1), labels)
+        logits = F.interpolate(trainee(pixels), size=IMAGE_SIZE, mode="bilinear", align_corners=False)
+        loss = F.cross_entropy(logits, labels, ignore_index=-1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if (step + 1) % 25 == 0 or step + 1 == settings.steps:
+            log(f"step {step + 1}/{settings.steps}: loss {np.mean(losses[-25:]):.3f}")
+    train_seconds = time.perf_counter() - t0 - render_seconds
+    scores = evaluate_head(trainee, backend, heldout_set, settings.batch_size)
+    log(f"held-out rooms: pixel accuracy {scores['pixel_accuracy']:.3f}, mIoU {scores['miou']:.3f}")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    data = save(state, metadata={"model": TEACHER_MODEL, "trained_on": spec.weights_note})
+    atomic_write_bytes(out, data)
+    result = {
+        "model": TEACHER_MODEL, "weights": spec.weights_note, "weights_file": Path(out).name,
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "architecture": {"family": spec.family, "patch_size": spec.patch_size, "width": spec.hidden_size,
+                         "depth": spec.num_layers, "heads": spec.num_heads,
+                         "parameters": sum(v.numel() for v in state.values())},
+        "settings": asdict(settings), "image_size": list(IMAGE_SIZE), "input_size": list(size),
+        "rooms": {"train_room_seeds": train_set.room_seeds, "heldout_room_seeds": heldout_set.room_seeds,
+                  "train_images": len(train_set.images), "heldout_images": len(heldout_set.images),
+                  "rule": f"room sets with seed >= {MIN_TEACHER_SET_SEED}; the demo's room sets use smaller seeds"},
+        "loss_curve": _loss_summary(losses), "heldout": scores,
+        "seconds": {"render": round(render_seconds, 1), "train": round(train_seconds, 1)},
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if record is not None:
+        atomic_write_json(record, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Retrain the shipped teacher (the defaults reproduce it; one thread keeps the run deterministic)."""
+    defaults = TeacherSettings()
+    p = argparse.ArgumentParser(prog="python -m ditr.vfm.train_teacher", description=main.__doc__)
+    p.add_argument("--out", type=Path, required=True, help="safetensors file to write the ViT's weights to")
+    p.add_argument("--record", type=Path, default=None,
+                   help="JSON training record (rooms, loss curve, held-out scores)")
+    for field in ("train_rooms", "heldout_rooms", "views", "steps", "batch_size", "seed"):
+        p.add_argument(f"--{field.replace('_', '-')}", type=int, default=getattr(defaults, field))
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: reproducible)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = TeacherSettings(train_rooms=args.train_rooms, heldout_rooms=args.heldout_rooms, views=args.views,
+                               steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr)
+    try:
+        train_teacher(settings, args.out, args.record, log=lambda message: print(message, flush=True))
+    except DitrError as exc:
+        p.exit(2, f"{p.prog}: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

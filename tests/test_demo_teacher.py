@@ -1,0 +1,91 @@
+"""demo-vit-rooms: the packaged, trained 2D teacher loads offline; its training runs; its rooms are not the demo's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ditr.demo import DemoSettings
+from ditr.errors import DitrError
+from ditr.io.synthetic import room_seed
+from ditr.vfm import loading
+from ditr.vfm.backends import VFMBackend
+from ditr.vfm.loading import load_vfm
+from ditr.vfm.train_teacher import (
+    HELDOUT_SET_SEED,
+    MIN_TEACHER_SET_SEED,
+    TRAIN_SET_SEED,
+    TeacherSettings,
+    patch_centre_labels,
+    train_teacher,
+)
+
+RECORD = Path(__file__).resolve().parents[1] / "docs" / "demo-teacher.json"
+
+
+@pytest.fixture(autouse=True)
+def _no_models_dir(monkeypatch):
+    monkeypatch.delenv(loading.MODELS_ENV, raising=False)
+
+
+def test_packaged_teacher_loads_offline_and_gives_patch_features():
+    handle = load_vfm("demo-vit-rooms")
+    assert not handle.random_weights
+    assert "packaged weights: trained on synthetic rooms (2D labels)" in handle.source
+    image = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    features = VFMBackend(handle)([image, image[:, ::-1]])
+    assert features.shape == (2, 96, 17, 23)  # 240x320 rounds to 238x322: a 17x23 grid of 14-pixel patches
+    assert torch.isfinite(features).all()
+
+
+def test_missing_packaged_weights_name_the_file_and_the_retraining(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "PACKAGED_WEIGHTS_DIR", tmp_path)
+    with pytest.raises(DitrError, match=r"demo-vit-rooms\.safetensors.*train_teacher"):
+        load_vfm("demo-vit-rooms")
+
+
+def test_two_training_steps_write_loadable_weights_and_a_record(tmp_path):
+    settings = TeacherSettings(train_rooms=1, heldout_rooms=1, views=1, steps=2, batch_size=1)
+    out, record_path = tmp_path / "teacher.safetensors", tmp_path / "teacher.json"
+    record = train_teacher(settings, out, record_path)
+    assert json.loads(record_path.read_text()) == record
+    assert len(record["loss_curve"]) == 2 and 0 <= record["heldout"]["miou"] <= 1
+    assert record["rooms"]["train_room_seeds"] == [room_seed(TRAIN_SET_SEED, 0)]
+    handle = load_vfm("demo-vit-rooms", checkpoint=out)
+    trained, untrained = handle.model, loading.build_random(handle.spec)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
+
+
+def test_teacher_refuses_demo_room_sets():
+    with pytest.raises(DitrError, match="train_set_seed must be >= 100000"):
+        TeacherSettings(train_set_seed=0).check()
+    with pytest.raises(DitrError, match="must differ"):
+        TeacherSettings(heldout_set_seed=TRAIN_SET_SEED).check()
+
+
+def test_patch_centre_labels_pick_the_pixel_under_each_patch_centre():
+    labels = torch.arange(12).reshape(1, 3, 4)
+    assert patch_centre_labels(labels, (1, 2)).tolist() == [[[5, 7]]]
+
+
+@pytest.mark.parametrize("settings", [DemoSettings(), DemoSettings.quick(), DemoSettings.quick(distill_rooms=32)],
+                         ids=["full", "quick", "quick-distill32"])
+def test_teacher_rooms_are_disjoint_from_the_demo_rooms(settings):
+    """The demo's room set (its seed, its train + validation + distillation rooms) shares no room with
+    the teacher's training or held-out rooms, as the shipped training record lists them."""
+    record = json.loads(RECORD.read_text())
+    teacher = set(record["rooms"]["train_room_seeds"]) | set(record["rooms"]["heldout_room_seeds"])
+    assert record["settings"]["train_set_seed"] >= MIN_TEACHER_SET_SEED
+    assert record["settings"]["heldout_set_seed"] >= MIN_TEACHER_SET_SEED
+    assert {TRAIN_SET_SEED, HELDOUT_SET_SEED} == {record["settings"]["train_set_seed"],
+                                                  record["settings"]["heldout_set_seed"]}
+    assert settings.seed < MIN_TEACHER_SET_SEED
+    total = settings.train_rooms + settings.val_rooms + settings.distill_rooms
+    demo = {room_seed(settings.seed, i) for i in range(total)}
+    assert len(teacher) == record["rooms"]["train_images"] // record["settings"]["views"] + \
+        record["rooms"]["heldout_images"] // record["settings"]["views"]
+    assert not demo & teacher
