@@ -123,8 +123,8 @@ def locate(config: RunConfig, place: TrainingPlace, keys: Sequence[str], given: 
     """A copy of ``config`` whose recorded paths ``keys`` point at what was found on this machine.
 
     Keys in ``given`` (set on the command line) and unset keys are left as they are. ``say`` gets the
-    one line naming the path used (default: printed on stderr). An error when a recorded path is
-    found nowhere.
+    one line naming the path used when it is not the recorded one as read from here (default: printed
+    on stderr). An error when a recorded path is found nowhere.
     """
     out = config.copy()
     say = say or (lambda line: print(f"ditr: {line}", file=sys.stderr))
@@ -139,7 +139,8 @@ def locate(config: RunConfig, place: TrainingPlace, keys: Sequence[str], given: 
             raise DitrError(f"{source}: the {what} recorded at training ({key}: {recorded}) is not on this "
                             f"machine; looked in {where}. Pass it with --set {key}=DIR")
         _set(out, key, str(found))
-        say(f"{what}: {found} ({how}; recorded at training as {key}: {recorded})")
+        if found.resolve() != Path(str(recorded)).resolve():  # quiet where the recorded path reads as it is
+            say(f"{what}: {found} ({how}; recorded at training as {key}: {recorded})")
     return out
 
 
