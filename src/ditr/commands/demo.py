@@ -12,7 +12,7 @@ NAME = "demo"
 HELP = "Run DITR end to end on synthetic rooms and compare it with a 3D-only PTv3 (results.json + pictures)."
 EXAMPLES = """examples:
   ditr demo --smoke                     # a first look at every stage, about 2-3 minutes (not a result)
-  ditr demo --quick                     # the demo: about 13 minutes on 2 CPU cores, offline
+  ditr demo --quick                     # the demo: about 12-13 minutes on 2 CPU cores, offline
   ditr demo --out demo_full             # the longer run (more rooms, more steps)
   ditr demo --vfm dinov2-vits14-reg --checkpoint ~/weights/dinov2_vits14_reg4_pretrain.pth
   ditr demo --quick --distill-rooms 32 --distill-steps 1200 --distill-views mean

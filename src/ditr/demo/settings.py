@@ -67,7 +67,7 @@ class Mode:
 
 MODES = {
     "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores (3 CPU-minutes of work)", is_result=False),
-    "quick": Mode("quick", QUICK, "about 13 minutes on 2 CPU cores (measured with little other load, "
+    "quick": Mode("quick", QUICK, "about 12-13 minutes on 2 CPU cores (measured with little other load, "
                   "docs/demo.md#time)", is_result=True),
     "full": Mode("full", {}, "roughly 3x the quick demo (not measured)", is_result=True),
 }
