@@ -53,12 +53,19 @@ def write_nerfstudio(root, *, world: np.ndarray | None = None, per_frame: bool =
     (root / "transforms.json").write_text(json.dumps(doc))
     return doc
 
-
-def test_nerfstudio_import_reproduces_correspondences(tmp_path):
+def capture_with_points(tmp_path, **extra) -> tuple:
+    """(scene, root, transforms doc): a synthetic room as a nerfstudio capture whose points are the
+    ``ply_file_path`` of its transforms.json."""
     scene = synthetic_room()
     root = tmp_path / "processed"
-    write_nerfstudio(root, per_frame=True, ply_file_path="sparse_pc.ply")
+    doc = write_nerfstudio(root, ply_file_path="sparse_pc.ply", **extra)
     _ply(root / "sparse_pc.ply", scene.coord, scene)
+    return scene, root, doc
+
+
+
+def test_nerfstudio_import_reproduces_correspondences(tmp_path):
+    scene, root, doc = capture_with_points(tmp_path, per_frame=True)
     report = import_nerfstudio(root, tmp_path / "out")
     imported = Scene.load(tmp_path / "out")
     assert report.views == 4 and report.points == scene.num_points and report.notes == []
@@ -131,10 +138,7 @@ def test_points_in_dataparser_frame_are_normalised_back(tmp_path):
 
 def test_depth_maps_become_view_depth(tmp_path):
     """Per-frame depth_file_path (mm PNG) is used; a half-resolution depth map gets scaled intrinsics."""
-    scene = synthetic_room()
-    root = tmp_path / "processed"
-    doc = write_nerfstudio(root, ply_file_path="sparse_pc.ply")
-    _ply(root / "sparse_pc.ply", scene.coord, scene)
+    scene, root, doc = capture_with_points(tmp_path)
     (root / "depth").mkdir()
     for i, (frame, v) in enumerate(zip(doc["frames"], scene.views)):
         depth = v.read_depth() if i else v.read_depth()[::2, ::2]
@@ -156,10 +160,7 @@ def test_depth_maps_become_view_depth(tmp_path):
 
 
 def test_distortion_size_and_fisheye_errors(tmp_path):
-    scene = synthetic_room()
-    root = tmp_path / "processed"
-    write_nerfstudio(root, ply_file_path="sparse_pc.ply")
-    _ply(root / "sparse_pc.ply", scene.coord, scene)
+    scene, root, doc = capture_with_points(tmp_path)
     doc = json.loads((root / "transforms.json").read_text())
     (root / "transforms.json").write_text(json.dumps({**doc, "k1": 0.05}))
     assert import_nerfstudio(root, tmp_path / "undistorted").undistorted_views == 4  # tests/test_undistort.py
@@ -192,10 +193,7 @@ def test_distortion_size_and_fisheye_errors(tmp_path):
 def test_cli(tmp_path, capsys):
     from ditr.cli import main
 
-    scene = synthetic_room()
-    root = tmp_path / "processed"
-    write_nerfstudio(root, ply_file_path="sparse_pc.ply")
-    _ply(root / "sparse_pc.ply", scene.coord, scene)
+    scene, root, doc = capture_with_points(tmp_path)
     assert main(["import", "nerfstudio", str(root / "transforms.json"), str(tmp_path / "out"), "--up", "cameras"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert '"dataset": "nerfstudio"' in line and '"up": "cameras"' in line

@@ -14,7 +14,7 @@ from ditr.io.nerfstudio import import_nerfstudio
 from ditr.io.undistort import LensDistortion, pinhole_camera, undistort_views
 from ditr.scene import Scene, View
 from test_colmap_import import sparse_project, synthetic_room
-from test_nerfstudio_import import _ply, write_nerfstudio
+from test_nerfstudio_import import capture_with_points
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -100,10 +100,7 @@ def test_pincushion_lens_zooms_in_and_fisheye_depth_and_labels_follow(tmp_path):
 
 
 def test_nerfstudio_distortion_is_undone(tmp_path):
-    scene = synthetic_room()
-    root = tmp_path / "processed"
-    write_nerfstudio(root, ply_file_path="sparse_pc.ply")
-    _ply(root / "sparse_pc.ply", scene.coord, scene)
+    scene, root, doc = capture_with_points(tmp_path)
     doc = json.loads((root / "transforms.json").read_text())
     lens = LENSES["opencv"]
     (root / "transforms.json").write_text(json.dumps({**doc, "k1": lens.radial[0], "k2": lens.radial[1],
