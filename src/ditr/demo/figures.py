@@ -19,8 +19,8 @@ from ..fileio import atomic_write
 MIN_VISIBLE_SHARE = 0.5
 
 
-def plot_curves(work_dirs: Mapping[str, Path], path: Path) -> Path:
-    """Training loss and validation mIoU (%) against step, every method in one figure."""
+def plot_curves(work_dirs: Mapping[str, Path], path: Path, title: str = "") -> Path:
+    """Training loss and validation mIoU (%) against step, every run in one figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 3.8), layout="constrained")
@@ -32,10 +32,12 @@ def plot_curves(work_dirs: Mapping[str, Path], path: Path) -> Path:
         ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=method)
         ax_miou.plot([r["step"] for r in val], [100 * r["miou"] for r in val], marker="o", label=method)
     ax_loss.set(xlabel="step", ylabel="training loss (CE + Lovasz)", title="training loss")
-    ax_miou.set(xlabel="step", ylabel="mIoU (%)", title="mIoU (%) on the held-out rooms during training")
+    ax_miou.set(xlabel="step", ylabel="mIoU (%)", title="mIoU (%) on the validation rooms during training")
+    if title:
+        fig.suptitle(title)
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     return path
 

@@ -1,22 +1,77 @@
-"""The demo's sizes and budgets (:class:`DemoSettings`), its three modes and the run config of each method.
+"""What the demo compares: its runs (:data:`RUNS`), the comparisons it reports (:data:`COMPARISONS`),
+its sizes and budgets (:class:`DemoSettings`, three named :data:`MODES`) and the run config of each run.
 
-The methods compared and their settings are the demo's experiment; this module only states them,
-so that the orchestration (:mod:`ditr.demo.pipeline`) and the runs (:mod:`ditr.demo.runs`) read
-one definition.
+The runs and their settings are the demo's experiment; this module only states them, so that the
+orchestration (:mod:`ditr.demo.pipeline`) and the work (:mod:`ditr.demo.runs`) read one definition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..configs import RunConfig, load_preset
 from ..errors import DitrError
 
-#: The methods compared, with the preset fragment each merges onto ``synthetic``.
-#: d-ditr fine-tunes with method/ptv3 from a student distilled first (ditr.distill).
-METHODS = {"3d-only": "method/ptv3", "ditr": "method/ditr", "d-ditr": "method/ptv3"}
+if TYPE_CHECKING:  # the command line reads the run names without importing torch
+    from ..configs import RunConfig
+
+#: The 3D input of every run unless it says otherwise: position, colour and normal, as the paper's PTv3.
+COLOUR_AND_NORMAL = ("coord", "color", "normal")
+GEOMETRY_ONLY = ("coord", "normal")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One arm of the demo: a model trained with the demo's budget and evaluated on the test rooms.
+
+    ``teacher`` is the 2D model whose features DITR reads or D-DITR distils ("trained": the demo's
+    teacher, ``DemoSettings.teacher``; "random": the random-weight control, ``DemoSettings.random_teacher``).
+    A D-DITR run distils for ``distill_share`` x ``steps`` and then fine-tunes for ``finetune_share`` x
+    ``steps`` with the 3D-only recipe, needing no images at test time.
+    """
+
+    name: str
+    model: Literal["ptv3", "ditr", "d-ditr"]
+    description: str
+    teacher: Literal["trained", "random"] | None = None
+    input_features: tuple[str, ...] = COLOUR_AND_NORMAL
+    distill_share: float = 0.0
+    finetune_share: float = 1.0
+
+    @property
+    def distils(self) -> bool:
+        return self.model == "d-ditr"
+
+    def finetune_steps(self, steps: int) -> int:
+        return max(1, round(steps * self.finetune_share))
+
+    def distill_steps(self, steps: int) -> int:
+        return max(1, round(steps * self.distill_share))
+
+
+RUNS = {spec.name: spec for spec in [
+    RunSpec("3d-only", "ptv3", "PTv3 on colour + normal, no images (the paper's 3D baseline)"),
+    RunSpec("ditr", "ditr", "PTv3 + the trained teacher's 2D features in every decoder stage", teacher="trained"),
+    RunSpec("d-ditr", "d-ditr", "PTv3 distilled from the trained teacher, then fine-tuned with the 3D-only "
+            "budget; no images at test time", teacher="trained", distill_share=1.0),
+    RunSpec("3d-geometry-only", "ptv3", "PTv3 on position + normal only, no colour, no images",
+            input_features=GEOMETRY_ONLY),
+    RunSpec("ditr-random-teacher", "ditr", "DITR with the random-weight ViT's features", teacher="random"),
+    RunSpec("d-ditr-random-teacher", "d-ditr", "D-DITR distilled from the random-weight ViT", teacher="random",
+            distill_share=1.0),
+    RunSpec("d-ditr-same-total", "d-ditr", "D-DITR with half the budget distilling and half fine-tuning: the "
+            "same total steps as 3d-only", teacher="trained", distill_share=0.5, finetune_share=0.5),
+]}
+#: The runs of one demo (``make demo``) and of the study (``ditr demo --seeds N``).
+DEMO_RUNS = ("3d-only", "ditr", "d-ditr")
+STUDY_RUNS = tuple(RUNS)
+#: (run, baseline) pairs whose paired difference the results report, when both ran.
+COMPARISONS = (
+    ("ditr", "3d-only"), ("d-ditr", "3d-only"), ("d-ditr-same-total", "3d-only"), ("3d-only", "3d-geometry-only"),
+    ("ditr", "ditr-random-teacher"), ("d-ditr", "d-ditr-random-teacher"), ("ditr-random-teacher", "3d-only"),
+    ("d-ditr-random-teacher", "3d-only"),
+)
 
 
 @dataclass
@@ -24,20 +79,24 @@ class DemoSettings:
     """Sizes and budget of a demo run (:data:`MODES` names three)."""
 
     train_rooms: int = 24
+    #: Rooms the training curves are drawn on and the demo's settings were chosen on.
     val_rooms: int = 6
+    #: Rooms the reported numbers come from: nothing is tuned or picked on them.
+    test_rooms: int = 8
     points: int = 20000
     views: int = 8
-    steps: int = 1200
+    steps: int = 600
     batch_size: int = 2
     lr: float = 0.004
     seed: int = 0
-    vfm_model: str = "dinov2-tiny-random-reg"
-    vfm_checkpoint: str | None = None
+    #: The 2D model of the runs with teacher "trained" and of those with teacher "random".
+    teacher: str = "demo-vit-rooms"
+    teacher_checkpoint: str | None = None
+    random_teacher: str = "dinov2-tiny-random-reg"
     #: D-DITR pretraining needs no labels: it may also distil on this many extra, unlabelled rooms,
-    #: for ``distill_steps`` steps (default: ``steps``), with targets fused over views as
-    #: ``distill_views`` ("last" = the reference's choice, "mean" = every view that sees a voxel).
+    #: with targets fused over views as ``distill_views`` ("last" = the reference's choice, "mean" =
+    #: every view that sees a voxel).
     distill_rooms: int = 0
-    distill_steps: int | None = None
     distill_views: str = "last"
 
     @classmethod
@@ -48,10 +107,22 @@ class DemoSettings:
     def smoke(cls, **overrides: Any) -> DemoSettings:
         return cls(**{**SMOKE, **overrides})
 
+    def vfm_of(self, spec: RunSpec) -> str | None:
+        """The 2D model ``spec`` reads or distils (None for the runs without images)."""
+        return {"trained": self.teacher, "random": self.random_teacher, None: None}[spec.teacher]
 
-QUICK: dict[str, Any] = dict(train_rooms=16, val_rooms=4, points=12000, steps=400)
+    def room_split(self) -> dict[str, range]:
+        """Room indices of the demo's room set by role: train, val, test, then unlabelled."""
+        bounds, start = {}, 0
+        for role, count in [("train", self.train_rooms), ("val", self.val_rooms), ("test", self.test_rooms),
+                            ("unlabelled", self.distill_rooms)]:
+            bounds[role], start = range(start, start + count), start + count
+        return bounds
+
+
+QUICK: dict[str, Any] = dict(train_rooms=16, val_rooms=4, test_rooms=6, points=12000, steps=200)
 #: A first look at every stage in a few minutes: too few rooms and steps for the numbers to mean anything.
-SMOKE: dict[str, Any] = dict(train_rooms=6, val_rooms=2, points=6000, views=4, steps=60)
+SMOKE: dict[str, Any] = dict(train_rooms=6, val_rooms=2, test_rooms=2, points=6000, views=4, steps=40)
 
 
 @dataclass(frozen=True)
@@ -66,48 +137,54 @@ class Mode:
 
 
 MODES = {
-    "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores (3 CPU-minutes of work)", is_result=False),
-    "quick": Mode("quick", QUICK, "about 12-13 minutes on 2 CPU cores (measured with little other load, "
-                  "docs/demo.md#time)", is_result=True),
-    "full": Mode("full", {}, "roughly 3x the quick demo (not measured)", is_result=True),
+    "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores", is_result=False),
+    "quick": Mode("quick", QUICK, "about 8 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True),
+    "full": Mode("full", {}, "roughly 5x the quick demo (not measured)", is_result=True),
 }
 
 
-def method_config(method: str, settings: DemoSettings, cache_dir: Path, feature_dim: int, precision: str,
-                  steps_per_epoch: int) -> RunConfig:
-    """The synthetic preset + the method's fragment, with the demo's budget (equal for all methods)."""
-    epochs = max(1, settings.steps // steps_per_epoch)
+def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_dims: dict[str, int],
+               precision: str) -> RunConfig:
+    """The synthetic preset + the run's method fragment, with the demo's budget.
+
+    For a D-DITR run this is the fine-tuning config (method/ptv3 over the student);
+    :func:`distill_config` derives its distillation from it.
+    """
+    from ..configs import load_preset
+
+    steps = spec.finetune_steps(settings.steps)
+    epochs = steps // -(-settings.train_rooms // settings.batch_size)
     overrides = [
-        f"vfm.model={settings.vfm_model}", f"vfm.cache={cache_dir}", f"vfm.precision={precision}",
-        f"trainer.batch_size={settings.batch_size}", f"trainer.epochs={epochs}",
+        f"vfm.cache={cache_dir}", f"vfm.precision={precision}",
+        f"trainer.batch_size={settings.batch_size}", "trainer.epochs=null", f"trainer.max_steps={steps}",
         f"trainer.eval_every_epochs={max(1, epochs // 5)}", f"trainer.seed={settings.seed}",
         f"optim.lr={settings.lr}", "trainer.num_workers=0",
+        f"dataset.input_features=[{', '.join(spec.input_features)}]",
     ]
-    if settings.vfm_checkpoint:
-        overrides.append(f"vfm.checkpoint={settings.vfm_checkpoint}")
-    if method == "ditr":
-        overrides.append(f"model.image_channels={feature_dim}")
-    return load_preset(["synthetic", METHODS[method]], overrides)
+    vfm = settings.vfm_of(spec)
+    if vfm is not None:
+        overrides.append(f"vfm.model={vfm}")
+        if spec.teacher == "trained" and settings.teacher_checkpoint:
+            overrides.append(f"vfm.checkpoint={settings.teacher_checkpoint}")
+    if spec.model == "ditr":
+        assert vfm is not None
+        overrides.append(f"model.image_channels={feature_dims[vfm]}")
+    return load_preset(["synthetic", "method/ditr" if spec.model == "ditr" else "method/ptv3"], overrides)
 
 
-def demo_distill_config(base: RunConfig, feature_dim: int, rooms: int | None = None,
-                        steps: int | None = None, view_strategy: str = "last") -> RunConfig:
-    """The demo's distillation config: a 3D-only demo config + method/d-ditr.
-
-    The budget is the base config's unless ``steps`` (with the number of distillation ``rooms``,
-    which sets the steps per epoch) asks for another; ``view_strategy`` fuses the teacher's targets.
-    """
+def distill_config(finetune: RunConfig, feature_dim: int, rooms: int, steps: int,
+                   view_strategy: str = "last") -> RunConfig:
+    """D-DITR's distillation: the run's fine-tuning config + method/d-ditr, for ``steps`` steps on
+    ``rooms`` rooms (which set the steps per epoch), teacher targets fused by ``view_strategy``."""
     from ..configs import preset_path
     from ..configs.files import read_config_files
 
-    config = base.merged(read_config_files([preset_path("method/d-ditr")]), "method/d-ditr over the demo config")
+    if rooms < 1:
+        raise DitrError("distill_config: no rooms to distil on")
+    config = finetune.merged(read_config_files([preset_path("method/d-ditr")]), "method/d-ditr over the demo config")
     config.distill.head_channels = int(feature_dim)
     config.images.view_strategy = view_strategy  # type: ignore[assignment]
     config.model.image_channels = None
-    if steps is not None:
-        if rooms is None:
-            raise DitrError("demo_distill_config: steps needs the number of distillation rooms")
-        per_epoch = -(-rooms // config.trainer.batch_size)
-        config.trainer.epochs = max(1, steps // per_epoch)
-        config.trainer.eval_every_epochs = max(1, config.trainer.epochs // 5)
+    config.trainer.max_steps = steps
+    config.trainer.eval_every_epochs = max(1, steps // -(-rooms // config.trainer.batch_size) // 5)
     return config

@@ -186,6 +186,12 @@ class ProgressBar:
                 self._console.print(f"{text}  [elapsed {format_duration(now - state.started)}, "
                                     f"ETA {state.eta(now)}]", highlight=False, markup=False, soft_wrap=True)
 
+    def hide(self, task: int) -> None:
+        """Take a finished bar off the screen (a long run of many tasks keeps only the live ones)."""
+        state = self._tasks[task]
+        if self._progress is not None and state.rich_id is not None:
+            self._progress.update(state.rich_id, visible=False)
+
     def print(self, message: str) -> None:
         """A line above the bars (e.g. validation results, a stage header)."""
         if self._console is not None:
