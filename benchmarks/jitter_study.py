@@ -31,6 +31,7 @@ Prints one JSON object per line as runs finish; writes the whole study to ``OUT/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -46,7 +47,7 @@ import torch  # noqa: E402
 from study import add_training_arguments, check_seeds, run_jobs, write_study  # noqa: E402
 
 from ditr.cache import FeatureCache  # noqa: E402
-from ditr.demo import DemoSettings, method_config  # noqa: E402
+from ditr.demo.settings import GEOMETRY_ONLY, RUNS, DemoSettings, run_config  # noqa: E402
 from ditr.io.synthetic import ensure_rooms  # noqa: E402
 from ditr.stats import compare_arms  # noqa: E402
 from ditr.vfm.color_jitter import REFERENCE_STRENGTH  # noqa: E402
@@ -79,9 +80,11 @@ def run_one(arm: str, seed: int, args: dict[str, Any], rooms: dict[str, list[str
     torch.set_num_threads(threads)
     out, cache = Path(args["out"]), Path(args["out"]) / "features"
     settings = DemoSettings(train_rooms=len(rooms["train"]), batch_size=args["batch_size"], lr=args["lr"],
-                            steps=args["steps"], seed=seed, points=args["points"], views=args["views"])
-    per_epoch = -(-settings.train_rooms // settings.batch_size)
-    config = method_config("ditr", settings, cache, vfm["feature_dim"], vfm["precision"], per_epoch)
+                            steps=args["steps"], seed=seed, points=args["points"], views=args["views"],
+                            teacher=vfm["model"])
+    # The study was run with the geometry-only 3D input the demo had then (docs/jitter.md).
+    spec = dataclasses.replace(RUNS["ditr"], input_features=GEOMETRY_ONLY)
+    config = run_config(spec, settings, cache, {vfm["model"]: vfm["feature_dim"]}, vfm["precision"])
     config = config.with_overrides([*arm_overrides(arm, args["variants"]), "trainer.epochs=null",
                                     f"trainer.max_steps={args['steps']}", "trainer.plots=false",
                                     "trainer.log_every_steps=50"], "jitter study")

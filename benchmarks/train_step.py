@@ -46,7 +46,7 @@ import torch  # noqa: E402
 
 from ditr.configs import RunConfig  # noqa: E402
 from ditr.data import collate  # noqa: E402
-from ditr.demo import DemoSettings, method_config  # noqa: E402
+from ditr.demo.settings import RUNS, DemoSettings, run_config  # noqa: E402
 from ditr.io.synthetic import ensure_rooms  # noqa: E402
 from ditr.vfm.extract import fill_scene_features  # noqa: E402
 from ditr.engine.losses import SegmentationCriterion  # noqa: E402
@@ -68,20 +68,20 @@ def vfm_settings(name: str, points: int, views: int, scratch: Path) -> DemoSetti
     from ditr.vfm import get_spec, load_vfm
     from ditr.vfm.loading import build_random
 
-    settings = DemoSettings(points=points, views=views, vfm_model=name)
+    settings = DemoSettings(points=points, views=views, teacher=name)
     try:
         load_vfm(name)
     except DitrError:
         path = scratch / "vfm" / name
         if not (path / "config.json").is_file():
             build_random(get_spec(name)).save_pretrained(path)
-        settings.vfm_checkpoint = str(path)
+        settings.teacher_checkpoint = str(path)
     return settings
 
 
 def case_config(case: str, settings: DemoSettings, cache: Path, vfm: dict[str, Any], backbone: str) -> RunConfig:
-    config = method_config("3d-only" if case == "3d-only" else "ditr", settings, cache, vfm["feature_dim"],
-                           vfm["precision"], steps_per_epoch=1)
+    config = run_config(RUNS["3d-only" if case == "3d-only" else "ditr"], settings, cache,
+                        {settings.teacher: vfm["feature_dim"]}, vfm["precision"])
     config.trainer.epochs, config.trainer.max_steps, config.trainer.plots = None, 10_000, False
     config.model.backbone = backbone
     if case == "ditr-online":
@@ -193,7 +193,8 @@ def main() -> None:
         rooms = ensure_rooms(data_dir / "rooms", 2, args.seed, args.points, args.views)
         settings = vfm_settings(args.vfm, args.points, args.views, data_dir)
         t0 = time.perf_counter()
-        vfm = fill_scene_features(rooms, settings.vfm_model, data_dir / "features", checkpoint=settings.vfm_checkpoint)
+        vfm = fill_scene_features(rooms, settings.teacher, data_dir / "features",
+                                  checkpoint=settings.teacher_checkpoint)
         print(f"# {args.vfm}: {vfm['source'] if 'source' in vfm else vfm['weights']}, width {vfm['feature_dim']}, "
               f"{vfm['computed']} of {vfm['images']} cache entries computed in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)

@@ -105,45 +105,61 @@ def test_interrupted_training_resumes_to_the_same_step_count(world):
 
 
 def test_demo_writes_results_and_pictures(tmp_path, capsys):
-    settings = DemoSettings(train_rooms=2, val_rooms=1, points=2000, views=2, steps=4, batch_size=1,
-                            distill_rooms=1, distill_steps=6, distill_views="mean")
+    settings = DemoSettings(train_rooms=2, val_rooms=1, test_rooms=1, points=2000, views=2, steps=4, batch_size=1,
+                            distill_rooms=1, distill_views="mean")
     results = run_demo(tmp_path, settings, quiet=True, workers=2)
     saved = json.loads((tmp_path / "results.json").read_text())
+    assert list(saved["runs"]) == ["3d-only", "ditr", "d-ditr"] and saved["seeds"] == [0]
+    runs = tmp_path / "runs" / "seed_0"
     for method in ("3d-only", "ditr", "d-ditr"):
         run = saved["runs"][method]
         assert 0.0 <= run["miou"] <= 1.0 and list(run["iou"]) == list(CLASS_NAMES)  # fractions, by class name
         assert all(v is None or 0.0 <= v <= 1.0 for v in run["iou"].values())
-        assert run["steps"] == 4
-        val = [r for r in read_jsonl(tmp_path / "runs" / method / "metrics.jsonl") if r["kind"] == "val"]
+        assert run["miou_per_seed"] == {"0": run["miou"]} and run["miou_std"] is None  # one seed: no spread
+        assert run["seeds"]["0"]["steps"] == 4 and run["input_features"] == ["coord", "color", "normal"]
+        val = [r for r in read_jsonl(runs / method / "metrics.jsonl") if r["kind"] == "val"]
         assert val and list(val[-1]["iou"]) == list(CLASS_NAMES) and 0.0 <= val[-1]["miou"] <= 1.0
+        assert run["val_miou"] == pytest.approx(val[-1]["miou"])  # the settings are chosen on these rooms
     assert saved["runs"]["ditr"]["needs_images"] and not saved["runs"]["3d-only"]["needs_images"]
-    assert saved["vfm"]["random_weights"] is True and saved["mode"] == "custom" and saved["workers"] == 2
+    assert saved["teachers"]["trained"]["model"] == "demo-vit-rooms"
+    assert saved["teachers"]["trained"]["random_weights"] is False and saved["teachers"]["random"] is None
+    assert saved["mode"] == "custom" and saved["workers"] == 2 and "one seed is not a result" in saved["note"]
+    difference = saved["comparisons"]["ditr - 3d-only"]
+    assert difference["mean"] == pytest.approx(saved["runs"]["ditr"]["miou"] - saved["runs"]["3d-only"]["miou"])
+    assert difference["ci95"] == [None, None] and difference["seeds"] == [0]
     assert set(results["pictures"]) == {"per_class_iou", "training_curves", "predictions", "distillation"}
-    assert saved["prediction_view"]["room"] == "room_0002" and saved["prediction_view"]["visible_points"] > 0
-    assert not saved["runs"]["d-ditr"]["needs_images"]
-    assert -1.0 <= saved["runs"]["d-ditr"]["teacher_cosine"] <= 1.0
-    # D-DITR pretraining also used the extra unlabelled room (room_0003), for its own step budget.
-    assert saved["runs"]["d-ditr"]["distill_steps"] == 6 and saved["runs"]["d-ditr"]["distill_rooms"] == 3
-    assert saved["runs"]["d-ditr"]["distill_views"] == "mean" and saved["rooms"]["val"] == ["room_0002"]
-    assert saved["rooms"]["unlabelled"] == ["room_0003"]
+    rooms = saved["rooms"]["0"]
+    assert rooms == {"train": ["room_0000", "room_0001"], "val": ["room_0002"], "test": ["room_0003"],
+                     "unlabelled": ["room_0004"]}
+    assert saved["prediction_view"]["room"] == "room_0003" and saved["prediction_view"]["visible_points"] > 0
+    d_ditr = saved["runs"]["d-ditr"]["seeds"]["0"]
+    assert not saved["runs"]["d-ditr"]["needs_images"] and -1.0 <= d_ditr["teacher_cosine"] <= 1.0
+    # D-DITR pretraining also used the extra unlabelled room, for the fine-tuning's number of steps.
+    assert d_ditr["distill_steps"] == 4 and d_ditr["distill_rooms"] == 3 and d_ditr["distill_views"] == "mean"
     for picture in results["pictures"].values():
         assert Path(picture).parent == tmp_path and Path(picture).stat().st_size > 10_000
+    # Run again with another run added: the runs with a result are not trained again.
+    stamps = {m: (runs / m / "result.json").stat().st_mtime_ns for m in ("3d-only", "ditr", "d-ditr")}
+    again = run_demo(tmp_path, settings, quiet=True, workers=2, runs=["3d-only", "3d-geometry-only"])
+    assert {m: (runs / m / "result.json").stat().st_mtime_ns for m in stamps} == stamps
+    assert again["runs"]["3d-only"]["miou"] == saved["runs"]["3d-only"]["miou"]
+    assert again["runs"]["3d-geometry-only"]["input_features"] == ["coord", "normal"]
+    assert set(again["comparisons"]) == {"3d-only - 3d-geometry-only"}
     # A run made in a worker process equals the same run made here, after other work in this process.
     from ditr.demo.runs import train_run
-    from ditr.demo.settings import method_config
+    from ditr.demo.settings import RUNS, run_config
 
-    rooms = sorted((tmp_path / "rooms").glob("room_*"))
-    config = method_config("3d-only", settings, tmp_path / "features", saved["vfm"]["feature_dim"],
-                           saved["vfm"]["precision"], 2)
-    train_run("3d-only", config, tmp_path / "here", rooms[:2], rooms[2:3])
+    room_dirs = sorted((tmp_path / "rooms" / "seed_0").glob("room_*"))
+    config = run_config(RUNS["3d-only"], settings, tmp_path / "features", {}, saved["teachers"]["trained"]["precision"])
+    train_run("3d-only", config, tmp_path / "here", room_dirs[:2], room_dirs[2:3])
     here = torch.load(tmp_path / "here" / "last.pt", weights_only=True)["model"]
-    there = torch.load(tmp_path / "runs" / "3d-only" / "last.pt", weights_only=True)["model"]
+    there = torch.load(runs / "3d-only" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(here[k], there[k]) for k in there)
     # The trained DITR model evaluates from the command line, reading the same feature cache.
-    model, config = load_model(tmp_path / "runs" / "ditr" / "last.pt")
+    model, config = load_model(runs / "ditr" / "last.pt")
     assert isinstance(model, DITRSegmentor)
     out = tmp_path / "eval.json"
-    assert main(["evaluate", str(tmp_path / "runs" / "ditr" / "last.pt"), str(tmp_path / "rooms" / "room_0002"),
+    assert main(["evaluate", str(runs / "ditr" / "last.pt"), str(room_dirs[3]),
                  "--out", str(out), "--plot", str(tmp_path / "iou.png"), "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["miou"] == pytest.approx(saved["runs"]["ditr"]["miou"])

@@ -16,7 +16,7 @@ from plyfile import PlyData
 from ditr.build import model_from_config
 from ditr.cli import main
 from ditr.configs import load_preset
-from ditr.demo import DemoSettings, method_config
+from ditr.demo.settings import RUNS, DemoSettings, run_config
 from ditr.engine.checkpoint import save_training_state
 from ditr.errors import DitrError
 from ditr.inference import Predictor
@@ -48,9 +48,9 @@ def save_random_model(path: Path, presets: list[str], *overrides: str) -> Path:
 def demo_model(world):
     """DITR trained as ``ditr demo`` trains it (its preset and settings), for 12 steps only."""
     root, rooms, vfm = world
-    settings = DemoSettings(points=3000, views=4, steps=12, batch_size=1)
-    config = method_config("ditr", settings, root / "features", vfm["feature_dim"], vfm["precision"],
-                           steps_per_epoch=len(rooms))
+    settings = DemoSettings(points=3000, views=4, steps=12, batch_size=1, teacher=vfm["model"])
+    config = run_config(RUNS["ditr"], settings, root / "features", {vfm["model"]: vfm["feature_dim"]},
+                        vfm["precision"])
     config.trainer.eval_every_epochs = 1000
     train(config, root / "demo_ditr", train_scenes=rooms, quiet=True)
     return root / "demo_ditr" / "last.pt"

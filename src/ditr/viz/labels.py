@@ -125,28 +125,29 @@ def render_label_comparison(scene: Scene, labels: Mapping[str, np.ndarray], clas
 def plot_method_iou(per_method: Mapping[str, Sequence[float | None]], class_names: Sequence[str],
                     path: str | Path, title: str = "per-class IoU on held-out rooms",
                     errors: Mapping[str, Sequence[float | None]] | None = None) -> Path:
-    """Grouped horizontal bars: one group per class, one bar per method (n/a classes left empty);
-    with ``errors`` (e.g. the standard deviation over seeds, same units as the values) a whisker on
-    each bar."""
+    """Grouped bars: one group per class along x, one bar per method (n/a classes left empty); with
+    ``errors`` (e.g. the standard deviation over seeds, same units as the values) a whisker on each bar."""
+    import textwrap
+
     methods = list(per_method)
     n = len(class_names)
-    height = 0.8 / max(1, len(methods))
-    fig = Figure(figsize=(9, 0.3 * n * max(1, len(methods)) / 1.5 + 1.8), layout="constrained")
+    width = 0.84 / max(1, len(methods))
+    fig = Figure(figsize=(max(9.0, 0.13 * n * len(methods) + 2.5), 5.2), layout="constrained")
     ax = fig.subplots()
     for i, method in enumerate(methods):
         values = np.array([np.nan if v is None else v for v in per_method[method]], dtype=float)
         spread = None
         if errors is not None and method in errors:
             spread = np.array([0.0 if v is None else v for v in errors[method]], dtype=float) * 100
-        ax.barh(np.arange(n) + i * height, np.nan_to_num(values) * 100, height=height, label=method,
-                xerr=spread, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.25"})
-    ax.set_yticks(np.arange(n) + height * (len(methods) - 1) / 2, class_names)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("IoU (%)" + (", whiskers: +- one standard deviation" if errors is not None else ""))
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=min(3, len(methods)), fontsize=8)
+        ax.bar(np.arange(n) + (i - (len(methods) - 1) / 2) * width, np.nan_to_num(values) * 100, width=width,
+               label=method, yerr=spread, error_kw={"elinewidth": 0.8, "capsize": 1.2, "ecolor": "0.2"})
+    ax.set_xticks(np.arange(n), class_names, rotation=30, ha="right")
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("IoU (%)" + ("; whiskers: one standard deviation" if errors is not None else ""))
+    ax.set_title("\n".join(textwrap.wrap(title, 140)), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(4, len(methods)), fontsize=9)
     path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     return path
