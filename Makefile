@@ -33,7 +33,7 @@ test: lint
 
 demo: setup
 	$(VENV)/bin/ditr demo --quick --out $(DEMO_OUT)
-	$(VENV)/bin/ditr project $(DEMO_OUT)/rooms/room_0000 --out $(DEMO_OUT)/corr.npz --render $(DEMO_OUT)/overlays
+	$(VENV)/bin/ditr project $(DEMO_OUT)/rooms/seed_0/room_0000 --out $(DEMO_OUT)/corr.npz --render $(DEMO_OUT)/overlays
 	@echo "Results in $(DEMO_OUT)/results.json; pictures: $(DEMO_OUT)/*.png and $(DEMO_OUT)/overlays/"
 
 bench: setup

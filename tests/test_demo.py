@@ -13,8 +13,8 @@ import pytest
 from ditr.demo import MODES, STUDY_RUNS, DemoSettings
 from ditr.demo.figures import choose_view
 from ditr.demo.pipeline import STAGES, Display, intro, mode_of
-from ditr.demo.results import closing_lines, summarise
-from ditr.engine.logging import ProgressBar
+from ditr.demo.results import closing_lines, markdown, summarise
+from ditr.engine.logging import ProgressBar, to_jsonable
 from ditr.io.synthetic import CLASS_NAMES, ensure_rooms
 from ditr.scene import Scene
 from ditr.viz.labels import render_label_comparison
@@ -87,6 +87,9 @@ def test_results_over_seeds_give_means_spreads_and_paired_intervals():
     assert any(line.split()[:3] == ["ditr", "-", "3d-only"] and line.endswith("above zero") for line in lines)
     assert any(line.split()[:3] == ["d-ditr", "-", "3d-only"] and line.endswith("within noise") for line in lines)
     assert "done in 1 min 15 s" in lines[-1]
+    table = markdown(to_jsonable(results))  # results.md
+    assert "| `ditr` | 60.0 | 72.0 | 64.0 | 65.3 | 6.1 |" in table
+    assert "| `ditr - 3d-only` | +10.0 | +12.0 | +9.0 | +10.3 | [+6.5, +14.1] |" in table
 
 
 def test_prediction_figure_shows_the_view_where_the_better_method_wins(tmp_path):

@@ -26,9 +26,9 @@ import numpy as np
 
 from ..engine.logging import ProgressBar, format_duration, to_jsonable
 from ..errors import DitrError
-from ..fileio import atomic_write, atomic_write_json
+from ..fileio import atomic_write, atomic_write_bytes, atomic_write_json
 from ..io.synthetic import CLASS_NAMES
-from .results import summarise
+from .results import markdown, summarise
 from .runs import distill_run, evaluate_run, features_run, make_room, train_run, worker_pool
 from .settings import DEMO_RUNS, MODES, RUNS, DemoSettings, Mode, RunSpec, distill_config, run_config
 
@@ -220,7 +220,9 @@ def run_demo(out: str | Path, settings: DemoSettings, quiet: bool = False, worke
                            "(ditr demo --quick is the demo)")
     elif len(seeds) == 1:
         results["note"] = "one seed is not a result: differences of a few points are within seed noise (docs/demo.md)"
-    atomic_write_json(out / "results.json", to_jsonable(results))
+    results = to_jsonable(results)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", markdown(results).encode())
     return results
 
 

@@ -112,3 +112,31 @@ def closing_lines(results: dict[str, Any], out: str) -> list[str]:
     if results.get("note"):
         lines.append(results["note"])
     return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables (written as ``results.md`` beside results.json): test mIoU (%)
+    per run and seed with mean and standard deviation, then each comparison's paired difference
+    (points) per seed with its mean and 95% interval."""
+    seeds = [str(s) for s in results["seeds"]]
+
+    def cell(value: float | None, digits: int = 1, sign: str = "") -> str:
+        return "n/a" if value is None else f"{100 * value:{sign}.{digits}f}"
+
+    head = "| run | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | std |"
+    lines = [f"Test mIoU (%), {results['settings']['test_rooms']} test rooms per seed, final models:", "",
+             head, "|---|" + "---:|" * (len(seeds) + 2)]
+    for run, row in results["runs"].items():
+        values = [cell(row["miou_per_seed"].get(s)) for s in seeds]
+        lines.append(f"| `{run}` | " + " | ".join(values) + f" | {cell(row['miou'])} | {cell(row['miou_std'])} |")
+    if results["comparisons"]:
+        lines += ["", "Paired differences of test mIoU (points), 95% Student-t interval over the seeds:", "",
+                  "| comparison | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% interval |",
+                  "|---|" + "---:|" * (len(seeds) + 2)]
+        for name, c in results["comparisons"].items():
+            values = [cell(c["per_seed"].get(s), sign="+") for s in seeds]
+            low, high = c["ci95"]
+            interval = "n/a" if low is None or high is None or math.isnan(low) else \
+                f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+            lines.append(f"| `{name}` | " + " | ".join(values) + f" | {cell(c['mean'], sign='+')} | {interval} |")
+    return "\n".join(lines) + "\n"
