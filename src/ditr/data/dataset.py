@@ -358,8 +358,8 @@ class SceneDataset(Dataset):
             sample["strength"] = attrs["strength"].reshape(-1, 1).copy()
         missing = [n for n in self.input_features if n != "coord" and n not in sample]
         if missing:
-            raise DitrError(f"scene {scene.path}: dataset.input_features needs {missing}, which the scene lacks "
-                            f"({', '.join(n + '.npy' for n in missing)}): {_how_to_get(missing[0])}")
+            raise DitrError(f"scene {scene.path or scene.name}: dataset.input_features needs {missing}, which the "
+                            f"scene lacks ({', '.join(n + '.npy' for n in missing)}): {_how_to_get(missing[0])}")
         segment = scene.segment(self.segment_key)
         n = scene.num_points
         if segment is None and self.labels_required:

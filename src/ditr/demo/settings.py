@@ -16,7 +16,8 @@ from ..errors import DitrError
 if TYPE_CHECKING:  # the command line reads the run names without importing torch
     from ..configs import RunConfig
 
-#: The 3D input of every run unless it says otherwise: position, colour and normal, as the paper's PTv3.
+#: The 3D input of every run unless it says otherwise: colour and normal, as the paper's PTv3, and the
+#: position, which the geometry-only input has too (so that the two differ by the colour alone).
 COLOUR_AND_NORMAL = ("coord", "color", "normal")
 GEOMETRY_ONLY = ("coord", "normal")
 
@@ -145,7 +146,8 @@ MODES = {
 
 def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_dims: dict[str, int],
                precision: str) -> RunConfig:
-    """The synthetic preset + the run's method fragment, with the demo's budget.
+    """The synthetic preset (``synthetic-color`` for an input with colour) + the run's method
+    fragment, with the demo's budget.
 
     For a D-DITR run this is the fine-tuning config (method/ptv3 over the student);
     :func:`distill_config` derives its distillation from it.
@@ -169,7 +171,8 @@ def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_d
     if spec.model == "ditr":
         assert vfm is not None
         overrides.append(f"model.image_channels={feature_dims[vfm]}")
-    return load_preset(["synthetic", "method/ditr" if spec.model == "ditr" else "method/ptv3"], overrides)
+    rooms = "synthetic-color" if "color" in spec.input_features else "synthetic"
+    return load_preset([rooms, "method/ditr" if spec.model == "ditr" else "method/ptv3"], overrides)
 
 
 def distill_config(finetune: RunConfig, feature_dim: int, rooms: int, steps: int,
