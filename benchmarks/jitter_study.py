@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from study import add_training_arguments, check_seeds, run_jobs, write_study  # noqa: E402
 
 from ditr.cache import FeatureCache  # noqa: E402
-from ditr.demo.settings import GEOMETRY_ONLY, RUNS, DemoSettings, run_config  # noqa: E402
+from ditr.demo.settings import GEOMETRY_ONLY, RUNS, DemoSettings, run_config, uniform_lr  # noqa: E402
 from ditr.io.synthetic import ensure_rooms  # noqa: E402
 from ditr.stats import compare_arms  # noqa: E402
 from ditr.vfm.color_jitter import REFERENCE_STRENGTH  # noqa: E402
@@ -79,7 +79,7 @@ def run_one(arm: str, seed: int, args: dict[str, Any], rooms: dict[str, list[str
 
     torch.set_num_threads(threads)
     out, cache = Path(args["out"]), Path(args["out"]) / "features"
-    settings = DemoSettings(train_rooms=len(rooms["train"]), batch_size=args["batch_size"], lr=args["lr"],
+    settings = DemoSettings(train_rooms=len(rooms["train"]), batch_size=args["batch_size"], lr=uniform_lr(args["lr"]),
                             steps=args["steps"], seed=seed, points=args["points"], views=args["views"],
                             teacher=vfm["model"])
     # The study was run with the geometry-only 3D input the demo had then (docs/jitter.md).

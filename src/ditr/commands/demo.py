@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..demo.settings import DEMO_RUNS, RUNS
+from ..demo.settings import DEMO_RUNS, RUNS, uniform_lr
 
 NAME = "demo"
 HELP = ("Run DITR end to end on synthetic rooms against a 3D-only PTv3 and D-DITR, over one seed or a study of "
@@ -54,7 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"--seeds > 1): {', '.join(RUNS)}")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps per run (default 40 smoke / 200 quick / 600)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of every run (default 0.004)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of every run (default: chosen on validation rooms per kind of run, "
+                        "0.032 for 3d-only and ditr, 0.016 for d-ditr)")
     p.add_argument("--teacher", default=None,
                    help="2D model of the ditr and d-ditr runs (default demo-vit-rooms, shipped with ditr)")
     p.add_argument("--checkpoint", default=None, help="weights of --teacher (a Meta .pth or a Hugging Face directory)")
@@ -86,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     runs = (args.runs.split(",") if args.runs else list(DEMO_RUNS if args.seeds == 1 else RUNS))
     overrides: dict = {"seed": args.seed}
-    for option, name in [("steps", "steps"), ("lr", "lr"), ("teacher", "teacher"), ("checkpoint", "teacher_checkpoint"),
+    if args.lr is not None:
+        overrides["lr"] = uniform_lr(args.lr)
+    for option, name in [("steps", "steps"), ("teacher", "teacher"), ("checkpoint", "teacher_checkpoint"),
                          ("distill_rooms", "distill_rooms"), ("distill_views", "distill_views")]:
         if getattr(args, option) is not None:
             overrides[name] = getattr(args, option)

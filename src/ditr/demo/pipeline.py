@@ -383,12 +383,12 @@ def _figures(display: Display, out: Path, plan: SeedPlan, runs: Sequence[str],
     if distilled is not None:
         pictures["distillation"] = distilled
     if {"ditr", "3d-only"} <= set(runs):
-        labels = {r: dict(np.load(plan.work_dir(r) / "test_labels.npz")) for r in runs}
+        shown = [r for r in DEMO_RUNS if r in runs]
+        labels = {r: dict(np.load(plan.work_dir(r) / "test_labels.npz")) for r in shown}
         chosen = choose_view(plan.rooms["test"], labels, "ditr", "3d-only")
         scene = Scene.load(chosen.room)
         truth = scene.segment()
         assert truth is not None  # choose_view picks among labelled rooms only
-        shown = [r for r in DEMO_RUNS if r in runs]
         pictures["predictions"] = render_label_comparison(
             scene, {"ground truth": truth, **{r: labels[r][scene.name] for r in shown}}, CLASS_NAMES,
             out / f"predictions_{scene.name}.png", view=chosen.view, compare=("ditr", "3d-only"),

@@ -7,7 +7,7 @@ orchestration (:mod:`ditr.demo.pipeline`) and the work (:mod:`ditr.demo.runs`) r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,6 +75,16 @@ COMPARISONS = (
 )
 
 
+#: The learning rates chosen on seed 0's validation rooms at the quick settings, among 0.004, 0.008,
+#: 0.016 and 0.032 for every kind of run (docs/demo.md#how-the-settings-were-chosen).
+TUNED_LR = {"ptv3": 0.032, "ditr": 0.032, "d-ditr": 0.016}
+
+
+def uniform_lr(value: float) -> dict[str, float]:
+    """One peak learning rate for every kind of run (``DemoSettings.lr``)."""
+    return dict.fromkeys(TUNED_LR, float(value))
+
+
 @dataclass
 class DemoSettings:
     """Sizes and budget of a demo run (:data:`MODES` names three)."""
@@ -88,7 +98,9 @@ class DemoSettings:
     views: int = 8
     steps: int = 600
     batch_size: int = 2
-    lr: float = 0.004
+    #: Peak learning rate by kind of run (RunSpec.model): each kind's best of the four tried on the
+    #: validation rooms (docs/demo.md#how-the-settings-were-chosen); a D-DITR run's for both stages.
+    lr: dict[str, float] = field(default_factory=lambda: dict(TUNED_LR))
     seed: int = 0
     #: The 2D model of the runs with teacher "trained" and of those with teacher "random".
     teacher: str = "demo-vit-rooms"
@@ -160,7 +172,7 @@ def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_d
         f"vfm.cache={cache_dir}", f"vfm.precision={precision}",
         f"trainer.batch_size={settings.batch_size}", "trainer.epochs=null", f"trainer.max_steps={steps}",
         f"trainer.eval_every_epochs={max(1, epochs // 5)}", f"trainer.seed={settings.seed}",
-        f"optim.lr={settings.lr}", "trainer.num_workers=0",
+        f"optim.lr={settings.lr[spec.model]}", "trainer.num_workers=0",
         f"dataset.input_features=[{', '.join(spec.input_features)}]",
     ]
     vfm = settings.vfm_of(spec)
