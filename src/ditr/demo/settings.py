@@ -151,7 +151,7 @@ class Mode:
 
 MODES = {
     "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores", is_result=False),
-    "quick": Mode("quick", QUICK, "about 8 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True),
+    "quick": Mode("quick", QUICK, "about 6 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True),
     "full": Mode("full", {}, "roughly 5x the quick demo (not measured)", is_result=True),
 }
 
