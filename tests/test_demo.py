@@ -32,6 +32,7 @@ def test_first_line_says_what_the_demo_does_and_how_long_it_takes():
     assert mode_of(DemoSettings.quick(steps=50)) is None and "not measured for these settings" in own
     study = intro(DemoSettings.quick(), mode_of(DemoSettings.quick()), 2, STUDY_RUNS, [0, 1, 2, 3, 4])
     assert "5 seeds (0-4)" in study and "d-ditr-same-total" in study and "One seed" not in study
+    assert MODES["quick"].study_expected in study
 
 
 def test_worker_reports_become_stage_headers_and_progress_lines(capsys):

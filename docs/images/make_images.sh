@@ -6,8 +6,9 @@
 #   docs/images/make_images.sh [WORK]      # WORK: scratch folder (default: a new temporary one)
 #
 # Environment: DITR, the command that runs ditr (default `ditr`); PYTHON, the Python that has ditr
-# installed (default `python`); DEMO, an existing `ditr demo --quick` output folder to predict with
-# (default: run the demo into WORK/demo, about 10 minutes on a laptop CPU); CHROMIUM, the browser
+# installed (default `python`); STUDY, an existing `ditr demo --quick --seeds 5` output folder (the
+# study's chart is copied only when given); DEMO, an existing `ditr demo --quick` output folder to predict with
+# (default: run the demo into WORK/demo, about 6 minutes on 2 CPU cores); CHROMIUM, the browser
 # (default `chromium`; the viewer picture is skipped, with a message, when it is not installed).
 # The PNGs are written with a 256-colour palette to keep the docs small.
 set -euo pipefail
@@ -44,12 +45,12 @@ EOF
 )
 cp "$WORK/overlays/CAM_BACK_LEFT.png" "$HERE/street-visibility-gt.png"
 
-# What `ditr predict` writes, with the demo's DITR model on its first held-out room.
+# What `ditr predict` writes, with the demo's DITR model (seed 0) on its first test room.
 if [ -z "${DEMO:-}" ]; then
   DEMO="$WORK/demo"
   $DITR demo --quick --out "$DEMO"
 fi
-$DITR predict "$DEMO/runs/ditr/last.pt" "$DEMO/rooms/room_0016" --out "$WORK/pred" --views all --html \
+$DITR predict "$DEMO/runs/seed_0/ditr/last.pt" "$DEMO/rooms/seed_0/room_0020" --out "$WORK/pred" --views all --html \
   --device cpu --quiet > /dev/null
 cp "$WORK/pred/view_04.png" "$HERE/predict-view.png"
 cp "$WORK/pred/topdown.png" "$HERE/predict-topdown.png"
@@ -59,6 +60,11 @@ if command -v "$CHROMIUM" > /dev/null; then
     --screenshot="$HERE/predict-viewer.png" "file://$WORK/pred/pred.html" 2> /dev/null
 else
   echo "$CHROMIUM is not installed: predict-viewer.png is left as it is" >&2
+fi
+
+# The demo study's per-class chart, from an existing `ditr demo --quick --seeds 5` output folder (about an hour).
+if [ -n "${STUDY:-}" ]; then
+  cp "$STUDY/per_class_iou.png" "$HERE/demo-study-per-class-iou.png"
 fi
 
 "$PYTHON" - "$HERE" <<'EOF'

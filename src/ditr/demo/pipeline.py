@@ -30,7 +30,7 @@ from ..fileio import atomic_write, atomic_write_bytes, atomic_write_json
 from ..io.synthetic import CLASS_NAMES
 from .results import markdown, summarise
 from .runs import distill_run, evaluate_run, features_run, make_room, train_run, worker_pool
-from .settings import DEMO_RUNS, MODES, RUNS, DemoSettings, Mode, RunSpec, distill_config, run_config
+from .settings import DEMO_RUNS, MODES, RUNS, STUDY_RUNS, DemoSettings, Mode, RunSpec, distill_config, run_config
 
 STAGES = ("synthesise rooms", "2D features", "train and evaluate", "figures")
 #: Off a terminal (CI logs), a progress line per task at most this often (seconds).
@@ -147,10 +147,12 @@ def intro(settings: DemoSettings, mode: Mode | None, workers: int, runs: Sequenc
             f"{settings.val_rooms} validation + {settings.test_rooms} test synthetic rooms "
             f"({settings.points:,} points, {settings.views} views each), {settings.steps} training steps per run, "
             f"{workers} worker process{'es' if workers > 1 else ''}. Stages: {', '.join(STAGES)}. ")
-    if mode is None or list(runs) != list(DEMO_RUNS) or len(seeds) != 1:
-        text += "Expected time: not measured for these settings; each bar shows its ETA."
-    else:
+    if mode is not None and list(runs) == list(DEMO_RUNS) and len(seeds) == 1:
         text += f"Expected time: {mode.expected} (longer on a busy machine)."
+    elif mode is not None and list(runs) == list(STUDY_RUNS) and mode.study_expected:
+        text += f"Expected time: {mode.study_expected}, less for runs done before (longer on a busy machine)."
+    else:
+        text += "Expected time: not measured for these settings; each bar shows its ETA."
     if mode is not None and not mode.is_result:
         text += (" SMOKE TEST: a first look at every stage, with too few rooms and steps for its numbers "
                  "to mean anything (not a result; `ditr demo --quick` is the demo).")

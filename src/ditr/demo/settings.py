@@ -147,11 +147,14 @@ class Mode:
     #: The time to expect, as docs/demo.md#time derives it.
     expected: str
     is_result: bool
+    #: The time to expect for the study (every run) per seed, where measured.
+    study_expected: str | None = None
 
 
 MODES = {
     "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores", is_result=False),
-    "quick": Mode("quick", QUICK, "about 6 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True),
+    "quick": Mode("quick", QUICK, "about 6 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True,
+                  study_expected="about 10-11 minutes per seed on 2 idle CPU cores (docs/demo.md#time)"),
     "full": Mode("full", {}, "roughly 5x the quick demo (not measured)", is_result=True),
 }
 
