@@ -14,7 +14,7 @@ NAME = "demo"
 HELP = ("Run DITR end to end on synthetic rooms against a 3D-only PTv3 and D-DITR, over one seed or a study of "
         "several (results.json + pictures).")
 EXAMPLES = """examples:
-  ditr demo --smoke                     # a first look at every stage, about 2-3 minutes (not a result)
+  ditr demo --smoke                     # a first look at every stage, about 1 minute (not a result)
   ditr demo --quick                     # the demo, one seed: about 6 minutes on 2 idle CPU cores, offline
   ditr demo --quick --seeds 5           # the study: 7 runs x 5 seeds, paired 95% intervals (about 1 hour)
   ditr demo --quick --runs 3d-only,3d-geometry-only --seeds 3
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true",
                       help="16 + 4 + 6 rooms, 200 steps per run (about 6 min on 2 idle cores)")
     size.add_argument("--smoke", action="store_true",
-                      help="6 + 2 + 2 small rooms, 40 steps: checks every stage in about 2-3 min; its numbers are "
+                      help="6 + 2 + 2 small rooms, 40 steps: checks every stage in about 1 min; its numbers are "
                            "not a result")
     p.add_argument("--seed", type=int, default=0, help="seed of the rooms and of training (the first seed)")
     p.add_argument("--seeds", type=int, default=1, metavar="N",

@@ -152,7 +152,7 @@ class Mode:
 
 
 MODES = {
-    "smoke": Mode("smoke", SMOKE, "about 2-3 minutes on 2 CPU cores", is_result=False),
+    "smoke": Mode("smoke", SMOKE, "about 1 minute on 2 idle CPU cores", is_result=False),
     "quick": Mode("quick", QUICK, "about 6 minutes on 2 idle CPU cores (docs/demo.md#time)", is_result=True,
                   study_expected="about 10-11 minutes per seed on 2 idle CPU cores (docs/demo.md#time)"),
     "full": Mode("full", {}, "roughly 5x the quick demo (not measured)", is_result=True),
