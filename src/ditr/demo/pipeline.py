@@ -294,6 +294,7 @@ def _train_and_evaluate(pool: ProcessPoolExecutor, reports: Any, display: Displa
     display.stage("train and evaluate", f"{len(runs)} run(s) x {len(plans)} seed(s); evaluation on the test rooms")
     configs: dict[str, Any] = {}
     jobs: list[Job] = []
+    pictured = next((r for r in runs if RUNS[r].distils), None)  # the run whose student is drawn
     for plan in plans:
         for run in runs:
             spec = RUNS[run]
@@ -308,7 +309,7 @@ def _train_and_evaluate(pool: ProcessPoolExecutor, reports: Any, display: Displa
                 sources = plan.rooms["train"] + plan.rooms["unlabelled"]
                 distillation = distill_config(config, dims[vfm], len(sources), spec.distill_steps(plan.settings.steps),
                                               plan.settings.distill_views)
-                picture = out / f"distillation_{run}.png" if plan is first else None
+                picture = out / f"distillation_{run}.png" if plan is first and run == pictured else None
                 jobs.append(Job(f"{plan.seed}/{run}/distil", distill_run,
                                 (f"{run} seed {plan.seed} distil", distillation,
                                  plan.work_dir(run).with_name(f"{run}.distill"), sources, plan.rooms["val"], picture),
@@ -381,8 +382,8 @@ def _figures(display: Display, out: Path, plan: SeedPlan, runs: Sequence[str],
         "training_curves": plot_curves({r: plan.work_dir(r) for r in runs}, out / "training_curves.png",
                                        title=f"seed {plan.seed}"),
     }
-    distilled = next((out / f"distillation_{r}.png" for r in runs if (out / f"distillation_{r}.png").is_file()), None)
-    if distilled is not None:
+    distilled = next((out / f"distillation_{r}.png" for r in runs if RUNS[r].distils), None)
+    if distilled is not None and distilled.is_file():
         pictures["distillation"] = distilled
     if {"ditr", "3d-only"} <= set(runs):
         shown = [r for r in DEMO_RUNS if r in runs]
