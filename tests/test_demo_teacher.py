@@ -84,7 +84,7 @@ def test_teacher_rooms_are_disjoint_from_the_demo_rooms(settings):
     assert {TRAIN_SET_SEED, HELDOUT_SET_SEED} == {record["settings"]["train_set_seed"],
                                                   record["settings"]["heldout_set_seed"]}
     assert settings.seed < MIN_TEACHER_SET_SEED
-    total = sum(len(indices) for indices in settings.room_split().values())
+    total = settings.rooms_per_seed
     demo = {room_seed(settings.seed, i) for i in range(total)}
     assert len(teacher) == record["rooms"]["train_images"] // record["settings"]["views"] + \
         record["rooms"]["heldout_images"] // record["settings"]["views"]

@@ -232,7 +232,7 @@ def _make_rooms(pool: ProcessPoolExecutor, reports: Any, display: Display, out: 
                 seeds: Sequence[int], workers: int) -> list[SeedPlan]:
     """Every seed's room set (made where missing) and its plan."""
     split = settings.room_split()
-    total = sum(len(r) for r in split.values())
+    total = settings.rooms_per_seed
     display.stage("synthesise rooms", f"{total} rooms per seed in {out / 'rooms'} (kept and reused)")
     display.progress("synthesise rooms", 0, total * len(seeds))
     jobs = [Job(f"{seed}/{i}", make_room, (out / "rooms" / f"seed_{seed}", i, total, seed, settings.points,

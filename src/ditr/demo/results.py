@@ -37,7 +37,7 @@ def run_summary(run: str, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]
     per-class ``iou`` means and ``iou_std``, and every seed's own row under ``seeds``."""
     spec = RUNS[run]
     row: dict[str, Any] = {"description": spec.description, "input_features": list(spec.input_features),
-                           "teacher": spec.teacher, "needs_images": spec.model == "ditr"}
+                           "teacher": spec.teacher, "needs_images": spec.needs_images}
     seeds = sorted(per_seed)
     for metric in METRICS:
         values = [per_seed[s].get(metric) for s in seeds]

@@ -44,6 +44,11 @@ class RunSpec:
     def distils(self) -> bool:
         return self.model == "d-ditr"
 
+    @property
+    def needs_images(self) -> bool:
+        """Only DITR reads images at test time; D-DITR's student and the PTv3 runs see 3D alone."""
+        return self.model == "ditr"
+
     def finetune_steps(self, steps: int) -> int:
         return max(1, round(steps * self.finetune_share))
 
@@ -124,6 +129,10 @@ class DemoSettings:
         """The 2D model ``spec`` reads or distils (None for the runs without images)."""
         return {"trained": self.teacher, "random": self.random_teacher, None: None}[spec.teacher]
 
+    @property
+    def rooms_per_seed(self) -> int:
+        return self.train_rooms + self.val_rooms + self.test_rooms + self.distill_rooms
+
     def room_split(self) -> dict[str, range]:
         """Room indices of the demo's room set by role: train, val, test, then unlabelled."""
         bounds, start = {}, 0
@@ -159,6 +168,11 @@ MODES = {
 }
 
 
+def _eval_every(steps: int, rooms: int, batch_size: int) -> int:
+    """Epochs between validations so that a run of ``steps`` on ``rooms`` is validated about five times."""
+    return max(1, steps // -(-rooms // batch_size) // 5)
+
+
 def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_dims: dict[str, int],
                precision: str) -> RunConfig:
     """The synthetic preset (``synthetic-color`` for an input with colour) + the run's method
@@ -170,11 +184,11 @@ def run_config(spec: RunSpec, settings: DemoSettings, cache_dir: Path, feature_d
     from ..configs import load_preset
 
     steps = spec.finetune_steps(settings.steps)
-    epochs = steps // -(-settings.train_rooms // settings.batch_size)
     overrides = [
         f"vfm.cache={cache_dir}", f"vfm.precision={precision}",
         f"trainer.batch_size={settings.batch_size}", "trainer.epochs=null", f"trainer.max_steps={steps}",
-        f"trainer.eval_every_epochs={max(1, epochs // 5)}", f"trainer.seed={settings.seed}",
+        f"trainer.eval_every_epochs={_eval_every(steps, settings.train_rooms, settings.batch_size)}",
+        f"trainer.seed={settings.seed}",
         f"optim.lr={settings.lr[spec.model]}", "trainer.num_workers=0",
         f"dataset.input_features=[{', '.join(spec.input_features)}]",
     ]
@@ -204,5 +218,5 @@ def distill_config(finetune: RunConfig, feature_dim: int, rooms: int, steps: int
     config.images.view_strategy = view_strategy  # type: ignore[assignment]
     config.model.image_channels = None
     config.trainer.max_steps = steps
-    config.trainer.eval_every_epochs = max(1, steps // -(-rooms // config.trainer.batch_size) // 5)
+    config.trainer.eval_every_epochs = _eval_every(steps, rooms, config.trainer.batch_size)
     return config
