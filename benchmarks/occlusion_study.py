@@ -11,8 +11,11 @@ occlusions) and compares the two arms:
 * ``auto``: the scan rule decides (the default).
 
 Data: streets of fixed seeds, disjoint training / validation / test sets (``--streets``), images at
-``--width`` x ``--height``, 2D features cached once with the tiny random-weight VFM
-``dinov2-tiny-random-reg``. Run config: the ``nuscenes`` preset (outdoor recipe: [coord, strength]
+``--width`` x ``--height``, 2D features cached once with ``--teacher``: by default ``demo-vit-streets``,
+a tiny ViT trained on the camera images and 2D labels of other streets (``python -m
+ditr.vfm.train_teacher --subject streets``; docs/demo-teacher.md), so that, like DINOv2, its patch
+features carry what the pixel shows; ``dinov2-tiny-random-reg`` (random weights) gives features that
+mostly carry colour. Run config: the ``nuscenes`` preset (outdoor recipe: [coord, strength]
 input, z rotation / scale / flip / jitter / image flip / GridSample, Mix3D, the outdoor optimiser)
 + ``method/ditr``, with the streets' 10 classes, the tiny backbone and the small-CPU settings of
 the ``synthetic`` preset (batch 2, no AMP, one data process); the grid is ``--grid``. The arms
@@ -28,8 +31,8 @@ agreement (the point's class vs the rendered label image at its pixel) over kept
 over the view each point takes its feature from (``view_strategy: last``), and the precision and
 recall of "occluded" against the streets' ray-cast ground truth (``visibility_gt.npz``).
 
-The VFM has random weights: its features mostly encode colour, so what a wrong projection transfers
-is mostly the occluder's colour. A real DINOv2 transfers the occluder's semantics.
+What a wrong projection transfers is the occluder's feature: with the trained teacher, its class as
+the 2D model sees it (as with DINOv2); with the random one, mostly its colour.
 
     python benchmarks/occlusion_study.py --out occ/ [--seeds 3] [--steps 200]
     python benchmarks/occlusion_study.py --out occ/ --quick     # a smoke run (a few minutes)
@@ -64,11 +67,12 @@ from ditr.io.synthetic.outdoor import (CLASS_NAMES, DATASET_NAME, GENERATOR_VERS
 from ditr.projection import project_scene  # noqa: E402
 from ditr.scene import Scene  # noqa: E402
 from ditr.stats import compare_arms, interval  # noqa: E402
+from ditr.vfm.registry import get_spec  # noqa: E402
 from ditr.vfm.extract import fill_scene_features  # noqa: E402
 
 ARMS = ("none", "auto")
 BASELINE = "none"
-VFM_MODEL = "dinov2-tiny-random-reg"
+TEACHER = "demo-vit-streets"
 SPLITS = ("val", "test")
 
 
@@ -114,7 +118,7 @@ def run_config(arm: str, seed: int, args: dict[str, Any], vfm: dict[str, Any]) -
     overrides = [
         f"dataset.name={DATASET_NAME}", "dataset.splits={train: null, val: null, test: null}",
         f"dataset.num_classes={len(CLASS_NAMES)}", f"dataset.class_names=[{', '.join(CLASS_NAMES)}]",
-        "images.resolution=null", f"vfm.model={VFM_MODEL}", f"vfm.cache={Path(args['out']) / 'features'}",
+        "images.resolution=null", f"vfm.model={args['teacher']}", f"vfm.cache={Path(args['out']) / 'features'}",
         f"vfm.precision={vfm['precision']}", "model.backbone=tiny", f"model.image_channels={vfm['feature_dim']}",
         f"projection.occlusion={arm}", f"optim.lr={args['lr']}",
         f"trainer.batch_size={args['batch_size']}", "trainer.epochs=null", f"trainer.max_steps={args['steps']}",
@@ -231,6 +235,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=270)
     parser.add_argument("--azimuth-step", type=float, default=0.2, help="LiDAR azimuth step, degrees (32 beams)")
     parser.add_argument("--grid", type=float, default=0.1, help="GridSample voxel size, m")
+    parser.add_argument("--teacher", default=TEACHER,
+                        help=f"2D model whose patch features DITR gets (default {TEACHER}, shipped with ditr)")
     add_training_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 20 steps, 3/1/1 small streets")
     args = parser.parse_args()
@@ -243,7 +249,7 @@ def main() -> None:
     paths = [str(p) for p in ensure_streets(args.out / "streets", sum(args.streets), args.street_seed, args.width,
                                             args.height, args.azimuth_step)]
     streets = {"train": paths[:n_train], "val": paths[n_train:n_train + n_val], "test": paths[n_train + n_val:]}
-    vfm = fill_scene_features(paths, VFM_MODEL, args.out / "features")
+    vfm = fill_scene_features(paths, args.teacher, args.out / "features")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     # what a run's result depends on (not --out or --jobs), so a cached run is reused only under it
     stamp = {k: v for k, v in settings.items() if k not in ("out", "jobs", "seeds")}
@@ -255,7 +261,8 @@ def main() -> None:
                        cache=args.out / "results", stamp=stamp)
     keys = [f"{split}_miou" for split in SPLITS]
     study = {
-        "settings": settings, "vfm": f"{VFM_MODEL} (random weights)", "arms": list(ARMS),
+        "settings": settings, "vfm": f"{args.teacher} ({get_spec(args.teacher).weights_note or 'random weights'})",
+        "arms": list(ARMS),
         "config": "nuscenes + method/ditr, overrides in benchmarks/occlusion_study.py:run_config",
         "streets": {k: [Path(p).name for p in v] for k, v in streets.items()},
         "street_seeds": {k: [json.loads((Path(p) / "meta.json").read_text())["seed"] for p in v]

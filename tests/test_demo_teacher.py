@@ -49,12 +49,12 @@ def test_missing_packaged_weights_name_the_file_and_the_retraining(tmp_path, mon
 
 
 def test_two_training_steps_write_loadable_weights_and_a_record(tmp_path):
-    settings = TeacherSettings(train_rooms=1, heldout_rooms=1, views=1, steps=2, batch_size=1)
+    settings = TeacherSettings(train_scenes=1, heldout_scenes=1, views=1, steps=2, batch_size=1)
     out, record_path = tmp_path / "teacher.safetensors", tmp_path / "teacher.json"
     record = train_teacher(settings, out, record_path)
     assert json.loads(record_path.read_text()) == record
     assert len(record["loss_curve"]) == 2 and 0 <= record["heldout"]["miou"] <= 1
-    assert record["rooms"]["train_room_seeds"] == [room_seed(TRAIN_SET_SEED, 0)]
+    assert record["scenes"]["train_seeds"] == [room_seed(TRAIN_SET_SEED, 0)]
     handle = load_vfm("demo-vit-rooms", checkpoint=out)
     trained, untrained = handle.model, loading.build_random(handle.spec)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values()))
@@ -78,7 +78,7 @@ def test_teacher_rooms_are_disjoint_from_the_demo_rooms(settings):
     """The demo's room set (its seed, its training, validation, test and distillation rooms) shares no room with
     the teacher's training or held-out rooms, as the shipped training record lists them."""
     record = json.loads(RECORD.read_text())
-    teacher = set(record["rooms"]["train_room_seeds"]) | set(record["rooms"]["heldout_room_seeds"])
+    teacher = set(record["scenes"]["train_seeds"]) | set(record["scenes"]["heldout_seeds"])
     assert record["settings"]["train_set_seed"] >= MIN_TEACHER_SET_SEED
     assert record["settings"]["heldout_set_seed"] >= MIN_TEACHER_SET_SEED
     assert {TRAIN_SET_SEED, HELDOUT_SET_SEED} == {record["settings"]["train_set_seed"],
@@ -86,6 +86,6 @@ def test_teacher_rooms_are_disjoint_from_the_demo_rooms(settings):
     assert settings.seed < MIN_TEACHER_SET_SEED
     total = settings.rooms_per_seed
     demo = {room_seed(settings.seed, i) for i in range(total)}
-    assert len(teacher) == record["rooms"]["train_images"] // record["settings"]["views"] + \
-        record["rooms"]["heldout_images"] // record["settings"]["views"]
+    assert len(teacher) == record["scenes"]["train_images"] // record["settings"]["views"] + \
+        record["scenes"]["heldout_images"] // record["settings"]["views"]
     assert not demo & teacher

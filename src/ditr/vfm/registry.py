@@ -69,6 +69,10 @@ register(VFMSpec("dinov3-tiny-random", "dinov3", 16, 32, 2, 2, num_registers=4, 
 register(VFMSpec("demo-vit-rooms", "dinov2", 14, 96, 4, 3, image_size=224,
                  packaged_weights="demo-vit-rooms.safetensors",
                  weights_note="trained on synthetic rooms (2D labels), not a foundation model"))
+# Its outdoor sibling, trained the same way on synthetic streets' camera images (benchmarks/occlusion_study.py).
+register(VFMSpec("demo-vit-streets", "dinov2", 14, 96, 4, 3, image_size=224,
+                 packaged_weights="demo-vit-streets.safetensors",
+                 weights_note="trained on synthetic streets (2D labels), not a foundation model"))
 
 
 def list_models() -> list[str]:

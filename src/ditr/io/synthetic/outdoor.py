@@ -26,13 +26,14 @@ import trimesh
 from ...fileio import atomic_save_npz
 from ...scene import Scene, View
 from . import room_seed
+from .geometry import Geometry
 from .lidar import LidarConfig, intensity, scan
 from .render import Camera, look_at, render, true_visibility
 from .street import CLASS_NAMES, REFLECTIVITY, build_street
 from .textures import sky_color, surface_color
 
 __all__ = ["CAMERA_RIG", "CLASS_NAMES", "GENERATOR_VERSION", "GT_FILE", "LIDAR_FILE", "StreetScan",
-           "generate_street", "rig_cameras", "write_streets"]
+           "generate_street", "render_street_views", "rig_cameras", "write_streets"]
 
 #: Bumped whenever the same seed and settings would produce a different street.
 GENERATOR_VERSION = 1
@@ -101,6 +102,35 @@ def rig_cameras(sensor_to_world: np.ndarray, width: int, height: int) -> list[Ca
     return cameras
 
 
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The layout's and the sensor noise's random streams of a street seed."""
+    layout, noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    return layout, noise
+
+
+def _layout(rng: np.random.Generator) -> tuple[Geometry, trimesh.Trimesh, np.ndarray]:
+    """A street's geometry, its mesh for ray casting and the LiDAR's pose (4x4 sensor to world)."""
+    street = build_street(rng)
+    geometry = street.geometry
+    mesh = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
+    c, s = np.cos(street.heading), np.sin(street.heading)
+    sensor_to_world = np.eye(4)
+    sensor_to_world[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+    sensor_to_world[:3, 3] = [*street.ego, LIDAR_HEIGHT]
+    return geometry, mesh, sensor_to_world
+
+
+def render_street_views(seed: int, *, width: int = 800, height: int = 450,
+                        views: int = len(CAMERA_RIG)) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``views`` rig cameras' images (uint8 RGB, (V, H, W, 3)) and label images (int, (V, H, W),
+    -1 for sky) of street ``seed``: what :func:`generate_street` renders, without scanning it."""
+    if not 1 <= views <= len(CAMERA_RIG):
+        raise ValueError(f"views must be 1-{len(CAMERA_RIG)}, got {views}")
+    geometry, mesh, sensor_to_world = _layout(_streams(seed)[0])
+    renderings = render(geometry, mesh, rig_cameras(sensor_to_world, width, height)[:views], background=sky_color)
+    return np.stack([r.image for r in renderings]), np.stack([r.label for r in renderings])
+
+
 def generate_street(seed: int, *, lidar: LidarConfig | None = None, width: int = 800, height: int = 450,
                     tolerance: float = GT_TOLERANCE) -> StreetScan:
     """One street as an in-memory :class:`StreetScan` (images and label images as arrays).
@@ -111,14 +141,8 @@ def generate_street(seed: int, *, lidar: LidarConfig | None = None, width: int =
     if width < 1 or height < 1 or not tolerance >= 0:
         raise ValueError(f"need a positive image size and tolerance >= 0, got {width=}, {height=}, {tolerance=}")
     lidar = lidar if lidar is not None else LidarConfig.velodyne(32)
-    layout_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    street = build_street(layout_rng)
-    geometry = street.geometry
-    mesh = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False)
-    c, s = np.cos(street.heading), np.sin(street.heading)
-    sensor_to_world = np.eye(4)
-    sensor_to_world[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
-    sensor_to_world[:3, 3] = [*street.ego, LIDAR_HEIGHT]
+    layout_rng, noise_rng = _streams(seed)
+    geometry, mesh, sensor_to_world = _layout(layout_rng)
 
     sweep = scan(geometry, mesh, sensor_to_world, lidar, noise_rng)
     segment = geometry.face_class[sweep.face]
