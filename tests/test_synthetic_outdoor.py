@@ -10,7 +10,8 @@ from ditr import cli
 from ditr.io.synthetic import room_seed
 from ditr.io.synthetic.geometry import Builder
 from ditr.io.synthetic.lidar import LidarConfig, velodyne_elevations
-from ditr.io.synthetic.outdoor import CAMERA_RIG, CLASS_NAMES, GT_FILE, LIDAR_FILE, generate_street, write_streets
+from ditr.io.synthetic.outdoor import (CAMERA_RIG, CLASS_NAMES, GT_FILE, LIDAR_FILE, generate_street,
+                                      render_street_views, write_streets)
 from ditr.io.synthetic.render import Camera, look_at, true_visibility
 from ditr.io.synthetic.textures import Material
 from ditr.scene import Scene
@@ -40,6 +41,18 @@ def test_deterministic_per_seed() -> None:
     np.testing.assert_array_equal(a.visible, b.visible)
     np.testing.assert_array_equal(a.surface, b.surface)
     assert a.scene.coord.shape != c.scene.coord.shape or not np.array_equal(a.scene.coord, c.scene.coord)
+
+
+def test_views_rendered_without_a_scan_are_the_streets_views() -> None:
+    """The teacher's street images (render_street_views) are exactly what generate_street renders."""
+    street = generate_street(3, **TINY)
+    images, labels = render_street_views(3, width=48, height=27, views=4)
+    assert images.shape == (4, 27, 48, 3) and labels.shape == (4, 27, 48)
+    for view, image, label in zip(street.scene.views, images, labels):
+        np.testing.assert_array_equal(view.image, image)
+        np.testing.assert_array_equal(view.label, label)
+    with pytest.raises(ValueError, match="views must be 1-6"):
+        render_street_views(3, width=48, height=27, views=7)
 
 
 def test_written_street_loads_with_its_ground_truth(tmp_path) -> None:
