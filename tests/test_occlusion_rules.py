@@ -200,3 +200,18 @@ def test_too_sparse_a_cloud_is_warned_about(tmp_path, capsys):
     for v in dense.views:
         v.depth = None
     assert project_scene(dense, ProjectionConfig(acquisition="sfm")).warnings == []
+
+
+@pytest.mark.parametrize("preset", [["nuscenes", "method/ditr"], ["semantickitti", "method/ditr"],
+                                    ["waymo", "method/ditr"], ["distill/nuscenes"], ["distill/outdoor"]])
+def test_outdoor_presets_run_the_scan_test_even_on_scenes_that_do_not_say(preset):
+    """The outdoor presets test occlusion with the LiDAR rule (docs/projection.md#does-occlusion-help-ditr-outdoors),
+    also for a scene imported before meta.json said what made its points."""
+    from ditr.configs import load_preset
+
+    projection = load_preset(preset).projection
+    assert projection.occlusion == "auto" and projection.acquisition == "lidar"
+    scene = wall_and_box_scene()
+    scene.views[0].depth = None
+    assert scene.acquisition is None
+    assert project_scene(scene, projection).rules == ["scan"]
