@@ -125,3 +125,17 @@ def test_street_teacher_never_saw_a_study_street():
     assert min(record["settings"]["train_set_seed"], record["settings"]["heldout_set_seed"]) >= MIN_TEACHER_SET_SEED
     study = {room_seed(0, i) for i in range(100)} | set(range(5)) | set(range(100, 110))
     assert not study & teacher
+
+
+def test_command_line_takes_the_subjects_defaults_and_lists_every_option(tmp_path, capsys):
+    from ditr.vfm.train_teacher import main
+
+    with pytest.raises(SystemExit):
+        main(["--subject", "streets", "--help"])
+    usage = capsys.readouterr().out
+    assert all(option in usage for option in ("--subject", "--train-scenes", "--views", "--out"))
+    out = tmp_path / "streets.safetensors"
+    assert main(["--subject", "streets", "--out", str(out), "--record", str(tmp_path / "r.json"), "--train-scenes", "1",
+                 "--heldout-scenes", "1", "--steps", "1", "--batch-size", "1"]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["model"] == "demo-vit-streets" and record["settings"]["views"] == 6  # the streets' default

@@ -284,11 +284,11 @@ def train_teacher(settings: TeacherSettings, out: str | Path, record: str | Path
 
 def main(argv: list[str] | None = None) -> int:
     """Retrain a shipped teacher (the defaults of a subject reproduce it; one thread keeps the run deterministic)."""
-    p = argparse.ArgumentParser(prog="python -m ditr.vfm.train_teacher", description=main.__doc__)
-    p.add_argument("--subject", choices=list(SUBJECTS), default="rooms",
-                   help="rooms: demo-vit-rooms (the demo's teacher); streets: demo-vit-streets")
-    known, _ = p.parse_known_args(argv)
-    defaults = TeacherSettings.for_subject(known.subject)
+    subject = argparse.ArgumentParser(add_help=False)  # read first: the other options' defaults depend on it
+    subject.add_argument("--subject", choices=list(SUBJECTS), default="rooms",
+                         help="rooms: demo-vit-rooms (the demo's teacher); streets: demo-vit-streets")
+    defaults = TeacherSettings.for_subject(subject.parse_known_args(argv)[0].subject)
+    p = argparse.ArgumentParser(prog="python -m ditr.vfm.train_teacher", description=main.__doc__, parents=[subject])
     p.add_argument("--out", type=Path, required=True, help="safetensors file to write the ViT's weights to")
     p.add_argument("--record", type=Path, default=None,
                    help="JSON training record (scenes, loss curve, held-out scores)")
