@@ -68,6 +68,7 @@ from ditr.projection import project_scene  # noqa: E402
 from ditr.scene import Scene  # noqa: E402
 from ditr.stats import compare_arms, interval  # noqa: E402
 from ditr.vfm.registry import get_spec  # noqa: E402
+from ditr.viz.labels import plot_paired_differences  # noqa: E402
 from ditr.vfm.extract import fill_scene_features  # noqa: E402
 
 ARMS = ("none", "auto")
@@ -274,6 +275,22 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "threads": threads, "torch": torch.__version__},
     }
     write_study(args.out / "occlusion_study.json", study)
+    plot_study(study, args.out / "per_class_difference.png")
+
+
+def plot_study(study: dict[str, Any], path: Path) -> Path:
+    """Per-class ``auto - none`` with its 95% interval, validation and test streets (a forest plot)."""
+    seeds = len({r["seed"] for r in study["runs"]})
+    differences = {split: {name: (100 * d["mean"], 100 * d["ci95"][0], 100 * d["ci95"][1])
+                           for name, entry in study["per_class"][split].items()
+                           if (d := entry[f"auto_minus_{BASELINE}"])["ci95"] is not None}
+                   for split in SPLITS}
+    miou = {split: study["summary"]["auto"][f"{split}_miou_minus_{BASELINE}"] for split in SPLITS}
+    names = {"val": "validation", "test": "test"}
+    title = (f"occlusion auto - none, DITR on synthetic streets, {seeds} seeds\nmIoU: "
+             + ", ".join(f"{names[split]} {100 * m['mean']:+.1f} [{100 * m['ci95'][0]:+.1f}, "
+                         f"{100 * m['ci95'][1]:+.1f}]" for split, m in miou.items()))
+    return plot_paired_differences({names[k]: v for k, v in differences.items()}, path, title)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,14 @@ def test_viewer_starts_behind_and_above_a_street_sensor():
     assert camera["target"][1] > eye[1]  # looking forward, the way the front camera looks
     no_views = _eye(viewer_camera(coord, labels, ["road"]))
     np.testing.assert_allclose(no_views, [-BEHIND, 0, ABOVE], atol=1e-4)  # the origin, facing +x
+
+
+# ------------------------------------------------------------------------------------------ study charts
+def test_paired_differences_chart_keeps_absent_classes_out_of_their_set(tmp_path):
+    from ditr.viz.labels import plot_paired_differences
+
+    differences = {"validation": {"road": (0.5, -0.2, 1.2), "car": (-0.3, -0.6, -0.1), "sign": (0.0, 0.0, 0.0)},
+                   "test": {"road": (0.8, 0.2, 1.4), "car": None}}
+    path = plot_paired_differences(differences, tmp_path / "chart.png", "a title\nsecond line")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] == 750 and image.size[1] > 200

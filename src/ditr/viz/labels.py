@@ -151,3 +151,34 @@ def plot_method_iou(per_method: Mapping[str, Sequence[float | None]], class_name
     path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     return path
+
+
+def plot_paired_differences(differences: Mapping[str, Mapping[str, tuple[float, float, float] | None]],
+                            path: str | Path, title: str, xlabel: str = "IoU difference (points)") -> Path:
+    """A forest plot of paired per-class differences: one row per class, one marker per set (e.g.
+    validation, test) at the mean difference with a line over its 95% interval, and a line at zero.
+
+    ``differences[set][class]`` is ``(mean, low, high)`` in points, or None where the class is absent
+    from that set. A reader sees at once which intervals leave zero, and on which side."""
+    import textwrap
+
+    sets = list(differences)
+    classes = list(dict.fromkeys(name for per_set in differences.values() for name in per_set))
+    fig = Figure(figsize=(7.5, 0.42 * len(classes) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    offsets = np.linspace(-0.18, 0.18, len(sets)) if len(sets) > 1 else np.zeros(1)
+    for offset, name in zip(offsets, sets):
+        rows = [(i, v) for i, c in enumerate(classes) if (v := differences[name].get(c)) is not None]
+        y = np.array([i for i, _ in rows], dtype=float) + offset
+        mean, low, high = (np.array([v[k] for _, v in rows], dtype=float) for k in range(3))
+        ax.errorbar(mean, y, xerr=[mean - low, high - mean], fmt="o", markersize=4, capsize=2.5, label=name)
+    ax.axvline(0.0, color="0.3", linewidth=0.8)
+    ax.set_yticks(np.arange(len(classes)), classes)
+    ax.set_ylim(len(classes) - 0.5, -0.5)
+    ax.set_xlabel(xlabel + "; lines: 95% interval over seeds")
+    ax.set_title("\n".join(line for part in title.split("\n") for line in textwrap.wrap(part, 80)), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=len(sets), fontsize=9)
+    path = Path(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    return path
