@@ -39,7 +39,8 @@ the 2D model sees it (as with DINOv2); with the random one, mostly its colour.
 
 Resumable: each (arm, seed) run is cached in ``OUT/results/`` once finished, and a rerun with the
 same settings skips it (more ``--seeds`` adds runs). Prints one JSON line per run; writes the whole
-study to ``OUT/occlusion_study.json``.
+study to ``OUT/occlusion_study.json`` and its per-class paired differences to
+``OUT/per_class_difference.png``.
 """
 
 from __future__ import annotations

@@ -67,6 +67,14 @@ if [ -n "${STUDY:-}" ]; then
   cp "$STUDY/per_class_iou.png" "$HERE/demo-study-per-class-iou.png"
 fi
 
+# The outdoor occlusion study's per-class differences, redrawn from its record (docs/occlusion-study.json).
+PYTHONPATH="$HERE/../../benchmarks${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "
+import json, sys
+from pathlib import Path
+from occlusion_study import plot_study
+plot_study(json.load(open('$HERE/../occlusion-study.json')), Path('$HERE/occlusion-study-per-class.png'))
+"
+
 "$PYTHON" - "$HERE" <<'EOF'
 import sys
 from pathlib import Path
