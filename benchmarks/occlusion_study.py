@@ -262,8 +262,9 @@ def main() -> None:
     results = run_jobs(run_one, jobs, (settings, streets, vfm, threads), parallel=args.jobs,
                        cache=args.out / "results", stamp=stamp)
     keys = [f"{split}_miou" for split in SPLITS]
+    weights = "random weights" if vfm["random_weights"] else get_spec(args.teacher).weights_note or vfm["weights"]
     study = {
-        "settings": settings, "vfm": f"{args.teacher} ({get_spec(args.teacher).weights_note or 'random weights'})",
+        "settings": settings, "vfm": f"{args.teacher} ({weights})",
         "arms": list(ARMS),
         "config": "nuscenes + method/ditr, overrides in benchmarks/occlusion_study.py:run_config",
         "streets": {k: [Path(p).name for p in v] for k, v in streets.items()},

@@ -55,14 +55,13 @@ class SceneImages:
     scene_seeds: list[int]
 
 
-def _room_views(seed: int, views: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _room_views(seed: int, views: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     scene = synthetic.generate_room(seed, num_points=1, num_views=views, width=size[1], height=size[0])
-    return [v.read_image() for v in scene.views], [np.asarray(v.label) for v in scene.views]
+    return np.stack([v.read_image() for v in scene.views]), np.stack([np.asarray(v.label) for v in scene.views])
 
 
-def _street_views(seed: int, views: int, size: tuple[int, int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    images, labels = outdoor.render_street_views(seed, width=size[1], height=size[0], views=views)
-    return list(images), list(labels)
+def _street_views(seed: int, views: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return outdoor.render_street_views(seed, width=size[1], height=size[0], views=views)
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class Subject:
     class_names: tuple[str, ...]
     image_size: tuple[int, int]
     max_views: int | None  # None: any number
-    views_of: Callable[[int, int, tuple[int, int]], tuple[list[np.ndarray], list[np.ndarray]]]
+    views_of: Callable[[int, int, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
 
 
 SUBJECTS = {
@@ -129,18 +128,11 @@ class TeacherSettings:
             raise DitrError(f"teacher settings: {self.subject} have at most {most} views, got views={self.views}")
 
 
-def render_scenes(subject: Subject, set_seed: int, scenes: int, views: int,
-                  on_scene: Callable[[], None] | None = None) -> SceneImages:
+def render_scenes(subject: Subject, set_seed: int, scenes: int, views: int) -> SceneImages:
     """Views and label images of scenes ``room_seed(set_seed, 0..scenes-1)`` (points are not needed)."""
     seeds = [room_seed(set_seed, i) for i in range(scenes)]
-    images, labels = [], []
-    for seed in seeds:
-        scene_images, scene_labels = subject.views_of(seed, views, subject.image_size)
-        images += scene_images
-        labels += scene_labels
-        if on_scene is not None:
-            on_scene()
-    return SceneImages(np.stack(images), np.stack(labels).astype(np.int8), seeds)
+    images, labels = zip(*(subject.views_of(seed, views, subject.image_size) for seed in seeds))
+    return SceneImages(np.concatenate(images), np.concatenate(labels).astype(np.int8), seeds)
 
 
 def patch_centre_labels(labels: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
