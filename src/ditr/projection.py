@@ -599,14 +599,15 @@ def _scan_test(pts, uv, depth, visible, use, k, w2c, sizes, cfg, sensor) -> None
     same = (torch.minimum(to_below, to_above) <= _SAME_SURFACE * ranges[pi]) & (depth[vi, chosen] > 0)
     to_ring = (uv[vi, chosen, 1] - point_uv[:, 1]).abs() / 2
     half[:, 1] = torch.where(same, torch.minimum(half[:, 1], SCAN_CELL_SHARE * to_ring), half[:, 1])
-    fine = _supersampling(half)
-    surface = _splatted_depth(vi, point_uv * fine, z, half[:, 1] * fine[1], half[:, 0] * fine[0],
-                              sizes * fine.flip(0).long(), _MAX_SCAN_CELLS)
+    fine = _supersampling(half, vi, int(sizes.shape[0]))  # (V, 2) cells per pixel along u and v
+    surface = _splatted_depth(vi, point_uv * fine[vi], z, half[:, 1] * fine[vi, 1], half[:, 0] * fine[vi, 0],
+                              sizes * fine.flip(1).long(), _MAX_SCAN_CELLS)
     visible[vi, pi] = z <= surface + cfg.depth_tolerance
 
 
-def _supersampling(half: torch.Tensor) -> torch.Tensor:
-    """Buffer cells per image pixel along u and v (powers of two) for footprints of ``half`` (P, 2) pixels.
+def _supersampling(half: torch.Tensor, vi: torch.Tensor, views: int) -> torch.Tensor:
+    """Per view (V, 2), buffer cells per image pixel along u and v (powers of two) for footprints of
+    ``half`` (P, 2) pixels of point-views in views ``vi``.
 
     A splatted footprint covers whole buffer cells: its half-width is rounded to cells and it is
     centred on its point's cell, so it may reach up to a cell and a half beyond its true extent. An
@@ -614,9 +615,11 @@ def _supersampling(half: torch.Tensor) -> torch.Tensor:
     field of view and 1.2 at 480, so at image resolution that rounding alone would make footprints
     1.5 to 2.5 times as wide as the cells they stand for, and what the test hides would depend on the
     image size. On a buffer where the median footprint spans ``_SCAN_FOOTPRINT_CELLS`` cells on each
-    side it is about exact.
+    side it is about exact. Each view's buffer follows its own footprints, so a view's visibility
+    does not depend on which other views are projected with it.
     """
-    typical = half.median(dim=0).values.clamp(min=1e-6)
+    typical = torch.stack([_group_quantile(half[:, axis], vi, views, 0.5)[0] for axis in (0, 1)], dim=1)
+    typical = typical.nan_to_num(1.0).clamp(min=1e-6)
     steps = torch.ceil(torch.log2(_SCAN_FOOTPRINT_CELLS / typical)).clamp(0, math.log2(_MAX_SCAN_SUPERSAMPLE))
     return 2.0 ** steps
 
@@ -639,7 +642,7 @@ SPARSE_GAP_FRACTION = 0.1
 def _neighbour_gaps(strip: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per point, the distances along ``position`` to the nearest other points of its ``strip`` before
     and after it (inf where there is none) and their indices (-1): both (2, P)."""
-    order = torch.argsort(strip * (int(position.max()) + 1) + position)
+    order = torch.argsort(strip * (int(position.max()) + 1) + position, stable=True)  # ties by input order
     s, q = strip[order], position[order]
     same = s[1:] == s[:-1]
     step = torch.where(same, (q[1:] - q[:-1]).float(), math.inf)
@@ -771,15 +774,16 @@ def _bracket_test(uv, depth, visible, use, sizes, cfg) -> torch.Tensor:
         value, count = _group_quantile(gaps.flatten(), tile, nv * th * tw, GAP_QUANTILE)
         local.append(torch.where(count[tile[:len(vi)]] >= _GAP_TILE_POINTS, value[tile[:len(vi)]], view[vi]))
     t = torch.nonzero(local[0].isfinite() & local[1].isfinite()).flatten()
-    extent = (int(sizes[:, 0].max()), int(sizes[:, 1].max()))
     band_u = torch.ceil(BRACKET_BAND * view_u.nan_to_num(1.0))
     band_v = torch.ceil(BRACKET_BAND * view_v.nan_to_num(1.0))
     hidden = torch.zeros_like(z, dtype=torch.bool)
-    if t.numel():
-        hidden[t] = _bracketed(z[t], vi[t], row[t], col[t], extent, BRACKET_REACH * local[1][t], band_u,
-                               cfg.depth_tolerance)
-        hidden[t] |= _bracketed(z[t], vi[t], col[t], row[t], extent[::-1], BRACKET_REACH * local[0][t], band_v,
-                                cfg.depth_tolerance)
+    for view in torch.unique(vi[t]).tolist():  # each view on its own grid: independent of the other views
+        s = t[vi[t] == view]
+        one, extent = torch.zeros_like(s), (int(sizes[view, 0]), int(sizes[view, 1]))
+        hidden[s] = _bracketed(z[s], one, row[s], col[s], extent, BRACKET_REACH * local[1][s],
+                               band_u[view:view + 1], cfg.depth_tolerance)
+        hidden[s] |= _bracketed(z[s], one, col[s], row[s], extent[::-1], BRACKET_REACH * local[0][s],
+                                band_v[view:view + 1], cfg.depth_tolerance)
     visible[vi, pi] = ~hidden
     return (view_u * view_v).sqrt() / sizes.min(dim=1).values
 
