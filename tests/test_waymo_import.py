@@ -772,8 +772,9 @@ def test_stored_pixels_reach_the_training_sample_through_voxelisation(waymo_src,
               "transforms": {"train": [{"type": "CenterShift"}, {"type": "RandomRotate", "p": 1.0},
                                        {"type": "ImageFlip", "p": 0.5}, {"type": "GridSample", "grid_size": 2.0}]}}
 
-    class PatchGrids:  # the one thing correspondences ask of the feature source (the real one loads a VFM)
+    class PatchGrids:  # what correspondences ask of the feature source (the real one loads a VFM)
         online = False
+        cache = None  # no feature cache, so no correspondence cache either
 
         @staticmethod
         def patch_grid(view):

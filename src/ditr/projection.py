@@ -100,7 +100,8 @@ class Correspondences:
     view with stored pixels also: the point has one); ``visible`` additionally passed the occlusion
     test, so ``in_frame & ~visible`` are occluded. ``uv`` is meaningful only where ``in_frame``.
     ``rules`` names per view the occlusion test that ran (``depth``, ``surface``, ``scan``, ``sparse``
-    or ``none``); ``warnings`` say where a test cannot be trusted (points too sparse).
+    or ``none``); ``warnings`` say where a test cannot be trusted: ``sparse_views``, whose points are
+    too sparse for it.
     """
 
     uv: torch.Tensor  # (V, N, 2) float32
@@ -111,6 +112,7 @@ class Correspondences:
     image_sizes: torch.Tensor  # (V, 2) long, (height, width)
     rules: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sparse_views: list[str] = field(default_factory=list)
 
     @property
     def num_views(self) -> int:
@@ -390,6 +392,7 @@ def compute_correspondences(
     uv = uv_store.transpose(1, 2)
     visible = in_frame.clone()
     warnings: list[str] = []
+    sparse: list[str] = []
     if config.occlusion != "none" and n:
         if bool(use_depth.any()):
             views = torch.nonzero(use_depth).flatten().tolist()
@@ -410,7 +413,8 @@ def compute_correspondences(
             if sparse:
                 warnings.append(sparse_warning(sparse, len(view_names)))
     return Correspondences(uv=uv, depth=depth, in_frame=in_frame, visible=visible,
-                           view_names=list(view_names), image_sizes=image_sizes, rules=rules, warnings=warnings)
+                           view_names=list(view_names), image_sizes=image_sizes, rules=rules, warnings=warnings,
+                           sparse_views=sparse)
 
 
 def occlusion_rule(occlusion: Occlusion, acquisition: str | None) -> Rule:

@@ -2,7 +2,9 @@
 
 One item = one scene. Loading goes: read the scene -> select the frames of this sample (training:
 ``views_per_sample`` random frames in random order; evaluation: at a fixed stride, evenly spaced,
-or all in their stored order) -> project the RAW points into those views (docs/design.md#projection-and-visibility)
+or all in their stored order) -> project the RAW points into those views
+(docs/design.md#projection-and-visibility; each view's result is kept beside cached features,
+:mod:`ditr.correspondence_cache`)
 -> 3D transforms, which carry the correspondences along -> per-point model input ``feat`` and the
 image-feature lookup (:func:`ditr.lifting.build_lookup`, whose view fusion decides which view a
 point reads) -> torch tensors.
@@ -33,7 +35,7 @@ from ..configs import RunConfig
 from ..errors import DitrError, SceneError
 from ..image_features import ImageFeatureSource
 from ..lifting import build_lookup
-from ..projection import project_scene
+from ..correspondence_cache import SUBFOLDER, CorrespondenceCache, project_cached
 from ..scene import COORD_FILE, META_FILE, Scene, View
 from .sample import Sample
 from .transforms import CenterShift, Compose, GridSample, build_transforms
@@ -239,6 +241,9 @@ class SceneDataset(Dataset):
         self.features = None
         if self.use_images:
             self.features = features if features is not None else self._feature_source(config)
+        #: Each view's projection, kept beside cached features (docs/projection.md#cached-correspondences).
+        cache = self.features.cache if self.features is not None else None
+        self.correspondences = CorrespondenceCache(cache.root / SUBFOLDER) if cache is not None else None
         #: Training colour jitter: each view draws a variant (docs/features.md#colour-jitter); evaluation never does.
         self.jitter = self.images.jitter() if mode == "train" and self.use_images else None
         if self.jitter is not None and not self.jitter.variants and not self.features.online:  # type: ignore[union-attr]
@@ -434,7 +439,7 @@ class SceneDataset(Dataset):
 
     def _add_correspondences(self, sample: Sample, scene: Scene, views: list[View | None]) -> None:
         real = [v for v in views if v is not None]
-        corr = project_scene(dataclasses.replace(scene, views=real), self.projection)
+        corr = project_cached(dataclasses.replace(scene, views=real), self.projection, self.correspondences)
         n, nv = scene.num_points, len(views)
         slot = np.array([v is not None for v in views], bool)
         uv = np.zeros((nv, n, 2), np.float32)
