@@ -36,6 +36,11 @@ the 2D model sees it (as with DINOv2); with the random one, mostly its colour.
 
     python benchmarks/occlusion_study.py --out occ/ [--seeds 3] [--steps 200]
     python benchmarks/occlusion_study.py --out occ/ --quick     # a smoke run (a few minutes)
+    python benchmarks/occlusion_study.py --out occ/ --step-times 18   # time per step only, no study
+
+``--step-times N`` trains seed 0 for N steps three times, one run at a time: ``none``, ``auto`` with
+an empty correspondence cache (its first epoch projects every street) and ``auto`` again with the
+cache filled (docs/projection.md#cached-correspondences), and prints each run's seconds per step.
 
 Resumable: each (arm, seed) run is cached in ``OUT/results/`` once finished, and a rerun with the
 same settings skips it (more ``--seeds`` adds runs). Prints one JSON line per run; writes the whole
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -166,6 +172,24 @@ def run_one(arm: str, seed: int, args: dict[str, Any], streets: dict[str, list[s
     return result
 
 
+def time_steps(args: dict[str, Any], paths: list[str], vfm: dict[str, Any]) -> None:
+    """Seconds per training step of ``none`` and of ``auto`` with a cold, then a warm correspondence cache."""
+    from ditr.correspondence_cache import SUBFOLDER
+    from ditr.training import train
+
+    shutil.rmtree(Path(args["out"]) / "features" / SUBFOLDER, ignore_errors=True)
+    for arm, cache in (("none", "-"), ("auto", "cold"), ("auto", "warm")):
+        start = time.perf_counter()
+        summary = train(run_config(arm, 0, args, vfm), Path(args["out"]) / "runs" / f"timing-{arm}-{cache}",
+                        train_scenes=paths, quiet=True, resume=False, restart=True)
+        steps = int(summary["step"])
+        seconds = time.perf_counter() - start
+        print(json.dumps({"bench": "occlusion_study", "case": "step_time", "arm": arm, "correspondence_cache": cache,
+                          "steps": steps, "epochs": round(steps * args["batch_size"] / len(paths), 2),
+                          "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+                          "step_seconds": round(seconds / max(steps, 1), 3)}), flush=True)
+
+
 def feed(arm: str, paths: list[str], args: dict[str, Any], vfm: dict[str, Any]) -> dict[str, Any]:
     """What the arm's projection hands the network on ``paths``, measured against the streets' truth.
 
@@ -241,6 +265,8 @@ def main() -> None:
                         help=f"2D model whose patch features DITR gets (default {TEACHER}, shipped with ditr)")
     add_training_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 20 steps, 3/1/1 small streets")
+    parser.add_argument("--step-times", type=int, metavar="N",
+                        help="only time N training steps per arm, the cache of correspondences cold and warm")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps, args.streets, args.width, args.height = 2, 20, [3, 1, 1], 240, 135
@@ -252,6 +278,10 @@ def main() -> None:
                                             args.height, args.azimuth_step)]
     streets = {"train": paths[:n_train], "val": paths[n_train:n_train + n_val], "test": paths[n_train + n_val:]}
     vfm = fill_scene_features(paths, args.teacher, args.out / "features")
+    if args.step_times:
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        time_steps({**settings, "steps": args.step_times}, streets["train"], vfm)
+        return
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     # what a run's result depends on (not --out or --jobs), so a cached run is reused only under it
     stamp = {k: v for k, v in settings.items() if k not in ("out", "jobs", "seeds")}
