@@ -186,3 +186,12 @@ def test_data_workers_keep_correspondences_beside_cached_features(tmp_path):
     for key in ("img_index", "img_weight", "img_seen"):
         assert torch.equal(first[key], second[key])
     assert len(FeatureCache(tmp_path / "features").entries()) == 2  # the feature cache's own listing is unchanged
+
+
+def test_a_missing_depth_map_is_named(tmp_path):
+    from ditr.errors import SceneError
+
+    scene = Scene.load(generate_room(0, num_points=500, num_views=2, width=32, height=24).save(tmp_path / "room"))
+    scene.views[1].depth_path.unlink()
+    with pytest.raises(SceneError, match=r"view_01.*views\[.*\]\.depth"):
+        project_cached(scene, ProjectionConfig(), CorrespondenceCache(tmp_path / "cache"))

@@ -40,6 +40,7 @@ from . import projection
 from .cache import array_digest, file_digest, tensor_checksum
 from .fileio import atomic_write_bytes
 from .projection import Correspondences, ProjectionConfig, project_scene, sparse_warning
+from .errors import SceneError
 from .scene import Scene, View
 
 #: Bump when the meaning of a stored tensor changes.
@@ -96,7 +97,11 @@ def view_identity(view: View, config: ProjectionConfig) -> str:
         if view.depth is not None:
             depth = array_digest(np.ascontiguousarray(view.depth))
         elif view.depth_path is not None:
-            depth = file_digest(view.depth_path)
+            try:
+                depth = file_digest(view.depth_path)
+            except OSError as exc:
+                field = f"views[{view.name}].depth"
+                raise SceneError(view.depth_path, field, f"cannot be read ({exc.strerror})") from None
     return _digest({
         "world_to_cam": np.asarray(view.world_to_cam).tolist(), "intrinsics": np.asarray(view.intrinsics).tolist(),
         "size": [view.height, view.width], "depth": depth, "depth_scale": view.depth_scale,
