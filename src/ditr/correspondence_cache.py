@@ -213,18 +213,17 @@ def project_cached(scene: Scene, config: ProjectionConfig, cache: Correspondence
     from ``cache`` and storing the rest (no cache: computed, assembled alike)."""
     views = list(scene.views)
     n = scene.num_points
-    keys: list[str | None] = [None] * len(views)
+    keys: list[str] = []
     entries: list[ViewCorrespondences | None] = [None] * len(views)
     if cache is not None and views:
         base = scene_identity(scene, config, "cpu")
         keys = [_digest({"scene": base, "view": view_identity(v, config)}) for v in views]
-        entries = [cache.read(key, n) for key in keys if key is not None]
+        entries = [cache.read(key, n) for key in keys]
     missing = [i for i, e in enumerate(entries) if e is None]
     if missing:  # together: a view decides the same with or without the others (tested), and faster
         fresh = split_views(project_scene(dataclasses.replace(scene, views=[views[i] for i in missing]), config))
         for i, entry in zip(missing, fresh):
             entries[i] = entry
-            key = keys[i]
-            if cache is not None and key is not None:
-                cache.write(key, n, entry)
+            if cache is not None:
+                cache.write(keys[i], n, entry)
     return assemble([e for e in entries if e is not None], views, n)

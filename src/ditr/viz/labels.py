@@ -9,6 +9,7 @@ and what hangs on them are seen in context (a view from above would hide them).
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -127,8 +128,6 @@ def plot_method_iou(per_method: Mapping[str, Sequence[float | None]], class_name
                     errors: Mapping[str, Sequence[float | None]] | None = None) -> Path:
     """Grouped bars: one group per class along x, one bar per method (n/a classes left empty); with
     ``errors`` (e.g. the standard deviation over seeds, same units as the values) a whisker on each bar."""
-    import textwrap
-
     methods = list(per_method)
     n = len(class_names)
     width = 0.84 / max(1, len(methods))
@@ -160,8 +159,6 @@ def plot_paired_differences(differences: Mapping[str, Mapping[str, tuple[float, 
 
     ``differences[set][class]`` is ``(mean, low, high)`` in points, or None where the class is absent
     from that set. A reader sees at once which intervals leave zero, and on which side."""
-    import textwrap
-
     sets = list(differences)
     classes = list(dict.fromkeys(name for per_set in differences.values() for name in per_set))
     fig = Figure(figsize=(7.5, 0.42 * len(classes) + 1.6), layout="constrained")
